@@ -1,0 +1,53 @@
+"""The ``framecast`` command: one entry point, one subcommand per component.
+
+Each subcommand lives in its own module with its own ``main(argv)``, imported
+only when asked for, so ``framecast gateway`` never imports OpenCV.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "up": (
+        "framecast.up",
+        "run the whole topology on this machine (valkey, producer, gateways, nginx)",
+    ),
+    "producer": ("producer.service", "read a camera, run a predictor, publish results to Redis"),
+    "gateway": ("gateway.server", "serve a Redis-fed stream to WebSocket clients"),
+    "watch": ("framecast.watch", "print the results a gateway serves, one line each"),
+    "bench": ("bench.__main__", "measure fan-out strategies, the topology and the predictors"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: framecast <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {summary}" for name, (_, summary) in _COMMANDS.items()]
+    lines += ["", "Run 'framecast <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch to a subcommand; returns the process exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from framecast import __version__
+
+        print(f"framecast {__version__}")
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in _COMMANDS:
+        print(f"framecast: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(_COMMANDS[name][0])
+    status: int = module.main(rest, prog=f"framecast {name}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

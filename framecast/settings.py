@@ -1,0 +1,245 @@
+"""Settings read once, from flags and environment, into a frozen object.
+
+A component declares its settings as a frozen dataclass whose fields are made
+with :func:`option`; :func:`parse` builds an :mod:`argparse` parser from it
+(``send_deadline`` becomes ``--send-deadline`` and ``FRAMECAST_SEND_DEADLINE``),
+reads the command line, falls back to the environment, then to the default,
+and validates every value. A bad value fails with one line that names the flag
+or variable it came from, never with a traceback.
+
+Example::
+
+    @dataclass(frozen=True, kw_only=True)
+    class Config:
+        port: int = option(8000, help="TCP port to listen on.", check=port_number)
+
+    config = parse(Config, argv, prog="framecast gateway", description="...")
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, get_type_hints
+
+__all__ = ["ConfigError", "env_name", "non_negative", "option", "parse", "port_number", "positive"]
+
+T = TypeVar("T")
+
+ENV_PREFIX = "FRAMECAST_"
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the text names the flag or variable."""
+
+
+def option(
+    default: Any,
+    *,
+    help: str,
+    env: str | None = None,
+    check: Callable[[Any], Any] | None = None,
+    choices: Sequence[str] | None = None,
+    metavar: str | None = None,
+    group: str = "options",
+) -> Any:
+    """Declare a setting.
+
+    Args:
+        default: Value when neither flag nor environment variable is given.
+        help: One or two sentences for ``--help``.
+        env: Environment variable; ``FRAMECAST_<NAME>`` when omitted. Pass
+            a full name (``"REDIS_URL"``) to read a conventional variable.
+        check: Called with the converted value; raises ValueError with a
+            reason when the value is not acceptable.
+        choices: Allowed string values.
+        metavar: Placeholder shown in ``--help``.
+        group: Heading the flag is listed under in ``--help``.
+    """
+    metadata = {
+        "help": help,
+        "env": env,
+        "check": check,
+        "choices": choices,
+        "metavar": metavar,
+        "group": group,
+    }
+    if isinstance(default, list | dict | set):
+        raise TypeError("option defaults must be immutable (use a tuple)")
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def env_name(field: dataclasses.Field[Any]) -> str:
+    """The environment variable a field is read from."""
+    return field.metadata.get("env") or ENV_PREFIX + field.name.upper()
+
+
+def _flag(field: dataclasses.Field[Any]) -> str:
+    return "--" + field.name.replace("_", "-")
+
+
+def _convert(kind: Any, raw: str) -> Any:
+    """Convert a string to the field's declared type."""
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true/false, yes/no, on/off or 1/0")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+    if kind is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if kind == (str | None) or kind == (int | None) or kind == (float | None):
+        if raw == "":
+            return None
+        inner = next(a for a in kind.__args__ if a is not type(None))
+        return _convert(inner, raw)
+    if kind == tuple[str, ...]:
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
+    return raw
+
+
+def parse(
+    cls: type[T],
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str,
+    description: str,
+    epilog: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> T:
+    """Read settings for ``cls`` from the command line and environment.
+
+    Args:
+        cls: A dataclass whose fields were declared with :func:`option`.
+        argv: Arguments without the program name; ``sys.argv[1:]`` if None.
+        prog: Program name shown in usage.
+        description: What the program does, for ``--help``.
+        epilog: Text after the options in ``--help``.
+        environ: Environment to read; ``os.environ`` if None.
+        extra: Adds arguments that are not settings (positional ones).
+
+    Returns:
+        The frozen settings object. Arguments added by ``extra`` are set on
+        the object as ``args`` is not kept: use :func:`parse_with_args`.
+
+    Raises:
+        SystemExit: With status 2 and one line naming the bad value, as
+            argparse does for a bad flag.
+    """
+    config, _ = parse_with_args(
+        cls, argv, prog=prog, description=description, epilog=epilog, environ=environ, extra=extra
+    )
+    return config
+
+
+def parse_with_args(
+    cls: type[T],
+    argv: Sequence[str] | None = None,
+    *,
+    prog: str,
+    description: str,
+    epilog: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> tuple[T, argparse.Namespace]:
+    """Like :func:`parse`, also returning the raw namespace (for ``extra`` arguments)."""
+    environ = os.environ if environ is None else environ
+    hints = get_type_hints(cls)
+    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("help")]  # type: ignore[arg-type]
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if extra is not None:
+        extra(parser)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in fields:
+        group_name = f.metadata["group"]
+        if group_name not in groups:
+            groups[group_name] = parser.add_argument_group(group_name)
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        help_text = f"{f.metadata['help']} [env {env_name(f)}; default: {shown!s}]"
+        kind = hints[f.name]
+        kwargs: dict[str, Any] = {
+            "dest": f.name,
+            "default": None,
+            "help": help_text.replace("%", "%%"),
+            "metavar": f.metadata["metavar"],
+        }
+        if kind is bool:
+            kwargs.pop("metavar")
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = str
+        groups[group_name].add_argument(_flag(f), **kwargs)
+
+    args = parser.parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in fields:
+        kind = hints[f.name]
+        given = getattr(args, f.name)
+        source = _flag(f)
+        if given is None and env_name(f) in environ:
+            given = environ[env_name(f)]
+            source = env_name(f)
+        if given is None:
+            continue
+        try:
+            value = given if isinstance(given, bool) else _convert(kind, given)
+            choices = f.metadata["choices"]
+            if choices is not None and value not in choices:
+                raise ValueError(f"expected one of {', '.join(choices)}")
+            check = f.metadata["check"]
+            if check is not None and value is not None:
+                check(value)
+        except ValueError as exc:
+            parser.exit(2, f"{prog}: error: {source}={given!s}: {exc}\n")
+        values[f.name] = value
+    try:
+        config = cls(**values)
+    except (ConfigError, ValueError) as exc:
+        parser.exit(2, f"{prog}: error: {exc}\n")
+    return config, args
+
+
+# Reusable checks -------------------------------------------------------------
+
+
+def positive(value: float) -> None:
+    """Accept numbers above zero."""
+    if value <= 0:
+        raise ValueError("must be greater than 0")
+
+
+def non_negative(value: float) -> None:
+    """Accept zero and above."""
+    if value < 0:
+        raise ValueError("must be 0 or greater")
+
+
+def port_number(value: int) -> None:
+    """Accept TCP ports 0-65535 (0 picks a free one)."""
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port between 0 and 65535")
+
+
+def fail(prog: str, message: str, status: int = 1) -> int:
+    """Print one clear error line for a runtime failure and return the exit status."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return status

@@ -1,0 +1,126 @@
+"""The wire format: round trips and rejection of malformed messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from framecast import wire
+
+
+def _result(**overrides: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "v": 1,
+        "type": "result",
+        "stream": "default",
+        "epoch": "e1",
+        "seq": 1,
+        "frame": 0,
+        "captured_at": 1.0,
+        "published_at": 1.1,
+        "width": 640,
+        "height": 480,
+        "detections": [{"label": "motion", "confidence": 0.5, "box": [0, 0, 10, 10]}],
+    }
+    base.update(overrides)
+    return base
+
+
+def test_result_round_trip() -> None:
+    result = wire.Result(
+        stream="cam-1",
+        epoch="abc",
+        seq=7,
+        frame=21,
+        captured_at=1700000000.25,
+        published_at=1700000000.3,
+        width=640,
+        height=480,
+        detections=(wire.Detection("person", 0.87, (10.0, 20.0, 110.0, 220.0)),),
+    )
+    assert wire.decode(wire.encode(result)) == result
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        wire.Status(stream="s", epoch="e", seq=0, sent_at=2.0, state="offline", reconnects=3),
+        wire.Hello(gateway="g1"),
+        wire.Subscribed(stream="s", previews=True),
+        wire.Unsubscribed(stream="s"),
+        wire.Reset(stream="s", reason="history-expired"),
+        wire.Gap(stream="s"),
+        wire.Error(code="forbidden", message="no", stream="s"),
+    ],
+)
+def test_text_messages_round_trip(message: wire.TextMessage) -> None:
+    assert wire.decode(wire.encode(message)) == message
+
+
+def test_ops_round_trip() -> None:
+    for op in (wire.Subscribe("s", since=4, epoch="e", previews=True), wire.Unsubscribe("s")):
+        assert wire.decode_op(wire.encode(op)) == op
+
+
+def test_preview_round_trip() -> None:
+    preview = wire.Preview("s", "e", 3, 9, 5.0, 320, 240, b"\xff\xd8\xff\xe0jpeg")
+    assert wire.decode_preview(wire.encode_preview(preview)) == preview
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"v": 2}, "v"),
+        ({"seq": 0}, "seq"),
+        ({"seq": "1"}, "seq"),
+        ({"seq": True}, "seq"),
+        ({"stream": "bad name"}, "stream"),
+        ({"captured_at": "now"}, "captured_at"),
+        ({"width": 0}, "width"),
+        ({"detections": {}}, "detections"),
+        ({"detections": [{"label": "x", "confidence": 2, "box": [0, 0, 1, 1]}]}, "confidence"),
+        ({"detections": [{"label": "x", "confidence": 1, "box": [0, 0, 1]}]}, "box"),
+        ({"detections": [{"label": "x", "confidence": 1, "box": [0, 0, 700, 10]}]}, "box"),
+        ({"detections": [{"label": "x", "confidence": 1, "box": [5, 0, 1, 10]}]}, "box"),
+        ({"type": "nope"}, "type"),
+    ],
+)
+def test_malformed_results_are_rejected_naming_the_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(wire.WireError, match=field):
+        wire.decode(json.dumps(_result(**overrides)))
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfe", b"[1,2]", b"{", b"", "null"])
+def test_non_objects_are_rejected(data: bytes | str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        '{"op":"dance"}',
+        '{"op":"subscribe"}',
+        '{"op":"subscribe","stream":"../etc"}',
+        '{"op":"subscribe","stream":"s","since":-1}',
+        '{"op":"subscribe","stream":"s","previews":"yes"}',
+    ],
+)
+def test_bad_ops_are_rejected(data: str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.decode_op(data)
+
+
+def test_peek_reads_routing_fields() -> None:
+    data = json.dumps(_result(seq=9, captured_at=12.5)).encode()
+    peeked = wire.peek(data)
+    assert (peeked.type, peeked.epoch, peeked.seq, peeked.captured_at) == ("result", "e1", 9, 12.5)
+    with pytest.raises(wire.WireError):
+        wire.peek(wire.encode(wire.Hello(gateway="g")))
+
+
+def test_encoding_is_compact_utf8_json() -> None:
+    data = wire.encode(wire.Error(code="c", message="ünïcode"))
+    assert b" " not in data.replace("ünïcode".encode(), b"")
+    assert json.loads(data)["message"] == "ünïcode"
