@@ -243,3 +243,18 @@ def fail(prog: str, message: str, status: int = 1) -> int:
     """Print one clear error line for a runtime failure and return the exit status."""
     print(f"{prog}: error: {message}", file=sys.stderr)
     return status
+
+
+def markdown_table(cls: type) -> str:
+    """A Markdown table of a settings class: flag, environment variable, default, meaning.
+
+    The README's configuration section is generated with this, and a test keeps it in step.
+    """
+    rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        if not f.metadata.get("help"):
+            continue
+        default = f.default
+        shown = ",".join(default) if isinstance(default, tuple) else default
+        rows.append(f"| `{_flag(f)}` | `{env_name(f)}` | `{shown}` | {f.metadata['help']} |")
+    return "\n".join(rows)

@@ -1,0 +1,132 @@
+"""What the benchmark runs on, and what each process costs, read from ``/proc``.
+
+CPU time comes from ``/proc/<pid>/stat`` (``utime + stime``), the figure that
+survives a machine shared with other work: wall-clock rates drop when a
+neighbour takes the CPU, CPU seconds per delivery do not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import subprocess
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Usage", "cpu_seconds", "describe", "rss_bytes", "tree", "usage"]
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    # The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far.
+
+    Raises:
+        OSError: The process does not exist (any more).
+    """
+    fields = _stat_fields(pid)
+    # After the name: state is index 0, so utime (field 14) is index 11 and stime (15) index 12.
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of the process, in bytes (0 if it is gone)."""
+    try:
+        return int(_stat_fields(pid)[21]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (nginx's master and its workers, for instance)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry.name))[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo and len(found) < 10_000:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(children.get(current, ()))
+    return found
+
+
+@dataclass(frozen=True)
+class Usage:
+    """CPU seconds and RSS of a set of processes at one instant."""
+
+    cpu: float
+    rss: int
+
+
+def usage(pids: Iterable[int]) -> Usage:
+    """Summed CPU seconds and RSS of ``pids``; processes that are gone count as zero."""
+    cpu, rss = 0.0, 0
+    for pid in pids:
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            cpu += cpu_seconds(pid)
+            rss += rss_bytes(pid)
+    return Usage(cpu, rss)
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _binary_version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"unknown ({exc})"
+    text = (done.stdout + done.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def describe() -> dict[str, Any]:
+    """The machine, the versions and the date, stated next to every figure."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count() or 0,
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "websockets": _version("websockets"),
+        "redis_py": _version("redis"),
+        "hiredis": _version("hiredis"),
+        "numpy": _version("numpy"),
+        "opencv": _version("opencv-python-headless"),
+        "framecast": _version("framecast"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    with contextlib.suppress(Exception):
+        from framecast.embedded import nginx_binary, valkey_binary
+
+        info["valkey"] = _binary_version([str(valkey_binary()), "--version"])
+        info["nginx"] = _binary_version([str(nginx_binary()), "-v"])
+    return info

@@ -1,0 +1,225 @@
+"""The gateway's settings: one frozen object read from flags and environment.
+
+Every field is a flag (``send_deadline`` is ``--send-deadline``) and an
+environment variable (``FRAMECAST_SEND_DEADLINE``; ``redis_url`` reads the
+conventional ``REDIS_URL``). See ``python -m gateway --help``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from framecast.settings import ConfigError, non_negative, option, parse, port_number, positive
+
+__all__ = ["DEFAULT_STATIC_DIR", "GatewayConfig", "default_id", "read_config"]
+
+DEFAULT_STATIC_DIR = str(Path(__file__).resolve().parent / "static")
+"""The viewer shipped inside the package."""
+
+DESCRIPTION = """\
+Serve live framecast streams from Redis to WebSocket clients.
+
+The gateway subscribes once per stream to Redis (only while it has clients for
+that stream) and pushes every message to its local clients. WebSocket paths:
+/ws/<stream> (one stream; ?since=SEQ&epoch=E&previews=1 resumes) and /ws
+(send subscribe/unsubscribe operations). Plain HTTP: /healthz, /readyz,
+/metrics, /streams and the viewer's static files.
+
+If Redis is unreachable the gateway still starts: it serves, answers /readyz
+with 503 and retries with capped exponential backoff until Redis is back."""
+
+EPILOG = """\
+exit status: 0 after a clean shutdown (SIGTERM/SIGINT: clients are closed with
+1001 within --drain-timeout), 1 on a runtime error (port in use), 2 on a bad
+setting."""
+
+
+def default_id() -> str:
+    """``<hostname>-<pid>``: unique per process, readable in logs and headers."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _id_check(value: str) -> None:
+    if not value or len(value) > 64 or not all(c.isalnum() or c in "-_." for c in value):
+        raise ValueError("expected 1-64 characters of letters, digits, '-', '_' or '.'")
+
+
+def _redis_url_check(value: str) -> None:
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+
+
+def _key_file_check(value: str) -> None:
+    if not Path(value).is_file():
+        raise ValueError("no such file")
+
+
+def _dir_check(value: str) -> None:
+    if Path(value).exists() and not Path(value).is_dir():
+        raise ValueError("not a directory")
+
+
+def _origin_check(value: tuple[str, ...]) -> None:
+    for origin in value:
+        if not origin.startswith(("http://", "https://")):
+            raise ValueError(f"{origin!r} is not an origin like https://example.com")
+
+
+def _log_level_check(value: str) -> None:
+    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    """Settings of one gateway process (see ``--help`` for each)."""
+
+    # Network --------------------------------------------------------------
+    host: str = option(
+        "127.0.0.1",
+        help="Address to listen on; 0.0.0.0 for every interface (containers).",
+        group="network",
+    )
+    port: int = option(8000, help="TCP port to listen on (0 picks a free one).", check=port_number, group="network")
+    id: str = option(
+        "",
+        help="Gateway id, sent to clients in 'hello' and the X-Framecast-Gateway header "
+        "(empty: <hostname>-<pid>).",
+        check=_id_check,
+        group="network",
+    )
+    reuse_port: bool = option(
+        False, help="Set SO_REUSEPORT so several gateways can share one port.", group="network"
+    )
+    uvloop: bool = option(False, help="Run on uvloop if it is installed (it is not a dependency).", group="network")
+    static_dir: str = option(
+        DEFAULT_STATIC_DIR, help="Directory of the viewer's static files.", check=_dir_check, group="network"
+    )
+
+    # Redis ----------------------------------------------------------------
+    redis_url: str = option(
+        "redis://127.0.0.1:6379/0",
+        help="Redis (or valkey) to subscribe to.",
+        env="REDIS_URL",
+        check=_redis_url_check,
+        group="redis",
+    )
+    sharded: bool = option(
+        False, help="Use sharded pub/sub (SSUBSCRIBE; producers must SPUBLISH).", group="redis"
+    )
+    health_check_interval: float = option(
+        5.0, help="Seconds between PINGs on an idle subscription connection.", check=positive, group="redis"
+    )
+    ready_timeout: float = option(
+        3.0,
+        help="The gateway is ready only while its Redis canary came back within this many seconds; "
+        "twice that without it and the subscription is reconnected.",
+        check=positive,
+        group="redis",
+    )
+    offline_after: float = option(
+        3.0,
+        help="Seconds without a producer heartbeat after which a stream's clients are told it is offline.",
+        check=positive,
+        group="redis",
+    )
+    replay_limit: int = option(
+        1000, help="Most results replayed to one resuming client.", check=positive, group="redis"
+    )
+
+    # Delivery policy ------------------------------------------------------
+    client_buffer: int = option(
+        1 << 20,
+        help="Bytes a client may have unsent before it counts as lagging and is conflated "
+        "(newest message per stream only).",
+        check=positive,
+        group="delivery",
+    )
+    send_deadline: float = option(
+        1.0, help="Seconds between checks of a lagging client's drain.", check=positive, group="delivery"
+    )
+    max_lag: float = option(
+        10.0, help="A client lagging this many seconds is closed with 4008.", check=positive, group="delivery"
+    )
+    max_age: float = option(
+        2.0,
+        help="Drop a live message older than this many seconds since capture (0 = never).",
+        check=non_negative,
+        group="delivery",
+    )
+    close_timeout: float = option(
+        2.0,
+        help="Seconds a closing handshake may take before the TCP connection is aborted.",
+        check=positive,
+        group="delivery",
+    )
+    compression: str = option(
+        "off",
+        help="'deflate' negotiates permessage-deflate (costs CPU per client and message).",
+        choices=("off", "deflate"),
+        group="delivery",
+    )
+
+    # Limits ----------------------------------------------------------------
+    max_connections: int = option(
+        10000, help="Open WebSocket connections above which handshakes get HTTP 503.", check=positive,
+        group="limits",
+    )
+    max_message_size: int = option(
+        4096, help="Largest message accepted from a client, in bytes (close 1009).", check=positive,
+        group="limits",
+    )
+    max_streams_per_client: int = option(
+        16, help="Streams one connection may subscribe to.", check=positive, group="limits"
+    )
+    drain_timeout: float = option(
+        10.0, help="Seconds allowed for closing every client at shutdown.", check=positive, group="limits"
+    )
+
+    # Security -------------------------------------------------------------
+    jwt_secret: str | None = option(
+        None,
+        help="HS256 secret: when set, clients need a JWT (?token= or Authorization: Bearer) whose "
+        "'streams' claim (list of names, or \"*\") allows the stream.",
+        metavar="SECRET",
+        group="security",
+    )
+    jwt_public_key: str | None = option(
+        None,
+        help="PEM public key file for RS256/ES256 tokens (instead of, or with, --jwt-secret).",
+        check=_key_file_check,
+        metavar="PATH",
+        group="security",
+    )
+    origins: tuple[str, ...] = option(
+        (),
+        help="Comma-separated browser origins allowed to connect (empty = any). "
+        "Clients that send no Origin (non-browsers) are allowed.",
+        check=_origin_check,
+        group="security",
+    )
+
+    # Logging ---------------------------------------------------------------
+    log_level: str = option("INFO", help="DEBUG, INFO, WARNING or ERROR.", check=_log_level_check, group="logging")
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            object.__setattr__(self, "id", default_id())
+        if self.send_deadline > self.max_lag:
+            raise ConfigError(
+                f"--send-deadline ({self.send_deadline}) must not exceed --max-lag ({self.max_lag})"
+            )
+
+    @property
+    def auth_required(self) -> bool:
+        """Whether clients must present a JWT."""
+        return bool(self.jwt_secret or self.jwt_public_key)
+
+
+def read_config(argv: Sequence[str] | None = None, *, prog: str = "python -m gateway") -> GatewayConfig:
+    """Parse flags and environment into a :class:`GatewayConfig` (exit 2 on a bad value)."""
+    return parse(GatewayConfig, argv, prog=prog, description=DESCRIPTION, epilog=EPILOG)

@@ -1,0 +1,343 @@
+// The framecast viewer: one stream's live preview, boxes, detections and health.
+//
+// Page parameters: ?stream=NAME (default: the first listed by /streams), ?token=T (passed to the
+// WebSocket and to /streams), ?previews=0 (boxes on a blank frame, no JPEGs).
+// Every status field is mirrored as a data-* attribute of #status; window.framecastViewer exposes
+// the counters and the (epoch, seq) of the last results drawn, for scripts and tests.
+
+import { subscribe } from "./client.js";
+
+const LATENCY_WINDOW = 50; // results in the latency median
+const RATE_WINDOW_MS = 5000; // results/s is averaged over this
+const SILENT_AFTER_MS = 3000; // no heartbeat for this long: the producer is silent
+const PREVIEW_STALE_MS = 2000; // no preview for this long: draw boxes on a blank frame
+const SEQ_HISTORY = 5000; // (epoch, seq) pairs kept for inspection
+
+const params = new URLSearchParams(location.search);
+const token = params.get("token");
+const $ = (id) => document.getElementById(id);
+const el = {
+  stream: $("stream"),
+  previews: $("previews"),
+  boxes: $("boxes"),
+  frame: $("frame"),
+  overlay: $("overlay"),
+  placeholder: $("placeholder"),
+  detections: $("detections"),
+  detectionCount: $("detection-count"),
+  message: $("message"),
+  status: $("status"),
+  connection: $("connection"),
+  gateway: $("gateway"),
+  streamState: $("stream-state"),
+  rate: $("rate"),
+  latency: $("latency"),
+  seq: $("seq"),
+  reconnects: $("reconnects"),
+};
+el.previews.checked = params.get("previews") !== "0";
+
+const stats = {
+  results: 0,
+  boxes: 0,
+  previews: 0,
+  gaps: 0,
+  resets: 0,
+  latencies: [],
+  arrivals: [],
+  seqs: [],
+  lastStatusAt: 0,
+  lastPreviewAt: 0,
+};
+window.framecastViewer = stats;
+
+let current = null; // stream shown
+let lastResult = null;
+let subscription = null;
+
+function setField(name, text, cls) {
+  const node = el[name];
+  node.textContent = text;
+  if (cls !== undefined) node.className = cls;
+}
+
+function setData(key, value) {
+  el.status.dataset[key] = String(value);
+}
+
+function showMessage(text) {
+  el.message.hidden = !text;
+  el.message.textContent = text || "";
+}
+
+// ---------------------------------------------------------------- drawing
+
+function sizeCanvases(width, height) {
+  for (const canvas of [el.frame, el.overlay]) {
+    if (canvas.width !== width || canvas.height !== height) {
+      canvas.width = width;
+      canvas.height = height;
+    }
+  }
+  el.frame.parentElement.style.aspectRatio = `${width} / ${height}`;
+}
+
+function drawBlankFrame() {
+  const ctx = el.frame.getContext("2d");
+  ctx.fillStyle = "#24272c";
+  ctx.fillRect(0, 0, el.frame.width, el.frame.height);
+}
+
+async function drawPreview(preview) {
+  if (!lastResult) sizeCanvases(preview.width, preview.height);
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(preview.jpeg);
+  } catch {
+    return; // a corrupt JPEG: keep the previous picture
+  }
+  // The JPEG may be smaller than the source frame: stretch it over the frame's pixel grid,
+  // which is also the grid the boxes are in.
+  el.frame.getContext("2d").drawImage(bitmap, 0, 0, el.frame.width, el.frame.height);
+  bitmap.close();
+  stats.previews += 1;
+  stats.lastPreviewAt = performance.now();
+  setData("previews", stats.previews);
+  el.placeholder.hidden = true;
+}
+
+const COLORS = ["#3ddc84", "#40c4ff", "#ffab40", "#ff4081", "#b388ff", "#eeff41"];
+
+function colorFor(label) {
+  let hash = 0;
+  for (const ch of label) hash = (hash * 31 + ch.charCodeAt(0)) | 0;
+  return COLORS[Math.abs(hash) % COLORS.length];
+}
+
+function drawBoxes(result) {
+  const ctx = el.overlay.getContext("2d");
+  ctx.clearRect(0, 0, el.overlay.width, el.overlay.height);
+  if (!el.boxes.checked) return 0;
+  const scale = Math.max(1, Math.round(result.width / 640));
+  ctx.lineWidth = 2 * scale;
+  ctx.font = `${12 * scale}px system-ui, sans-serif`;
+  ctx.textBaseline = "top";
+  for (const d of result.detections) {
+    const [x1, y1, x2, y2] = d.box;
+    const color = colorFor(d.label);
+    ctx.strokeStyle = color;
+    ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
+    const text = `${d.label} ${(d.confidence * 100).toFixed(0)}%`;
+    const pad = 2 * scale;
+    const w = ctx.measureText(text).width + 2 * pad;
+    const h = 14 * scale + pad;
+    const ty = y1 - h >= 0 ? y1 - h : y1;
+    ctx.fillStyle = color;
+    ctx.fillRect(x1, ty, w, h);
+    ctx.fillStyle = "#000";
+    ctx.fillText(text, x1 + pad, ty + pad / 2);
+  }
+  return result.detections.length;
+}
+
+function listDetections(result) {
+  el.detections.replaceChildren(
+    ...(result.detections.length
+      ? result.detections.map((d) => {
+          const li = document.createElement("li");
+          li.dataset.label = d.label;
+          const name = document.createElement("span");
+          name.textContent = d.label;
+          name.style.color = colorFor(d.label);
+          const conf = document.createElement("span");
+          conf.className = "confidence";
+          conf.textContent = `${(d.confidence * 100).toFixed(0)}%`;
+          li.append(name, conf);
+          return li;
+        })
+      : [Object.assign(document.createElement("li"), { className: "empty", textContent: "nothing detected" })]),
+  );
+  el.detectionCount.textContent = String(result.detections.length);
+}
+
+// ---------------------------------------------------------------- messages
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
+function onResult(result) {
+  const now = performance.now();
+  // Capture time is the camera host's clock, arrival is this browser's: their offset is included.
+  stats.latencies.push(Date.now() - result.captured_at * 1000);
+  if (stats.latencies.length > LATENCY_WINDOW) stats.latencies.shift();
+  stats.arrivals.push(now);
+  const last = stats.seqs.at(-1);
+  if (last && last[0] === result.epoch && result.seq !== last[1] + 1) stats.gaps += 1;
+  stats.seqs.push([result.epoch, result.seq]);
+  if (stats.seqs.length > SEQ_HISTORY) stats.seqs.shift();
+  stats.results += 1;
+  lastResult = result;
+
+  sizeCanvases(result.width, result.height);
+  if (!el.previews.checked || now - stats.lastPreviewAt > PREVIEW_STALE_MS) drawBlankFrame();
+  stats.boxes += drawBoxes(result);
+  listDetections(result);
+  el.placeholder.hidden = true;
+
+  const p50 = median(stats.latencies);
+  setField("latency", p50.toFixed(0));
+  setField("seq", String(result.seq));
+  setData("latencyP50", p50.toFixed(1));
+  setData("seq", result.seq);
+  setData("epoch", result.epoch);
+  setData("results", stats.results);
+  setData("boxes", stats.boxes);
+  setData("gaps", stats.gaps);
+}
+
+function onStatus(status) {
+  stats.lastStatusAt = performance.now();
+  const state = status.state === "offline" ? "offline" : status.active === false ? "paused" : "online";
+  const label = state === "paused" ? "paused (no viewers)" : state;
+  setField("streamState", label, state);
+  setData("streamState", state);
+}
+
+function onMessage(msg) {
+  if (msg.stream !== undefined && msg.stream !== current) return;
+  switch (msg.type) {
+    case "result":
+      onResult(msg);
+      break;
+    case "preview":
+      if (el.previews.checked) drawPreview(msg);
+      break;
+    case "status":
+      onStatus(msg);
+      break;
+    case "reset":
+      stats.resets += 1;
+      setData("resets", stats.resets);
+      break;
+    case "error":
+      showMessage(`${msg.code}: ${msg.message}`);
+      break;
+    case "subscribed":
+      showMessage("");
+      break;
+    default:
+      break;
+  }
+}
+
+function onState(s) {
+  const text = {
+    connecting: "connecting",
+    open: "connected",
+    reconnecting: `reconnecting in ${(s.delay ?? 0).toFixed(1)} s`,
+    closed: "closed",
+    failed: "disconnected",
+  }[s.state];
+  setField("connection", text, s.state);
+  setField("gateway", s.gateway ?? "–");
+  setField("reconnects", String(s.reconnects));
+  setData("connection", s.state);
+  setData("gateway", s.gateway ?? "");
+  setData("reconnects", s.reconnects);
+  if (s.state === "failed") showMessage(s.reason);
+  if (s.state === "reconnecting") el.connection.title = s.reason ?? "";
+}
+
+function tick() {
+  const now = performance.now();
+  while (stats.arrivals.length && now - stats.arrivals[0] > RATE_WINDOW_MS) stats.arrivals.shift();
+  const rate = stats.arrivals.length / (RATE_WINDOW_MS / 1000);
+  setField("rate", rate.toFixed(1));
+  setData("rate", rate.toFixed(1));
+  if (stats.lastStatusAt && now - stats.lastStatusAt > SILENT_AFTER_MS) {
+    setField("streamState", "no heartbeat", "silent");
+    setData("streamState", "silent");
+  }
+  if (subscription) setData("duplicates", subscription.cursor.duplicates);
+}
+
+// ---------------------------------------------------------------- streams
+
+function streamNames(body) {
+  // /streams answers {"streams": [{"name": ...}, ...]}; a bare list is accepted too.
+  const list = Array.isArray(body) ? body : body?.streams ?? [];
+  return list.map((s) => (typeof s === "string" ? s : s.name ?? s.stream)).filter(Boolean);
+}
+
+async function listStreams() {
+  const url = new URL("streams", location.href);
+  if (token) url.searchParams.set("token", token);
+  try {
+    const response = await fetch(url, { cache: "no-store" });
+    if (!response.ok) return [];
+    return streamNames(await response.json());
+  } catch {
+    return [];
+  }
+}
+
+function fillPicker(names) {
+  const all = [...new Set([...names, current])].sort();
+  el.stream.replaceChildren(...all.map((name) => new Option(name, name, false, name === current)));
+}
+
+function resetView() {
+  lastResult = null;
+  stats.latencies.length = 0;
+  stats.arrivals.length = 0;
+  stats.lastStatusAt = 0;
+  stats.lastPreviewAt = 0;
+  el.overlay.getContext("2d").clearRect(0, 0, el.overlay.width, el.overlay.height);
+  drawBlankFrame();
+  el.detections.replaceChildren();
+  el.placeholder.hidden = false;
+  setField("streamState", "–", "");
+  setField("latency", "–");
+  setField("seq", "–");
+}
+
+function show(stream) {
+  if (stream === current) return;
+  const previous = current;
+  current = stream;
+  setData("stream", stream);
+  const url = new URL(location.href);
+  url.searchParams.set("stream", stream);
+  history.replaceState(null, "", url);
+  resetView();
+  if (previous) subscription.remove(previous);
+  // Coming back to a stream seen earlier: start from its latest result, not a long replay.
+  subscription.cursor.reset(stream);
+  subscription.add(stream);
+}
+
+async function main() {
+  const names = await listStreams();
+  current = params.get("stream") || names[0] || "default";
+  setData("stream", current);
+  fillPicker(names);
+  subscription = subscribe([current], { token, previews: el.previews.checked, onMessage, onState });
+  window.framecastViewer.subscription = subscription;
+  el.stream.addEventListener("change", () => show(el.stream.value));
+  el.previews.addEventListener("change", () => {
+    // Previews are negotiated per subscription: ask again with the new choice.
+    subscription.previews = el.previews.checked;
+    subscription.remove(current);
+    subscription.add(current);
+    if (!el.previews.checked) drawBlankFrame();
+  });
+  el.boxes.addEventListener("change", () => lastResult && drawBoxes(lastResult));
+  setInterval(tick, 500);
+  // New streams appear as producers start: refresh the picker now and then.
+  setInterval(async () => fillPicker(await listStreams()), 10000);
+}
+
+main();

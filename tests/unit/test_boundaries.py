@@ -1,0 +1,37 @@
+"""The gateway ships in a slim image: it and the shared package never import OpenCV or numpy."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+SLIM_MODULES = sorted(
+    ".".join(p.relative_to(ROOT).with_suffix("").parts)
+    for package in ("gateway", "framecast")
+    for p in (ROOT / package).glob("*.py")
+    if p.name != "__main__.py"
+)
+
+
+def test_there_are_modules_to_check() -> None:
+    assert "gateway.server" in SLIM_MODULES
+    assert "framecast.wire" in SLIM_MODULES
+
+
+@pytest.mark.parametrize("module", SLIM_MODULES)
+def test_slim_module_imports_no_cv2_numpy_or_producer(module: str) -> None:
+    code = (
+        "import sys, importlib\n"
+        f"importlib.import_module({module!r})\n"
+        "bad = sorted(m for m in ('cv2', 'numpy', 'producer') if m in sys.modules)\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "", f"{module} imports {out.stdout.strip()}"
