@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import os
 import platform
+import resource
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Usage", "cpu_seconds", "describe", "rss_bytes", "tree", "usage"]
+__all__ = ["Usage", "cpu_seconds", "describe", "raise_fd_limit", "rss_bytes", "tree", "usage"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -84,6 +85,14 @@ def usage(pids: Iterable[int]) -> Usage:
             cpu += cpu_seconds(pid)
             rss += rss_bytes(pid)
     return Usage(cpu, rss)
+
+
+def raise_fd_limit(wanted: int) -> None:
+    """Raise this process's open-file limit towards ``wanted`` (up to the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _version(package: str) -> str:

@@ -134,6 +134,7 @@ class Cursor:
         self._results: dict[str, Position] = {s: Position(*p) for s, p in (since or {}).items()}
         self._previews: dict[str, Position] = {}
         self._retired: dict[str, list[str]] = {}
+        self._before_reset: dict[str, str] = {}
         self._remember = remember_epochs
         self.duplicates = 0
         """Messages dropped because they were already delivered (or older)."""
@@ -163,8 +164,10 @@ class Cursor:
         if last is not None and last.epoch == message.epoch and message.seq <= last.seq:
             self.duplicates += 1
             return False
-        if last is not None and last.epoch != message.epoch and isinstance(message, wire.Result):
-            self._retire(stream, last.epoch)
+        if isinstance(message, wire.Result):
+            previous = last.epoch if last is not None else self._before_reset.pop(stream, None)
+            if previous is not None and previous != message.epoch:
+                self._retire(stream, previous)
         table[stream] = Position(message.epoch, message.seq)
         return True
 
@@ -174,8 +177,11 @@ class Cursor:
 
     def reset(self, stream: str) -> None:
         """Forget where ``stream`` was (after a :class:`~framecast.wire.Reset`): the next result is new."""
-        self._results.pop(stream, None)
+        last = self._results.pop(stream, None)
         self._previews.pop(stream, None)
+        if last is not None:
+            # Remembered so that, if the next result starts a new epoch, the old one is retired.
+            self._before_reset[stream] = last.epoch
 
     def _retire(self, stream: str, epoch: str) -> None:
         retired = self._retired.setdefault(stream, [])
@@ -472,13 +478,18 @@ class Subscription:
             if isinstance(message, wire.Gap) and message.stream in self._streams:
                 # Messages may have been lost between Redis and the gateway: ask for a replay.
                 await ws.send(self._subscribe_op(message.stream))
-            self._raw = raw
+            self._raw = (
+                raw.decode() if isinstance(raw, bytes) and not isinstance(message, wire.Preview) else raw
+            )
             yield message
 
     def _decode(self, raw: str | bytes) -> Message | None:
         try:
             if isinstance(raw, bytes):
-                return wire.decode_preview(raw)
+                if raw.startswith(b"FCP1"):
+                    return wire.decode_preview(raw)
+                # Tolerate a gateway that frames a JSON message as binary.
+                return wire.decode(raw)
             return wire.decode(raw)
         except wire.WireError as exc:
             # A newer gateway may send message types this client does not know: skip, never crash.

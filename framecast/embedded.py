@@ -120,16 +120,8 @@ def valkey_command(port: int, *, host: str = "127.0.0.1", workdir: str | os.Path
     """The command line for an ephemeral valkey-server: no persistence, loopback only."""
     return [
         str(valkey_binary()),
-        "--port",
-        str(port),
-        "--bind",
-        host,
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-        "--protected-mode",
-        "no",
+        *("--port", str(port), "--bind", host),
+        # Pub/sub and a short history only: nothing worth persisting.
+        *("--save", "", "--appendonly", "no", "--dir", str(workdir)),
+        *("--protected-mode", "no", "--loglevel", "warning"),
     ]

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from framecast import settings
+from framecast import settings, wire
 from framecast.embedded import (
     EmbeddedError,
     free_port,
@@ -314,14 +314,7 @@ class Stack:
         self._launch(nginx)
         self._wait_listening(nginx)
         if self.config.producer:
-            # A producer that cannot open its source exits at once: fail now, not silently later.
-            time.sleep(0.5)
-            producer = self.children["producer"]
-            assert producer.process is not None
-            if producer.process.poll() is not None and producer.process.returncode != 0:
-                raise UpError(
-                    f"producer exited with status {producer.process.returncode}:\n{producer.tail()}"
-                )
+            self._wait_producer(self.children["producer"])
 
     def _add(self, name: str, argv: list[str], *, port: int | None = None) -> Child:
         child = Child(name, argv, port)
@@ -373,6 +366,31 @@ class Stack:
                     return
             time.sleep(0.1)
         raise UpError(f"{child.name} did not answer {url} within {timeout:.0f} s:\n{child.tail()}")
+
+    def _wait_producer(self, child: Child, timeout: float = 30.0) -> None:
+        """Wait for the producer's first heartbeat, so bad input fails ``up`` instead of a later log line.
+
+        A producer that cannot open its source, or was given an unknown detector, exits at once;
+        one whose network camera is down keeps heartbeating ``offline`` and counts as started.
+        """
+        import redis
+
+        assert child.process is not None
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if child.process.poll() is not None:
+                    raise UpError(
+                        f"producer exited with status {child.process.returncode}:\n{child.tail()}"
+                    )
+                with contextlib.suppress(redis.RedisError):
+                    if client.exists(wire.status_key(self.config.stream)):
+                        return
+                time.sleep(0.1)
+        finally:
+            client.close()
+        raise UpError(f"producer sent no heartbeat within {timeout:.0f} s:\n{child.tail()}")
 
     def _terminate(self, child: Child, timeout: float) -> None:
         process = child.process

@@ -64,6 +64,8 @@ __all__ = [
     "history_key",
     "peek",
     "preview_channel",
+    "status_key",
+    "stream_of_status_key",
 ]
 
 VERSION = 1
@@ -127,6 +129,24 @@ def history_key(stream: str) -> str:
     Each entry has one field, ``m``, holding the encoded :class:`Result`.
     """
     return f"{KEY_PREFIX}{stream}:history"
+
+
+def status_key(stream: str) -> str:
+    """Redis string holding a stream's latest :class:`Status`, with a TTL of a few seconds.
+
+    The producer refreshes it with every heartbeat, so the keys that exist are the live
+    streams (a gateway's ``/streams`` lists them).
+    """
+    return f"{KEY_PREFIX}{stream}:status"
+
+
+def stream_of_status_key(key: str) -> str | None:
+    """The stream name in a :func:`status_key`, or None if ``key`` is not one."""
+    if key.startswith(KEY_PREFIX) and key.endswith(":status"):
+        name = key[len(KEY_PREFIX) : -len(":status")]
+        if _STREAM_NAME.fullmatch(name):
+            return name
+    return None
 
 
 # --------------------------------------------------------------------------

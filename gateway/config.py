@@ -84,7 +84,9 @@ class GatewayConfig:
         help="Address to listen on; 0.0.0.0 for every interface (containers).",
         group="network",
     )
-    port: int = option(8000, help="TCP port to listen on (0 picks a free one).", check=port_number, group="network")
+    port: int = option(
+        8000, help="TCP port to listen on (0 picks a free one).", check=port_number, group="network"
+    )
     id: str = option(
         "",
         help="Gateway id, sent to clients in 'hello' and the X-Framecast-Gateway header "
@@ -95,7 +97,9 @@ class GatewayConfig:
     reuse_port: bool = option(
         False, help="Set SO_REUSEPORT so several gateways can share one port.", group="network"
     )
-    uvloop: bool = option(False, help="Run on uvloop if it is installed (it is not a dependency).", group="network")
+    uvloop: bool = option(
+        False, help="Run on uvloop if it is installed (it is not a dependency).", group="network"
+    )
     static_dir: str = option(
         DEFAULT_STATIC_DIR, help="Directory of the viewer's static files.", check=_dir_check, group="network"
     )
@@ -151,6 +155,14 @@ class GatewayConfig:
         check=non_negative,
         group="delivery",
     )
+    send_buffer: int = option(
+        256 * 1024,
+        help="Kernel send buffer (SO_SNDBUF) of each client socket, in bytes: bounds the kernel memory a "
+        "stalled client holds (autotuning lets it reach megabytes) and exposes stalls sooner. "
+        "0 = kernel autotuning.",
+        check=non_negative,
+        group="delivery",
+    )
     close_timeout: float = option(
         2.0,
         help="Seconds a closing handshake may take before the TCP connection is aborted.",
@@ -166,11 +178,15 @@ class GatewayConfig:
 
     # Limits ----------------------------------------------------------------
     max_connections: int = option(
-        10000, help="Open WebSocket connections above which handshakes get HTTP 503.", check=positive,
+        10000,
+        help="Open WebSocket connections above which handshakes get HTTP 503.",
+        check=positive,
         group="limits",
     )
     max_message_size: int = option(
-        4096, help="Largest message accepted from a client, in bytes (close 1009).", check=positive,
+        4096,
+        help="Largest message accepted from a client, in bytes (close 1009).",
+        check=positive,
         group="limits",
     )
     max_streams_per_client: int = option(
@@ -204,7 +220,9 @@ class GatewayConfig:
     )
 
     # Logging ---------------------------------------------------------------
-    log_level: str = option("INFO", help="DEBUG, INFO, WARNING or ERROR.", check=_log_level_check, group="logging")
+    log_level: str = option(
+        "INFO", help="DEBUG, INFO, WARNING or ERROR.", check=_log_level_check, group="logging"
+    )
 
     def __post_init__(self) -> None:
         if not self.id:

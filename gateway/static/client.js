@@ -115,6 +115,7 @@ export class Cursor {
     this.results = new Map(Object.entries(since));
     this.previews = new Map();
     this.retired = new Map();
+    this.beforeReset = new Map();
     /** Messages dropped as already delivered (or older). */
     this.duplicates = 0;
   }
@@ -136,9 +137,13 @@ export class Cursor {
       this.duplicates += 1;
       return false;
     }
-    if (last && last.epoch !== msg.epoch && msg.type === "result") {
-      retired.push(last.epoch);
-      this.retired.set(msg.stream, retired.slice(-8));
+    if (msg.type === "result") {
+      const previous = last ? last.epoch : this.beforeReset.get(msg.stream);
+      this.beforeReset.delete(msg.stream);
+      if (previous !== undefined && previous !== msg.epoch) {
+        retired.push(previous);
+        this.retired.set(msg.stream, retired.slice(-8));
+      }
     }
     table.set(msg.stream, { epoch: msg.epoch, seq: msg.seq });
     return true;
@@ -146,6 +151,9 @@ export class Cursor {
 
   /** Forget where `stream` was (after a `reset`): the next result is new. */
   reset(stream) {
+    const last = this.results.get(stream);
+    // Remembered so that, if the next result starts a new epoch, the old one is retired.
+    if (last) this.beforeReset.set(stream, last.epoch);
     this.results.delete(stream);
     this.previews.delete(stream);
   }
@@ -261,7 +269,8 @@ export class Subscription {
       const status = await this._probe(this.url);
       if (this.state === "closed") return;
       if (status === 401 || status === 403) {
-        this._setState("failed", { reason: `HTTP ${status}: the gateway refused the token`, status });
+        const why = this.url.includes("token=") ? "refused the token" : "requires a token";
+        this._setState("failed", { reason: `HTTP ${status}: the gateway ${why}`, status });
         return;
       }
       if (status) reason = `cannot connect (HTTP ${status})`;
@@ -288,6 +297,14 @@ export class Subscription {
       }
     } else {
       msg = decodePreview(data);
+      if (!msg) {
+        // Tolerate a gateway that frames a JSON message as binary.
+        try {
+          msg = JSON.parse(new TextDecoder().decode(data));
+        } catch {
+          return;
+        }
+      }
     }
     if (!msg || typeof msg.type !== "string") return;
     if (msg.type === "result" || msg.type === "preview") {

@@ -12,6 +12,7 @@ const RATE_WINDOW_MS = 5000; // results/s is averaged over this
 const SILENT_AFTER_MS = 3000; // no heartbeat for this long: the producer is silent
 const PREVIEW_STALE_MS = 2000; // no preview for this long: draw boxes on a blank frame
 const SEQ_HISTORY = 5000; // (epoch, seq) pairs kept for inspection
+const RECENT_RESULTS = 64; // results kept to match the previews that show them
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
@@ -48,11 +49,15 @@ const stats = {
   seqs: [],
   lastStatusAt: 0,
   lastPreviewAt: 0,
+  since: 0,
 };
 window.framecastViewer = stats;
 
 let current = null; // stream shown
 let lastResult = null;
+let drawnResult = null; // the result whose boxes are on the overlay
+let previewKey = null; // epoch:seq of the picture on the frame canvas
+const recent = new Map(); // epoch:seq -> result, for previews that arrive after or before it
 let subscription = null;
 
 function setField(name, text, cls) {
@@ -88,6 +93,12 @@ function drawBlankFrame() {
   ctx.fillRect(0, 0, el.frame.width, el.frame.height);
 }
 
+const keyOf = (msg) => `${msg.epoch}:${msg.seq}`;
+
+function previewsLive() {
+  return el.previews.checked && performance.now() - stats.lastPreviewAt < PREVIEW_STALE_MS;
+}
+
 async function drawPreview(preview) {
   if (!lastResult) sizeCanvases(preview.width, preview.height);
   let bitmap;
@@ -104,33 +115,49 @@ async function drawPreview(preview) {
   stats.lastPreviewAt = performance.now();
   setData("previews", stats.previews);
   el.placeholder.hidden = true;
+  // Boxes follow the picture: draw the ones of the result this frame shows (if it came already).
+  previewKey = keyOf(preview);
+  const shown = recent.get(previewKey);
+  if (shown) showBoxes(shown);
 }
 
-const COLORS = ["#3ddc84", "#40c4ff", "#ffab40", "#ff4081", "#b388ff", "#eeff41"];
+function showBoxes(result) {
+  drawnResult = result;
+  stats.boxes += drawBoxes(result);
+  setData("boxes", stats.boxes);
+}
+
+// The producer's preview palette and label style (producer/preview.py), so that boxes drawn here
+// land on the ones already painted into the JPEG as one annotation, not two.
+const COLORS = ["rgb(255,200,0)", "rgb(0,160,255)", "rgb(80,220,80)", "rgb(220,80,220)", "rgb(255,60,60)", "rgb(80,255,255)"];
+const utf8 = new TextEncoder();
 
 function colorFor(label) {
-  let hash = 0;
-  for (const ch of label) hash = (hash * 31 + ch.charCodeAt(0)) | 0;
-  return COLORS[Math.abs(hash) % COLORS.length];
+  return COLORS[utf8.encode(label).reduce((sum, byte) => sum + byte, 0) % COLORS.length];
+}
+
+function labelText(d) {
+  return `${d.label.slice(0, 40)} ${d.confidence.toFixed(2)}`;
 }
 
 function drawBoxes(result) {
   const ctx = el.overlay.getContext("2d");
   ctx.clearRect(0, 0, el.overlay.width, el.overlay.height);
   if (!el.boxes.checked) return 0;
-  const scale = Math.max(1, Math.round(result.width / 640));
-  ctx.lineWidth = 2 * scale;
-  ctx.font = `${12 * scale}px system-ui, sans-serif`;
+  const scale = Math.max(1, result.width / 640);
+  ctx.lineWidth = Math.max(1, Math.round(result.width / 320));
+  // About the size of the producer's Hershey labels, so ours cover theirs.
+  ctx.font = `${16 * scale}px system-ui, sans-serif`;
   ctx.textBaseline = "top";
   for (const d of result.detections) {
     const [x1, y1, x2, y2] = d.box;
     const color = colorFor(d.label);
     ctx.strokeStyle = color;
     ctx.strokeRect(x1, y1, x2 - x1, y2 - y1);
-    const text = `${d.label} ${(d.confidence * 100).toFixed(0)}%`;
+    const text = labelText(d);
     const pad = 2 * scale;
     const w = ctx.measureText(text).width + 2 * pad;
-    const h = 14 * scale + pad;
+    const h = 18 * scale + pad;
     const ty = y1 - h >= 0 ? y1 - h : y1;
     ctx.fillStyle = color;
     ctx.fillRect(x1, ty, w, h);
@@ -173,6 +200,7 @@ function onResult(result) {
   // Capture time is the camera host's clock, arrival is this browser's: their offset is included.
   stats.latencies.push(Date.now() - result.captured_at * 1000);
   if (stats.latencies.length > LATENCY_WINDOW) stats.latencies.shift();
+  if (!stats.arrivals.length && !stats.since) stats.since = now;
   stats.arrivals.push(now);
   const last = stats.seqs.at(-1);
   if (last && last[0] === result.epoch && result.seq !== last[1] + 1) stats.gaps += 1;
@@ -180,10 +208,17 @@ function onResult(result) {
   if (stats.seqs.length > SEQ_HISTORY) stats.seqs.shift();
   stats.results += 1;
   lastResult = result;
+  recent.set(keyOf(result), result);
+  if (recent.size > RECENT_RESULTS) recent.delete(recent.keys().next().value);
 
   sizeCanvases(result.width, result.height);
-  if (!el.previews.checked || now - stats.lastPreviewAt > PREVIEW_STALE_MS) drawBlankFrame();
-  stats.boxes += drawBoxes(result);
+  if (!previewsLive()) {
+    // No pictures (turned off, or none lately): boxes on a blank frame of the source's size.
+    drawBlankFrame();
+    showBoxes(result);
+  } else if (keyOf(result) === previewKey) {
+    showBoxes(result);
+  }
   listDetections(result);
   el.placeholder.hidden = true;
 
@@ -194,7 +229,6 @@ function onResult(result) {
   setData("seq", result.seq);
   setData("epoch", result.epoch);
   setData("results", stats.results);
-  setData("boxes", stats.boxes);
   setData("gaps", stats.gaps);
 }
 
@@ -254,7 +288,9 @@ function onState(s) {
 function tick() {
   const now = performance.now();
   while (stats.arrivals.length && now - stats.arrivals[0] > RATE_WINDOW_MS) stats.arrivals.shift();
-  const rate = stats.arrivals.length / (RATE_WINDOW_MS / 1000);
+  // Until the window is full, average over the time since the stream was first seen.
+  const span = Math.min(RATE_WINDOW_MS, Math.max(1000, now - stats.since));
+  const rate = stats.arrivals.length / (span / 1000);
   setField("rate", rate.toFixed(1));
   setData("rate", rate.toFixed(1));
   if (stats.lastStatusAt && now - stats.lastStatusAt > SILENT_AFTER_MS) {
@@ -267,9 +303,9 @@ function tick() {
 // ---------------------------------------------------------------- streams
 
 function streamNames(body) {
-  // /streams answers {"streams": [{"name": ...}, ...]}; a bare list is accepted too.
+  // /streams answers [{"stream": name, "state": ..., ...}, ...]; plain names are accepted too.
   const list = Array.isArray(body) ? body : body?.streams ?? [];
-  return list.map((s) => (typeof s === "string" ? s : s.name ?? s.stream)).filter(Boolean);
+  return list.map((s) => (typeof s === "string" ? s : s.stream)).filter(Boolean);
 }
 
 async function listStreams() {
@@ -291,8 +327,12 @@ function fillPicker(names) {
 
 function resetView() {
   lastResult = null;
+  drawnResult = null;
+  previewKey = null;
+  recent.clear();
   stats.latencies.length = 0;
   stats.arrivals.length = 0;
+  stats.since = 0;
   stats.lastStatusAt = 0;
   stats.lastPreviewAt = 0;
   el.overlay.getContext("2d").clearRect(0, 0, el.overlay.width, el.overlay.height);
@@ -334,7 +374,7 @@ async function main() {
     subscription.add(current);
     if (!el.previews.checked) drawBlankFrame();
   });
-  el.boxes.addEventListener("change", () => lastResult && drawBoxes(lastResult));
+  el.boxes.addEventListener("change", () => drawnResult && drawBoxes(drawnResult));
   setInterval(tick, 500);
   // New streams appear as producers start: refresh the picker now and then.
   setInterval(async () => fillPicker(await listStreams()), 10000);

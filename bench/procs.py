@@ -1,0 +1,139 @@
+"""Child processes of the benchmark: started with a bounded wait, always stopped.
+
+:class:`Children` is a context manager: every process started through it is
+terminated (then killed) when the block exits, whatever happened inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+__all__ = ["BenchError", "Children", "ROOT", "child_env", "read_json_line"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class BenchError(RuntimeError):
+    """A benchmark step failed; the text says which and why."""
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for children: this checkout importable, no stray framecast settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["FRAMECAST_LOG_LEVEL"] = "WARNING"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def read_json_line(process: subprocess.Popen[str], timeout: float, what: str) -> dict[str, Any]:
+    """The next JSON line a child prints on stdout, within ``timeout`` seconds.
+
+    Raises:
+        BenchError: The child exited, printed something else, or said nothing in time.
+    """
+    stdout = process.stdout
+    assert stdout is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise BenchError(f"{what}: no answer within {timeout:.0f} s")
+        ready, _, _ = select.select([stdout], [], [], min(remaining, 0.5))
+        if not ready:
+            if process.poll() is not None:
+                raise BenchError(f"{what}: exited with status {process.returncode}")
+            continue
+        line = stdout.readline()
+        if not line:
+            process.wait(timeout=5)
+            raise BenchError(f"{what}: exited with status {process.returncode}")
+        with contextlib.suppress(json.JSONDecodeError):
+            obj = json.loads(line)
+            if isinstance(obj, dict):
+                return obj
+        # Anything else a child prints (a warning) is passed on, not parsed.
+        sys.stderr.write(line)
+
+
+class Children:
+    """Processes started for one benchmark step, stopped when the step ends."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[str]] = []
+
+    def __enter__(self) -> Children:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_all()
+
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        env: dict[str, str] | None = None,
+        stdin: bool = False,
+        stdout: bool = True,
+        stderr: IO[str] | int | None = None,
+        nice: int = 0,
+    ) -> subprocess.Popen[str]:
+        """Start a child (``stdout`` piped for :func:`read_json_line`, ``stdin`` piped if asked)."""
+
+        def _prepare() -> None:
+            if nice:
+                os.nice(nice)
+
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout else subprocess.DEVNULL,
+            stderr=stderr,
+            env=env if env is not None else child_env(),
+            cwd=ROOT,
+            text=True,
+            preexec_fn=_prepare if nice else None,
+        )
+        self._procs.append(process)
+        return process
+
+    def python(self, module: str, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+        """Start ``python -m module args...`` with this interpreter."""
+        return self.start([sys.executable, "-m", module, *args], **kwargs)
+
+    def stop(self, process: subprocess.Popen[str], *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Stop one child: ``sig``, then SIGKILL after ``timeout`` seconds; returns its exit status."""
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(sig)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        for stream in (process.stdin, process.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        return process.returncode
+
+    def stop_all(self) -> None:
+        """Stop every child still running, newest first."""
+        for process in reversed(self._procs):
+            self.stop(process, timeout=5.0)
+        self._procs.clear()

@@ -1,0 +1,106 @@
+"""Replay from a stream's bounded history (a Redis Stream), for clients that resume.
+
+The producer appends each result to ``wire.history_key(stream)`` with the entry
+id ``<epoch start ms>-<seq>`` *before* publishing it. A gateway that subscribes
+to the live channel first and reads the history second therefore misses
+nothing: a result is either in the history it read, or published after the
+subscription took effect (or both, and the duplicate is dropped by seq).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from framecast import wire
+
+__all__ = ["Replay", "replay"]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """What to send a subscribing client before it goes live.
+
+    Attributes:
+        messages: Encoded results, oldest first.
+        reset: A :class:`framecast.wire.Reset` reason to send before them, or None.
+        epoch: Epoch of the last message sent (or of the client's cursor).
+        seq: Seq of the last message sent: live results up to it are duplicates.
+    """
+
+    messages: list[bytes] = field(default_factory=list)
+    reset: str | None = None
+    epoch: str | None = None
+    seq: int = 0
+
+
+def _seq_of(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[1])
+
+
+async def replay(
+    redis: aioredis.Redis,
+    stream: str,
+    *,
+    since: int | None = None,
+    epoch: str | None = None,
+    limit: int = 1000,
+) -> Replay:
+    """Work out what a client subscribing to ``stream`` gets before live messages.
+
+    Without ``since``: the latest result (if any). With ``since`` and ``epoch``:
+    every result after ``since`` in that epoch, or, when the history cannot
+    provide them contiguously, a reset reason and the latest result:
+    ``no-history`` (nothing stored), ``epoch-changed`` (the producer restarted),
+    ``history-expired`` (trimmed past ``since``, or more than ``limit`` behind).
+
+    Raises:
+        redis.exceptions.RedisError: Redis could not be read.
+    """
+    key = wire.history_key(stream)
+    newest: Any = await redis.xrevrange(key, "+", "-", count=1)
+    latest = _latest(newest)
+    if latest is None:
+        return Replay(reset="no-history" if since is not None else None, epoch=epoch, seq=since or 0)
+    data, peeked, entry_id = latest
+    if since is None:
+        return Replay([data], None, peeked.epoch, peeked.seq)
+    if peeked.epoch != epoch:
+        return Replay([data], "epoch-changed", peeked.epoch, peeked.seq)
+    if since >= peeked.seq:
+        # Up to date (a cursor beyond the newest entry is treated the same).
+        return Replay([], None, peeked.epoch, peeked.seq)
+    if peeked.seq - since > limit:
+        return Replay([data], "history-expired", peeked.epoch, peeked.seq)
+    epoch_ms = entry_id.split(b"-", 1)[0].decode()
+    entries: Any = await redis.xrange(key, min=f"({epoch_ms}-{since}", max="+", count=limit)
+    if not entries or _seq_of(entries[0][0]) != since + 1:
+        return Replay([data], "history-expired", peeked.epoch, peeked.seq)
+    messages: list[bytes] = []
+    last_epoch, last_seq = epoch, since
+    for _, fields in entries:
+        message = fields.get(b"m")
+        if message is None:
+            continue
+        try:
+            item = wire.peek(message)
+        except wire.WireError:
+            continue
+        messages.append(message)
+        last_epoch, last_seq = item.epoch, item.seq
+    return Replay(messages, None, last_epoch, last_seq)
+
+
+def _latest(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[bytes, wire.Peek, bytes] | None:
+    if not entries:
+        return None
+    entry_id, fields = entries[0]
+    data = fields.get(b"m")
+    if data is None:
+        return None
+    try:
+        return data, wire.peek(data), entry_id
+    except wire.WireError:
+        return None

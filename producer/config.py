@@ -1,0 +1,234 @@
+"""The producer's settings: one frozen object read from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from framecast import wire
+from framecast.settings import non_negative, option, port_number, positive
+
+__all__ = ["DESCRIPTION", "EPILOG", "LOG_LEVELS", "Config"]
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+DESCRIPTION = """\
+Read a camera (or a synthetic scene), keep only its newest frame, run a predictor on it off the
+event loop and publish each result to Redis: to the stream's history (a Redis Stream, for replay)
+and then to its pub/sub channel, where gateways pick it up. A status heartbeat follows at least once
+per second, detections or not."""
+
+EPILOG = """\
+sources:
+  synthetic          a generated 640x480 scene at 30 fps with moving shapes, a walking figure
+                     and a QR code (the default: works with every built-in detector)
+  0, 1, ...          a camera device index; one that cannot be opened is an error (exit 1)
+  PATH               a video file, played at its own frame rate; a missing or unreadable file is an
+                     error (exit 1). At its end the producer publishes the last results and exits 0,
+                     unless --loop is given
+  rtsp://, http(s)://  a network camera via FFmpeg (RTSP over TCP, MJPEG over HTTP, HLS...); one that
+                     cannot be opened, drops or stalls for --stall-timeout is reopened forever with
+                     capped exponential backoff, state "offline" meanwhile. Credentials in the URL are
+                     never logged or published
+
+detectors:
+  motion             moving regions (background subtraction); --min-area sets the smallest box
+  faces              frontal faces (Haar cascade)
+  people             standing people (HOG)
+  qr                 QR codes; the label is the decoded text
+  onnx:PATH          a YOLOv5/v8-style ONNX model run with OpenCV DNN; see --confidence, --nms,
+                     --classes, --input-size
+  module:callable    your own predictor: a function frame -> list of framecast.wire.Detection (or
+                     (label, confidence, (x1, y1, x2, y2)) tuples), or a class instantiated once
+  NAME               a predictor registered under the entry-point group 'framecast.detectors'
+  An unknown detector is an error (exit 2). A predictor that raises is logged (rate-limited) and
+  counted; the producer carries on with the next frame.
+
+behaviour:
+  Redis unreachable, at start-up or later: the producer keeps capturing and predicting, keeps only the
+  newest result and retries with capped exponential backoff; it never exits for that.
+  With --demand (the default) the predictor pauses while nobody subscribes to the stream (heartbeats
+  go on with active=false) and resumes within a second of the first subscriber.
+  SIGTERM or SIGINT: a final "offline" heartbeat, then exit 0."""
+
+
+def _unit_interval(value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError("must be between 0 and 1")
+
+
+def _quality(value: int) -> None:
+    if not 1 <= value <= 100:
+        raise ValueError("must be between 1 and 100")
+
+
+def _input_size(value: int) -> None:
+    if value < 32 or value % 32:
+        raise ValueError("must be a multiple of 32, at least 32")
+
+
+def _log_level(value: str) -> None:
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+
+
+def _redis_url(value: str) -> None:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+
+
+def _non_empty(value: str) -> None:
+    if not value.strip():
+        raise ValueError("must not be empty")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """Everything the producer reads from its command line and environment."""
+
+    # source
+    source: str = option(
+        "synthetic",
+        help="What to read: 'synthetic', a camera index ('0'), a video file, an rtsp:// or http(s):// URL.",
+        metavar="SOURCE",
+        check=_non_empty,
+        group="source",
+    )
+    loop: bool = option(False, help="Play a video file again from its start when it ends.", group="source")
+    stall_timeout: float = option(
+        10.0,
+        help="Seconds without a frame after which the source is reopened (also FFmpeg's open/read timeout).",
+        metavar="SECONDS",
+        check=positive,
+        group="source",
+    )
+
+    # predictor
+    detector: str = option(
+        "motion",
+        help="Predictor: motion, faces, people, qr, onnx:PATH, module:callable or an entry-point name.",
+        metavar="NAME",
+        check=_non_empty,
+        group="predictor",
+    )
+    max_fps: float = option(
+        15.0,
+        help="Run the predictor at most this many times per second (0: as fast as it goes).",
+        metavar="FPS",
+        check=non_negative,
+        group="predictor",
+    )
+    workers: int = option(
+        0,
+        help="0: predict in one thread; N: in a pool of N processes, N frames in flight.",
+        metavar="N",
+        check=non_negative,
+        group="predictor",
+    )
+    demand: bool = option(
+        True,
+        help="Pause the predictor while nobody subscribes to the stream.",
+        group="predictor",
+    )
+    min_area: int = option(
+        400,
+        help="motion: smallest moving region reported, in frame pixels.",
+        metavar="PIXELS",
+        check=positive,
+        group="predictor",
+    )
+    confidence: float = option(
+        0.25,
+        help="onnx: lowest confidence reported (0-1).",
+        metavar="SCORE",
+        check=_unit_interval,
+        group="predictor",
+    )
+    nms: float = option(
+        0.45,
+        help="onnx: IoU above which overlapping boxes of a class are merged (0-1).",
+        metavar="IOU",
+        check=_unit_interval,
+        group="predictor",
+    )
+    classes: str | None = option(
+        None,
+        help="onnx: text file of class names, one per line (default: COCO's 80 names for 80-class models).",
+        metavar="FILE",
+        group="predictor",
+    )
+    input_size: int = option(
+        640,
+        help="onnx: the model's square input size in pixels.",
+        metavar="PIXELS",
+        check=_input_size,
+        group="predictor",
+    )
+
+    # output
+    stream: str = option(
+        "default",
+        help="Stream name to publish (1-64 of A-Z a-z 0-9 _ . -).",
+        metavar="NAME",
+        check=wire.check_stream_name,
+        group="output",
+    )
+    history: int = option(
+        1000,
+        help="Results kept in the stream's Redis history for replay (approximate, trimmed by Redis).",
+        metavar="N",
+        check=positive,
+        group="output",
+    )
+    heartbeat_interval: float = option(
+        1.0,
+        help="Seconds between status heartbeats (clients expect at least one per second).",
+        metavar="SECONDS",
+        check=positive,
+        group="output",
+    )
+    preview_fps: float = option(
+        5.0,
+        help="Annotated JPEG previews per second, sent only while someone watches previews (0: never).",
+        metavar="FPS",
+        check=non_negative,
+        group="output",
+    )
+    preview_width: int = option(
+        640,
+        help="Largest preview width in pixels (never scaled up).",
+        metavar="PIXELS",
+        check=positive,
+        group="output",
+    )
+    preview_quality: int = option(
+        75, help="Preview JPEG quality (1-100).", metavar="Q", check=_quality, group="output"
+    )
+
+    # redis
+    redis_url: str = option(
+        "redis://127.0.0.1:6379/0",
+        help="Redis to publish to; unreachable is retried forever, never fatal.",
+        env="REDIS_URL",
+        metavar="URL",
+        check=_redis_url,
+        group="redis",
+    )
+
+    # operations
+    metrics_port: int = option(
+        0,
+        help="Serve Prometheus metrics on this port (0: off).",
+        metavar="PORT",
+        check=port_number,
+        group="operations",
+    )
+    metrics_host: str = option(
+        "127.0.0.1",
+        help="Address the metrics server listens on (0.0.0.0 in a container).",
+        metavar="ADDR",
+        group="operations",
+    )
+    log_level: str = option(
+        "INFO", help="DEBUG, INFO, WARNING or ERROR.", metavar="LEVEL", check=_log_level, group="operations"
+    )

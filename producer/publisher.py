@@ -1,0 +1,346 @@
+"""Publishing to Redis: results into history then the channel, heartbeats, subscriber counts.
+
+Every result is one round trip: ``MULTI; XADD history <epoch_ms>-<seq> m <bytes>; PUBLISH channel
+<bytes>; EXEC``, so a result a gateway sees live is already in the history it replays from, and
+the history entry id encodes the result's epoch start and ``seq``.
+
+When Redis cannot be reached the publisher keeps only the newest result (older ones would be
+stale by the time Redis is back), retries with capped exponential backoff and jitter, and logs
+once when the link is lost and once when it is back, never per result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import RedisError, ResponseError
+
+from framecast import wire
+
+__all__ = ["Draft", "Publisher", "redact_url"]
+
+log = logging.getLogger(__name__)
+
+_LinkState = Literal["unknown", "up", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A result before publishing: the publisher adds stream, epoch, seq and publish time."""
+
+    frame: int
+    captured_at: float
+    width: int
+    height: int
+    detections: tuple[wire.Detection, ...] = ()
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for logs)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
+
+
+def _is_id_conflict(exc: ResponseError) -> bool:
+    return "equal or smaller than the target stream top item" in str(exc)
+
+
+class Publisher:
+    """Writes one stream's results, heartbeats and previews; survives Redis outages.
+
+    Args:
+        redis: Client to publish with (its socket timeouts bound every call).
+        stream: Stream name.
+        history: Approximate length the history is trimmed to.
+        status_ttl: Seconds the status key outlives the last heartbeat.
+        epoch: Run id; a random one when None.
+        where: How Redis is named in logs (no password).
+        backoff_base: First retry delay in seconds, doubled per failure, with jitter.
+        backoff_cap: Largest retry delay in seconds.
+        on_link: Called with True/False when the link comes up or goes down.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        stream: str,
+        history: int = 1000,
+        status_ttl: float = 5.0,
+        epoch: str | None = None,
+        where: str = "Redis",
+        backoff_base: float = 0.25,
+        backoff_cap: float = 5.0,
+        on_link: Callable[[bool], None] | None = None,
+    ) -> None:
+        self._redis = redis
+        self.stream = wire.check_stream_name(stream)
+        self._channel = wire.channel(stream)
+        self._preview_channel = wire.preview_channel(stream)
+        self._history_key = wire.history_key(stream)
+        self._status_key = wire.status_key(stream)
+        self._history = history
+        self._status_ttl_ms = max(1000, round(status_ttl * 1000))
+        self.epoch = epoch or secrets.token_hex(4)
+        """Run id carried by every message."""
+        self.seq = 0
+        """``seq`` of the last result written."""
+        self.errors = 0
+        """Failed Redis calls so far."""
+        self.published = 0
+        """Results written so far (all epochs)."""
+        self.parked: Draft | None = None
+        """The newest result waiting for Redis to come back."""
+        self._epoch_ms: int | None = None
+        self._attempted: tuple[int, Draft] | None = None
+        self._where = where
+        self._backoff = EqualJitterBackoff(cap=backoff_cap, base=backoff_base)
+        self._on_link = on_link
+        self._state: _LinkState = "unknown"
+        self._reconnecting: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        """Whether the last Redis call succeeded."""
+        return self._state == "up"
+
+    @property
+    def epoch_ms(self) -> int | None:
+        """Millisecond part of this epoch's history ids (known after the first write)."""
+        return self._epoch_ms
+
+    # ----------------------------------------------------------------- results
+
+    async def publish(self, draft: Draft) -> wire.Result | None:
+        """Write a result to history and channel.
+
+        Returns:
+            The published result, or None when Redis is unreachable: the draft is then parked
+            (replacing an older parked one) and published once the link is back.
+        """
+        if self._state == "down":
+            self.parked = draft
+            return None
+        try:
+            result = await self._write(draft)
+        except (RedisError, OSError) as exc:
+            self.parked = draft
+            self._lost(exc)
+            return None
+        self._up()
+        return result
+
+    async def _write(self, draft: Draft) -> wire.Result:
+        if self._epoch_ms is None:
+            self._epoch_ms = await self._epoch_start()
+        seq = self.seq + 1
+        result = wire.Result(
+            stream=self.stream,
+            epoch=self.epoch,
+            seq=seq,
+            frame=draft.frame,
+            captured_at=draft.captured_at,
+            published_at=time.time(),
+            width=draft.width,
+            height=draft.height,
+            detections=draft.detections,
+        )
+        data = wire.encode(result)
+        self._attempted = (seq, draft)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.xadd(
+                    self._history_key,
+                    {"m": data},
+                    id=f"{self._epoch_ms}-{seq}",
+                    maxlen=self._history,
+                    approximate=True,
+                )
+                pipe.publish(self._channel, data)
+                await pipe.execute()
+        except ResponseError as exc:
+            self._attempted = None
+            if not _is_id_conflict(exc):
+                raise
+            # Someone wrote newer ids into our history (a second producer on this stream?):
+            # start a new epoch rather than publish results that replay can never find.
+            old = self.epoch
+            self.epoch, self.seq, self._epoch_ms = secrets.token_hex(4), 0, None
+            log.error(
+                "stream %s: the history has entries newer than epoch %s (is another producer "
+                "publishing this stream?); starting epoch %s",
+                self.stream,
+                old,
+                self.epoch,
+            )
+            return await self._write(draft)
+        self._attempted = None
+        self.seq = seq
+        self.published += 1
+        return result
+
+    async def _epoch_start(self) -> int:
+        """max(now, newest history id's ms + 1): ids keep increasing across producer restarts."""
+        newest: Any = await self._redis.xrevrange(self._history_key, count=1)
+        now_ms = int(time.time() * 1000)
+        if not newest:
+            return now_ms
+        entry_id = newest[0][0]
+        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return max(now_ms, int(text.split("-", 1)[0]) + 1)
+
+    async def _reconcile(self) -> None:
+        """After a failed write whose outcome is unknown, learn whether Redis applied it."""
+        if self._attempted is None or self._epoch_ms is None:
+            return
+        seq, draft = self._attempted
+        newest: Any = await self._redis.xrevrange(self._history_key, count=1)
+        self._attempted = None
+        if newest:
+            entry_id = newest[0][0]
+            text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+            if text == f"{self._epoch_ms}-{seq}":
+                self.seq = seq
+                self.published += 1
+                if self.parked is draft:
+                    self.parked = None
+
+    # ----------------------------------------------------------------- heartbeats and demand
+
+    async def heartbeat(self, status: wire.Status, *, previews: bool = False) -> int | None:
+        """Publish a status, refresh the status key and optionally count preview subscribers.
+
+        Returns:
+            Preview subscribers when asked for, 0 when not; None when Redis is unreachable.
+        """
+        if self._state == "down":
+            return None
+        data = wire.encode(status)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.publish(self._channel, data)
+                pipe.set(self._status_key, data, px=self._status_ttl_ms)
+                if previews:
+                    pipe.pubsub_numsub(self._preview_channel)
+                replies = await pipe.execute()
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return None
+        self._up()
+        return _count(replies[2]) if previews else 0
+
+    async def subscribers(self) -> int | None:
+        """Subscribers of the stream's channel (on this Redis node), or None when unreachable."""
+        if self._state == "down":
+            return None
+        try:
+            reply = await self._redis.pubsub_numsub(self._channel)
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return None
+        self._up()
+        return _count(reply)
+
+    async def preview(self, data: bytes) -> bool:
+        """Publish an encoded preview; False when Redis is unreachable (previews are not kept)."""
+        if self._state == "down":
+            return False
+        try:
+            await self._redis.publish(self._preview_channel, data)
+        except (RedisError, OSError) as exc:
+            self._lost(exc)
+            return False
+        return True
+
+    async def close(self, final: wire.Status | None = None, *, timeout: float = 2.0) -> None:
+        """Send a last status (if reachable), remove the status key and close the client."""
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnecting
+        if final is not None and self._state != "down":
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(timeout), self._redis.pipeline(transaction=False) as pipe:
+                    pipe.publish(self._channel, wire.encode(final))
+                    pipe.delete(self._status_key)
+                    await pipe.execute()
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.aclose()
+
+    # ----------------------------------------------------------------- link state
+
+    def _up(self) -> None:
+        if self._state == "up":
+            return
+        if self._state == "unknown":
+            log.info("publishing stream %s to %s (epoch %s)", self.stream, self._where, self.epoch)
+        self._state = "up"
+        if self._on_link is not None:
+            self._on_link(True)
+
+    def _lost(self, exc: BaseException) -> None:
+        self.errors += 1
+        if self._state == "down":
+            return
+        log.warning(
+            "%s unreachable (%s); retrying with backoff, keeping only the newest result",
+            self._where,
+            str(exc).strip() or type(exc).__name__,
+        )
+        self._state = "down"
+        if self._on_link is not None:
+            self._on_link(False)
+        if self._reconnecting is None or self._reconnecting.done():
+            self._reconnecting = asyncio.get_running_loop().create_task(
+                self._reconnect(), name="redis-reconnect"
+            )
+
+    async def _reconnect(self) -> None:
+        failures = 0
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(self._backoff.compute(failures))
+            failures += 1
+            try:
+                await self._redis.ping()
+                await self._reconcile()
+                while self.parked is not None:
+                    draft = self.parked
+                    self.parked = None
+                    try:
+                        await self._write(draft)
+                    except BaseException:
+                        if self.parked is None:
+                            self.parked = draft
+                        raise
+            except (RedisError, OSError) as exc:
+                self.errors += 1
+                log.debug("%s still unreachable: %s", self._where, exc)
+                continue
+            log.info("%s reachable again after %.1f s", self._where, time.monotonic() - started)
+            self._state = "up"
+            if self._on_link is not None:
+                self._on_link(True)
+            return
+
+
+def _count(reply: Any) -> int:
+    """The count in a PUBSUB NUMSUB reply for one channel (``[(channel, n)]``)."""
+    try:
+        return int(reply[0][1])
+    except (IndexError, TypeError, ValueError):
+        return 0

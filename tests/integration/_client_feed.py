@@ -1,0 +1,102 @@
+"""Publish results and heartbeats to a real valkey exactly as a producer does, for the client tests.
+
+The producer contract: each result is ``wire.encode(result)``, added to the
+stream's history with ``XADD <history_key> MAXLEN ~ 1000 <epoch_ms>-<seq> m <bytes>``
+and then PUBLISHed on ``wire.channel(stream)``; heartbeats (``wire.Status``) are
+PUBLISHed on the same channel at least once per second and stored, with a TTL,
+under ``wire.status_key(stream)``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+import redis
+
+from framecast import wire
+
+
+class Feed:
+    """One producer run (one epoch) of one stream, driven by the test.
+
+    Args:
+        redis_url: The valkey to publish to.
+        stream: Stream name.
+        width: Frame width of every result.
+        height: Frame height of every result.
+    """
+
+    def __init__(self, redis_url: str, stream: str, *, width: int = 320, height: int = 240) -> None:
+        self.redis = redis.Redis.from_url(redis_url)
+        self.stream = stream
+        self.width = width
+        self.height = height
+        self.epoch = secrets.token_hex(4)
+        self.epoch_ms = int(time.time() * 1000)
+        self.seq = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def result(self, seq: int) -> wire.Result:
+        """The result a given seq carries: one box that moves with seq, so each is distinct."""
+        x = float(seq % (self.width - 40))
+        box = (x, 10.0, x + 40.0, 60.0)
+        now = time.time()
+        return wire.Result(
+            self.stream, self.epoch, seq, seq, now, now, self.width, self.height,
+            (wire.Detection("thing", 0.9, box),),
+        )  # fmt: skip
+
+    def publish(self, count: int = 1) -> list[wire.Result]:
+        """Publish the next ``count`` results (XADD then PUBLISH each)."""
+        published = []
+        with self._lock:
+            for _ in range(count):
+                self.seq += 1
+                result = self.result(self.seq)
+                data = wire.encode(result)
+                self.redis.xadd(
+                    wire.history_key(self.stream),
+                    {"m": data},
+                    id=f"{self.epoch_ms}-{self.seq}",
+                    maxlen=1000,
+                    approximate=True,
+                )
+                self.redis.publish(wire.channel(self.stream), data)
+                published.append(result)
+        return published
+
+    def heartbeat(self) -> None:
+        """Publish one status heartbeat carrying the last seq."""
+        with self._lock:
+            status = wire.Status(self.stream, self.epoch, self.seq, time.time(), process_fps=10.0)
+            data = wire.encode(status)
+            self.redis.publish(wire.channel(self.stream), data)
+            # What /streams lists: the latest heartbeat, expiring when heartbeats stop.
+            self.redis.set(wire.status_key(self.stream), data, px=5000)
+
+    def start(self, *, rate: float = 20.0, limit: int = 10_000) -> None:
+        """Publish ``rate`` results per second (and a heartbeat per second) in a thread, at most ``limit``."""
+
+        def run() -> None:
+            last_beat = 0.0
+            for _ in range(limit):
+                if self._stop.wait(1.0 / rate):
+                    return
+                self.publish()
+                if time.monotonic() - last_beat >= 0.5:
+                    self.heartbeat()
+                    last_beat = time.monotonic()
+
+        self._thread = threading.Thread(target=run, name=f"feed-{self.stream}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the background publisher and close the Redis connection."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.redis.close()

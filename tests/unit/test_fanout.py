@@ -1,0 +1,360 @@
+"""The fan-out policy, on real websockets connections over loopback (no Redis).
+
+Stalled readers are real clients whose transport stops reading, with small
+socket buffers so that a stall fills them after a few kilobytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from framecast import wire
+from gateway.fanout import Fanout
+
+STREAM = "cam1"
+EPOCH = "e1"
+SMALL_BUFFER = 4096
+
+
+def result(seq: int, *, epoch: str = EPOCH, captured_at: float | None = None, pad: int = 0) -> bytes:
+    detections = (wire.Detection("x" * pad, 0.5, (0.0, 0.0, 1.0, 1.0)),) if pad else ()
+    return wire.encode(
+        wire.Result(
+            stream=STREAM,
+            epoch=epoch,
+            seq=seq,
+            frame=seq,
+            captured_at=time.time() if captured_at is None else captured_at,
+            published_at=time.time(),
+            width=10,
+            height=10,
+            detections=detections,
+        )
+    )
+
+
+@dataclass
+class Server:
+    port: int
+    accepted: asyncio.Queue[ServerConnection]
+
+    async def next(self) -> ServerConnection:
+        return await asyncio.wait_for(self.accepted.get(), 10)
+
+
+@contextlib.asynccontextmanager
+async def fan_server(
+    fanout: Fanout, *, previews: Callable[[ServerConnection], bool] = lambda _: False, compression: str | None = None
+) -> AsyncIterator[Server]:
+    """A websockets server adding every connection to ``fanout`` on STREAM, with small send buffers."""
+    accepted: asyncio.Queue[ServerConnection] = asyncio.Queue()
+
+    async def handler(ws: ServerConnection) -> None:
+        ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SMALL_BUFFER)
+        wants = ws.request is not None and "previews" in ws.request.path
+        fanout.add(STREAM, ws, previews=wants or previews(ws))
+        fanout.go_live(STREAM, ws)
+        await accepted.put(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            fanout.discard(ws)
+
+    async with serve(handler, "127.0.0.1", 0, compression=compression) as server:
+        yield Server(server.sockets[0].getsockname()[1], accepted)
+    await fanout.aclose()
+
+
+async def client(port: int, *, path: str = "/", small: bool = False, compression: str | None = None) -> ClientConnection:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if small:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    return await connect(f"ws://127.0.0.1:{port}{path}", sock=sock, compression=compression, max_queue=None)
+
+
+async def until(predicate: Callable[[], bool], *, timeout: float = 10.0, what: str = "condition") -> None:
+    """Bounded polling: a deadline and a count."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.001) + 1):
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Reader:
+    """Collects a client's messages in a task."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.messages: list[str | bytes] = []
+        self.closed: ConnectionClosed | None = None
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for message in self.ws:
+                self.messages.append(message)
+        except ConnectionClosed as exc:
+            self.closed = exc
+
+    def seqs(self) -> list[int]:
+        out = []
+        for m in self.messages:
+            if isinstance(m, str):
+                decoded = wire.decode(m)
+                if isinstance(decoded, wire.Result):
+                    out.append(decoded.seq)
+        return out
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.ws.close()
+
+
+async def test_every_client_gets_every_message_in_order_with_identical_bytes() -> None:
+    fanout = Fanout(client_buffer=1 << 20)
+    async with fan_server(fanout) as server:
+        readers = [Reader(await client(server.port)) for _ in range(5)]
+        for _ in readers:
+            await server.next()
+        sent = [result(seq) for seq in range(1, 51)]
+        for data in sent:
+            fanout.deliver(STREAM, data)
+        await until(lambda: all(len(r.messages) == 50 for r in readers), what="50 messages each")
+        for reader in readers:
+            assert [m.encode() if isinstance(m, str) else m for m in reader.messages] == sent
+        assert fanout.stats.deliveries == 250
+        assert fanout.stats.messages["result"] == 50
+        for reader in readers:
+            await reader.stop()
+
+
+async def test_malformed_message_is_dropped_for_everyone_and_counted() -> None:
+    fanout = Fanout()
+    async with fan_server(fanout) as server:
+        reader = Reader(await client(server.port))
+        await server.next()
+        assert fanout.deliver(STREAM, b"not json") is None
+        assert fanout.deliver(STREAM, b'{"v":1,"type":"result"}') is None
+        assert fanout.deliver(STREAM, result(1)) is not None
+        await until(lambda: len(reader.messages) == 1, what="the valid message")
+        assert reader.seqs() == [1]
+        assert fanout.stats.drops["malformed"] == 2
+        await reader.stop()
+
+
+async def test_stale_messages_are_dropped_by_capture_time() -> None:
+    now = [1000.0]
+    fanout = Fanout(max_age=2.0, clock=lambda: now[0])
+    async with fan_server(fanout) as server:
+        readers = [Reader(await client(server.port)) for _ in range(3)]
+        for _ in readers:
+            await server.next()
+        fanout.deliver(STREAM, result(1, captured_at=999.0))  # 1 s old: sent
+        fanout.deliver(STREAM, result(2, captured_at=997.5))  # 2.5 s old: stale
+        now[0] = 1010.0
+        fanout.deliver(STREAM, result(3, captured_at=1009.5))  # sent
+        await until(lambda: all(len(r.messages) == 2 for r in readers), what="two messages each")
+        assert all(r.seqs() == [1, 3] for r in readers)
+        assert fanout.stats.drops["stale"] == 3  # one message, three clients
+        for reader in readers:
+            await reader.stop()
+
+
+async def test_stalled_client_is_conflated_to_the_newest_while_others_get_everything() -> None:
+    fanout = Fanout(client_buffer=16 * 1024, max_lag=60.0)
+    async with fan_server(fanout) as server:
+        normal = Reader(await client(server.port))
+        await server.next()
+        stalled_ws = await client(server.port, small=True)
+        stalled_server_side = await server.next()
+        stalled_ws.transport.pause_reading()
+        total = 400
+        payload = 1000
+        for seq in range(1, total + 1):
+            fanout.deliver(STREAM, result(seq, pad=payload))
+            await until(lambda seq=seq: len(normal.messages) == seq, what=f"normal client to get {seq}")
+        assert normal.seqs() == list(range(1, total + 1))
+        assert fanout.is_lagging(stalled_server_side)
+        assert fanout.lagging == 1
+        assert fanout.stats.drops["conflated"] > 0
+        # Memory bound: the stalled client's unsent bytes never exceed the limit plus one message.
+        assert stalled_server_side.transport.get_write_buffer_size() <= fanout.client_buffer + payload + 512
+
+        stalled = Reader(stalled_ws)
+        stalled_ws.transport.resume_reading()
+        await until(lambda: total in stalled.seqs(), what="the newest message after the stall")
+        seqs = stalled.seqs()
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "in order, no duplicates"
+        assert seqs[-1] == total
+        assert len(seqs) < total, "older messages were conflated away"
+        await until(lambda: not fanout.is_lagging(stalled_server_side), what="the client to be live again")
+        # Back on the synchronous path: the next message is delivered directly.
+        fanout.deliver(STREAM, result(total + 1))
+        await until(lambda: total + 1 in stalled.seqs(), what="a live message after catching up")
+        await stalled.stop()
+        await normal.stop()
+
+
+async def test_client_lagging_longer_than_max_lag_is_closed_with_4008() -> None:
+    fanout = Fanout(client_buffer=8 * 1024, max_lag=0.3, send_deadline=0.05, close_timeout=30.0)
+    async with fan_server(fanout) as server:
+        normal = Reader(await client(server.port))
+        await server.next()
+        stalled_ws = await client(server.port, small=True)
+        await server.next()
+        stalled_ws.transport.pause_reading()
+        for seq in itertools.count(1):
+            assert seq < 5000, "the stalled client was never closed"
+            fanout.deliver(STREAM, result(seq, pad=500))
+            if fanout.stats.slow_closes:
+                break
+            await asyncio.sleep(0.005)
+        # The close frame waits behind the unsent data: read everything, then the close.
+        stalled = Reader(stalled_ws)
+        stalled_ws.transport.resume_reading()
+        await until(lambda: stalled.closed is not None, what="the close")
+        assert stalled.closed is not None and stalled.closed.rcvd is not None
+        assert stalled.closed.rcvd.code == wire.CLOSE_SLOW_CONSUMER
+        assert stalled.closed.rcvd.reason == "slow consumer"
+        assert fanout.stats.slow_closes == 1
+        # The reading client was never affected.
+        assert normal.closed is None
+        assert normal.seqs() == list(range(1, len(normal.seqs()) + 1))
+        await until(lambda: fanout.clients(STREAM) == 1, what="the closed client to be forgotten")
+        await normal.stop()
+
+
+async def test_stalled_client_whose_close_cannot_get_through_is_aborted() -> None:
+    fanout = Fanout(client_buffer=8 * 1024, max_lag=0.2, send_deadline=0.05, close_timeout=0.2)
+    async with fan_server(fanout) as server:
+        stalled_ws = await client(server.port, small=True)
+        server_side = await server.next()
+        stalled_ws.transport.pause_reading()
+        for seq in itertools.count(1):
+            assert seq < 5000, "the stalled client was never closed"
+            fanout.deliver(STREAM, result(seq, pad=500))
+            if fanout.stats.slow_closes:
+                break
+            await asyncio.sleep(0.005)
+        await asyncio.wait_for(server_side.wait_closed(), 10)
+        assert fanout.clients(STREAM) == 0 or server_side.state.name == "CLOSED"
+        stalled_ws.transport.abort()
+
+
+async def test_joining_client_gets_buffered_live_messages_after_its_replay_without_duplicates() -> None:
+    fanout = Fanout()
+    accepted: asyncio.Queue[ServerConnection] = asyncio.Queue()
+
+    async def handler(ws: ServerConnection) -> None:
+        fanout.add(STREAM, ws, joining=True)
+        await accepted.put(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            fanout.discard(ws)
+
+    async with serve(handler, "127.0.0.1", 0, compression=None) as srv:
+        port = srv.sockets[0].getsockname()[1]
+        reader = Reader(await connect(f"ws://127.0.0.1:{port}", compression=None))
+        server_side = await asyncio.wait_for(accepted.get(), 10)
+        for seq in range(1, 6):
+            fanout.deliver(STREAM, result(seq))
+        fanout.announce(STREAM, wire.encode(wire.Gap(STREAM)))
+        fanout.deliver(STREAM, result(1, epoch="e2"))  # the producer restarted meanwhile
+        await asyncio.sleep(0.05)
+        assert reader.messages == [], "nothing is sent while joining"
+        # The replay (sent by the caller) covered up to seq 3.
+        for seq in (2, 3):
+            await server_side.send(result(seq), text=True)
+        fanout.go_live(STREAM, server_side, epoch=EPOCH, seq=3)
+        fanout.deliver(STREAM, result(2, epoch="e2"))
+        await until(lambda: len(reader.messages) == 7, what="replay, buffered and live messages")
+        decoded = [wire.decode(m) for m in reader.messages]
+        kinds = [(type(m).__name__, getattr(m, "epoch", None), getattr(m, "seq", None)) for m in decoded]
+        assert kinds == [
+            ("Result", EPOCH, 2),
+            ("Result", EPOCH, 3),
+            ("Result", EPOCH, 4),
+            ("Result", EPOCH, 5),
+            ("Gap", None, None),
+            ("Result", "e2", 1),
+            ("Result", "e2", 2),
+        ]
+        await reader.stop()
+    await fanout.aclose()
+
+
+async def test_previews_go_only_to_clients_that_asked() -> None:
+    fanout = Fanout()
+    async with fan_server(fanout) as server:
+        plain = Reader(await client(server.port))
+        await server.next()
+        viewer = Reader(await client(server.port, path="/previews"))
+        await server.next()
+        preview = wire.encode_preview(
+            wire.Preview(STREAM, EPOCH, 1, 1, time.time(), 4, 4, b"\xff\xd8jpeg\xff\xd9")
+        )
+        fanout.deliver_preview(STREAM, preview)
+        fanout.deliver(STREAM, result(1))
+        await until(lambda: len(viewer.messages) == 2 and len(plain.messages) == 1, what="deliveries")
+        assert viewer.messages[0] == preview and isinstance(viewer.messages[0], bytes)
+        assert plain.seqs() == [1] and viewer.seqs() == [1]
+        await plain.stop()
+        await viewer.stop()
+
+
+@pytest.mark.parametrize("mixed", [False, True])
+async def test_compressed_clients_get_the_same_messages(mixed: bool) -> None:
+    fanout = Fanout()
+    async with fan_server(fanout, compression="deflate") as server:
+        deflated = Reader(await client(server.port, compression="deflate"))
+        deflated_side = await server.next()
+        assert deflated_side.protocol.extensions, "permessage-deflate was negotiated"
+        readers = [deflated]
+        if mixed:
+            readers.append(Reader(await client(server.port, compression=None)))
+            assert not (await server.next()).protocol.extensions
+        sent = [result(seq, pad=200) for seq in range(1, 21)]
+        for data in sent:
+            fanout.deliver(STREAM, data)
+        await until(lambda: all(len(r.messages) == 20 for r in readers), what="20 messages each")
+        for reader in readers:
+            assert [m.encode() if isinstance(m, str) else m for m in reader.messages] == sent
+            await reader.stop()
+
+
+async def test_remove_and_discard_stop_delivery() -> None:
+    fanout = Fanout()
+    async with fan_server(fanout) as server:
+        a = Reader(await client(server.port))
+        a_side = await server.next()
+        b = Reader(await client(server.port))
+        await server.next()
+        fanout.remove(STREAM, a_side)
+        assert fanout.clients(STREAM) == 1
+        fanout.deliver(STREAM, result(1))
+        await until(lambda: b.seqs() == [1], what="b's message")
+        await asyncio.sleep(0.05)
+        assert a.seqs() == []
+        assert fanout.subscriptions() == 1
+        await a.stop()
+        await b.stop()
