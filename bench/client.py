@@ -25,6 +25,7 @@ exit it drains what the kernel holds to learn whether the server closed it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import json
 import os
@@ -67,7 +68,8 @@ class ClientConfig:
     )
     stall: bool = option(False, help="Never read after the handshake (a frozen client).")
     rcvbuf: int = option(
-        0, help="SO_RCVBUF in bytes set before connecting (0: the kernel's default).",
+        0,
+        help="SO_RCVBUF in bytes set before connecting (0: the kernel's default).",
         check=settings.non_negative,
     )
     poll_interval: float = option(
@@ -207,10 +209,8 @@ class _Recorder:
         if conn.state == _OPEN:
             self.open -= 1
         conn.state = _CLOSED
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self.epoll.unregister(conn.sock.fileno())
-        except (OSError, ValueError):
-            pass
         conn.sock.close()
 
     def _send(self, conn: _Conn, frame: bytes) -> None:

@@ -75,6 +75,7 @@ class Load:
         stall_rcvbuf: SO_RCVBUF of the stalled connections.
         nice: Niceness of the client processes (so the server is measured, not the client).
         connect_timeout: Seconds allowed for every connection to open.
+        cpus: CPUs the client processes may run on (empty: any).
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class Load:
         stall_rcvbuf: int = 4096,
         nice: int = 5,
         connect_timeout: float = 60.0,
+        cpus: tuple[int, ...] = (),
     ) -> None:
         self._children = children
         self._dir = tempfile.TemporaryDirectory(prefix="framecast-bench-")
@@ -102,11 +104,19 @@ class Load:
             plan.append((stalled, True))
         for index, (count, stall) in enumerate(plan):
             prefix = Path(self._dir.name) / f"client{index}"
-            args = ["--url", url, "--connections", str(count), "--out", str(prefix),
-                    "--connect-timeout", str(connect_timeout)]
+            args = [
+                "--url",
+                url,
+                "--connections",
+                str(count),
+                "--out",
+                str(prefix),
+                "--connect-timeout",
+                str(connect_timeout),
+            ]
             if stall:
                 args += ["--stall", "--rcvbuf", str(stall_rcvbuf)]
-            process = children.python("bench.client", args, nice=nice)
+            process = children.python("bench.client", args, nice=nice, cpus=cpus)
             self._parts.append((process, prefix, offset, stall))
             offset += count
         self.connected = 0
@@ -158,7 +168,9 @@ class Load:
         for process, prefix, offset, stall in self._parts:
             meta_path = prefix.with_suffix(".json")
             if not meta_path.exists():
-                raise BenchError(f"load client {process.pid} wrote no records (exit status {process.returncode})")
+                raise BenchError(
+                    f"load client {process.pid} wrote no records (exit status {process.returncode})"
+                )
             summary = json.loads(meta_path.read_text())
             summaries.append(summary)
             gateways += summary.get("conn_gateway", [])

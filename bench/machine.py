@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import os
 import platform
+import re
 import resource
 import subprocess
 from collections.abc import Iterable
@@ -61,7 +62,8 @@ def tree(pid: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
+    found: list[int] = []
+    todo = [pid]
     while todo and len(found) < 10_000:
         current = todo.pop()
         found.append(current)
@@ -136,6 +138,10 @@ def describe() -> dict[str, Any]:
     with contextlib.suppress(Exception):
         from framecast.embedded import nginx_binary, valkey_binary
 
-        info["valkey"] = _binary_version([str(valkey_binary()), "--version"])
-        info["nginx"] = _binary_version([str(nginx_binary()), "-v"])
+        valkey = _binary_version([str(valkey_binary()), "--version"])
+        nginx = _binary_version([str(nginx_binary()), "-v"])
+        found = re.search(r"v=(\S+)", valkey)
+        info["valkey"] = found.group(1) if found else valkey
+        found = re.search(r"nginx/(\S+)", nginx)
+        info["nginx"] = found.group(1) if found else nginx
     return info

@@ -7,6 +7,7 @@ terminated (then killed) when the block exits, whatever happened inside.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import select
@@ -19,9 +20,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-__all__ = ["BenchError", "Children", "ROOT", "child_env", "read_json_line"]
+__all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line"]
 
 ROOT = Path(__file__).resolve().parent.parent
+_PR_SET_PDEATHSIG = 1
 
 
 class BenchError(RuntimeError):
@@ -92,12 +94,19 @@ class Children:
         stdout: bool = True,
         stderr: IO[str] | int | None = None,
         nice: int = 0,
+        cpus: tuple[int, ...] = (),
     ) -> subprocess.Popen[str]:
-        """Start a child (``stdout`` piped for :func:`read_json_line`, ``stdin`` piped if asked)."""
+        """Start a child (``stdout`` piped for :func:`read_json_line`, ``stdin`` piped if asked),
+        at ``nice`` and pinned to ``cpus`` (empty: any CPU)."""
 
         def _prepare() -> None:
+            # If the benchmark dies without cleaning up, Linux stops its children too.
+            with contextlib.suppress(Exception):
+                ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
             if nice:
                 os.nice(nice)
+            if cpus:
+                os.sched_setaffinity(0, cpus)
 
         process = subprocess.Popen(
             list(argv),
@@ -107,7 +116,7 @@ class Children:
             env=env if env is not None else child_env(),
             cwd=ROOT,
             text=True,
-            preexec_fn=_prepare if nice else None,
+            preexec_fn=_prepare,
         )
         self._procs.append(process)
         return process
@@ -116,7 +125,9 @@ class Children:
         """Start ``python -m module args...`` with this interpreter."""
         return self.start([sys.executable, "-m", module, *args], **kwargs)
 
-    def stop(self, process: subprocess.Popen[str], *, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    def stop(
+        self, process: subprocess.Popen[str], *, sig: int = signal.SIGTERM, timeout: float = 10.0
+    ) -> int:
         """Stop one child: ``sig``, then SIGKILL after ``timeout`` seconds; returns its exit status."""
         if process.poll() is None:
             with contextlib.suppress(ProcessLookupError):

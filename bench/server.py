@@ -54,15 +54,18 @@ class ServerConfig:
     strategy: str = option("broadcast", help="Fan-out strategy.", check=_strategy_check)
     port: int = option(0, help="TCP port on 127.0.0.1 (0 picks a free one).", check=settings.port_number)
     client_buffer: int = option(
-        1 << 20, help="framecast strategy: bytes a client may have unsent before it is conflated.",
+        1 << 20,
+        help="framecast strategy: bytes a client may have unsent before it is conflated.",
         check=settings.positive,
     )
     max_lag: float = option(
-        10.0, help="framecast strategy: seconds a lagging client is kept before it is closed.",
+        10.0,
+        help="framecast strategy: seconds a lagging client is kept before it is closed.",
         check=settings.positive,
     )
     max_age: float = option(
-        2.0, help="framecast strategy: drop messages older than this many seconds (0: never).",
+        2.0,
+        help="framecast strategy: drop messages older than this many seconds (0: never).",
         check=settings.non_negative,
     )
     sndbuf: int = option(
@@ -121,6 +124,8 @@ class _Bench:
             if pending is not None:
                 await pending
             counters["fanned_out"] += 1
+            # queue.get() does not yield while messages wait: yield between two, as a gateway must.
+            await asyncio.sleep(0)
 
     async def _saturate(self, end: float, counters: dict[str, int]) -> None:
         deliver = self.strategy.deliver
@@ -153,6 +158,7 @@ class _Bench:
     async def run(self, seconds: float, rate: float) -> dict[str, Any]:
         counters = {"generated": 0, "fanned_out": 0}
         self.gc_pauses.clear()
+        drops_before = dict(self.strategy.stats().get("drops") or {})
         first = self.seq + 1
         closed_before = self.closed
         start = time.monotonic()
@@ -165,7 +171,9 @@ class _Bench:
             await self._generate(queue, seconds, rate, counters)
             # Let the fan-out catch up with what was generated, within a bound.
             grace = time.monotonic() + max(1.0, seconds * 0.2)
-            while (queue.qsize() or counters["fanned_out"] < counters["generated"]) and time.monotonic() < grace:
+            while (
+                queue.qsize() or counters["fanned_out"] < counters["generated"]
+            ) and time.monotonic() < grace:
                 await asyncio.sleep(0.01)
             backlog = counters["generated"] - counters["fanned_out"]
             consumer.cancel()
@@ -173,6 +181,12 @@ class _Bench:
                 await consumer
         end = time.monotonic()
         lags = self.probe.window(start, end)
+        stats = self.strategy.stats()
+        if stats.get("drops") is not None:
+            # Counters are cumulative: report what this phase dropped.
+            stats["drops"] = {
+                reason: count - drops_before.get(reason, 0) for reason, count in stats["drops"].items()
+            }
         return {
             "first_seq": first,
             "last_seq": self.seq,
@@ -187,7 +201,7 @@ class _Bench:
             "gc_max": max((p for _, p in self.gc_pauses), default=0.0),
             "gc_total": sum(p for _, p in self.gc_pauses),
             "gc_gen2": sum(1 for g, _ in self.gc_pauses if g == 2),
-            **self.strategy.stats(),
+            **stats,
         }
 
     async def main(self) -> None:

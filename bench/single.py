@@ -42,18 +42,25 @@ class SingleOptions:
     rate: float = 30.0
     stall: float = 10.0
     stall_fraction: float = 0.1
-    stall_deliveries: float = 60000.0
+    stall_deliveries: float = 30000.0
     stall_rate_max: float = 300.0
     stall_sndbuf: int = 8192
     stall_client_buffer: int = 32768
     stall_max_lag: float = 3.0
+    windows: int = 3
+    server_cpus: tuple[int, ...] = ()
+    client_cpus: tuple[int, ...] = ()
 
 
 class _Server:
     """A ``bench.server`` child and its command channel."""
 
-    def __init__(self, children: Children, strategy: str, extra: list[str]) -> None:
-        self.process = children.python("bench.server", ["--strategy", strategy, *extra], stdin=True)
+    def __init__(
+        self, children: Children, strategy: str, extra: list[str], *, cpus: tuple[int, ...] = ()
+    ) -> None:
+        self.process = children.python(
+            "bench.server", ["--strategy", strategy, *extra], stdin=True, cpus=cpus
+        )
         self.name = f"bench server ({strategy})"
         self.port = int(read_json_line(self.process, 20, self.name)["port"])
 
@@ -137,29 +144,57 @@ def _analyse(
         "latency_ms": percentiles(records.latency_ms(mask)),
         "loop_lag_ms": percentiles(lags, scale=1e3),
         "gc": {k: reply.get(k) for k in ("gc_pauses", "gc_max", "gc_total", "gc_gen2")},
-        "server": {k: reply.get(k) for k in ("buffered_clients", "buffered_bytes", "closed", "lagging",
-                                              "slow_closes", "drops")},
+        "server": {
+            k: reply.get(k)
+            for k in ("buffered_clients", "buffered_bytes", "closed", "lagging", "slow_closes", "drops")
+        },
     }
+
+
+def _merge(
+    runs: list[tuple[dict[str, Any], Snapshot, Snapshot]],
+) -> tuple[dict[str, Any], Snapshot, Snapshot]:
+    """One phase made of consecutive runs: totals over all of them."""
+    replies = [reply for reply, _, _ in runs]
+    merged = dict(replies[-1])
+    merged["first_seq"] = replies[0]["first_seq"]
+    for key in ("generated", "fanned_out", "backlog", "wall", "closed"):
+        merged[key] = sum(r[key] for r in replies)
+    merged["lag_samples"] = [lag for r in replies for lag in r["lag_samples"]]
+    return merged, runs[0][1], runs[-1][2]
 
 
 def _normal(strategy: str, clients: int, options: SingleOptions) -> list[dict[str, Any]]:
     with Children() as children:
-        server = _Server(children, strategy, [])
-        load = Load(children, url=f"ws://127.0.0.1:{server.port}/", connections=clients,
-                    processes=options.processes)
+        server = _Server(children, strategy, [], cpus=options.server_cpus)
+        load = Load(
+            children,
+            url=f"ws://127.0.0.1:{server.port}/",
+            connections=clients,
+            processes=options.processes,
+            cpus=options.client_cpus,
+        )
         server.wait_for(clients)
         server.run(options.warmup, options.rate)
-        phases = [
-            ("saturation", _phase(server, load, options.saturation, 0)),
-            ("latency", _phase(server, load, options.latency, options.rate)),
+        # Saturation in several windows: a neighbour's burst of CPU spoils one window, not the figure.
+        windows = [
+            _phase(server, load, options.saturation / options.windows, 0) for _ in range(options.windows)
         ]
+        latency = _phase(server, load, options.latency, options.rate)
         server.quit()
         records = load.finish()
-    out = []
-    for name, (reply, before, after) in phases:
-        reply["rate"] = 0 if name == "saturation" else options.rate
-        out.append(_analyse(name, reply, before, after, records, clients))
-    return out
+    reply, before, after = _merge(windows)
+    reply["rate"] = 0
+    saturation = _analyse("saturation", reply, before, after, records, clients)
+    parts = [_analyse("saturation", r, b, a, records, clients) for r, b, a in windows]
+    for key in ("server_cpu_us_per_delivery", "client_cpu_us_per_delivery"):
+        values = [p[key] for p in parts if p[key] is not None]
+        if values:
+            # The median of the windows: robust to one window disturbed by other work on the machine.
+            saturation[key] = round(float(np.median(values)), 3)
+        saturation[f"{key}_windows"] = values
+    latency[0]["rate"] = options.rate
+    return [saturation, _analyse("latency", *latency, records, clients)]
 
 
 def _stalled(strategy: str, clients: int, options: SingleOptions) -> dict[str, Any]:
@@ -167,12 +202,24 @@ def _stalled(strategy: str, clients: int, options: SingleOptions) -> dict[str, A
     readers = clients - stalled
     # Fast enough to fill the stalled clients' buffers within the run, yet within one process's reach.
     rate = min(options.stall_rate_max, max(options.rate, options.stall_deliveries / clients))
-    extra = ["--sndbuf", str(options.stall_sndbuf), "--client-buffer", str(options.stall_client_buffer),
-             "--max-lag", str(options.stall_max_lag)]
+    extra = [
+        "--sndbuf",
+        str(options.stall_sndbuf),
+        "--client-buffer",
+        str(options.stall_client_buffer),
+        "--max-lag",
+        str(options.stall_max_lag),
+    ]
     with Children() as children:
-        server = _Server(children, strategy, extra)
-        load = Load(children, url=f"ws://127.0.0.1:{server.port}/", connections=readers,
-                    processes=options.processes, stalled=stalled)
+        server = _Server(children, strategy, extra, cpus=options.server_cpus)
+        load = Load(
+            children,
+            url=f"ws://127.0.0.1:{server.port}/",
+            connections=readers,
+            processes=options.processes,
+            stalled=stalled,
+            cpus=options.client_cpus,
+        )
         server.wait_for(clients)
         server.run(options.warmup, rate)
         reply, before, after = _phase(server, load, options.stall, rate)
@@ -224,7 +271,8 @@ def _summarise(entry: dict[str, Any], say: Callable[[str], None]) -> None:
         return
     sat, lat = entry["saturation"], entry["latency"]
     line = (
-        f"  saturation {sat['deliveries_per_s']:.0f}/s, gateway {sat['server_cpu_us_per_delivery']} µs/delivery, "
+        f"  saturation {sat['deliveries_per_s']:.0f}/s, "
+        f"gateway {sat['server_cpu_us_per_delivery']} µs/delivery, "
         f"client {sat['client_cpu_us_per_delivery']} µs/delivery; "
         f"latency p99 {lat['latency_ms']['p99']} ms, loop lag p99 {lat['loop_lag_ms']['p99']} ms "
         f"max {lat['loop_lag_ms']['max']} ms"
@@ -232,7 +280,8 @@ def _summarise(entry: dict[str, Any], say: Callable[[str], None]) -> None:
     if "stall" in entry:
         st = entry["stall"]
         line += (
-            f"; stalled: RSS +{st['server_rss_growth'] / 1e6:.1f} MB, others p99 {st['latency_ms']['p99']} ms, "
+            f"; stalled: RSS {st['server_rss_growth'] / 1e6:+.1f} MB, "
+            f"others p99 {st['latency_ms']['p99']} ms, "
             f"loss {st['loss']:.1%}"
         )
     say(line)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,7 @@ class Snapshot:
         return out
 
 
-def snapshot(groups: dict[str, Sequence[int] | Iterable[int]]) -> Snapshot:
+def snapshot(groups: Mapping[str, Iterable[int]]) -> Snapshot:
     """Measure each named group of processes now."""
     lists = {name: list(pids) for name, pids in groups.items()}
     return Snapshot(

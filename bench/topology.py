@@ -8,10 +8,11 @@ loop-lag probe through a ``sitecustomize`` module put on its ``PYTHONPATH``
 
 Phases, for each gateway count:
 
-* **saturation**: results published faster than the machine can deliver them.
 * **latency**: ``rate`` results/s.
 * **burst**: a backlog of results published back to back (Redis delivers them to
   each gateway at once): the gateways' loop lag shows whether they starve.
+* **saturation**: results published faster than the machine can deliver them
+  (last, because the backlog it leaves in socket buffers would delay the others).
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ class TopologyOptions:
     processes: int = 2
     warmup: float = 1.0
     saturation: float = 4.0
-    saturation_rate: float = 150.0
+    saturation_deliveries: float = 300_000.0
+    saturation_rate_max: float = 1000.0
     latency: float = 5.0
     rate: float = 30.0
     burst: int = 200
     burst_window: float = 3.0
+    settle: float = 1.0
 
 
 class _Publisher:
@@ -112,9 +115,10 @@ class _Publisher:
 
 
 def _subscriptions(port: int) -> int:
-    with contextlib.suppress(OSError, ValueError), urllib.request.urlopen(
-        f"http://127.0.0.1:{port}/metrics", timeout=2
-    ) as response:
+    with (
+        contextlib.suppress(OSError, ValueError),
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response,
+    ):
         for family in text_string_to_metric_families(response.read().decode()):
             if family.name == "framecast_gateway_subscriptions":
                 return int(sum(sample.value for sample in family.samples))
@@ -143,15 +147,18 @@ class _Phase:
     before: Snapshot
     after: Snapshot
     rate: float
+    wall_start: float
+    wall_end: float
 
 
-def _analyse(
-    phase: _Phase, records: Records, gateways: dict[str, int], probe_dir: Path
-) -> dict[str, Any]:
+def _analyse(phase: _Phase, records: Records, gateways: dict[str, int], probe_dir: Path) -> dict[str, Any]:
     usage = phase.before.delta(phase.after)
     wall = phase.end - phase.start
     mask = records.between(phase.first, phase.last)
     delivered = int(mask.sum())
+    # The rate counts what arrived while results were being published, not the tail after it.
+    during = mask & (records.received >= phase.wall_start) & (records.received <= phase.wall_end)
+    publish_wall = phase.wall_end - phase.wall_start
     expected = (phase.last - phase.first + 1) * records.connections
     names = np.asarray(records.conn_gateway, dtype=object)
     per_gateway = []
@@ -184,7 +191,7 @@ def _analyse(
         "delivered": delivered,
         "expected": expected,
         "loss": round(1 - delivered / expected, 5) if expected else None,
-        "deliveries_per_s": round(delivered / wall, 1) if wall else None,
+        "deliveries_per_s": round(int(during.sum()) / publish_wall, 1) if publish_wall > 0 else None,
         "latency_ms": percentiles(records.latency_ms(mask)),
         "gateways": per_gateway,
         "gateway_cpu_us_per_delivery": per_delivery("all_gateways"),
@@ -206,8 +213,10 @@ def _one(count: int, options: TopologyOptions, say: Callable[[str], None]) -> di
         )
         env = child_env({ENV_DIR: probe_dir})
         env["PYTHONPATH"] = probe_dir + ":" + env["PYTHONPATH"]
-        with running(gateways=count, port=0, producer=False, env=env, log_level="WARNING") as stack, \
-                Children() as children:
+        with (
+            running(gateways=count, port=0, producer=False, env=env, log_level="WARNING") as stack,
+            Children() as children,
+        ):
             gateway_pids = {}
             for child in stack.gateways:
                 assert child.process is not None
@@ -218,8 +227,12 @@ def _one(count: int, options: TopologyOptions, say: Callable[[str], None]) -> di
             publisher = _Publisher(stack.redis_url)
             try:
                 publisher.heartbeat_for(0.6)
-                load = Load(children, url=stack.ws_url(STREAM), connections=options.clients,
-                            processes=options.processes)
+                load = Load(
+                    children,
+                    url=stack.ws_url(STREAM),
+                    connections=options.clients,
+                    processes=options.processes,
+                )
                 _wait_subscribed([c.port for c in stack.gateways if c.port], options.clients)
                 groups: dict[str, list[int]] = {
                     **{name: [pid] for name, pid in gateway_pids.items()},
@@ -229,24 +242,43 @@ def _one(count: int, options: TopologyOptions, say: Callable[[str], None]) -> di
                     "clients": load.pids,
                 }
                 publisher.publish(options.warmup, options.rate)
+                # Offered well above what the machine can deliver, within what one publisher can send.
+                saturation_rate = min(
+                    options.saturation_rate_max, options.saturation_deliveries / options.clients
+                )
                 phases = []
+                # Saturation last: the backlog it leaves in socket buffers would delay the others.
                 for name, seconds, rate in (
-                    ("saturation", options.saturation, options.saturation_rate),
                     ("latency", options.latency, options.rate),
+                    ("burst", 0.0, 0.0),
+                    ("saturation", options.saturation, saturation_rate),
                 ):
                     before = snapshot(groups)
-                    start = time.monotonic()
-                    first, last = publisher.publish(seconds, rate)
-                    # Let what was published arrive before the phase is closed.
-                    publisher.heartbeat_for(0.5)
+                    start, wall_start = time.monotonic(), time.time()
+                    if name == "burst":
+                        first, last = publisher.burst(options.burst)
+                    else:
+                        first, last = publisher.publish(seconds, rate)
+                    wall_end = time.time()
+                    # Let what was published arrive (or go stale) before the phase is closed.
+                    publisher.heartbeat_for(options.burst_window if name == "burst" else options.settle)
                     end = time.monotonic()
-                    phases.append(_Phase(name, first, last, start, end, before, snapshot(groups), rate))
-                before = snapshot(groups)
-                start = time.monotonic()
-                first, last = publisher.burst(options.burst)
-                publisher.heartbeat_for(options.burst_window)
-                end = time.monotonic()
-                phases.append(_Phase("burst", first, last, start, end, before, snapshot(groups), 0.0))
+                    if name == "burst":
+                        wall_end = time.time()
+                    phases.append(
+                        _Phase(
+                            name,
+                            first,
+                            last,
+                            start,
+                            end,
+                            before,
+                            snapshot(groups),
+                            rate,
+                            wall_start,
+                            wall_end,
+                        )
+                    )
                 records = load.finish(stop=True)
             finally:
                 publisher.close()

@@ -382,8 +382,15 @@ class Subscription:
     # ---------------------------------------------------------------- changes while running
 
     async def add(self, stream: str, *, since: Position | None = None) -> None:
-        """Start receiving ``stream`` too (on this connection and after reconnects)."""
-        wire.check_stream_name(stream)
+        """Start receiving ``stream`` too (on this connection and after reconnects).
+
+        Raises:
+            ClientError: Not a valid stream name.
+        """
+        try:
+            wire.check_stream_name(stream)
+        except wire.WireError as exc:
+            raise ClientError(str(exc)) from None
         if since is not None and self.cursor.position(stream) is None:
             self.cursor.seed(stream, since)
         self._streams[stream] = None
@@ -425,14 +432,21 @@ class Subscription:
             except (OSError, TimeoutError, InvalidHandshake) as exc:
                 closed = _Closed(f"cannot connect: {exc or type(exc).__name__}")
             else:
+                if self._stop.is_set():  # closed while the handshake was under way
+                    await ws.close()
+                    return
                 self._ws = ws
                 if not first:
                     self.reconnects += 1
                 first = False
                 try:
                     async for message in self._session(ws):
-                        failures = 0
-                        delays = self._delays()
+                        if failures and isinstance(message, wire.Result | wire.Status | wire.Preview):
+                            # Stream traffic flows again: the next outage starts a fresh backoff.
+                            # (A hello alone does not count, or a gateway that accepts and then
+                            # drops every connection would be retried at the shortest delay forever.)
+                            failures = 0
+                            delays = self._delays()
                         yield message
                     closed = _Closed("connection closed")
                 except ConnectionClosed as exc:
@@ -457,10 +471,8 @@ class Subscription:
 
     def _handshake_refused(self, status: int) -> _Closed:
         if status in (401, 403):
-            what = "rejected the token" if status == 403 else "requires a valid token"
-            raise AuthError(
-                f"{self.url}: HTTP {status}: the gateway {what} (pass token=... / --token)", status=status
-            )
+            what = "refused access" if status == 403 else "requires a valid token"
+            raise AuthError(f"{self.url}: HTTP {status}: the gateway {what}", status=status)
         if 400 <= status < 500 and status not in (408, 429):
             raise ClientError(
                 f"{self.url}: HTTP {status} at the WebSocket handshake (is this a gateway URL?)"

@@ -290,6 +290,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast watch") ->
             if not streams:
                 return settings.fail(prog, f"{args.url} lists no streams yet: name one with --stream")
         return asyncio.run(_watch(config, args.url, streams, prog, sys.stdout, tally))
+    except client.AuthError as exc:
+        hint = "check --token / FRAMECAST_TOKEN" if config.token else "pass --token or set FRAMECAST_TOKEN"
+        return settings.fail(prog, f"{exc} ({hint})")
     except client.ClientError as exc:
         return settings.fail(prog, str(exc))
     except KeyboardInterrupt:

@@ -163,6 +163,13 @@ class GatewayConfig:
         check=non_negative,
         group="delivery",
     )
+    fanout_chunk: int = option(
+        128,
+        help="Clients written per event-loop step; bigger audiences are served in slices so the loop "
+        "stays responsive (0 = all at once).",
+        check=non_negative,
+        group="delivery",
+    )
     close_timeout: float = option(
         2.0,
         help="Seconds a closing handshake may take before the TCP connection is aborted.",

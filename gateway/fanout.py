@@ -1,9 +1,12 @@
 """Fan-out: one message in, every local client of its stream out, none able to hurt the others.
 
-The hot path (:meth:`Fanout.deliver`) is synchronous and does, per message,
+The hot path (:meth:`Fanout.deliver`) never awaits and does, per message,
 one JSON parse (:func:`framecast.wire.peek`), one frame serialisation and then
 one ``transport.write()`` per client: what :func:`websockets.asyncio.server.broadcast`
-does, minus framing the same bytes again for every connection, plus a
+does, minus framing the same bytes again for every connection. Streams with
+more than ``chunk`` clients are written in slices, one event-loop callback each
+(in FIFO order, so per-client order holds), so that one message to thousands of
+clients does not hold the loop for the whole fan-out. On top of that comes the
 backpressure policy that ``broadcast()`` lacks:
 
 * A message older than ``max_age`` (by its capture time) is dropped for everyone
@@ -28,7 +31,6 @@ Example (standalone, e.g. in a benchmark)::
     fanout = Fanout(client_buffer=1 << 20, max_age=2.0)
     async def handler(connection):
         fanout.add("cam1", connection)
-        fanout.go_live("cam1", connection)
         try:
             await connection.wait_closed()
         finally:
@@ -47,7 +49,7 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from websockets.asyncio.connection import Connection
@@ -76,7 +78,8 @@ class FanoutStats:
     Attributes:
         messages: Messages handed to the fan-out, by kind.
         deliveries: Messages written to client sockets.
-        bytes_out: Bytes of WebSocket frames written to client sockets.
+        bytes_out: Bytes of WebSocket frames written to client sockets (payload
+            bytes, before compression, for permessage-deflate connections).
         drops: Deliveries not made, by reason: ``stale`` (older than
             ``max_age``), ``conflated`` (replaced by a newer one while the client
             lagged), ``malformed`` (not a valid stream message: dropped for all),
@@ -120,6 +123,47 @@ class _Client:
         self.joining: dict[str, collections.deque[tuple[wire.Peek | None, bytes]]] = {}
 
 
+class _Job:
+    """One message on its way to a stream's clients (possibly across several loop callbacks)."""
+
+    __slots__ = (
+        "age",
+        "captured",
+        "conflated",
+        "data",
+        "frame",
+        "framed_bytes",
+        "index",
+        "kind",
+        "members",
+        "opcode",
+        "sent",
+        "slot",
+        "spent",
+    )
+
+    def __init__(
+        self,
+        slot: tuple[str, str],
+        data: bytes,
+        opcode: Opcode,
+        captured: float | None,
+        age: float | None,
+        kind: str,
+    ) -> None:
+        self.slot = slot
+        self.data = data
+        self.opcode = opcode
+        self.captured = captured
+        self.age = age
+        self.kind = kind
+        self.frame: bytes | None = None
+        self.members: list[_Client] | None = None
+        self.index = 0
+        self.sent = self.conflated = self.framed_bytes = 0
+        self.spent = 0.0
+
+
 class Fanout:
     """Local clients per stream, and the policy for writing to them.
 
@@ -136,6 +180,9 @@ class Fanout:
             TCP connection is aborted.
         join_limit: Live messages kept per joining client and stream while its
             replay is sent.
+        chunk: Clients written per event-loop callback; a stream with more
+            clients is served in slices so the loop stays responsive (0: all
+            at once).
         clock: Wall clock in Unix seconds (for ``max_age``; captured_at is Unix time).
         on_message: Optional :data:`MessageHook` (metrics).
         stats: Counters to update (a new :class:`FanoutStats` by default).
@@ -151,6 +198,7 @@ class Fanout:
         max_age: float = 0.0,
         close_timeout: float = 2.0,
         join_limit: int = 1024,
+        chunk: int = 128,
         clock: Callable[[], float] = time.time,
         on_message: MessageHook | None = None,
         stats: FanoutStats | None = None,
@@ -164,8 +212,9 @@ class Fanout:
         self.max_age = max_age
         self.close_timeout = close_timeout
         self.join_limit = join_limit
+        self.chunk = chunk
         self._clock = clock
-        self._on_message = on_message
+        self.on_message = on_message
         self.stats = stats if stats is not None else FanoutStats()
         self._clients: dict[Connection, _Client] = {}
         self._live: dict[str, dict[_Client, None]] = {}
@@ -363,10 +412,44 @@ class Fanout:
         age: float | None,
         kind: str,
     ) -> None:
+        job = _Job(slot, data, opcode, captured, age, kind)
+        if self.chunk and len(clients) > self.chunk:
+            # Big audiences are served in slices, each its own event-loop callback, so that
+            # handshakes, pings and health checks get a turn between them. Slices run in FIFO
+            # order, so every client still sees messages in publication order.
+            job.members = list(clients)
+            self._step(job)
+            return
         started = time.perf_counter()
-        binary = opcode is Opcode.BINARY
+        self._write_all(clients, job)
+        job.spent = time.perf_counter() - started
+        self._finish(job)
+
+    def _step(self, job: _Job) -> None:
+        started = time.perf_counter()
+        members = job.members
+        assert members is not None
+        end = job.index + self.chunk
+        # Membership may have changed since the message arrived: skip clients that left.
+        current = (self._previews if job.opcode is Opcode.BINARY else self._live).get(job.slot[0])
+        if current:
+            self._write_all([c for c in members[job.index : end] if c in current], job)
+        job.index = end
+        job.spent += time.perf_counter() - started
+        if end < len(members):
+            try:
+                asyncio.get_running_loop().call_soon(self._step, job)
+            except RuntimeError:  # no loop (synchronous use): finish now
+                self._step(job)
+            return
+        self._finish(job)
+
+    def _write_all(self, clients: Iterable[_Client], job: _Job) -> None:
+        """The hot loop: one check and one write per client, nothing else."""
+        slot, data, captured = job.slot, job.data, job.captured
+        binary = job.opcode is Opcode.BINARY
         limit = self.client_buffer
-        frame: bytes | None = None
+        frame = job.frame
         sent = conflated = framed_bytes = 0
         for client in clients:
             if client.lagging_since is not None:
@@ -394,17 +477,22 @@ class Fanout:
                 framed_bytes += len(data)
             else:
                 if frame is None:
-                    frame = Frame(opcode, data).serialize(mask=False)
+                    frame = job.frame = Frame(job.opcode, data).serialize(mask=False)
                 transport.write(frame)
                 framed_bytes += len(frame)
             sent += 1
+        job.sent += sent
+        job.conflated += conflated
+        job.framed_bytes += framed_bytes
+
+    def _finish(self, job: _Job) -> None:
         stats = self.stats
-        stats.deliveries += sent
-        stats.bytes_out += framed_bytes
-        if conflated:
-            stats.drops["conflated"] += conflated
-        if self._on_message is not None:
-            self._on_message(kind, time.perf_counter() - started, age, sent)
+        stats.deliveries += job.sent
+        stats.bytes_out += job.framed_bytes
+        if job.conflated:
+            stats.drops["conflated"] += job.conflated
+        if self.on_message is not None:
+            self.on_message(job.kind, job.spent, job.age, job.sent)
 
     # ------------------------------------------------------------------
     # One client (joining flush, lag flush)

@@ -8,7 +8,9 @@ needs one port and no second web framework:
   fresh and the gateway is not draining; else 503 with the reason.
 * ``/metrics``: Prometheus text format.
 * ``/streams``: JSON list of the streams whose producer heartbeat is recent
-  (their ``framecast:<stream>:status`` key exists), cached for a second.
+  (their ``framecast:<stream>:status`` key exists), cached for a second. When
+  the gateway requires tokens, so does this list, and it shows only the
+  streams the token allows.
 * anything else: a file of the static directory (``/`` is ``index.html``).
 """
 
@@ -32,6 +34,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from framecast import wire
+from gateway.auth import AuthError
 
 __all__ = ["HttpRoutes", "json_response", "text_response"]
 
@@ -70,6 +73,10 @@ def _response(status: int, body: bytes, content_type: str, headers: dict[str, st
     return Response(code.value, code.phrase, all_headers, body)
 
 
+def _everything(_: str) -> bool:
+    return True
+
+
 def text_response(status: int, text: str, headers: dict[str, str] | None = None) -> Response:
     """A plain-text response (one line, newline-terminated)."""
     return _response(status, (text.rstrip("\n") + "\n").encode(), "text/plain; charset=utf-8", headers)
@@ -90,6 +97,8 @@ class HttpRoutes:
         metrics: Returns the Prometheus exposition (bytes) and its content type.
         health: Returns extra fields for ``/healthz`` (connections, ...).
         redis: Client used to list live streams.
+        allowed: Returns which streams a request's credentials allow (None: all)
+            or raises :class:`gateway.auth.AuthError`; None when auth is off.
         streams_ttl: Seconds a ``/streams`` answer is reused.
     """
 
@@ -102,6 +111,7 @@ class HttpRoutes:
         metrics: Callable[[], tuple[bytes, str]],
         health: Callable[[], dict[str, Any]],
         redis: aioredis.Redis,
+        allowed: Callable[[Request], Callable[[str], bool]] | None = None,
         streams_ttl: float = 1.0,
     ) -> None:
         self._id = gateway_id
@@ -110,13 +120,22 @@ class HttpRoutes:
         self._metrics = metrics
         self._health = health
         self._redis = redis
+        self._allowed = allowed
         self._streams_ttl = streams_ttl
         self._streams_cache: tuple[float, list[dict[str, Any]]] | None = None
         self._streams_lock = asyncio.Lock()
         self._files: dict[Path, tuple[float, bytes]] = {}
 
     async def respond(self, request: Request) -> Response:
-        """Answer a non-WebSocket request."""
+        """Answer a non-WebSocket request (GET, or HEAD: the same headers, no body)."""
+        if request.method not in ("GET", "HEAD"):
+            return text_response(405, f"method {request.method} not allowed", {"Allow": "GET, HEAD"})
+        response = await self._route(request)
+        if request.method == "HEAD":
+            response.body = b""
+        return response
+
+    async def _route(self, request: Request) -> Response:
         path = urllib.parse.urlsplit(request.path).path
         if path == "/healthz":
             return json_response(200, {"status": "ok", "id": self._id, **self._health()})
@@ -129,10 +148,17 @@ class HttpRoutes:
             body, content_type = self._metrics()
             return _response(200, body, content_type)
         if path == "/streams":
+            allows: Callable[[str], bool] = _everything
+            if self._allowed is not None:
+                try:
+                    allows = self._allowed(request)
+                except AuthError as exc:
+                    return text_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
             try:
-                return json_response(200, await self._streams())
+                found = await self._streams()
             except (RedisError, OSError, TimeoutError) as exc:
                 return json_response(503, {"error": f"redis unavailable: {exc}"})
+            return json_response(200, [s for s in found if allows(str(s["stream"]))])
         return self._static_file(path)
 
     async def _streams(self) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import sys
 import time
 import urllib.parse
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +108,11 @@ def _parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool,
     return stream, since, epoch or None, previews, one("token")
 
 
+def _parse_query_token(path: str) -> str | None:
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("token")
+    return values[-1] if values else None
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("Authorization")
     if header and header[:7].lower() == "bearer ":
@@ -119,7 +124,7 @@ def _op_error_code(exc: wire.WireError) -> str:
     text = str(exc)
     if text.startswith("op:"):
         return "unknown-op"
-    if text.startswith("stream:"):
+    if text.startswith("stream:") and "not a valid stream name" in text:
         return "bad-stream"
     return "bad-message"
 
@@ -143,6 +148,7 @@ class Gateway:
             max_lag=config.max_lag,
             max_age=config.max_age,
             close_timeout=config.close_timeout,
+            chunk=config.fanout_chunk,
         )
         self.redis = connect(config.redis_url, timeout=max(config.ready_timeout, 1.0))
         self.heartbeats = Heartbeats(offline_after=config.offline_after)
@@ -163,7 +169,7 @@ class Gateway:
             connections=lambda: len(self._open),
             ready=lambda: self.not_ready_reason() is None,
         )
-        self.fanout._on_message = self.metrics.on_message
+        self.fanout.on_message = self.metrics.on_message  # metrics need the fan-out first
         self.http = HttpRoutes(
             gateway_id=config.id,
             static_dir=config.static_dir,
@@ -174,6 +180,7 @@ class Gateway:
                 "uptime": round(time.monotonic() - self._started, 3),
             },
             redis=self.redis,
+            allowed=self._allowed if self.auth.enabled else None,
         )
         self._open: set[ServerConnection] = set()
         self._handshakes: weakref.WeakKeyDictionary[ServerConnection, _Handshake] = (
@@ -187,6 +194,11 @@ class Gateway:
 
     # ------------------------------------------------------------------
     # State
+
+    def _allowed(self, request: Request) -> Callable[[str], bool]:
+        """Which streams a plain HTTP request's token allows (raises AuthError)."""
+        token = _parse_query_token(request.path) or _bearer(request)
+        return self.auth.verify(token).allows
 
     def not_ready_reason(self) -> str | None:
         """None while ready to take clients; else why not."""
@@ -294,6 +306,8 @@ class Gateway:
 
     def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
         response.headers[GATEWAY_HEADER] = self.config.id
+        if response.status_code != 101:
+            self._handshakes.pop(connection, None)  # refused late (e.g. bad Origin): free its slot now
         if urllib.parse.urlsplit(request.path).path.startswith("/ws"):
             outcome = "accepted" if response.status_code == 101 else str(response.status_code)
             self.metrics.handshakes.labels(outcome).inc()
@@ -445,9 +459,8 @@ class _Session:
             gateway.subscriber.release(stream, previews=previously)
         self.streams[stream] = op.previews
         gateway.heartbeats.watch(stream)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(config.ready_timeout):
-                await asyncio.shield(subscribed)
+        # Bounded: with Redis down the client still gets 'subscribed' now and a 'gap' later.
+        await asyncio.wait([subscribed], timeout=config.ready_timeout)
         try:
             async with asyncio.timeout(config.ready_timeout):
                 plan = await replay(

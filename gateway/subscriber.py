@@ -127,6 +127,8 @@ class Subscriber:
         self._active: set[bytes] = set()  # confirmed on the current connection
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._dirty = asyncio.Event()
+        self._sync_lock = asyncio.Lock()
+        self._kick: asyncio.Task[None] | None = None
         self._client: aioredis.Redis | None = None
         self._pubsub: PubSub | None = None
         self._stopping = False
@@ -166,7 +168,7 @@ class Subscriber:
                 future.set_result(None)
             else:
                 self._waiters.setdefault(name, []).append(future)
-                self._dirty.set()
+                self._request_sync()
             futures.append(future)
         return futures[0] if len(futures) == 1 else asyncio.gather(*futures)
 
@@ -179,7 +181,7 @@ class Subscriber:
                 self._refs[name] = count
             else:
                 self._refs.pop(name, None)
-                self._dirty.set()
+                self._request_sync()
 
     def streams(self) -> list[str]:
         """Streams with at least one local user."""
@@ -231,7 +233,9 @@ class Subscriber:
                         log.info("redis subscription restored after %d failed attempt(s)", failures)
                     failures = 0
                     await self._read()
-                except (RedisError, OSError, _Deaf) as exc:
+                except Exception as exc:  # never die: anything unexpected is one more failed attempt
+                    if not isinstance(exc, RedisError | OSError | _Deaf):
+                        log.exception("redis subscription failed unexpectedly")
                     text = _describe(exc)
                     if self.connected or failures == 0:
                         log.warning("redis subscription lost: %s; reconnecting with backoff", text)
@@ -283,31 +287,52 @@ class Subscriber:
                 if client is not None:
                     await client.aclose()
 
+    def _request_sync(self) -> None:
+        """Apply a change of demand now, without waiting for the reader's next wake-up."""
+        self._dirty.set()
+        if self._pubsub is not None and (self._kick is None or self._kick.done()):
+            self._kick = asyncio.get_running_loop().create_task(self._sync_soon())
+
+    async def _sync_soon(self) -> None:
+        # Runs beside the reader's pending read: a SUBSCRIBE is only a write on the
+        # same connection, and its confirmation arrives through the reader.
+        try:
+            await self._sync()
+        except (RedisError, OSError) as exc:
+            log.debug("subscription change deferred: %s", _describe(exc))  # the reader reconnects
+
     async def _sync(self) -> None:
         """Bring the connection's subscriptions in line with local demand."""
-        assert self._pubsub is not None
-        self._dirty.clear()
-        wanted = set(self._refs)
-        wanted.add(self._canary)
-        # The canary goes last: its confirmation then means every channel before it is live.
-        add = sorted(wanted - self._requested, key=lambda n: n == self._canary)
-        remove = sorted(self._requested - wanted)
-        if add:
-            if self._sharded:
-                await self._pubsub.ssubscribe(*add)
-            else:
-                await self._pubsub.subscribe(*add)
-            self._requested.update(add)
-        if remove:
-            if self._sharded:
-                await self._pubsub.sunsubscribe(*remove)
-            else:
-                await self._pubsub.unsubscribe(*remove)
-            self._requested.difference_update(remove)
-            for name in remove:
-                self._active.discard(name.encode())
-                if name not in self._refs:
-                    self._routes.pop(name.encode(), None)
+        async with self._sync_lock:
+            pubsub = self._pubsub
+            if pubsub is None or not self._dirty.is_set():
+                return
+            self._dirty.clear()
+            wanted = set(self._refs)
+            wanted.add(self._canary)
+            # The canary goes last: its confirmation then means every channel before it is live.
+            add = sorted(wanted - self._requested, key=lambda n: n == self._canary)
+            remove = sorted(self._requested - wanted)
+            if add:
+                if self._sharded:
+                    await pubsub.ssubscribe(*add)
+                else:
+                    await pubsub.subscribe(*add)
+                if pubsub is self._pubsub:
+                    self._requested.update(add)
+            if remove:
+                if self._sharded:
+                    await pubsub.sunsubscribe(*remove)
+                else:
+                    await pubsub.unsubscribe(*remove)
+                if pubsub is self._pubsub:
+                    self._requested.difference_update(remove)
+                for name in remove:
+                    self._active.discard(name.encode())
+                    if name not in self._refs:
+                        self._routes.pop(name.encode(), None)
+                        for future in self._waiters.pop(name, []):
+                            future.cancel()
 
     async def _read(self) -> None:
         pubsub = self._pubsub
@@ -326,7 +351,8 @@ class Subscriber:
     def _handle(self, message: dict[str, object]) -> None:
         kind = message["type"]
         channel = message["channel"]
-        assert isinstance(channel, bytes)
+        if not isinstance(channel, bytes):
+            return  # a pong
         if kind in ("message", "smessage"):
             data = message["data"]
             assert isinstance(data, bytes)
@@ -376,8 +402,11 @@ class Subscriber:
 
     async def _canary_loop(self) -> None:
         while not self._stopping:
-            if self.connected:
-                await self._send_canary()
+            if not self.connected:
+                # Poll briefly so the first canary goes out as soon as the subscription is up.
+                await asyncio.sleep(min(0.05, self._canary_interval))
+                continue
+            await self._send_canary()
             await asyncio.sleep(self._canary_interval)
 
     async def _send_canary(self) -> None:

@@ -276,7 +276,7 @@ def _open_network(url: str, *, timeout: float) -> Reader:
     cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         cap.release()
-        raise SourceError(f"cannot open {_without_credentials(url)}")
+        raise SourceError("unreachable, refused, or not a video stream")
     return _CaptureReader(cap, fps=None)
 
 
@@ -413,6 +413,7 @@ class Grabber:
         opened_before = reader is not None
         failures = 0
         opening_failed = False
+        rewinding = False  # reopening a file that ended, to loop: not a reconnect
         try:
             while not self._stop.is_set():
                 if reader is None:
@@ -420,14 +421,15 @@ class Grabber:
                         reader = self._open()
                     except Exception as exc:  # any failure to open is worth another try
                         if not opening_failed:
-                            log.warning("cannot open %s (%s); retrying", self._description, _one_line(exc))
+                            log.warning("cannot open %s: %s; retrying", self._description, _one_line(exc))
                             opening_failed = True
                         self._stop.wait(self._backoff.compute(failures))
                         failures += 1
                         continue
-                    if opened_before:
+                    if opened_before and not rewinding:
                         self.reconnects += 1
                     opened_before = True
+                    rewinding = False
                     opening_failed = False
                 outcome, delivered = self._run_session(reader)
                 reader = None
@@ -438,6 +440,7 @@ class Grabber:
                         log.info("%s ended", self._description)
                         self.ended = True
                         return
+                    rewinding = True
                     continue
                 self._set_online(False)
                 why = f"stalled (no frame for {self._stall_timeout:g} s)" if outcome == "stalled" else "lost"

@@ -43,9 +43,17 @@ def annotate(image: np.ndarray, detections: Sequence[Detection], *, width: int) 
         text = f"{detection.label[:40]} {detection.confidence:.2f}"
         (tw, th), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
         top = y1 - th - baseline - 2 if y1 - th - baseline - 2 >= 0 else y1
-        cv2.rectangle(out, (x1, top), (x1 + tw + 4, top + th + baseline + 2), color, -1)
+        left = max(0, min(x1, out.shape[1] - tw - 4))  # keep the label inside the picture
+        cv2.rectangle(out, (left, top), (left + tw + 4, top + th + baseline + 2), color, -1)
         cv2.putText(
-            out, text, (x1 + 2, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA
+            out,
+            text,
+            (left + 2, top + th + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            font_scale,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
         )
     return out
 

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import logging
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Sequence
@@ -54,6 +55,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
     """
     config = settings.parse(Config, argv, prog=prog, description=DESCRIPTION, epilog=EPILOG)
     logs.setup(config.log_level, name="producer")
+    if config.log_level.upper() != "DEBUG":
+        _quiet_opencv()
     try:
         predictor: Predictor | None = detectors.load(config.detector, options=_options(config))
     except DetectorError as exc:
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
         try:
             first = opener(source, timeout=config.stall_timeout)()
         except SourceError as exc:
-            return settings.fail(prog, f"--source={source.description}: {exc}", 1)
+            return settings.fail(prog, f"--source: {exc}", 1)
     try:
         return asyncio.run(_serve(config, predictor=predictor, first=first))
     except OSError as exc:
@@ -84,6 +87,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
             f"{config.metrics_host}:{config.metrics_port}: {exc.strerror or exc}",
             1,
         )
+
+
+def _quiet_opencv() -> None:
+    """Silence OpenCV's and FFmpeg's own stderr chatter: the producer logs each failure once, itself."""
+    import cv2
+
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET; inherited by worker processes
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 async def _serve(config: Config, *, predictor: Predictor | None, first: Reader | None) -> int:
@@ -315,14 +326,17 @@ class _Producer:
                     exc = task.exception()
                     log.error("%s task failed", task.get_name(), exc_info=exc)
                     status = 1
-            if collector.done() and not stop.is_set():
-                log.info("source ended: %d results published, stopping", self.publisher.seq)
+            if stop.is_set():
+                log.info("stopping: %d results published", self.publisher.published)
+            elif collector.done():
+                log.info("source ended: %d results published, stopping", self.publisher.published)
         finally:
             for task in (collector, stopper, *tasks):
                 task.cancel()
             await asyncio.gather(collector, stopper, *tasks, return_exceptions=True)
             await self.loop.run_in_executor(None, self.grabber.stop)
             await self.publisher.close(self._status(state="offline"))
+            self._sync_metrics()
             self.executor.shutdown(wait=False, cancel_futures=True)
             self.metrics.close()
         return status

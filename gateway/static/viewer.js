@@ -99,13 +99,21 @@ function previewsLive() {
   return el.previews.checked && performance.now() - stats.lastPreviewAt < PREVIEW_STALE_MS;
 }
 
+let previewTicket = 0;
+
 async function drawPreview(preview) {
   if (!lastResult) sizeCanvases(preview.width, preview.height);
+  const ticket = ++previewTicket;
   let bitmap;
   try {
     bitmap = await createImageBitmap(preview.jpeg);
   } catch {
     return; // a corrupt JPEG: keep the previous picture
+  }
+  if (ticket !== previewTicket || preview.stream !== current) {
+    // A newer picture (or another stream) came while this one was decoding.
+    bitmap.close();
+    return;
   }
   // The JPEG may be smaller than the source frame: stretch it over the frame's pixel grid,
   // which is also the grid the boxes are in.
@@ -129,7 +137,9 @@ function showBoxes(result) {
 
 // The producer's preview palette and label style (producer/preview.py), so that boxes drawn here
 // land on the ones already painted into the JPEG as one annotation, not two.
-const COLORS = ["rgb(255,200,0)", "rgb(0,160,255)", "rgb(80,220,80)", "rgb(220,80,220)", "rgb(255,60,60)", "rgb(80,255,255)"];
+const COLORS = [
+  "rgb(255,200,0)", "rgb(0,160,255)", "rgb(80,220,80)", "rgb(220,80,220)", "rgb(255,60,60)", "rgb(80,255,255)",
+];
 const utf8 = new TextEncoder();
 
 function colorFor(label) {

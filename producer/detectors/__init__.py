@@ -39,8 +39,8 @@ __all__ = [
     "load",
 ]
 
-Predictor: TypeAlias = Callable[[np.ndarray], Iterable[Any]]
-"""``(BGR frame) -> detections``; see the module docstring."""
+Predictor: TypeAlias = Callable[[np.ndarray], Iterable[Any] | None]
+"""``(BGR frame) -> detections`` (None counts as nothing found); see the module docstring."""
 
 ENTRY_POINT_GROUP = "framecast.detectors"
 
@@ -175,7 +175,7 @@ def _instantiate(target: Any, spec: str) -> Predictor:
     return predictor
 
 
-def clip(detections: Iterable[Any], width: int, height: int) -> tuple[Detection, ...]:
+def clip(detections: Iterable[Any] | None, width: int, height: int) -> tuple[Detection, ...]:
     """Validate a predictor's output and clip its boxes to the frame.
 
     Accepts :class:`Detection` objects, ``(label, confidence, box)`` sequences and

@@ -9,6 +9,8 @@ from framecast.wire import Detection
 
 __all__ = ["Motion"]
 
+_GROWTH = 2  # dilation iterations with a 3x3 kernel: boxes grow by this many pixels per side
+
 
 class Motion:
     """Finds moving regions: MOG2 background subtraction, a morphological opening, contour boxes.
@@ -19,18 +21,25 @@ class Motion:
     Args:
         min_area: Smallest box reported, in frame pixels.
         work_width: Frames wider than this are shrunk to it first (speed; boxes are scaled back).
-        history: Frames the background model remembers.
+        learning_rate: How fast the background model adapts per frame. An object that stops
+            becomes background after roughly ``0.1 / learning_rate`` frames (30 by default); a
+            moving one never does. (MOG2's automatic rate learns so fast in the first seconds that
+            slow objects vanish into the background, hence a fixed one.)
         threshold: MOG2 variance threshold: higher ignores fainter changes.
     """
 
     def __init__(
-        self, *, min_area: int = 400, work_width: int = 320, history: int = 300, threshold: float = 25.0
+        self,
+        *,
+        min_area: int = 400,
+        work_width: int = 320,
+        learning_rate: float = 1 / 300,
+        threshold: float = 25.0,
     ) -> None:
         self.min_area = min_area
         self.work_width = work_width
-        self._model = cv2.createBackgroundSubtractorMOG2(
-            history=history, varThreshold=threshold, detectShadows=False
-        )
+        self.learning_rate = learning_rate
+        self._model = cv2.createBackgroundSubtractorMOG2(varThreshold=threshold, detectShadows=False)
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._seeded = False
 
@@ -41,18 +50,21 @@ class Motion:
             cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else frame
         )
         small = cv2.GaussianBlur(small, (3, 3), 0)
-        mask = self._model.apply(small)
         if not self._seeded:
+            self._model.apply(small, learningRate=1.0)  # the first frame is the background
             self._seeded = True
             return []
+        mask = self._model.apply(small, learningRate=self.learning_rate)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._kernel)
-        mask = cv2.dilate(mask, self._kernel, iterations=2)
+        mask = cv2.dilate(mask, self._kernel, iterations=_GROWTH)
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         min_small_area = self.min_area * scale * scale
         found: list[Detection] = []
         for contour in contours:
             x, y, w, h = cv2.boundingRect(contour)
-            if w * h < min_small_area:
+            # Undo the dilation's growth (it is there to join fragments, not to pad boxes).
+            x, y, w, h = x + _GROWTH, y + _GROWTH, w - 2 * _GROWTH, h - 2 * _GROWTH
+            if w <= 0 or h <= 0 or w * h < min_small_area:
                 continue
             filled = float(np.count_nonzero(mask[y : y + h, x : x + w])) / (w * h)
             found.append(

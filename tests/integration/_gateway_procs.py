@@ -141,7 +141,11 @@ class GatewayProc:
         return (int(fields[11]) + int(fields[12])) / ticks
 
     def wait_until(self, predicate_path: str, status: int = 200, *, timeout: float = 20.0) -> None:
-        """Poll ``GET predicate_path`` until it answers ``status`` (bounded)."""
+        """Poll ``GET predicate_path`` until this gateway answers ``status`` (bounded).
+
+        ``/healthz`` and ``/readyz`` answers must carry this gateway's id, so a
+        neighbour sharing the port (``--reuse-port``) cannot answer for it.
+        """
         deadline = time.monotonic() + timeout
         last: object = None
         for _ in range(int(timeout / 0.05) + 1):
@@ -150,7 +154,9 @@ class GatewayProc:
             try:
                 code, body = self.get(predicate_path, timeout=1.0)
                 last = (code, body[:200])
-                if code == status:
+                if code == status and (
+                    predicate_path not in ("/healthz", "/readyz") or json.loads(body).get("id") == self.id
+                ):
                     return
             except OSError as exc:
                 last = exc

@@ -18,9 +18,10 @@ import pytest
 
 from framecast import client, wire
 from framecast.client import AuthError, ClientError
+from framecast.up import running
 from tests.conftest import RedisServer
 from tests.integration._client_feed import Feed
-from tests.integration._gateway_procs import GatewayProc, running_gateway, start_gateway
+from tests.integration._gateway_procs import GatewayProc, gateway_env, running_gateway, start_gateway
 
 SECRET = "client-tests-secret-of-at-least-32-bytes"
 
@@ -212,3 +213,32 @@ async def test_auth_failure_surfaces_as_auth_error_and_a_valid_token_works(
                 if isinstance(message, wire.Result):
                     assert (message.stream, message.seq) == ("cam", 2)
                     break
+
+
+async def test_through_nginx_a_crashed_gateway_is_replaced_without_gap_and_previews_flow() -> None:
+    """The real topology: producer -> 2 gateways -> nginx; the serving gateway is SIGKILLed."""
+    with running(gateways=2, env=gateway_env()) as stack:
+        collector = Collector(client.subscribe(stack.url, ["default"], previews=True, delays=_fast))
+        try:
+            await collector.wait_for(
+                lambda: len(collector.seqs()) >= 5 and bool(collector.of(wire.Preview)),
+                "results and previews",
+            )
+            served_by = collector.subscription.gateway
+            assert served_by is not None
+            stack.kill(served_by, signal.SIGKILL)
+            await collector.wait_for(lambda: collector.subscription.reconnects == 1, "the reconnect")
+            after = len(collector.seqs())
+            await collector.wait_for(lambda: len(collector.seqs()) >= after + 10, "results after failover")
+        finally:
+            await collector.close()
+    results = collector.of(wire.Result)
+    assert len({r.epoch for r in results}) == 1
+    seqs = [r.seq for r in results]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # consecutive across the failover
+    hellos = [h.gateway for h in collector.of(wire.Hello)]
+    assert len(hellos) == 2 and hellos[0] == served_by and hellos[1] != served_by
+    previews = collector.of(wire.Preview)
+    assert all(p.jpeg.startswith(b"\xff\xd8") and p.epoch == results[0].epoch for p in previews)
+    preview_seqs = [p.seq for p in previews]
+    assert preview_seqs == sorted(set(preview_seqs))  # de-duplicated and in order

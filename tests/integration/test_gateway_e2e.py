@@ -217,7 +217,9 @@ async def test_resume_from_another_epoch_or_trimmed_history_gets_reset_and_lates
     assert isinstance(latest, wire.Result) and (latest.epoch, latest.seq) == (producer.epoch, 3)
     await ws.close()
 
-    redis.Redis.from_url(redis_server.url).xtrim(wire.history_key("cam1"), maxlen=2, approximate=False)  # keep seq 2..3
+    redis.Redis.from_url(redis_server.url).xtrim(
+        wire.history_key("cam1"), maxlen=2, approximate=False
+    )  # keep seq 2..3
     ws, _ = await open_stream(gw, f"/ws/cam1?since=0&epoch={producer.epoch}")
     assert await recv(ws) == wire.Reset("cam1", "history-expired")
     latest = await recv(ws)
@@ -427,6 +429,9 @@ def test_http_endpoints_and_static_files(redis_server: RedisServer, tmp_path: Pa
         assert "framecast_gateway_connections" in metrics and "framecast_gateway_fanout_seconds" in metrics
         # A plain GET on a WebSocket path asks for the upgrade.
         assert gw.get("/ws/cam1")[0] == 426
+        status, response = _raw_get(gw.port, "/healthz", method="HEAD")
+        assert status == 200 and response.endswith(b"\r\n\r\n"), "HEAD: headers only"
+        assert _raw_get(gw.port, "/healthz", method="POST")[0] == 405
 
 
 def test_missing_viewer_gives_a_helpful_404(redis_server: RedisServer, tmp_path: Path) -> None:
@@ -435,9 +440,9 @@ def test_missing_viewer_gives_a_helpful_404(redis_server: RedisServer, tmp_path:
         assert status == 404 and b"/ws/<stream>" in body
 
 
-def _raw_get(port: int, path: str) -> tuple[int, bytes]:
+def _raw_get(port: int, path: str, *, method: str = "GET") -> tuple[int, bytes]:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         data = b""
         for _ in range(1000):
             chunk = sock.recv(65536)
@@ -504,3 +509,23 @@ def test_busy_port_and_bad_settings_fail_with_one_line(redis_server: RedisServer
         env=gateway_env(),
     )
     assert run.returncode == 0 and "--client-buffer" in run.stdout and "retries" in run.stdout
+
+
+def test_reuse_port_lets_two_gateways_share_one_port(redis_server: RedisServer) -> None:
+    port = free_port()
+    args = ["--reuse-port"]
+    with (
+        running_gateway(redis_url=redis_server.url, port=port, gateway_id="one", args=args) as one,
+        running_gateway(redis_url=redis_server.url, port=port, gateway_id="two", args=args) as two,
+    ):
+        assert one.alive() and two.alive()
+        seen = set()
+        # "two" may still be starting (its health check was answered by "one"): poll, bounded.
+        for _ in range(500):  # the kernel spreads new connections over both listeners
+            _, body = one.get_json("/healthz")
+            assert isinstance(body, dict)
+            seen.add(body["id"])
+            if seen == {"one", "two"}:
+                break
+            time.sleep(0.02)
+        assert seen == {"one", "two"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -149,3 +150,45 @@ def test_bad_arguments_exit_2_naming_the_problem(
     assert done.returncode == 2
     assert message in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_stops_cleanly_with_status_130(
+    gateway: GatewayProc, live_feed: Feed, child_env: dict[str, str]
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "framecast.cli", "watch", gateway.url, "--stream", "cam"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=child_env,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # blocks until watching for real (bounded by the finally)
+        assert first.startswith("cam  seq ")
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=30)
+        assert process.returncode == 130
+        assert "Traceback" not in stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def test_a_closed_pipe_ends_quietly(gateway: GatewayProc, live_feed: Feed, child_env: dict[str, str]) -> None:
+    """``framecast watch ... | head -n 2``: watch exits 0 once head has gone, without a traceback."""
+    watch = f"{sys.executable} -m framecast.cli watch {gateway.url} --stream cam --json"
+    done = subprocess.run(
+        ["/bin/bash", "-c", f"{watch} | head -n 2; echo watch-status=${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=60,
+    )
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3, done.stderr
+    assert all(json.loads(line)["type"] == "result" for line in lines[:2])
+    assert lines[2] == "watch-status=0"
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr

@@ -281,3 +281,24 @@ def test_bad_arguments_fail_at_once() -> None:
     with pytest.raises(ClientError, match="not a valid stream name"):
         client.subscribe("http://h:1", ["no spaces"])
     assert client.subscribe("ws://h:1/ws/cam1", ["cam2"]).streams == ["cam1", "cam2"]
+
+
+async def test_a_gateway_that_drops_every_connection_after_hello_is_backed_off_then_given_up() -> None:
+    made = 0
+
+    def counting() -> Iterator[float]:
+        nonlocal made
+        made += 1
+        return itertools.repeat(0.01)
+
+    async def handler(ws: ServerConnection, _: int) -> None:
+        await ws.send(_text(wire.Hello("gw")))
+        await ws.close(wire.CLOSE_SLOW_CONSUMER, "slow consumer")
+
+    script = Script(handler)
+    async with script.running() as url:
+        sub = client.subscribe(url, ["cam"], max_attempts=4, delays=counting)
+        with pytest.raises(ConnectError, match=r"4008: slow consumer\) \(gave up after 4 attempts\)"):
+            await _collect(sub, until=lambda _: False)
+    assert script.connections == 4
+    assert made == 1  # hellos alone never restarted the backoff

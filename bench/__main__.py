@@ -1,0 +1,334 @@
+"""``python -m bench`` / ``framecast bench``: every measurement in one run, one command.
+
+Runs the three parts (fan-out strategies in one gateway process, the real
+topology, the producer's predictors), writes the raw results as JSON under
+``bench/results/`` and regenerates ``docs/performance.md`` with its plots in
+``docs/perf/``. ``--quick`` is a tiny configuration (seconds) that keeps the
+harness working in CI; its report goes to ``bench/results/quick/`` so it never
+replaces the real figures.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import machine
+from bench.procs import ROOT, BenchError
+from framecast import settings
+from framecast.settings import option
+
+__all__ = ["BenchConfig", "main"]
+
+PARTS = ("fanout", "topology", "producer")
+STRATEGIES = ("framecast", "broadcast", "sequential", "tasks")
+PREDICTORS = ("motion", "faces", "people", "qr")
+
+DESCRIPTION = """\
+Measure framecast, with numbers anyone can rerun:
+
+  fanout    fan-out strategies inside one gateway process (framecast's Fanout,
+            websockets.broadcast(), sequential await ws.send(), asyncio.wait over
+            one task per client): deliveries/s at saturation, gateway CPU µs per
+            delivery, capture->client latency and event-loop lag at --rate results/s,
+            and the same with 10% of the clients stalled.
+  topology  Redis -> 1, 2, 4 real gateways -> nginx -> clients (framecast up).
+  producer  each built-in predictor on 640x480 frames: fps, frame age at
+            inference, event-loop lag while predicting.
+
+Results go to bench/results/<time>.json (and latest.json); docs/performance.md
+and docs/perf/*.png are regenerated from them. The default run takes about ten
+minutes on two cores; --quick takes seconds and writes its report under
+bench/results/quick/ instead of docs/."""
+
+EPILOG = """\
+examples:
+  python -m bench                          the full run, regenerates docs/performance.md
+  python -m bench --quick                  a smoke run (seconds)
+  python -m bench --parts fanout --clients 1000 --strategies framecast,broadcast
+  python -m bench --report-only bench/results/latest.json   redraw the docs from saved results
+
+exit status: 0 when every step ran, 1 when a step failed (the others still run
+and the report says which), 2 on a bad setting."""
+
+
+def _choices(allowed: Sequence[str]) -> Any:
+    def check(value: tuple[str, ...]) -> None:
+        unknown = [v for v in value if v not in allowed]
+        if unknown:
+            raise ValueError(f"unknown {', '.join(unknown)} (expected some of {', '.join(allowed)})")
+
+    return check
+
+
+def _counts(value: tuple[str, ...]) -> None:
+    for item in value:
+        if not item.isdigit() or int(item) < 1:
+            raise ValueError(f"{item!r} is not a whole number of at least 1")
+
+
+def _non_negative_or_none(value: float | None) -> None:
+    if value is not None and value < 0:
+        raise ValueError("must be 0 or greater")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """Settings of ``python -m bench``; unset durations and sizes take the mode's default."""
+
+    quick: bool = option(
+        False,
+        help="Tiny configuration for CI: a few clients, sub-second phases (about 30 s in all).",
+        env="FRAMECAST_BENCH_QUICK",
+    )
+    parts: tuple[str, ...] = option(
+        PARTS, help="Parts to run, comma-separated.", check=_choices(PARTS), env="FRAMECAST_BENCH_PARTS"
+    )
+    output: str = option(
+        str(ROOT / "bench" / "results"), help="Directory for the JSON results.", env="FRAMECAST_BENCH_OUTPUT"
+    )
+    docs: str = option(
+        "",
+        help="Markdown report to regenerate; plots go to perf/ beside it "
+        "(default: docs/performance.md, or bench/results/quick/performance.md with --quick).",
+        env="FRAMECAST_BENCH_DOCS",
+    )
+    report_only: str = option(
+        "",
+        help="Redraw the report from this results JSON without measuring anything.",
+        metavar="JSON",
+        env="FRAMECAST_BENCH_REPORT_ONLY",
+    )
+
+    clients: tuple[str, ...] = option(
+        (),
+        help="fanout: client counts (default 100,1000,5000; 20 with --quick).",
+        check=_counts,
+        env="FRAMECAST_BENCH_CLIENTS",
+        group="fanout",
+    )
+    strategies: tuple[str, ...] = option(
+        STRATEGIES,
+        help="fanout: strategies to compare.",
+        check=_choices(STRATEGIES),
+        env="FRAMECAST_BENCH_STRATEGIES",
+        group="fanout",
+    )
+    client_processes: int = option(
+        2,
+        help="Load-client processes each run spreads its connections over.",
+        check=settings.positive,
+        env="FRAMECAST_BENCH_CLIENT_PROCESSES",
+        group="fanout",
+    )
+    rate: float = option(
+        30.0,
+        help="Results per second in the latency phases.",
+        check=settings.positive,
+        env="FRAMECAST_BENCH_RATE",
+        group="fanout",
+    )
+    time_scale: float = option(
+        1.0,
+        help="Multiply the length of every phase by this (2: twice as long, steadier figures).",
+        check=settings.positive,
+        env="FRAMECAST_BENCH_TIME_SCALE",
+        group="fanout",
+    )
+    pin: bool = option(
+        True,
+        help="fanout: pin the gateway process to CPU 0 and the load clients to the other CPUs.",
+        env="FRAMECAST_BENCH_PIN",
+        group="fanout",
+    )
+    stall: bool = option(
+        True,
+        help="fanout: also run each strategy with 10% of the clients stalled.",
+        env="FRAMECAST_BENCH_STALL",
+        group="fanout",
+    )
+
+    gateways: tuple[str, ...] = option(
+        (),
+        help="topology: gateway counts (default 1,2,4; 1,2 with --quick).",
+        check=_counts,
+        env="FRAMECAST_BENCH_GATEWAYS",
+        group="topology",
+    )
+    topology_clients: int | None = option(
+        None,
+        help="topology: clients through nginx (default 1000; 20 with --quick).",
+        check=_non_negative_or_none,
+        env="FRAMECAST_BENCH_TOPOLOGY_CLIENTS",
+        group="topology",
+    )
+
+    predictors: tuple[str, ...] = option(
+        PREDICTORS,
+        help="producer: predictors to measure.",
+        check=_choices(PREDICTORS),
+        env="FRAMECAST_BENCH_PREDICTORS",
+        group="producer",
+    )
+
+
+def _plan(config: BenchConfig) -> dict[str, Any]:
+    """The options of each part, from the mode and the flags given."""
+    from bench.predictors import PredictorOptions
+    from bench.single import SingleOptions
+    from bench.topology import TopologyOptions
+
+    quick = config.quick
+    scale = config.time_scale
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    pinning: dict[str, Any] = {}
+    if config.pin and len(cores) >= 2:
+        pinning = {"server_cpus": (cores[0],), "client_cpus": tuple(cores[1:])}
+    clients = tuple(int(c) for c in config.clients) or ((20,) if quick else (100, 1000, 5000))
+    gateways = tuple(int(g) for g in config.gateways) or ((1, 2) if quick else (1, 2, 4))
+    topology_clients = int(config.topology_clients or (20 if quick else 1000))
+    if quick:
+        single = SingleOptions(
+            clients=clients,
+            strategies=config.strategies,
+            processes=config.client_processes,
+            warmup=0.1,
+            saturation=0.4 * scale,
+            latency=0.6 * scale,
+            rate=config.rate,
+            stall=1.0 * scale if config.stall else 0.0,
+            stall_max_lag=0.5,
+            windows=2,
+            **pinning,
+        )
+        topology = TopologyOptions(
+            gateways=gateways,
+            clients=topology_clients,
+            processes=config.client_processes,
+            warmup=0.2,
+            saturation=0.4 * scale,
+            latency=0.6 * scale,
+            rate=config.rate,
+            burst=20,
+            burst_window=0.4,
+            settle=0.3,
+        )
+        producer = PredictorOptions(names=config.predictors, alone=0.2 * scale, service=0.6 * scale)
+    else:
+        single = SingleOptions(
+            clients=clients,
+            strategies=config.strategies,
+            processes=config.client_processes,
+            saturation=3.0 * scale,
+            latency=5.0 * scale,
+            rate=config.rate,
+            stall=10.0 * scale if config.stall else 0.0,
+            **pinning,
+        )
+        topology = TopologyOptions(
+            gateways=gateways,
+            clients=topology_clients,
+            processes=config.client_processes,
+            saturation=4.0 * scale,
+            latency=5.0 * scale,
+            rate=config.rate,
+        )
+        producer = PredictorOptions(names=config.predictors, alone=3.0 * scale, service=5.0 * scale)
+    return {"fanout": single, "topology": topology, "producer": producer}
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _docs_path(config: BenchConfig) -> Path:
+    if config.docs:
+        return Path(config.docs)
+    if config.quick:
+        return Path(config.output) / "quick" / "performance.md"
+    return ROOT / "docs" / "performance.md"
+
+
+def measure(config: BenchConfig) -> dict[str, Any]:
+    """Run the selected parts; failures of one part are recorded and the others still run."""
+    from dataclasses import asdict
+
+    plan = _plan(config)
+    results: dict[str, Any] = {
+        "machine": machine.describe(),
+        "quick": config.quick,
+        "options": {part: asdict(plan[part]) for part in config.parts},
+        "errors": [],
+    }
+    _say(
+        f"bench: {results['machine']['cpu_model']}, {results['machine']['cores']} cores, "
+        f"Python {results['machine']['python']}, websockets {results['machine']['websockets']}"
+    )
+    started = time.monotonic()
+    for part in config.parts:
+        try:
+            if part == "fanout":
+                from bench import single
+
+                results["fanout"] = single.run(plan["fanout"], say=_say)
+            elif part == "topology":
+                from bench import topology
+
+                results["topology"] = topology.run(plan["topology"], say=_say)
+            elif part == "producer":
+                from bench import predictors
+
+                results["producer"] = predictors.run(plan["producer"], say=_say)
+        except BenchError as exc:
+            _say(f"bench: {part} failed: {exc}")
+            results["errors"].append(f"{part}: {exc}")
+        for entry in results.get(part, []):
+            if isinstance(entry, dict) and "error" in entry:
+                results["errors"].append(f"{part}: {entry['error']}")
+    results["duration_s"] = round(time.monotonic() - started, 1)
+    return results
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench") -> int:
+    """Run the benchmark (or redraw its report); returns the exit status."""
+    config = settings.parse(BenchConfig, argv, prog=prog, description=DESCRIPTION, epilog=EPILOG)
+    from bench import report
+
+    docs = _docs_path(config)
+    if config.report_only:
+        source = Path(config.report_only)
+        try:
+            results = json.loads(source.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return settings.fail(prog, f"--report-only={source}: cannot read results: {exc}")
+        report.write(results, docs)
+        _say(f"bench: report regenerated in {docs}")
+        return 0
+    output = Path(config.output)
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return settings.fail(prog, f"--output={output}: cannot create the directory: {exc}")
+    results = measure(config)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"{'quick-' if config.quick else ''}{stamp}.json"
+    text = json.dumps(results, indent=1)
+    (output / name).write_text(text)
+    (output / ("latest-quick.json" if config.quick else "latest.json")).write_text(text)
+    report.write(results, docs)
+    _say(f"bench: done in {results['duration_s']} s; results in {output / name}, report in {docs}")
+    if results["errors"]:
+        _say(f"bench: {len(results['errors'])} step(s) failed: " + "; ".join(results["errors"][:5]))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The benchmark harness keeps working: a tiny run end to end, and its load client's frame reader.
+
+The smoke run starts real processes (bench servers, load clients, valkey,
+gateways, nginx, the producer's predictors) with a handful of clients and
+sub-second phases. It asserts what the harness produced and that the counts
+it reports add up, never how fast anything was.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.client import ClientConfig, _Conn, _mask_frame, _Recorder
+from bench.payload import Payload
+from bench.report import PLOTS
+
+STRATEGIES = ("framecast", "broadcast", "sequential", "tasks")
+PREDICTORS = ("motion", "faces", "people", "qr")
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str, Path]:
+    """One quick benchmark run shared by the tests below (about 30 s)."""
+    out = tmp_path_factory.mktemp("bench")
+    docs = out / "report" / "performance.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--output", str(out), "--docs", str(docs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "latest-quick.json").read_text())
+    return results, docs.read_text(), docs.parent / "perf"
+
+
+def test_states_machine_versions_and_date(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    results, markdown, _ = smoke
+    machine = results["machine"]
+    assert machine["cores"] >= 1
+    assert machine["cpu_model"]
+    assert machine["python"].startswith("3.")
+    assert machine["websockets"][0].isdigit()
+    assert machine["date"][:4].isdigit()
+    assert machine["websockets"] in markdown and machine["cpu_model"] in markdown
+    assert results["errors"] == []
+
+
+def test_fanout_runs_every_strategy_and_counts_add_up(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    results, _, _ = smoke
+    entries = {e["strategy"]: e for e in results["fanout"]}
+    assert set(entries) == set(STRATEGIES)
+    for name, entry in entries.items():
+        assert "error" not in entry, entry.get("error")
+        for phase in ("saturation", "latency", "stall"):
+            figures = entry[phase]
+            assert 0 < figures["delivered"] <= figures["expected"], (name, phase)
+            assert figures["server_cpu_us_per_delivery"] > 0
+            assert figures["latency_ms"]["n"] == figures["delivered"]
+            assert figures["loop_lag_ms"]["n"] > 0
+        # With every client reading, nothing is lost on the way: each client got each result once,
+        # or framecast's fan-out says why it did not (a result older than max_age is dropped).
+        latency = entry["latency"]
+        assert latency["expected"] == latency["generated"] * entry["clients"]
+        dropped = sum((latency["server"]["drops"] or {}).values()) if name == "framecast" else 0
+        assert latency["delivered"] + dropped == latency["expected"], name
+        assert latency["clients_without_any"] == 0
+        stall = entry["stall"]
+        assert stall["stalled"] + stall["readers"] == entry["clients"]
+        assert stall["expected"] == stall["generated"] * stall["readers"]
+
+
+def test_topology_spreads_clients_over_every_gateway(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    results, _, _ = smoke
+    counts = [e["gateways"] for e in results["topology"]]
+    assert counts == [1, 2]
+    for entry in results["topology"]:
+        assert "error" not in entry, entry.get("error")
+        for phase in ("saturation", "latency", "burst"):
+            figures = entry["phases"][phase]
+            gateways = figures["gateways"]
+            assert len(gateways) == entry["gateways"]
+            # Every connection said which gateway served it, and every gateway served some.
+            assert sum(g["clients"] for g in gateways) == entry["clients"]
+            assert all(g["clients"] > 0 for g in gateways)
+            assert sum(g["delivered"] for g in gateways) == figures["delivered"] > 0
+            assert all(g["loop_lag_ms"]["n"] > 0 for g in gateways)
+
+
+def test_producer_measures_every_predictor(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    results, _, _ = smoke
+    entries = {e["predictor"]: e for e in results["producer"]}
+    assert set(entries) == set(PREDICTORS)
+    for name, entry in entries.items():
+        assert "error" not in entry, entry.get("error")
+        assert entry["alone"]["frames"] > 0 and entry["alone"]["fps"] > 0
+        service = entry["service"]
+        assert service["exit_status"] == 0
+        assert service["results"] > 0, name
+        assert service["frame_age_ms"]["n"] == service["results"]
+        assert service["loop_lag_ms"]["n"] > 0
+
+
+def test_report_has_every_table_and_plot(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    _, markdown, plots = smoke
+    for heading in (
+        "## Which strategy when",
+        "## 1. Fan-out inside one gateway process",
+        "### Saturation",
+        "### Latency and event-loop lag",
+        "### With 10% of the clients stalled",
+        "## 2. Through the real topology",
+        "## 3. The producer's predictors",
+        "Quick smoke configuration",
+    ):
+        assert heading in markdown
+    table_rows = [line for line in markdown.splitlines() if line.startswith("| 20 |")]
+    assert len(table_rows) == 3 * len(STRATEGIES)  # saturation, latency and stall tables
+    for name in PLOTS:
+        path = plots / name
+        assert f"perf/{name}" in markdown
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 5000
+
+
+def test_help_and_bad_settings() -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert shown.returncode == 0
+    assert "--quick" in shown.stdout and "--report-only" in shown.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "bench", "--parts", "fanout,nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("python -m bench: error: --parts=fanout,nope")
+
+
+# --------------------------------------------------------------------------
+# The load client's frame reader, fed real frames over a real socket pair
+
+
+def _server_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    size = len(payload)
+    if size < 126:
+        return bytes((0x80 | opcode, size)) + payload
+    if size < 65536:
+        return bytes((0x80 | opcode, 126)) + size.to_bytes(2, "big") + payload
+    return bytes((0x80 | opcode, 127)) + size.to_bytes(8, "big") + payload
+
+
+def _unmask(frame: bytes) -> tuple[int, bytes]:
+    assert frame[1] & 0x80, "client frames must be masked"
+    size = frame[1] & 127
+    start = 2
+    if size == 126:
+        size, start = int.from_bytes(frame[2:4], "big"), 4
+    elif size == 127:
+        size, start = int.from_bytes(frame[2:10], "big"), 10
+    mask = frame[start : start + 4]
+    body = frame[start + 4 : start + 4 + size]
+    return frame[0] & 15, bytes(b ^ mask[i % 4] for i, b in enumerate(body))
+
+
+def test_client_reads_results_split_anywhere_and_answers_pings() -> None:
+    ours, theirs = socket.socketpair()
+    try:
+        recorder = _Recorder(ClientConfig(url="ws://127.0.0.1:9/ws/bench"))
+        conn = _Conn(3, ours)
+        conn.state = 2  # open
+        payload = Payload()
+        hello = b'{"type":"hello","gateway":"gw7","v":1}'
+        stream = _server_frame(hello) + b"".join(
+            _server_frame(payload.make(seq, 1000.0 + seq)) for seq in range(1, 6)
+        )
+        stream += _server_frame(b"ping!", opcode=0x9) + _server_frame(payload.make(6, 1006.0))
+        # Cut the byte stream at awkward places: inside headers, inside payloads.
+        cuts = [0, 1, 3, 40, 41, 333, 700, 701, len(stream) - 5, len(stream)]
+        for start, end in itertools.pairwise(cuts):
+            recorder._feed(conn, stream[start:end], 2000.0)
+        assert list(recorder.seq) == [1, 2, 3, 4, 5, 6]
+        assert list(recorder.cap) == [1001.0, 1002.0, 1003.0, 1004.0, 1005.0, 1006.0]
+        assert set(recorder.conn) == {3}
+        assert conn.gateway == "gw7"
+        assert conn.buf == b""
+        opcode, body = _unmask(theirs.recv(1024))
+        assert (opcode, body) == (0xA, b"ping!")
+        # A close frame is answered and ends the connection, its code counted.
+        recorder._feed(conn, _server_frame((4008).to_bytes(2, "big") + b"slow", opcode=0x8), 2001.0)
+        assert recorder.close_codes == {4008: 1}
+        assert conn.closed_by_peer
+        assert _unmask(theirs.recv(1024)) == (0x8, (4008).to_bytes(2, "big"))
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_client_frames_are_masked_round_trip() -> None:
+    for size in (0, 5, 125, 126, 300, 70000):
+        body = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+        assert len(body) == size
+        assert _unmask(_mask_frame(0x1, body)) == (0x1, body)

@@ -1,0 +1,111 @@
+"""Replay planning and the subscription's reference counting, against a real valkey (in-process)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import redis.asyncio as aioredis
+
+from framecast import wire
+from gateway.history import replay
+from gateway.subscriber import Subscriber
+from tests.integration._gateway_procs import FakeProducer
+
+if TYPE_CHECKING:
+    from tests.conftest import RedisServer
+
+
+def seqs(messages: list[bytes]) -> list[int]:
+    return [wire.peek(m).seq for m in messages]
+
+
+async def test_replay_plans(redis_server: RedisServer) -> None:
+    producer = FakeProducer(redis_server.url, "cam", maxlen=1000)
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        empty = await replay(client, "cam", since=None)
+        assert (empty.messages, empty.reset) == ([], None)
+        assert (await replay(client, "cam", since=4, epoch="x")).reset == "no-history"
+
+        for _ in range(10):
+            producer.result()
+        latest = await replay(client, "cam")
+        assert seqs(latest.messages) == [10] and latest.reset is None and latest.seq == 10
+
+        resumed = await replay(client, "cam", since=4, epoch=producer.epoch)
+        assert seqs(resumed.messages) == [5, 6, 7, 8, 9, 10] and resumed.reset is None
+        assert (resumed.epoch, resumed.seq) == (producer.epoch, 10)
+
+        up_to_date = await replay(client, "cam", since=10, epoch=producer.epoch)
+        assert up_to_date.messages == [] and up_to_date.seq == 10
+
+        assert (await replay(client, "cam", since=4, epoch="old")).reset == "epoch-changed"
+        limited = await replay(client, "cam", since=0, epoch=producer.epoch, limit=5)
+        assert limited.reset == "history-expired" and seqs(limited.messages) == [10]
+
+        await client.xtrim(wire.history_key("cam"), maxlen=3, approximate=False)  # 8..10 left
+        trimmed = await replay(client, "cam", since=5, epoch=producer.epoch)
+        assert trimmed.reset == "history-expired" and seqs(trimmed.messages) == [10]
+        assert seqs((await replay(client, "cam", since=7, epoch=producer.epoch)).messages) == [8, 9, 10]
+
+        # A new producer run: entries of the new epoch sort after the old ones.
+        old_epoch = producer.epoch
+        producer.restart()
+        producer.result()
+        moved_on = await replay(client, "cam", since=10, epoch=old_epoch)
+        assert moved_on.reset == "epoch-changed" and seqs(moved_on.messages) == [1]
+        assert moved_on.epoch == producer.epoch
+        fresh = await replay(client, "cam", since=0, epoch=producer.epoch)
+        assert seqs(fresh.messages) == [1] and fresh.reset is None
+    finally:
+        await client.aclose()
+        producer.close()
+
+
+async def numsub(client: aioredis.Redis, channel: str) -> int:
+    result = await client.pubsub_numsub(channel)
+    return int(result[0][1])
+
+
+async def test_subscriber_subscribes_only_while_needed_and_delivers(redis_server: RedisServer) -> None:
+    received: list[tuple[str, bytes]] = []
+    subscriber = Subscriber(
+        url=redis_server.url,
+        gateway_id="unit",
+        on_message=lambda stream, data: received.append((stream, data)),
+        ready_timeout=1.0,
+    )
+    client = aioredis.Redis.from_url(redis_server.url)
+    runner = asyncio.create_task(subscriber.run())
+    try:
+        deadline = time.monotonic() + 10
+        while not subscriber.ready:
+            assert time.monotonic() < deadline, subscriber.not_ready_reason()
+            await asyncio.sleep(0.02)
+        channel = wire.channel("cam")
+        first = subscriber.acquire("cam")
+        second = subscriber.acquire("cam")
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert await numsub(client, channel) == 1, "one Redis subscription for two local users"
+        producer = FakeProducer(redis_server.url, "cam")
+        producer.result()
+        while not received:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert received[0][0] == "cam" and wire.peek(received[0][1]).seq == 1
+        subscriber.release("cam")
+        await asyncio.sleep(0.2)
+        assert await numsub(client, channel) == 1, "still one user"
+        subscriber.release("cam")
+        for _ in range(200):
+            if await numsub(client, channel) == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert await numsub(client, channel) == 0, "unsubscribed after the last user left"
+        producer.close()
+    finally:
+        await subscriber.stop()
+        await asyncio.wait_for(runner, 10)
+        await client.aclose()
