@@ -64,6 +64,13 @@ def _mb(value: Any) -> str:
     return f"{float(value) / 1e6:+.1f}"
 
 
+def _spread(values: Sequence[float] | None) -> str:
+    """`` (lo-hi)`` of several windows' values, or nothing for one."""
+    if not values or len(values) < 2:
+        return ""
+    return f" ({min(values):.1f}{_NONE}{max(values):.1f})"
+
+
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -327,7 +334,8 @@ def _fanout_section(results: dict[str, Any]) -> list[str]:
                 _num(entry["clients"]),
                 _LABELS[entry["strategy"]],
                 _num(sat["deliveries_per_s"]),
-                _num(sat["server_cpu_us_per_delivery"], 2),
+                _num(sat["server_cpu_us_per_delivery"], 2)
+                + _spread(sat.get("server_cpu_us_per_delivery_windows")),
                 _NONE if ratio is None else f"{ratio:.2f}{_X}",
                 _pct(sat["server_core_share"], 0),
                 _num(sat["client_cpu_us_per_delivery"], 2),
@@ -386,6 +394,7 @@ def _fanout_section(results: dict[str, Any]) -> list[str]:
         ),
         rows,
     )
+    lines += _overload_notes(entries, rate)
     lines += [
         "",
         cap,
@@ -424,6 +433,7 @@ def _fanout_section(results: dict[str, Any]) -> list[str]:
                     _pct(st["loss"], 1),
                     f"{st.get('stalled_closed_by_server', 0)} / {st.get('stalled')}",
                     _num(st["loop_lag_ms"]["max"]),
+                    _pct(_ratio(st.get("server_run_queue_wait_s"), st.get("seconds")), 0),
                 )
             )
         lines += _table(
@@ -438,6 +448,7 @@ def _fanout_section(results: dict[str, Any]) -> list[str]:
                 "Others' loss",
                 "Stalled closed by gateway",
                 "Loop lag max ms",
+                "Gateway waited for CPU",
             ),
             rows,
         )
@@ -450,6 +461,27 @@ def _fanout_section(results: dict[str, Any]) -> list[str]:
     if failed:
         lines.append("")
     return lines
+
+
+def _overload_notes(entries: list[dict[str, Any]], rate: float) -> list[str]:
+    """Say where the offered load was more than one process delivers on this machine."""
+    notes = []
+    for n in sorted({e["clients"] for e in entries}):
+        behind = [
+            e for e in entries if e["clients"] == n and (e["latency"]["backlog"] or e["latency"]["loss"])
+        ]
+        if not behind:
+            continue
+        best = max(
+            (e["saturation"]["deliveries_per_s"] or 0 for e in entries if e["clients"] == n), default=0
+        )
+        names = ", ".join(_LABELS[e["strategy"]] for e in behind)
+        notes.append(
+            f"- {n} clients at {rate:.0f} results/s need {n * rate:,.0f} deliveries/s; the best strategy "
+            f"delivered {best:,.0f}/s at saturation here, so {names} fell behind: results queued (latency "
+            "grows with the run) or, for framecast, were dropped once older than `max_age`."
+        )
+    return ["", *notes] if notes else []
 
 
 def _payload_size() -> int:
@@ -472,7 +504,7 @@ def _topology_section(results: dict[str, Any]) -> list[str]:
         "publishes the results itself: "
         f"{_num(_saturation_rate(options), 0)}/s for the saturation phase (offered far above what the "
         f"machine delivers; stale results are dropped by the gateways), {_num(options.get('rate'), 0)}/s "
-        "for the latency phase, then {_num(options.get('burst'))} "
+        f"for the latency phase, then {_num(options.get('burst'))} "
         "back to back (a backlog Redis hands each gateway at once). Every gateway carries the 1 ms "
         "loop-lag probe, injected with a `sitecustomize` module: the gateway's code is unchanged.",
         "",
@@ -521,14 +553,47 @@ def _topology_section(results: dict[str, Any]) -> list[str]:
             rows,
         )
         lines += ["", cap, "", "![Topology](perf/topology.png)", ""]
-    lines += [
-        "Each gateway serves only its share of the clients and spends about the same CPU per delivery "
-        "whatever the number of gateways: the broadcast cost is split across nodes. On one two-core machine "
-        "the total cannot grow with more gateways (they, nginx and the clients share the same two cores); "
-        "on separate machines it grows with them.",
-        "",
-    ]
+    lines += _split_verdict([e for e in entries if "phases" in e])
     return lines
+
+
+def _split_verdict(entries: list[dict[str, Any]]) -> list[str]:
+    """What the topology run says about splitting the broadcast cost, from its numbers."""
+    if not entries:
+        return []
+    shares = []
+    costs = []
+    for entry in entries:
+        gateways = entry["phases"]["saturation"]["gateways"]
+        clients = [g["clients"] for g in gateways]
+        shares.append(f"{entry['gateways']}: {'/'.join(str(c) for c in clients)}")
+        cost = entry["phases"]["saturation"]["gateway_cpu_us_per_delivery"]
+        if cost is not None:
+            costs.append((entry["gateways"], cost))
+    text = (
+        "nginx spread the clients over the gateways (clients per gateway, by gateway count: "
+        + "; ".join(shares)
+        + "), so each gateway writes only its share of every result: the broadcast cost is split across "
+        "nodes."
+    )
+    if len(costs) >= 2:
+        low, high = min(c for _, c in costs), max(c for _, c in costs)
+        listed = ", ".join(f"{n} gateway(s) {c:.1f} µs" for n, c in costs)
+        if high <= 1.5 * low:
+            text += (
+                f" Each delivery cost about the same gateway CPU whatever the number of gateways ({listed})."
+            )
+        else:
+            text += (
+                f" Gateway CPU per delivery rose with the number of gateways ({listed}): every gateway "
+                "still reads and parses every result from Redis for fewer clients, and on this machine the "
+                "gateways, nginx and the clients compete for the same cores."
+            )
+    text += (
+        " On one machine the total rate cannot grow with more gateways, since they all share its cores; "
+        "on separate machines each gateway brings its own."
+    )
+    return [text, ""]
 
 
 def _saturation_rate(options: dict[str, Any]) -> float | None:

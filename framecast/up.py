@@ -381,9 +381,7 @@ class Stack:
         try:
             while time.monotonic() < deadline:
                 if child.process.poll() is not None:
-                    raise UpError(
-                        f"producer exited with status {child.process.returncode}:\n{child.tail()}"
-                    )
+                    raise UpError(f"producer exited with status {child.process.returncode}:\n{child.tail()}")
                 with contextlib.suppress(redis.RedisError):
                     if client.exists(wire.status_key(self.config.stream)):
                         return

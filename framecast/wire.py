@@ -36,6 +36,7 @@ __all__ = [
     "CLOSE_BAD_REQUEST",
     "CLOSE_GOING_AWAY",
     "CLOSE_SLOW_CONSUMER",
+    "CLOSE_TOKEN_EXPIRED",
     "KEY_PREFIX",
     "STREAM_NAME_PATTERN",
     "VERSION",
@@ -85,6 +86,8 @@ CLOSE_GOING_AWAY = 1001
 """The gateway is shutting down: reconnect, the load balancer picks another."""
 CLOSE_BAD_REQUEST = 1008
 """Repeated malformed or unknown control messages."""
+CLOSE_TOKEN_EXPIRED = 4001
+"""The connection's token expired: get a new one and reconnect."""
 CLOSE_SLOW_CONSUMER = 4008
 """The client did not read for longer than the gateway's ``--max-lag``."""
 

@@ -101,7 +101,10 @@ class GatewayConfig:
         False, help="Run on uvloop if it is installed (it is not a dependency).", group="network"
     )
     static_dir: str = option(
-        DEFAULT_STATIC_DIR, help="Directory of the viewer's static files.", check=_dir_check, group="network"
+        "",
+        help="Directory of the viewer's static files (empty: the viewer bundled with the gateway).",
+        check=_dir_check,
+        group="network",
     )
 
     # Redis ----------------------------------------------------------------

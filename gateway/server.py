@@ -34,19 +34,17 @@ from websockets.typing import Origin
 from framecast import logs, wire
 from framecast.settings import fail
 from gateway.auth import OPEN_GRANT, Authenticator, AuthError, Grant
-from gateway.config import GatewayConfig, read_config
+from gateway.config import DEFAULT_STATIC_DIR, GatewayConfig, read_config
 from gateway.fanout import Fanout
 from gateway.history import Replay, replay
 from gateway.http import HttpRoutes, text_response
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.subscriber import Heartbeats, Subscriber, connect
 
-__all__ = ["CLOSE_TOKEN_EXPIRED", "Gateway", "main"]
+__all__ = ["Gateway", "main"]
 
 log = logging.getLogger("gateway")
 
-CLOSE_TOKEN_EXPIRED = 4001
-"""Close code when the connection's token expires (docs/protocol.md)."""
 MAX_BAD_OPS = 5
 """Malformed or unknown operations in a row before the connection is closed with 1008."""
 GATEWAY_HEADER = "X-Framecast-Gateway"
@@ -172,7 +170,7 @@ class Gateway:
         self.fanout.on_message = self.metrics.on_message  # metrics need the fan-out first
         self.http = HttpRoutes(
             gateway_id=config.id,
-            static_dir=config.static_dir,
+            static_dir=config.static_dir or DEFAULT_STATIC_DIR,
             not_ready=self.not_ready_reason,
             metrics=lambda: (self.metrics.render(), CONTENT_TYPE),
             health=lambda: {
@@ -347,7 +345,7 @@ class Gateway:
 
     def _expire(self, connection: ServerConnection) -> None:
         self.metrics.closes.labels("token-expired").inc()
-        task = asyncio.create_task(connection.close(CLOSE_TOKEN_EXPIRED, "token expired"))
+        task = asyncio.create_task(connection.close(wire.CLOSE_TOKEN_EXPIRED, "token expired"))
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
 

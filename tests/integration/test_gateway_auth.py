@@ -8,6 +8,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import jwt
 import pytest
@@ -107,6 +108,32 @@ async def test_tokens_are_checked_at_the_handshake(gw: GatewayProc) -> None:
     assert await status_of(f"{base}?token={token([])}") == 403
     assert await status_of(base, additional_headers={"Authorization": f"Bearer {token(['lab'])}"}) == 101
     assert await status_of(f"{gw.ws_url}/ws?token={token([])}") == 101, "/ws itself needs only a valid token"
+
+
+async def test_rs256_tokens_are_checked_with_the_public_key(redis_url: str, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = tmp_path / "jwt.pub.pem"
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+    def rs256(signer: rsa.RSAPrivateKey, streams: object) -> str:
+        claims = {"streams": streams, "exp": int(time.time() + 60)}
+        return jwt.encode(claims, signer, algorithm="RS256")
+
+    with running_gateway(redis_url=redis_url, args=["--jwt-public-key", str(public)]) as gateway:
+        base = f"{gateway.ws_url}/ws/lab"
+        assert await status_of(f"{base}?token={rs256(key, ['lab'])}") == 101
+        assert await status_of(f"{base}?token={rs256(key, ['other'])}") == 403
+        assert await status_of(f"{base}?token={rs256(other, ['lab'])}") == 401
+        # An HS256 token must not pass as "signed" by a public key.
+        assert await status_of(f"{base}?token={token(['lab'])}") == 401
 
 
 async def test_subscribe_op_for_a_forbidden_stream_is_refused(gw: GatewayProc) -> None:

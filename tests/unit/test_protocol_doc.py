@@ -43,7 +43,12 @@ def test_every_message_type_is_documented(cls: type) -> None:
 
 
 def test_every_close_code_is_documented() -> None:
-    for code in (wire.CLOSE_GOING_AWAY, wire.CLOSE_BAD_REQUEST, wire.CLOSE_SLOW_CONSUMER):
+    for code in (
+        wire.CLOSE_GOING_AWAY,
+        wire.CLOSE_BAD_REQUEST,
+        wire.CLOSE_TOKEN_EXPIRED,
+        wire.CLOSE_SLOW_CONSUMER,
+    ):
         assert f"| {code} |" in DOC
 
 
