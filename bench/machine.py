@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Usage", "cpu_seconds", "describe", "raise_fd_limit", "rss_bytes", "tree", "usage"]
+__all__ = ["Usage", "cpu_seconds", "cpu_times", "describe", "raise_fd_limit", "rss_bytes", "tree", "usage"]
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -32,15 +32,25 @@ def _stat_fields(pid: int) -> list[str]:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds the process has used so far.
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds the process has used so far.
 
     Raises:
         OSError: The process does not exist (any more).
     """
     fields = _stat_fields(pid)
     # After the name: state is index 0, so utime (field 14) is index 11 and stime (15) index 12.
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return int(fields[11]) / _CLK_TCK, int(fields[12]) / _CLK_TCK
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far.
+
+    Raises:
+        OSError: The process does not exist (any more).
+    """
+    user, system = cpu_times(pid)
+    return user + system
 
 
 def rss_bytes(pid: int) -> int:
@@ -73,20 +83,23 @@ def tree(pid: int) -> list[int]:
 
 @dataclass(frozen=True)
 class Usage:
-    """CPU seconds and RSS of a set of processes at one instant."""
+    """CPU seconds (user + system, and user alone) and RSS of a set of processes at one instant."""
 
     cpu: float
     rss: int
+    user: float = 0.0
 
 
 def usage(pids: Iterable[int]) -> Usage:
     """Summed CPU seconds and RSS of ``pids``; processes that are gone count as zero."""
-    cpu, rss = 0.0, 0
+    cpu, user, rss = 0.0, 0.0, 0
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
-            cpu += cpu_seconds(pid)
+            own_user, own_system = cpu_times(pid)
+            cpu += own_user + own_system
+            user += own_user
             rss += rss_bytes(pid)
-    return Usage(cpu, rss)
+    return Usage(cpu, rss, user)
 
 
 def raise_fd_limit(wanted: int) -> None:

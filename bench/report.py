@@ -337,6 +337,8 @@ def _fanout_section(results: dict[str, Any]) -> list[str]:
                 _num(sat["server_cpu_us_per_delivery"], 2)
                 + _spread(sat.get("server_cpu_us_per_delivery_windows")),
                 _NONE if ratio is None else f"{ratio:.2f}{_X}",
+                _num(sat.get("server_user_us_per_delivery"), 2)
+                + _spread(sat.get("server_user_us_per_delivery_windows")),
                 _pct(sat["server_core_share"], 0),
                 _num(sat["client_cpu_us_per_delivery"], 2),
                 _num(sat["client_cores_used"], 2),
@@ -349,12 +351,14 @@ def _fanout_section(results: dict[str, Any]) -> list[str]:
             "Deliveries/s",
             "Gateway CPU µs/delivery",
             "vs broadcast()",
+            "of which user (Python) µs",
             "Gateway core used",
             "Client CPU µs/delivery",
             "Client cores used",
         ),
         rows,
     )
+    lines += _client_bound_notes(entries, options, results.get("machine", {}))
     lines += ["", cap, "", "![Gateway CPU per delivery](perf/fanout_cpu.png)", ""]
     rate = options.get("rate", 30)
     lines += [
@@ -461,6 +465,26 @@ def _fanout_section(results: dict[str, Any]) -> list[str]:
     if failed:
         lines.append("")
     return lines
+
+
+def _client_bound_notes(
+    entries: list[dict[str, Any]], options: dict[str, Any], machine: dict[str, Any]
+) -> list[str]:
+    """Flag saturation runs where the load clients used nearly all the CPU they had."""
+    available = len(options.get("client_cpus") or ()) or int(machine.get("cores") or 1)
+    bound = [e for e in entries if (e["saturation"].get("client_cores_used") or 0) >= 0.9 * available]
+    if not bound:
+        return [
+            "",
+            f"The load clients never used more than 90% of the {available} CPU(s) they had: the gateway, "
+            "not the client, set the pace.",
+        ]
+    names = "; ".join(f"{_LABELS[e['strategy']]} to {e['clients']} clients" for e in bound)
+    return [
+        "",
+        f"- The load clients used over 90% of their {available} CPU(s) in: {names}; there the "
+        "deliveries/s may be the client's limit, while the gateway's CPU per delivery still holds.",
+    ]
 
 
 def _overload_notes(entries: list[dict[str, Any]], rate: float) -> list[str]:
@@ -664,7 +688,12 @@ def _producer_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _cpus(cpus: Sequence[int] | None) -> str:
+    return ", ".join(str(c) for c in cpus or ())
+
+
 def _method_section(results: dict[str, Any]) -> list[str]:
+    fanout = results.get("options", {}).get("fanout", {})
     return [
         "## How it is measured, and what to keep in mind",
         "",
@@ -688,10 +717,17 @@ def _method_section(results: dict[str, Any]) -> list[str]:
         "- **The load client** is `bench.client`: raw sockets on one `epoll` per process, the handshake "
         "written by hand, frames walked by their headers and results found by one regular expression per "
         "`recv()` chunk; its CPU per delivery and the cores it used are in the tables, so a run where the "
-        "client was the bottleneck shows as such. Client processes run at nice 5 so that the gateway, not "
-        "the client, gets the CPU first.",
+        "client was the bottleneck shows as such. "
+        + (
+            f"In part 1 the gateway process is pinned to CPU {_cpus(fanout.get('server_cpus'))} and the "
+            f"clients to CPU {_cpus(fanout.get('client_cpus'))}, so that they do not take each other's CPU."
+            if fanout.get("server_cpus")
+            else "Client processes run at nice 5 so that the gateway, not the client, gets the CPU first."
+        ),
         "- **Saturation** offers results as fast as the strategy accepts them (yielding to the loop between "
-        "two, as a gateway reading Redis does); deliveries/s there is bounded by the machine, which the "
+        "two, as a gateway reading Redis does), in several windows; the CPU per delivery shown is the "
+        "median of the windows (their range in brackets), each window ending once the fan-out's queued "
+        "work and buffered writes are done. Deliveries/s there is bounded by the machine, which the "
         "gateway shares with the clients.",
         "",
     ]

@@ -134,6 +134,9 @@ def _analyse(
         "deliveries_per_s": round(delivered / wall, 1) if wall else None,
         "server_cpu_s": server_cpu,
         "server_cpu_us_per_delivery": round(server_cpu / delivered * 1e6, 3) if delivered else None,
+        "server_user_us_per_delivery": round(usage["server"]["user"] / delivered * 1e6, 3)
+        if delivered
+        else None,
         "server_core_share": round(server_cpu / usage["wall"], 3) if usage["wall"] else None,
         "server_run_queue_wait_s": usage["server"]["run_delay"],
         "client_cpu_s": client_cpu,
@@ -173,6 +176,7 @@ def _normal(strategy: str, clients: int, options: SingleOptions) -> list[dict[st
             connections=clients,
             processes=options.processes,
             cpus=options.client_cpus,
+            nice=0 if options.client_cpus else 5,
         )
         server.wait_for(clients)
         server.run(options.warmup, options.rate)
@@ -187,7 +191,7 @@ def _normal(strategy: str, clients: int, options: SingleOptions) -> list[dict[st
     reply["rate"] = 0
     saturation = _analyse("saturation", reply, before, after, records, clients)
     parts = [_analyse("saturation", r, b, a, records, clients) for r, b, a in windows]
-    for key in ("server_cpu_us_per_delivery", "client_cpu_us_per_delivery"):
+    for key in ("server_cpu_us_per_delivery", "server_user_us_per_delivery", "client_cpu_us_per_delivery"):
         values = [p[key] for p in parts if p[key] is not None]
         if values:
             # The median of the windows: robust to one window disturbed by other work on the machine.
@@ -219,6 +223,7 @@ def _stalled(strategy: str, clients: int, options: SingleOptions) -> dict[str, A
             processes=options.processes,
             stalled=stalled,
             cpus=options.client_cpus,
+            nice=0 if options.client_cpus else 5,
         )
         server.wait_for(clients)
         server.run(options.warmup, rate)

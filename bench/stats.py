@@ -53,6 +53,7 @@ class Snapshot:
             after = later.groups[name]
             out[name] = {
                 "cpu": round(after.cpu - usage.cpu, 3),
+                "user": round(after.user - usage.user, 3),
                 "rss_before": usage.rss,
                 "rss_after": after.rss,
                 "run_delay": round(later.run_delay[name] - self.run_delay[name], 4),

@@ -105,9 +105,18 @@ class LatestFrame:
             self._on_put(frame)
         return frame
 
-    def poll(self, *, after: int = -1) -> Frame | None:
-        """The newest frame if its index is above ``after`` (marking it taken), else None."""
+    def poll(self, *, after: int = -1, captured_since: float = 0.0) -> Frame | None:
+        """The newest frame if its index is above ``after`` (marking it taken), else None.
+
+        Args:
+            after: Index of the last frame the caller had.
+            captured_since: Also leave the frame if it was captured before this Unix time (a
+                rate-limited consumer waits for a fresh frame rather than take one already aging).
+        """
         with self._cond:
+            frame = self._frame
+            if frame is not None and frame.captured_at < captured_since:
+                return None
             return self._take_locked(after)
 
     def take(self, *, after: int = -1, timeout: float | None = None) -> Frame | None:
@@ -388,6 +397,7 @@ class Grabber:
         self._backoff = EqualJitterBackoff(cap=backoff_cap, base=backoff_base)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="grabber", daemon=True)
+        self._readers: list[threading.Thread] = []
         self._session = 0
         self._last_frame = time.monotonic()
         self.online = False
@@ -401,11 +411,20 @@ class Grabber:
         """Start reading on a background thread."""
         self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop reading; a read blocked inside the source is abandoned, not awaited."""
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop reading, waiting up to ``timeout`` seconds for reads in progress to return.
+
+        Returns:
+            Whether every thread finished. A read still blocked inside the source (a dead network
+            camera) keeps its thread; such a process should end with ``os._exit``, since letting
+            the interpreter tear down a thread inside FFmpeg aborts it ("exception not rethrown").
+        """
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in (self._thread, *self._readers):
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in (self._thread, *self._readers))
 
     def _supervise(self) -> None:
         reader = self._first
@@ -467,6 +486,8 @@ class Grabber:
             name=f"reader-{session}",
             daemon=True,
         )
+        self._readers = [t for t in self._readers if t.is_alive()]
+        self._readers.append(worker)
         worker.start()
         poll = min(0.25, self._stall_timeout / 4)
         while True:

@@ -49,7 +49,9 @@ behaviour:
   newest result and retries with capped exponential backoff; it never exits for that.
   With --demand (the default) the predictor pauses while nobody subscribes to the stream (heartbeats
   go on with active=false) and resumes within a second of the first subscriber.
-  SIGTERM or SIGINT: a final "offline" heartbeat, then exit 0."""
+  SIGTERM or SIGINT: a final "offline" heartbeat, then exit 0.
+
+More in docs/producer.md: the publishing contract, plugins, metrics."""
 
 
 def _unit_interval(value: float) -> None:

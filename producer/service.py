@@ -16,6 +16,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
         except SourceError as exc:
             return settings.fail(prog, f"--source: {exc}", 1)
     try:
-        return asyncio.run(_serve(config, predictor=predictor, first=first))
+        status = asyncio.run(_serve(config, predictor=predictor, first=first))
     except OSError as exc:
         if first is not None:
             first.close()
@@ -87,6 +89,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
             f"{config.metrics_host}:{config.metrics_port}: {exc.strerror or exc}",
             1,
         )
+    if any(t.name.startswith("reader-") and t.is_alive() for t in threading.enumerate()):
+        # A read is still stuck inside FFmpeg: finalising the interpreter around it would abort
+        # the process, so leave now (everything worth saving is already flushed below).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def _quiet_opencv() -> None:
@@ -195,6 +205,17 @@ def _init_worker(spec: str, options: detectors.Options) -> None:
 def _predict_in_worker(image: Any) -> Prediction:
     assert _worker_predictor is not None, "worker not initialised"
     return _predict(_worker_predictor, image)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` at most ``timeout`` seconds.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it can swallow a cancellation that arrives as the
+    event is set, which left a task running after shutdown. ``asyncio.timeout`` does not.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
 
 
 # --------------------------------------------------------------------------
@@ -331,9 +352,12 @@ class _Producer:
             elif collector.done():
                 log.info("source ended: %d results published, stopping", self.publisher.published)
         finally:
-            for task in (collector, stopper, *tasks):
+            everything = [collector, stopper, *tasks]
+            for task in everything:
                 task.cancel()
-            await asyncio.gather(collector, stopper, *tasks, return_exceptions=True)
+            _, stuck = await asyncio.wait(everything, timeout=5)
+            if stuck:  # never seen; a stop must not hang on it
+                log.warning("tasks still running at shutdown: %s", ", ".join(t.get_name() for t in stuck))
             await self.loop.run_in_executor(None, self.grabber.stop)
             await self.publisher.close(self._status(state="offline"))
             self._sync_metrics()
@@ -356,21 +380,25 @@ class _Producer:
                     if self.slot.closed:
                         return
                     self.wake.clear()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self.wake.wait(), 0.5)
+                    await _wait(self.wake, 0.5)
                     continue
                 await self.capacity.acquire()
                 handed_over = False
                 try:
+                    fresh_since = 0.0
                     delay = next_due - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                    frame = await self._next_frame(after=last)
+                        # Held back by --max-fps: take the first frame captured from now on, not the
+                        # one that has been aging in the slot (half a capture interval on average).
+                        fresh_since = time.time()
+                    frame = await self._next_frame(after=last, fresh_since=fresh_since)
                     if frame is None:
-                        if self.slot.closed and self.slot.poll(after=last) is None:
+                        if self.slot.closed:
                             return
                         continue
-                    next_due = time.monotonic() + interval
+                    # Keep the --max-fps cadence from the due time, not from when a frame came.
+                    next_due = (next_due if delay > 0 else time.monotonic()) + interval
                     last = frame.index
                     self.queue.put_nowait((frame, self._call(frame.image), self.executor))
                     handed_over = True
@@ -380,17 +408,20 @@ class _Producer:
         finally:
             self.queue.put_nowait(None)
 
-    async def _next_frame(self, *, after: int) -> Frame | None:
-        """The newest frame after ``after``; None once the source is closed or the predictor paused."""
+    async def _next_frame(self, *, after: int, fresh_since: float = 0.0) -> Frame | None:
+        """The newest frame after ``after`` (captured since ``fresh_since`` while the source runs).
+
+        Returns None once the source is closed and its last frame taken, or the predictor paused.
+        """
         while True:
             self.wake.clear()
-            frame = self.slot.poll(after=after)
+            closed = self.slot.closed  # read first: a closed slot gets no newer frame to wait for
+            frame = self.slot.poll(after=after, captured_since=0.0 if closed else fresh_since)
             if frame is not None:
                 return frame
-            if self.slot.closed or not self.active:
+            if closed or not self.active:
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), 0.5)
+            await _wait(self.wake, 0.5)
 
     async def _collect(self) -> None:
         """Await predictions in the order frames were taken and publish them."""
@@ -507,9 +538,8 @@ class _Producer:
             if wanted is not None:
                 self.preview_wanted = wanted > 0
             next_beat = max(next_beat + interval, time.monotonic() + 0.05)
-            with contextlib.suppress(TimeoutError):
-                # A source going on- or offline is announced at once, not at the next beat.
-                await asyncio.wait_for(self.beat_now.wait(), next_beat - time.monotonic())
+            # A source going on- or offline is announced at once, not at the next beat.
+            await _wait(self.beat_now, next_beat - time.monotonic())
 
     def _sync_metrics(self) -> None:
         m = self.metrics

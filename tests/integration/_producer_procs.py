@@ -243,10 +243,15 @@ def history(
 # An MJPEG-over-HTTP camera
 
 
-def start_mjpeg(port: int, *, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start the MJPEG camera on 127.0.0.1:``port`` as a child process (stop it in a ``finally``)."""
+def start_mjpeg(port: int, *, env: Mapping[str, str], hang_after: int = 0) -> subprocess.Popen[bytes]:
+    """Start the MJPEG camera on 127.0.0.1:``port`` as a child process (stop it in a ``finally``).
+
+    Args:
+        hang_after: If set, each connection gets this many frames, then silence with the
+            connection left open (a camera whose encoder froze).
+    """
     process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "mjpeg", str(port)],
+        [sys.executable, str(Path(__file__).resolve()), "mjpeg", str(port), str(hang_after)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dict(env),
@@ -263,7 +268,7 @@ def kill(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
-def _serve_mjpeg(port: int, fps: float = 20.0) -> None:
+def _serve_mjpeg(port: int, hang_after: int = 0, fps: float = 20.0) -> None:
     import cv2
     import numpy as np
 
@@ -286,6 +291,8 @@ def _serve_mjpeg(port: int, fps: float = 20.0) -> None:
                         + b"\r\n"
                     )
                     index += 1
+                    if index == hang_after:
+                        time.sleep(3600)
                     time.sleep(1.0 / fps)
 
         def log_message(self, format: str, *args: Any) -> None:
@@ -300,7 +307,7 @@ def _serve_mjpeg(port: int, fps: float = 20.0) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "mjpeg":
-        _serve_mjpeg(int(sys.argv[2]))
+    if len(sys.argv) in (3, 4) and sys.argv[1] == "mjpeg":
+        _serve_mjpeg(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 0)
     else:
-        sys.exit("usage: _producer_procs.py mjpeg PORT")
+        sys.exit("usage: _producer_procs.py mjpeg PORT [HANG_AFTER]")

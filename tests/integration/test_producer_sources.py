@@ -107,7 +107,7 @@ def test_an_mjpeg_camera_that_dies_is_reopened_on_its_own(
             )
             heard.wait_for(lambda: len(heard.results) >= before + 3, what="results after the reconnect")
         assert producer.process.poll() is None  # it never gave up
-        assert producer.stop() == 0
+        assert producer.stop() == 0, producer.logs
     finally:
         kill(camera)
         if producer is not None:
@@ -127,3 +127,29 @@ def test_an_mjpeg_camera_that_dies_is_reopened_on_its_own(
     # One line per state change, not one per failed attempt.
     assert logs.count("lost; reopening") == 1, logs
     assert logs.count("cannot open") <= 1, logs
+
+
+def test_a_producer_stops_cleanly_while_its_camera_hangs(
+    redis_server: RedisServer, child_env: dict[str, str]
+) -> None:
+    """A read stuck inside FFmpeg must not turn SIGTERM into a crash (or a hang)."""
+    port = free_port()
+    camera = start_mjpeg(port, env=child_env, hang_after=5)
+    producer = None
+    try:
+        with Listener(redis_server.url) as heard:
+            producer = start_producer(
+                redis_server.url,
+                ["--source", f"http://127.0.0.1:{port}/", "--no-demand", "--stall-timeout", "60"],
+                env=child_env,
+            )
+            heard.wait_for(lambda: len(heard.results) >= 1, what="a result before the camera froze")
+            # The camera is now silent with the connection open: the reader is blocked in FFmpeg.
+            assert producer.stop() == 0, producer.logs
+            heard.wait_for(
+                lambda: heard.statuses and heard.statuses[-1].state == "offline", what="final status"
+            )
+    finally:
+        kill(camera)
+        if producer is not None:
+            producer.stop()

@@ -58,6 +58,15 @@ def test_latest_frame_indices_and_capture_times_increase() -> None:
     assert frames[0].captured_at <= frames[1].captured_at <= frames[2].captured_at
 
 
+def test_poll_can_insist_on_a_frame_captured_since_a_moment() -> None:
+    slot = LatestFrame()
+    old = slot.put(_image(1))
+    assert slot.poll(captured_since=old.captured_at + 1) is None  # aging frame left in place...
+    fresh = slot.put(_image(2))
+    assert slot.skipped == 1  # ...and replaced, so it counts as skipped
+    assert slot.poll(captured_since=fresh.captured_at) is fresh
+
+
 def test_discard_drops_a_frame_without_counting_it_as_skipped() -> None:
     slot = LatestFrame()
     slot.put(_image())
