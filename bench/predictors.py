@@ -121,7 +121,7 @@ async def _service(name: str, seconds: float, redis_url: str) -> dict[str, Any]:
         entries = await redis.xrange(wire.history_key(stream))
     finally:
         await redis.aclose()
-    results = [wire.decode(fields[b"m"]) for _, fields in entries or () if fields]
+    results = [wire.decode(fields[wire.HISTORY_FIELD.encode()]) for _, fields in entries or () if fields]
     captured = [r.captured_at for r in results if isinstance(r, wire.Result)]
     ages: list[float] = []
     if captured and len(captured) <= len(timed.starts):

@@ -5,8 +5,6 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY framecast ./framecast
 COPY gateway ./gateway
-COPY producer ./producer
-COPY bench ./bench
 RUN pip install . && useradd --system framecast
 USER framecast
 EXPOSE 8000

@@ -4,9 +4,7 @@ ENV PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY framecast ./framecast
-COPY gateway ./gateway
 COPY producer ./producer
-COPY bench ./bench
 RUN pip install ".[producer]" && useradd --system --groups video framecast
 USER framecast
 EXPOSE 9100

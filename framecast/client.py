@@ -498,7 +498,7 @@ class Subscription:
     def _decode(self, raw: str | bytes) -> Message | None:
         try:
             if isinstance(raw, bytes):
-                if raw.startswith(b"FCP1"):
+                if wire.is_preview(raw):
                     return wire.decode_preview(raw)
                 # Tolerate a gateway that frames a JSON message as binary.
                 return wire.decode(raw)

@@ -25,11 +25,25 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, get_type_hints
 
-__all__ = ["ConfigError", "env_name", "non_negative", "option", "parse", "port_number", "positive"]
+__all__ = [
+    "LOG_LEVELS",
+    "ConfigError",
+    "env_name",
+    "log_level",
+    "non_negative",
+    "option",
+    "parse",
+    "port_number",
+    "positive",
+    "redis_url",
+]
 
 T = TypeVar("T")
 
 ENV_PREFIX = "FRAMECAST_"
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The ``--log-level`` values every component accepts (any case)."""
 
 
 class ConfigError(ValueError):
@@ -237,6 +251,19 @@ def port_number(value: int) -> None:
     """Accept TCP ports 0-65535 (0 picks a free one)."""
     if not 0 <= value <= 65535:
         raise ValueError("must be a TCP port between 0 and 65535")
+
+
+def log_level(value: str) -> None:
+    """Accept a :data:`LOG_LEVELS` name, in any case."""
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
+
+
+def redis_url(value: str) -> None:
+    """Accept the URLs redis-py's ``from_url`` accepts: ``redis://``, ``rediss://``, ``unix://``."""
+    # The same case-sensitive prefixes redis-py checks, so a URL that passes here also connects.
+    if not value.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
 
 
 def fail(prog: str, message: str, status: int = 1) -> int:

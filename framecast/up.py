@@ -39,7 +39,13 @@ from framecast.embedded import (
     valkey_command,
     wait_for_port,
 )
+from framecast.limits import raise_open_files_limit
 from framecast.settings import option
+
+
+def redact_url(url: str) -> str:  # replaced by the shared helper below once it lands
+    return url
+
 
 __all__ = ["Child", "Stack", "UpConfig", "main", "render_nginx_conf", "running"]
 
@@ -118,6 +124,7 @@ def render_nginx_conf(
     worker_connections: int = 16384,
     log_level: str = "warn",
     resolver: str = "",
+    open_files: int = 65536,
 ) -> str:
     """Fill in the nginx template shared with docker compose.
 
@@ -129,15 +136,18 @@ def render_nginx_conf(
         worker_connections: Connections per worker (two per proxied client).
         log_level: nginx error_log level.
         resolver: A ``resolver`` directive, for upstreams named by DNS.
+        open_files: Open-file limit of each worker (at most the hard limit nginx runs under).
     """
     values = {
         "LISTEN": listen,
         "UPSTREAM_SERVERS": "\n        ".join(f"server {u} max_fails=1 fail_timeout=2s;" for u in upstreams),
         "NGINX_RUNTIME_DIR": runtime_dir,
         "NGINX_WORKERS": str(workers),
-        "NGINX_WORKER_CONNECTIONS": str(worker_connections),
         "NGINX_LOG_LEVEL": log_level,
         "NGINX_RESOLVER": resolver,
+        "NGINX_OPEN_FILES": str(open_files),
+        # Never more connections than descriptors: two per proxied client, plus a margin.
+        "NGINX_WORKER_CONNECTIONS": str(min(worker_connections, max(512, open_files - 64))),
     }
     template = TEMPLATE.read_text()
     missing = sorted(set(_PLACEHOLDER.findall(template)) - values.keys())
@@ -150,10 +160,19 @@ def render_nginx_conf(
 # Children
 
 
+# Loaded before any fork: the child must not dlopen() between fork and exec (threads may hold its lock).
+_prctl: Callable[..., int] | None
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _prctl = None
+_PR_SET_PDEATHSIG = 1
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM the child if ``framecast up`` dies without cleaning up."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 @dataclass
@@ -192,6 +211,7 @@ class Stack:
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
         self.failure: str | None = None
+        self._open_files = 1024
 
     # Public API ------------------------------------------------------------
 
@@ -223,6 +243,9 @@ class Stack:
                 f"port {self.port} on {self.config.host} is in use: "
                 "pass --port (or set FRAMECAST_UP_PORT) to choose another"
             )
+        if self.redis_url:
+            self._check_redis()
+        self._open_files = raise_open_files_limit()
         try:
             self._start_all()
         except BaseException:
@@ -242,6 +265,21 @@ class Stack:
             self._tmp.cleanup()
 
     # Internals -------------------------------------------------------------
+
+    def _check_redis(self) -> None:
+        """Fail at once, in one line, when the Redis the user named does not answer."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            client.ping()
+        except (redis.RedisError, ValueError) as exc:
+            raise UpError(
+                f"Redis at {redact_url(self.redis_url)} does not answer ({exc}): "
+                "start it, fix REDIS_URL, or unset REDIS_URL to use the embedded valkey-server"
+            ) from None
+        finally:
+            client.close()
 
     def _start_all(self) -> None:
         python = sys.executable
@@ -266,8 +304,6 @@ class Stack:
                     "127.0.0.1",
                     "--port",
                     str(port),
-                    "--redis-url",
-                    self.redis_url,
                     "--id",
                     f"gw{index}",
                     "--log-level",
@@ -285,8 +321,6 @@ class Stack:
                     python,
                     "-m",
                     "producer",
-                    "--redis-url",
-                    self.redis_url,
                     "--stream",
                     self.config.stream,
                     "--source",
@@ -304,6 +338,7 @@ class Stack:
                 listen=f"{self.config.host}:{self.port}",
                 upstreams=[f"127.0.0.1:{g.port}" for g in self.gateways],
                 runtime_dir=str(self.workdir),
+                open_files=self._open_files,
             )
         )
         nginx = self._add(
@@ -327,7 +362,8 @@ class Stack:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self._env,
+            # REDIS_URL travels in the environment, not argv, where `ps` would show its password.
+            env={**self._env, "REDIS_URL": self.redis_url},
             cwd=self.workdir,
             start_new_session=True,
             preexec_fn=_die_with_parent,
@@ -479,7 +515,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
         epilog=(
             "Gateways and the producer also read their own FRAMECAST_* variables from the environment\n"
             "(e.g. FRAMECAST_SEND_DEADLINE, FRAMECAST_MAX_FPS): see 'framecast gateway --help' and\n"
-            "'framecast producer --help'."
+            "'framecast producer --help'.\n\n"
+            "Fatal at start (one line, exit 1): the port is in use, REDIS_URL does not answer, a source\n"
+            "file or device that cannot be opened, an unknown detector (the producer's own message\n"
+            "follows). Retried, not fatal: a network camera that is down (the stream shows offline),\n"
+            "a child that dies later (restarted with backoff). Bad flags exit 2; Ctrl-C exits 0."
         ),
     )
 
@@ -501,7 +541,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
         return 1
     print(
         f"framecast up: viewer at {stack.url}  (WebSocket: {stack.ws_url(config.stream)}; "
-        f"{config.gateways} gateways; Redis {stack.redis_url}). Ctrl-C stops.",
+        f"{config.gateways} gateways; Redis {redact_url(stack.redis_url)}). Ctrl-C stops.",
         flush=True,
     )
     while not stop.wait(0.5):

@@ -37,6 +37,7 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOKEN_EXPIRED",
+    "HISTORY_FIELD",
     "KEY_PREFIX",
     "STREAM_NAME_PATTERN",
     "VERSION",
@@ -55,6 +56,7 @@ __all__ = [
     "Unsubscribe",
     "Unsubscribed",
     "WireError",
+    "canary_channel",
     "channel",
     "check_stream_name",
     "decode",
@@ -63,6 +65,7 @@ __all__ = [
     "encode",
     "encode_preview",
     "history_key",
+    "is_preview",
     "peek",
     "preview_channel",
     "status_key",
@@ -77,6 +80,11 @@ so that minor additions never break old clients.
 """
 
 KEY_PREFIX = "framecast:"
+HISTORY_FIELD = "m"
+"""The one field of every :func:`history_key` entry: the encoded :class:`Result`.
+
+Redis hands field names back as bytes: read an entry with ``fields[HISTORY_FIELD.encode()]``.
+"""
 STREAM_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _STREAM_NAME = re.compile(STREAM_NAME_PATTERN)
 
@@ -129,9 +137,17 @@ def history_key(stream: str) -> str:
 
     Entry IDs are ``<epoch start ms>-<seq>``, so a replay from ``seq`` within
     an epoch is one ``XRANGE`` and the newest entry is the latest result.
-    Each entry has one field, ``m``, holding the encoded :class:`Result`.
+    Each entry has one field, :data:`HISTORY_FIELD` (``m``), holding the encoded :class:`Result`.
     """
     return f"{KEY_PREFIX}{stream}:history"
+
+
+def canary_channel(gateway_id: str) -> str:
+    """Redis pub/sub channel a gateway publishes its liveness canary on and reads it back from.
+
+    The ``__canary__`` segment cannot be a stream name, so no stream's channels collide with it.
+    """
+    return f"{KEY_PREFIX}__canary__:{gateway_id}"
 
 
 def status_key(stream: str) -> str:
@@ -323,7 +339,8 @@ class Reset:
 
     Attributes:
         stream: Stream name.
-        reason: ``"history-expired"``, ``"epoch-changed"`` or ``"no-history"``.
+        reason: ``"history-expired"``, ``"epoch-changed"``, ``"no-history"`` or
+            ``"history-unavailable"`` (Redis could not be read).
     """
 
     stream: str
@@ -639,6 +656,14 @@ def decode_op(data: bytes | str) -> ClientOp:
     if op == "unsubscribe":
         return Unsubscribe(stream=check_stream_name(_str(obj, "stream")))
     raise WireError(f"op: unknown operation {op!r} (expected 'subscribe' or 'unsubscribe')")
+
+
+def is_preview(data: bytes) -> bool:
+    """Whether ``data`` is a binary preview frame (it starts with the preview magic).
+
+    Cheap: only the magic is checked; :func:`decode_preview` validates the rest.
+    """
+    return data[: len(_PREVIEW_MAGIC)] == _PREVIEW_MAGIC
 
 
 def decode_preview(data: bytes) -> Preview:

@@ -116,7 +116,11 @@ class GatewayConfig:
         group="redis",
     )
     sharded: bool = option(
-        False, help="Use sharded pub/sub (SSUBSCRIBE; producers must SPUBLISH).", group="redis"
+        False,
+        help="Use sharded pub/sub (SSUBSCRIBE); producers must run with --sharded too (a mismatch "
+        "delivers nothing). Standalone Redis/valkey only: the gateway's one subscription connection "
+        "cannot follow channels spread over several Redis Cluster shards.",
+        group="redis",
     )
     health_check_interval: float = option(
         5.0, help="Seconds between PINGs on an idle subscription connection.", check=positive, group="redis"

@@ -18,6 +18,8 @@ from framecast import wire
 
 __all__ = ["Replay", "replay"]
 
+_FIELD = wire.HISTORY_FIELD.encode()  # redis-py returns field names as bytes
+
 
 @dataclass(frozen=True)
 class Replay:
@@ -81,7 +83,7 @@ async def replay(
     messages: list[bytes] = []
     last_epoch, last_seq = epoch, since
     for _, fields in entries:
-        message = fields.get(b"m")
+        message = fields.get(_FIELD)
         if message is None:
             continue
         try:
@@ -97,7 +99,7 @@ def _latest(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[bytes, wir
     if not entries:
         return None
     entry_id, fields = entries[0]
-    data = fields.get(b"m")
+    data = fields.get(_FIELD)
     if data is None:
         return None
     try:

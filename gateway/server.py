@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import errno
 import logging
-import resource
 import signal
 import socket
 import sys
@@ -32,6 +31,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
 from framecast import logs, wire
+from framecast.limits import raise_open_files_limit
 from framecast.settings import fail
 from gateway.auth import OPEN_GRANT, Authenticator, AuthError, Grant
 from gateway.config import DEFAULT_STATIC_DIR, GatewayConfig, read_config
@@ -544,16 +544,6 @@ async def _close_or_abort(connection: ServerConnection, code: int, reason: str, 
 # Entry point
 
 
-def _raise_fd_limit() -> None:
-    """Thousands of clients need thousands of descriptors: lift the soft limit to the hard one."""
-    with contextlib.suppress(ValueError, OSError):
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if hard == resource.RLIM_INFINITY or soft < hard:
-            resource.setrlimit(
-                resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard)
-            )
-
-
 async def _run(config: GatewayConfig, auth: Authenticator, prog: str) -> int:
     gateway = Gateway(config, authenticator=auth)
     try:
@@ -598,7 +588,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m gateway") 
         auth = Authenticator(secret=config.jwt_secret, public_key_path=config.jwt_public_key)
     except ValueError as exc:
         return fail(prog, str(exc), 2)
-    _raise_fd_limit()
+    open_files = raise_open_files_limit()
+    if open_files < config.max_connections + 64:
+        log.warning(
+            "the open-files limit is %d, below --max-connections %d: clients past it will be refused "
+            "by the kernel (raise it with 'ulimit -n' or the container's nofile limit)",
+            open_files,
+            config.max_connections,
+        )
     runner: dict[str, Any] = {}
     if config.uvloop:
         try:

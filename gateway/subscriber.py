@@ -40,14 +40,9 @@ from redis.exceptions import RedisError
 
 from framecast import wire
 
-__all__ = ["Heartbeats", "Subscriber", "canary_channel"]
+__all__ = ["Heartbeats", "Subscriber"]
 
 log = logging.getLogger(__name__)
-
-
-def canary_channel(gateway_id: str) -> str:
-    """The channel a gateway publishes its canary on (no stream name can produce it)."""
-    return f"{wire.KEY_PREFIX}__canary__:{gateway_id}"
 
 
 class _Deaf(Exception):
@@ -116,7 +111,7 @@ class Subscriber:
         self._poll_interval = poll_interval
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._canary = canary_channel(gateway_id)
+        self._canary = wire.canary_channel(gateway_id)
         self._canary_key = self._canary.encode()
         self._commands = commands or connect(url, timeout=ready_timeout)
         self._owns_commands = commands is None
@@ -315,14 +310,18 @@ class Subscriber:
             remove = sorted(self._requested - wanted)
             if add:
                 if self._sharded:
-                    await pubsub.ssubscribe(*add)
+                    # One channel per command: a cluster-enabled server refuses an SSUBSCRIBE
+                    # whose channels hash to different slots (CROSSSLOT), even with one shard.
+                    for name in add:
+                        await pubsub.ssubscribe(name)
                 else:
                     await pubsub.subscribe(*add)
                 if pubsub is self._pubsub:
                     self._requested.update(add)
             if remove:
                 if self._sharded:
-                    await pubsub.sunsubscribe(*remove)
+                    for name in remove:
+                        await pubsub.sunsubscribe(name)
                 else:
                     await pubsub.unsubscribe(*remove)
                 if pubsub is self._pubsub:

@@ -216,6 +216,12 @@ class Config:
         check=_redis_url,
         group="redis",
     )
+    sharded: bool = option(
+        False,
+        help="Use sharded pub/sub: SPUBLISH, and PUBSUB SHARDNUMSUB for --demand. Must match the gateways' "
+        "--sharded (a mismatch delivers nothing). Standalone Redis/valkey only, not a Redis Cluster.",
+        group="redis",
+    )
 
     # operations
     metrics_port: int = option(

@@ -2,7 +2,9 @@
 
 Every result is one round trip: ``MULTI; XADD history <epoch_ms>-<seq> m <bytes>; PUBLISH channel
 <bytes>; EXEC``, so a result a gateway sees live is already in the history it replays from, and
-the history entry id encodes the result's epoch start and ``seq``.
+the history entry id encodes the result's epoch start and ``seq``. With ``sharded=True`` every
+PUBLISH is an SPUBLISH (accepted inside MULTI by a standalone server) and subscribers are counted
+with PUBSUB SHARDNUMSUB.
 
 When Redis cannot be reached the publisher keeps only the newest result (older ones would be
 stale by the time Redis is back), retries with capped exponential backoff and jitter, and logs
@@ -22,6 +24,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError, ResponseError
 
@@ -72,6 +75,8 @@ class Publisher:
         backoff_base: First retry delay in seconds, doubled per failure, with jitter.
         backoff_cap: Largest retry delay in seconds.
         on_link: Called with True/False when the link comes up or goes down.
+        sharded: Sharded pub/sub: SPUBLISH instead of PUBLISH and PUBSUB SHARDNUMSUB instead
+            of PUBSUB NUMSUB (the gateways must SSUBSCRIBE, ``--sharded``).
     """
 
     def __init__(
@@ -86,8 +91,10 @@ class Publisher:
         backoff_base: float = 0.25,
         backoff_cap: float = 5.0,
         on_link: Callable[[bool], None] | None = None,
+        sharded: bool = False,
     ) -> None:
         self._redis = redis
+        self._sharded = sharded
         self.stream = wire.check_stream_name(stream)
         self._channel = wire.channel(stream)
         self._preview_channel = wire.preview_channel(stream)
@@ -165,12 +172,12 @@ class Publisher:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.xadd(
                     self._history_key,
-                    {"m": data},
+                    {wire.HISTORY_FIELD: data},
                     id=f"{self._epoch_ms}-{seq}",
                     maxlen=self._history,
                     approximate=True,
                 )
-                pipe.publish(self._channel, data)
+                self._publish(pipe, self._channel, data)
                 await pipe.execute()
         except ResponseError as exc:
             self._attempted = None
@@ -232,10 +239,10 @@ class Publisher:
         data = wire.encode(status)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.publish(self._channel, data)
+                self._publish(pipe, self._channel, data)
                 pipe.set(self._status_key, data, px=self._status_ttl_ms)
                 if previews:
-                    pipe.pubsub_numsub(self._preview_channel)
+                    self._numsub(pipe, self._preview_channel)
                 replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             self._lost(exc)
@@ -248,7 +255,7 @@ class Publisher:
         if self._state == "down":
             return None
         try:
-            reply = await self._redis.pubsub_numsub(self._channel)
+            reply = await self._numsub(self._redis, self._channel)
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return None
@@ -260,7 +267,7 @@ class Publisher:
         if self._state == "down":
             return False
         try:
-            await self._redis.publish(self._preview_channel, data)
+            await self._publish(self._redis, self._preview_channel, data)
         except (RedisError, OSError) as exc:
             self._lost(exc)
             return False
@@ -275,11 +282,23 @@ class Publisher:
         if final is not None and self._state != "down":
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(timeout), self._redis.pipeline(transaction=False) as pipe:
-                    pipe.publish(self._channel, wire.encode(final))
+                    self._publish(pipe, self._channel, wire.encode(final))
                     pipe.delete(self._status_key)
                     await pipe.execute()
         with contextlib.suppress(RedisError, OSError):
             await self._redis.aclose()
+
+    def _publish(self, target: Redis | Pipeline, channel: str, data: bytes) -> Any:
+        """PUBLISH, or SPUBLISH when sharded, on a client (awaitable) or a pipeline (queued)."""
+        if self._sharded:
+            return target.spublish(channel, data)
+        return target.publish(channel, data)
+
+    def _numsub(self, target: Redis | Pipeline, channel: str) -> Any:
+        """PUBSUB NUMSUB, or PUBSUB SHARDNUMSUB when sharded (same reply shape)."""
+        if self._sharded:
+            return target.pubsub_shardnumsub(channel)
+        return target.pubsub_numsub(channel)
 
     # ----------------------------------------------------------------- link state
 

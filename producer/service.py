@@ -265,6 +265,7 @@ class _Producer:
             status_ttl=max(3.0, 3 * config.heartbeat_interval),
             where=f"Redis at {redact_url(config.redis_url)}",
             on_link=lambda up: self.metrics.redis_connected.set(1 if up else 0),
+            sharded=config.sharded,
         )
         self.predictor = predictor
         self.executor = self._make_executor()

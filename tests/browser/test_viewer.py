@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -79,7 +80,7 @@ def test_boxes_appear_over_the_preview_and_the_status_bar_is_live(
     assert page.text_content("#gateway") == s["gateway"]
     assert page.text_content("#connection") == "connected"
     assert re.fullmatch(r"-?\d+", page.text_content("#latency") or ""), page.text_content("#latency")
-    assert float(s["latencyP50"]) == pytest.approx(float(s["latencyP50"]))  # a number, not NaN
+    assert math.isfinite(float(s["latencyP50"]))
     assert page.text_content("#stream-state") == "online"
     assert page.eval_on_selector_all("#stream option", "opts => opts.map(o => o.value)") == ["default"]
     # The picture is the producer's JPEG, not the blank frame.

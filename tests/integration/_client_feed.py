@@ -1,10 +1,8 @@
 """Publish results and heartbeats to a real valkey exactly as a producer does, for the client tests.
 
-The producer contract: each result is ``wire.encode(result)``, added to the
-stream's history with ``XADD <history_key> MAXLEN ~ 1000 <epoch_ms>-<seq> m <bytes>``
-and then PUBLISHed on ``wire.channel(stream)``; heartbeats (``wire.Status``) are
-PUBLISHed on the same channel at least once per second and stored, with a TTL,
-under ``wire.status_key(stream)``.
+The publishing itself is :func:`tests.integration._gateway_procs.publish_result` and
+:func:`~tests.integration._gateway_procs.publish_status` (the gateway tests' fake producer
+uses them too); :class:`Feed` adds distinct results per seq and a background publisher.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ import time
 import redis
 
 from framecast import wire
+from tests.integration._gateway_procs import publish_result, publish_status
 
 
 class Feed:
@@ -57,15 +56,7 @@ class Feed:
             for _ in range(count):
                 self.seq += 1
                 result = self.result(self.seq)
-                data = wire.encode(result)
-                self.redis.xadd(
-                    wire.history_key(self.stream),
-                    {"m": data},
-                    id=f"{self.epoch_ms}-{self.seq}",
-                    maxlen=1000,
-                    approximate=True,
-                )
-                self.redis.publish(wire.channel(self.stream), data)
+                publish_result(self.redis, result, epoch_ms=self.epoch_ms)
                 published.append(result)
         return published
 
@@ -73,10 +64,7 @@ class Feed:
         """Publish one status heartbeat carrying the last seq."""
         with self._lock:
             status = wire.Status(self.stream, self.epoch, self.seq, time.time(), process_fps=10.0)
-            data = wire.encode(status)
-            self.redis.publish(wire.channel(self.stream), data)
-            # What /streams lists: the latest heartbeat, expiring when heartbeats stop.
-            self.redis.set(wire.status_key(self.stream), data, px=5000)
+            publish_status(self.redis, status, ttl=5.0)
 
     def start(self, *, rate: float = 20.0, limit: int = 10_000) -> None:
         """Publish ``rate`` results per second (and a heartbeat per second) in a thread, at most ``limit``."""

@@ -45,6 +45,8 @@ __all__ = [
     "GatewayProc",
     "gateway_env",
     "metric",
+    "publish_result",
+    "publish_status",
     "raw_websocket",
     "running_gateway",
     "start_gateway",
@@ -261,12 +263,40 @@ def running_gateway(**kwargs: object) -> Iterator[GatewayProc]:
         gw.stop()
 
 
+def publish_result(client: redis.Redis, result: wire.Result, *, epoch_ms: int, maxlen: int = 1000) -> bytes:
+    """Publish one result exactly as the producer does; returns the encoded bytes.
+
+    ``XADD <history_key> MAXLEN ~ <maxlen> <epoch_ms>-<seq> m <bytes>`` then ``PUBLISH <channel>
+    <bytes>``, in one MULTI with the history first, so a result seen live is already replayable.
+    """
+    data = wire.encode(result)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.xadd(
+            wire.history_key(result.stream),
+            {wire.HISTORY_FIELD: data},
+            id=f"{epoch_ms}-{result.seq}",
+            maxlen=maxlen,
+            approximate=True,
+        )
+        pipe.publish(wire.channel(result.stream), data)
+        pipe.execute()
+    return data
+
+
+def publish_status(client: redis.Redis, status: wire.Status, *, ttl: float = 3.0) -> bytes:
+    """Publish one heartbeat and refresh the stream's status key (what ``/streams`` lists)."""
+    data = wire.encode(status)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.set(wire.status_key(status.stream), data, px=int(ttl * 1000))
+        pipe.publish(wire.channel(status.stream), data)
+        pipe.execute()
+    return data
+
+
 class FakeProducer:
     """Publishes to Redis exactly as the producer does, driven by the test.
 
-    Per result: ``XADD <history_key> MAXLEN ~ <maxlen> <epoch_ms>-<seq> m <bytes>`` then
-    ``PUBLISH <channel> <bytes>`` (one MULTI, history first). Heartbeats: PUBLISH a
-    ``wire.Status`` and SET ``wire.status_key`` with a TTL.
+    Results go through :func:`publish_result`, heartbeats through :func:`publish_status`.
 
     Args:
         redis_url: The Redis to publish to.
@@ -305,17 +335,7 @@ class FakeProducer:
             height=480,
             detections=detections,
         )
-        data = wire.encode(message)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                wire.history_key(self.stream),
-                {"m": data},
-                id=f"{self.epoch_ms}-{self.seq}",
-                maxlen=self.maxlen,
-                approximate=True,
-            )
-            pipe.publish(wire.channel(self.stream), data)
-            pipe.execute()
+        publish_result(self.redis, message, epoch_ms=self.epoch_ms, maxlen=self.maxlen)
         return message
 
     def status(self, *, state: str = "online", ttl: float = 3.0) -> wire.Status:
@@ -327,11 +347,7 @@ class FakeProducer:
             sent_at=time.time(),
             state=state,  # type: ignore[arg-type]
         )
-        data = wire.encode(message)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(wire.status_key(self.stream), data, px=int(ttl * 1000))
-            pipe.publish(wire.channel(self.stream), data)
-            pipe.execute()
+        publish_status(self.redis, message, ttl=ttl)
         return message
 
     def preview(self, jpeg: bytes = b"\xff\xd8fake\xff\xd9") -> bytes:

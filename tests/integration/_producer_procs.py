@@ -229,7 +229,7 @@ def history(
     out = []
     for entry_id, fields in entries:
         try:
-            message = wire.decode(fields[b"m"])
+            message = wire.decode(fields[wire.HISTORY_FIELD.encode()])
         except wire.WireError:
             if skip_invalid:
                 continue

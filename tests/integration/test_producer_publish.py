@@ -74,7 +74,7 @@ def test_a_restarted_producer_starts_a_new_epoch_after_the_newest_history_id(
     # An entry from a clock running an hour ahead (another machine): ids must still increase.
     client = redis.Redis.from_url(redis_server.url)
     ahead_ms = int(time.time() * 1000) + 3_600_000
-    client.xadd(wire.history_key("default"), {"m": b"{}"}, id=f"{ahead_ms}-5")
+    client.xadd(wire.history_key("default"), {wire.HISTORY_FIELD: b"{}"}, id=f"{ahead_ms}-5")
     client.close()
     epochs: list[str] = []
     for _ in range(2):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -126,6 +128,33 @@ def _wait(predicate: object, timeout: float, what: str) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class _Output:
+    """A child's output lines, read by a thread so that no wait can block past its deadline."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        assert process.stdout is not None
+        stdout = process.stdout
+        threading.Thread(target=lambda: [self.lines.put(line) for line in stdout], daemon=True).start()
+
+    def wait_for(self, needle: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=remaining)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if needle in line:
+                return line
+        raise AssertionError(f"no line with {needle!r} within {timeout:.0f} s:\n{''.join(self.seen)}")
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+
+
 def test_framecast_up_cli_serves_reports_a_dead_child_and_stops_cleanly(child_env: dict[str, str]) -> None:
     port = free_port()
     process = subprocess.Popen(
@@ -135,19 +164,14 @@ def test_framecast_up_cli_serves_reports_a_dead_child_and_stops_cleanly(child_en
         env=child_env,
         text=True,
     )
-    lines: list[str] = []
+    output = _Output(process)
     try:
-        assert process.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = process.stdout.readline()
-            assert line, f"framecast up exited early:\n{''.join(lines)}"
-            lines.append(line)
-            if "viewer at" in line:
-                break
-        assert f"http://127.0.0.1:{port}/" in lines[-1]
+        ready = output.wait_for("viewer at", 60)
+        assert f"http://127.0.0.1:{port}/" in ready
         children = _children(process.pid)
-        assert len(children) == 5, lines  # valkey, 2 gateways, producer, nginx
+        assert len(children) == 5, output.seen  # valkey, 2 gateways, producer, nginx
+        # The Redis URL reaches the children through the environment, never their command line.
+        assert not any("redis://" in _cmdline(pid) for pid in children)
 
         async def one_result() -> wire.Result:
             ws, _ = await _open(f"ws://127.0.0.1:{port}/ws/default")
@@ -157,34 +181,38 @@ def test_framecast_up_cli_serves_reports_a_dead_child_and_stops_cleanly(child_en
         assert asyncio.run(one_result()).stream == "default"
 
         # A gateway that dies is reported and restarted.
-        gateway_pid = next(
-            p
-            for p in children
-            if "gateway" in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")
-            and "--id gw1" in Path(f"/proc/{p}/cmdline").read_text().replace("\0", " ")
-        )
+        gateway_pid = next(p for p in children if "gateway" in _cmdline(p) and "--id gw1" in _cmdline(p))
         os.kill(gateway_pid, signal.SIGKILL)
-        restarted: list[str] = []
-
-        def reported_and_restarted() -> bool:
-            line = process.stdout.readline()  # type: ignore[union-attr]
-            restarted.append(line)
-            return "gw1 exited with status -9; restarting" in line
-
-        _wait(reported_and_restarted, 30, "the dead gateway to be reported")
+        output.wait_for("gw1 exited with status -9; restarting", 30)
         _wait(lambda: len(_children(process.pid)) == 5, 30, "the gateway to be restarted")
 
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         assert process.returncode == 0
-        rest = process.stdout.read()
-        assert "framecast up: stopped" in rest
+        output.wait_for("framecast up: stopped", 10)
         for pid in _children(process.pid) + children:
             _wait(lambda pid=pid: not _alive(pid), 10, f"child {pid} to exit")
     finally:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=10)
+
+
+def test_unreachable_redis_fails_with_one_clear_line(child_env: dict[str, str]) -> None:
+    dead = free_port()
+    out = subprocess.run(
+        [sys.executable, "-m", "framecast.cli", "up", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        env={**child_env, "REDIS_URL": f"redis://:s3cret@127.0.0.1:{dead}/0"},
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    err = out.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert f"127.0.0.1:{dead}" in err and "does not answer" in err
+    assert "s3cret" not in err + out.stdout
 
 
 def test_busy_port_fails_with_one_clear_line(child_env: dict[str, str]) -> None:
