@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from framecast import wire
-from framecast.settings import non_negative, option, port_number, positive
+from framecast import settings, wire
+from framecast.settings import LOG_LEVELS, non_negative, option, port_number, positive
 
 __all__ = ["DESCRIPTION", "EPILOG", "LOG_LEVELS", "Config"]
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 DESCRIPTION = """\
 Read a camera (or a synthetic scene), keep only its newest frame, run a predictor on it off the
@@ -67,16 +64,6 @@ def _quality(value: int) -> None:
 def _input_size(value: int) -> None:
     if value < 32 or value % 32:
         raise ValueError("must be a multiple of 32, at least 32")
-
-
-def _log_level(value: str) -> None:
-    if value.upper() not in LOG_LEVELS:
-        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}")
-
-
-def _redis_url(value: str) -> None:
-    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError("expected a redis://, rediss:// or unix:// URL")
 
 
 def _non_empty(value: str) -> None:
@@ -213,7 +200,7 @@ class Config:
         help="Redis to publish to; unreachable is retried forever, never fatal.",
         env="REDIS_URL",
         metavar="URL",
-        check=_redis_url,
+        check=settings.redis_url,
         group="redis",
     )
     sharded: bool = option(
@@ -238,5 +225,5 @@ class Config:
         group="operations",
     )
     log_level: str = option(
-        "INFO", help="DEBUG, INFO, WARNING or ERROR.", metavar="LEVEL", check=_log_level, group="operations"
+        "INFO", help="DEBUG, INFO, WARNING or ERROR.", metavar="LEVEL", check=settings.log_level, group="operations"
     )

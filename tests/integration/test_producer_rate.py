@@ -21,7 +21,9 @@ def test_max_fps_spaces_processed_frames_by_the_camera_to_cap_ratio(
     cap runs the ~2 ms motion detector on nearly every frame (steps of 1).
     """
     with Listener(redis_server.url) as heard:
-        producer = start_producer(redis_server.url, ["--source", "synthetic", "--max-fps", "5"], env=child_env)
+        producer = start_producer(
+            redis_server.url, ["--source", "synthetic", "--max-fps", "5"], env=child_env
+        )
         try:
             heard.wait_for(lambda: len(heard.results) >= 12, what="12 results")
         finally:
