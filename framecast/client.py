@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import urllib.parse
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -48,7 +47,8 @@ from typing import Any, NamedTuple, TypeAlias
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
-from framecast import wire
+from framecast import logs, wire
+from framecast.retry import backoff
 
 __all__ = [
     "AuthError",
@@ -190,27 +190,6 @@ class Cursor:
             del retired[: -self._remember]
 
 
-def backoff(
-    *, initial: float = 0.25, maximum: float = 10.0, factor: float = 2.0, jitter: float = 0.5
-) -> Iterator[float]:
-    """Delays before successive reconnection attempts: capped exponential with jitter.
-
-    The n-th delay is ``min(maximum, initial * factor**n)`` scaled down by a
-    random fraction of up to ``jitter``, so thousands of clients dropped by the
-    same gateway do not come back in lock-step.
-
-    Args:
-        initial: First delay in seconds.
-        maximum: Cap in seconds.
-        factor: Growth per attempt.
-        jitter: 0 for fixed delays, up to 1 for fully random ones.
-    """
-    delay = initial
-    while True:
-        yield delay * (1.0 - jitter * random.random())
-        delay = min(maximum, delay * factor)
-
-
 def websocket_url(url: str, *, token: str | None = None) -> tuple[str, str | None]:
     """Turn what a user typed into the gateway's multiplexed ``/ws`` URL.
 
@@ -248,13 +227,6 @@ def websocket_url(url: str, *, token: str | None = None) -> tuple[str, str | Non
         (schemes[parts.scheme], parts.netloc, path, urllib.parse.urlencode(query), "")
     )
     return full, stream
-
-
-def _redact(url: str) -> str:
-    """The URL without its token, for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    query = [(k, "***" if k == "token" else v) for k, v in urllib.parse.parse_qsl(parts.query)]
-    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query, safe="*")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,8 +310,8 @@ class Subscription:
 
     @property
     def url(self) -> str:
-        """The WebSocket URL connected to, with the token masked."""
-        return _redact(self._url)
+        """The WebSocket URL connected to, with the token (and any password) masked."""
+        return logs.redact_url(self._url)
 
     @property
     def streams(self) -> list[str]:

@@ -106,7 +106,7 @@ class UpConfig:
     log_level: str = option(
         "INFO",
         help="Log level of every child.",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        choices=settings.LOG_LEVELS,
         group="supervision",
     )
 

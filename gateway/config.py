@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from framecast import settings
 from framecast.settings import ConfigError, non_negative, option, parse, port_number, positive
 
 __all__ = ["DEFAULT_STATIC_DIR", "GatewayConfig", "default_id", "read_config"]
@@ -48,11 +49,6 @@ def _id_check(value: str) -> None:
         raise ValueError("expected 1-64 characters of letters, digits, '-', '_' or '.'")
 
 
-def _redis_url_check(value: str) -> None:
-    if not value.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("expected a redis://, rediss:// or unix:// URL")
-
-
 def _key_file_check(value: str) -> None:
     if not Path(value).is_file():
         raise ValueError("no such file")
@@ -67,11 +63,6 @@ def _origin_check(value: tuple[str, ...]) -> None:
     for origin in value:
         if not origin.startswith(("http://", "https://")):
             raise ValueError(f"{origin!r} is not an origin like https://example.com")
-
-
-def _log_level_check(value: str) -> None:
-    if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ValueError("expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +103,7 @@ class GatewayConfig:
         "redis://127.0.0.1:6379/0",
         help="Redis (or valkey) to subscribe to.",
         env="REDIS_URL",
-        check=_redis_url_check,
+        check=settings.redis_url,
         group="redis",
     )
     sharded: bool = option(
@@ -235,7 +226,7 @@ class GatewayConfig:
 
     # Logging ---------------------------------------------------------------
     log_level: str = option(
-        "INFO", help="DEBUG, INFO, WARNING or ERROR.", check=_log_level_check, group="logging"
+        "INFO", help="DEBUG, INFO, WARNING or ERROR.", check=settings.log_level, group="logging"
     )
 
     def __post_init__(self) -> None:

@@ -564,20 +564,12 @@ async def _run(config: GatewayConfig, auth: Authenticator, prog: str) -> int:
         config.id,
         config.host,
         gateway.port,
-        _redact(config.redis_url),
+        logs.redact_url(config.redis_url),
     )
     await stop.wait()
     await gateway.drain()
     log.info("gateway %s stopped", config.id)
     return 0
-
-
-def _redact(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m gateway") -> int:

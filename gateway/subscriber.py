@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from framecast import wire
+from framecast.retry import backoff
 
 __all__ = ["Heartbeats", "Subscriber"]
 
@@ -220,6 +220,7 @@ class Subscriber:
         """Keep the subscription up until :meth:`stop`; never raises for Redis trouble."""
         canary = asyncio.create_task(self._canary_loop(), name="framecast-canary")
         failures = 0
+        delays = backoff(initial=self._backoff_base, maximum=self._backoff_cap)
         try:
             while not self._stopping:
                 try:
@@ -227,6 +228,7 @@ class Subscriber:
                     if failures:
                         log.info("redis subscription restored after %d failed attempt(s)", failures)
                     failures = 0
+                    delays = backoff(initial=self._backoff_base, maximum=self._backoff_cap)
                     await self._read()
                 except Exception as exc:  # never die: anything unexpected is one more failed attempt
                     if not isinstance(exc, RedisError | OSError | _Deaf):
@@ -240,8 +242,7 @@ class Subscriber:
                     await self._disconnect()
                 if self._stopping:
                     break
-                delay = min(self._backoff_cap, self._backoff_base * 2 ** min(failures - 1, 16))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+                await asyncio.sleep(next(delays))
         finally:
             canary.cancel()
             with contextlib.suppress(asyncio.CancelledError):

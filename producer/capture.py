@@ -12,6 +12,7 @@ from a ``--source`` value; tests and embedders pass their own.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -26,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
-from redis.backoff import EqualJitterBackoff
 
+from framecast.retry import backoff
 from producer.synthetic import Scene
 
 __all__ = [
@@ -394,7 +395,7 @@ class Grabber:
         self._first = first
         self._description = description
         self._on_state = on_state
-        self._backoff = EqualJitterBackoff(cap=backoff_cap, base=backoff_base)
+        self._delays = functools.partial(backoff, initial=backoff_base, maximum=backoff_cap)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._supervise, name="grabber", daemon=True)
         self._readers: list[threading.Thread] = []
@@ -430,7 +431,7 @@ class Grabber:
         reader = self._first
         self._first = None
         opened_before = reader is not None
-        failures = 0
+        delays = self._delays()
         opening_failed = False
         rewinding = False  # reopening a file that ended, to loop: not a reconnect
         try:
@@ -442,8 +443,7 @@ class Grabber:
                         if not opening_failed:
                             log.warning("cannot open %s: %s; retrying", self._description, _one_line(exc))
                             opening_failed = True
-                        self._stop.wait(self._backoff.compute(failures))
-                        failures += 1
+                        self._stop.wait(next(delays))
                         continue
                     if opened_before and not rewinding:
                         self.reconnects += 1
@@ -465,9 +465,8 @@ class Grabber:
                 why = f"stalled (no frame for {self._stall_timeout:g} s)" if outcome == "stalled" else "lost"
                 log.warning("%s %s; reopening", self._description, why)
                 if delivered:
-                    failures = 0
-                self._stop.wait(self._backoff.compute(failures))
-                failures += 1
+                    delays = self._delays()
+                self._stop.wait(next(delays))
         finally:
             self._set_online(False)
             self._slot.close()

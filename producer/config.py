@@ -225,5 +225,9 @@ class Config:
         group="operations",
     )
     log_level: str = option(
-        "INFO", help="DEBUG, INFO, WARNING or ERROR.", metavar="LEVEL", check=settings.log_level, group="operations"
+        "INFO",
+        help="DEBUG, INFO, WARNING or ERROR.",
+        metavar="LEVEL",
+        check=settings.log_level,
+        group="operations",
     )

@@ -21,16 +21,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.backoff import EqualJitterBackoff
 from redis.exceptions import RedisError, ResponseError
 
 from framecast import wire
+from framecast.retry import backoff
 
-__all__ = ["Draft", "Publisher", "redact_url"]
+__all__ = ["Draft", "Publisher"]
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +45,6 @@ class Draft:
     width: int
     height: int
     detections: tuple[wire.Detection, ...] = ()
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + netloc, parts.path, parts.query, parts.fragment))
 
 
 def _is_id_conflict(exc: ResponseError) -> bool:
@@ -115,7 +104,8 @@ class Publisher:
         self._epoch_ms: int | None = None
         self._attempted: tuple[int, Draft] | None = None
         self._where = where
-        self._backoff = EqualJitterBackoff(cap=backoff_cap, base=backoff_base)
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
         self._on_link = on_link
         self._state: _LinkState = "unknown"
         self._reconnecting: asyncio.Task[None] | None = None
@@ -329,11 +319,10 @@ class Publisher:
             )
 
     async def _reconnect(self) -> None:
-        failures = 0
+        delays = backoff(initial=self._backoff_base, maximum=self._backoff_cap)
         started = time.monotonic()
         while True:
-            await asyncio.sleep(self._backoff.compute(failures))
-            failures += 1
+            await asyncio.sleep(next(delays))
             try:
                 await self._redis.ping()
                 await self._reconcile()

@@ -34,7 +34,7 @@ from producer.config import DESCRIPTION, EPILOG, Config
 from producer.detectors import DetectorError, Predictor
 from producer.metrics import Metrics, Rates
 from producer.preview import render
-from producer.publisher import Draft, Publisher, redact_url
+from producer.publisher import Draft, Publisher
 
 __all__ = ["main", "run"]
 
@@ -263,7 +263,7 @@ class _Producer:
             stream=config.stream,
             history=config.history,
             status_ttl=max(3.0, 3 * config.heartbeat_interval),
-            where=f"Redis at {redact_url(config.redis_url)}",
+            where=f"Redis at {logs.redact_url(config.redis_url)}",
             on_link=lambda up: self.metrics.redis_connected.set(1 if up else 0),
             sharded=config.sharded,
         )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from framecast import settings
 from framecast.settings import ConfigError, option, parse, port_number, positive
 
 
@@ -82,3 +83,16 @@ def test_help_names_every_flag_with_its_variable_and_default(capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "--send-deadline" in out and "FRAMECAST_SEND_DEADLINE" in out and "default: 1.0" in out
     assert "env REDIS_URL" in out
+
+
+def test_shared_checks_accept_what_redis_py_and_logging_accept() -> None:
+    for url in ("redis://127.0.0.1:6379/0", "rediss://:pw@cache:6380", "unix:///tmp/valkey.sock"):
+        settings.redis_url(url)
+    # redis-py's from_url checks these prefixes case-sensitively: anything else would fail later.
+    for url in ("http://x", "REDIS://x", "redis:x", "127.0.0.1:6379", ""):
+        with pytest.raises(ValueError, match="expected a redis://, rediss:// or unix:// URL"):
+            settings.redis_url(url)
+    for level in (*settings.LOG_LEVELS, "info", "Debug"):
+        settings.log_level(level)
+    with pytest.raises(ValueError, match="expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"):
+        settings.log_level("LOUD")

@@ -124,3 +124,33 @@ def test_encoding_is_compact_utf8_json() -> None:
     data = wire.encode(wire.Error(code="c", message="ünïcode"))
     assert b" " not in data.replace("ünïcode".encode(), b"")
     assert json.loads(data)["message"] == "ünïcode"
+
+
+def test_previews_are_told_apart_from_text_messages_by_their_magic() -> None:
+    preview = wire.encode_preview(wire.Preview("s", "e", 3, 9, 5.0, 320, 240, b"\xff\xd8jpeg"))
+    assert wire.is_preview(preview)
+    assert not wire.is_preview(wire.encode(wire.Hello(gateway="g")))
+    assert not wire.is_preview(preview[:3])
+    assert not wire.is_preview(b"")
+
+
+def test_redis_names_are_fixed_and_never_collide_with_a_stream() -> None:
+    # Producers and gateways of different versions share these names: changing one breaks replay or readiness.
+    assert wire.HISTORY_FIELD == "m"
+    assert wire.history_key("cam") == "framecast:cam:history"
+    assert wire.canary_channel("gw-1") == "framecast:__canary__:gw-1"
+    with pytest.raises(wire.WireError):
+        wire.check_stream_name("__canary__")  # so no wire.channel(stream) is a canary channel
+
+
+def test_result_keys_come_in_the_order_the_load_client_parses() -> None:
+    # bench/client.py pulls seq and captured_at out of raw frames with a regex (for speed), relying on
+    # wire.encode writing these keys first and in this order: a change here must fail loudly.
+    from bench.client import _ONE_RESULT, _RESULT
+
+    result = wire.Result("cam-1", "ab12", 42, 40, 1700000000.125, 1700000000.25, 640, 480)
+    data = wire.encode(result)
+    assert list(json.loads(data))[:7] == ["v", "type", "stream", "epoch", "seq", "frame", "captured_at"]
+    assert _RESULT.findall(b"junk" + data + data) == [(b"42", b"1700000000.125")] * 2
+    found = _ONE_RESULT.match(data)
+    assert found is not None and (int(found[1]), float(found[2])) == (42, result.captured_at)
