@@ -40,12 +40,8 @@ from framecast.embedded import (
     wait_for_port,
 )
 from framecast.limits import raise_open_files_limit
+from framecast.logs import redact_url
 from framecast.settings import option
-
-
-def redact_url(url: str) -> str:  # replaced by the shared helper below once it lands
-    return url
-
 
 __all__ = ["Child", "Stack", "UpConfig", "main", "render_nginx_conf", "running"]
 
@@ -95,6 +91,7 @@ class UpConfig:
         None,
         help="Use this Redis instead of starting an embedded valkey-server.",
         env="REDIS_URL",
+        check=settings.redis_url,
         group="redis",
     )
     restart: bool = option(
