@@ -17,6 +17,7 @@ file (``gw.logs``) so a chatty process can never block on a full pipe.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -31,7 +32,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -392,3 +393,15 @@ def raw_websocket(
             break
         head += chunk
     return sock, head
+
+
+async def poll(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str) -> None:
+    """Wait, without blocking the event loop, until ``predicate()`` holds (bounded in time and count)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.05) + 1):
+        if predicate():
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")

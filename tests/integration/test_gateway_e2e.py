@@ -25,6 +25,7 @@ from tests.integration._gateway_procs import (
     FakeProducer,
     GatewayProc,
     gateway_env,
+    poll,
     running_gateway,
     start_gateway,
 )
@@ -77,17 +78,6 @@ async def open_stream(gw: GatewayProc, path: str, **kwargs: Any) -> tuple[Client
     assert isinstance(hello, wire.Hello) and hello.gateway == gw.id
     first = await recv_until(ws, lambda m: isinstance(m, wire.Subscribed))
     return ws, first
-
-
-async def poll(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.05) + 1):
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # ---------------------------------------------------------------------------

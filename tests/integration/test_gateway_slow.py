@@ -12,13 +12,12 @@ import contextlib
 import socket
 import struct
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from framecast import wire
-from tests.integration._gateway_procs import FakeProducer, raw_websocket, running_gateway
+from tests.integration._gateway_procs import FakeProducer, poll, raw_websocket, running_gateway
 
 if TYPE_CHECKING:
     from tests.conftest import RedisServer
@@ -26,17 +25,6 @@ if TYPE_CHECKING:
 NORMAL_CLIENTS = 200
 MESSAGES = 300
 PAD = 2000  # bytes of label per result: ~2.1 KB messages
-
-
-async def poll(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.05) + 1):
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Collector:
