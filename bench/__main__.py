@@ -229,7 +229,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
             saturation=3.0 * scale,
             latency=5.0 * scale,
             rate=config.rate,
-            stall=10.0 * scale if config.stall else 0.0,
+            stall=12.0 * scale if config.stall else 0.0,
             **pinning,
         )
         topology = TopologyOptions(

@@ -40,7 +40,7 @@ class SingleOptions:
     saturation: float = 3.0
     latency: float = 5.0
     rate: float = 30.0
-    stall: float = 10.0
+    stall: float = 12.0
     stall_fraction: float = 0.1
     stall_deliveries: float = 30000.0
     stall_rate_max: float = 300.0

@@ -192,6 +192,10 @@ def _analyse(phase: _Phase, records: Records, gateways: dict[str, int], probe_di
         "expected": expected,
         "loss": round(1 - delivered / expected, 5) if expected else None,
         "deliveries_per_s": round(int(during.sum()) / publish_wall, 1) if publish_wall > 0 else None,
+        # From the first result published to the last one delivered: how long the phase's work lasted.
+        "delivery_span_s": round(float(records.received[mask].max()) - phase.wall_start, 3)
+        if delivered
+        else None,
         "latency_ms": percentiles(records.latency_ms(mask)),
         "gateways": per_gateway,
         "gateway_cpu_us_per_delivery": per_delivery("all_gateways"),
