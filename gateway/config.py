@@ -168,6 +168,13 @@ class GatewayConfig:
         check=non_negative,
         group="delivery",
     )
+    fanout_slice: float = option(
+        0.001,
+        help="Seconds one fan-out slice may hold the event loop: a slice also ends once it has run this "
+        "long, whatever --fanout-chunk says (0 = count only).",
+        check=non_negative,
+        group="delivery",
+    )
     close_timeout: float = option(
         2.0,
         help="Seconds a closing handshake may take before the TCP connection is aborted.",

@@ -147,6 +147,7 @@ class Gateway:
             max_age=config.max_age,
             close_timeout=config.close_timeout,
             chunk=config.fanout_chunk,
+            slice_time=config.fanout_slice,
         )
         self.redis = connect(config.redis_url, timeout=max(config.ready_timeout, 1.0))
         self.heartbeats = Heartbeats(offline_after=config.offline_after)

@@ -387,3 +387,23 @@ async def test_big_audiences_are_served_in_slices_in_order_and_leavers_are_skipp
         assert fanout.stats.deliveries == 50
         for reader in readers:
             await reader.stop()
+
+
+async def test_a_slice_ends_when_its_time_budget_is_spent() -> None:
+    """With a budget no write fits in, a slice writes one group of 16 clients and yields to the loop."""
+    fanout = Fanout(chunk=1000, slice_time=1e-9)
+    async with fan_server(fanout) as server:
+        readers, sides = [], []
+        for _ in range(40):
+            readers.append(Reader(await client(server.port)))
+            sides.append(await server.next())
+        fanout.deliver(STREAM, result(1))
+        # Clients that leave before the loop runs again are skipped: only the first slice was written.
+        for side in sides[16:]:
+            fanout.remove(STREAM, side)
+        await until(lambda: all(r.seqs() == [1] for r in readers[:16]), what="the first slice's message")
+        await asyncio.sleep(0.05)
+        assert all(r.seqs() == [] for r in readers[16:]), "the first slice overran its time budget"
+        assert fanout.stats.deliveries == 16
+        for reader in readers:
+            await reader.stop()
