@@ -39,6 +39,7 @@ __all__ = [
     "CLOSE_TOKEN_EXPIRED",
     "HISTORY_FIELD",
     "KEY_PREFIX",
+    "STATUS_KEY_PATTERN",
     "STREAM_NAME_PATTERN",
     "VERSION",
     "ClientOp",
@@ -122,47 +123,66 @@ def check_stream_name(name: str) -> str:
     return name
 
 
+def _tagged(stream: str) -> str:
+    """``framecast:{<stream>}``: the braces are a Redis Cluster hash tag.
+
+    Every name of one stream hashes to the same slot, so the producer's ``MULTI`` (history
+    ``XADD`` + channel ``(S)PUBLISH``) is legal on a Redis Cluster, and sharded pub/sub spreads
+    streams across shards. A standalone server ignores the braces.
+    """
+    return f"{KEY_PREFIX}{{{stream}}}"
+
+
 def channel(stream: str) -> str:
-    """Redis pub/sub channel carrying a stream's results and heartbeats."""
-    return f"{KEY_PREFIX}{stream}"
+    """Redis pub/sub channel carrying a stream's results and heartbeats: ``framecast:{<stream>}``."""
+    return _tagged(stream)
 
 
 def preview_channel(stream: str) -> str:
-    """Redis pub/sub channel carrying a stream's binary preview frames."""
-    return f"{KEY_PREFIX}{stream}:preview"
+    """Redis pub/sub channel carrying a stream's binary preview frames: ``framecast:{<stream>}:preview``."""
+    return f"{_tagged(stream)}:preview"
 
 
 def history_key(stream: str) -> str:
-    """Redis Stream holding a stream's recent results, newest last.
+    """Redis Stream holding a stream's recent results, newest last: ``framecast:{<stream>}:history``.
 
     Entry IDs are ``<epoch start ms>-<seq>``, so a replay from ``seq`` within
     an epoch is one ``XRANGE`` and the newest entry is the latest result.
     Each entry has one field, :data:`HISTORY_FIELD` (``m``), holding the encoded :class:`Result`.
     """
-    return f"{KEY_PREFIX}{stream}:history"
+    return f"{_tagged(stream)}:history"
 
 
-def canary_channel(gateway_id: str) -> str:
+def canary_channel(gateway_id: str, shard: int | None = None) -> str:
     """Redis pub/sub channel a gateway publishes its liveness canary on and reads it back from.
 
-    The ``__canary__`` segment cannot be a stream name, so no stream's channels collide with it.
+    ``framecast:{__canary__:<id>}``, or ``framecast:{__canary__:<shard>:<id>}`` with ``shard``:
+    a number that moves the channel to another hash slot, so that a gateway on a Redis Cluster
+    can find one canary channel per shard. The ``__canary__`` segment cannot be a stream name,
+    so no stream's channels collide with it.
     """
-    return f"{KEY_PREFIX}__canary__:{gateway_id}"
+    inner = f"__canary__:{gateway_id}" if shard is None else f"__canary__:{shard}:{gateway_id}"
+    return f"{KEY_PREFIX}{{{inner}}}"
 
 
 def status_key(stream: str) -> str:
     """Redis string holding a stream's latest :class:`Status`, with a TTL of a few seconds.
 
-    The producer refreshes it with every heartbeat, so the keys that exist are the live
-    streams (a gateway's ``/streams`` lists them).
+    ``framecast:{<stream>}:status``. The producer refreshes it with every heartbeat, so the keys
+    that exist are the live streams (a gateway's ``/streams`` lists them).
     """
-    return f"{KEY_PREFIX}{stream}:status"
+    return f"{_tagged(stream)}:status"
+
+
+STATUS_KEY_PATTERN = f"{KEY_PREFIX}{{*}}:status"
+"""``SCAN MATCH`` pattern of every :func:`status_key` (check each hit with :func:`stream_of_status_key`)."""
 
 
 def stream_of_status_key(key: str) -> str | None:
     """The stream name in a :func:`status_key`, or None if ``key`` is not one."""
-    if key.startswith(KEY_PREFIX) and key.endswith(":status"):
-        name = key[len(KEY_PREFIX) : -len(":status")]
+    head, tail = f"{KEY_PREFIX}{{", "}:status"
+    if key.startswith(head) and key.endswith(tail):
+        name = key[len(head) : -len(tail)]
         if _STREAM_NAME.fullmatch(name):
             return name
     return None

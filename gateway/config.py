@@ -109,8 +109,14 @@ class GatewayConfig:
     sharded: bool = option(
         False,
         help="Use sharded pub/sub (SSUBSCRIBE); producers must run with --sharded too (a mismatch "
-        "delivers nothing). Standalone Redis/valkey only: the gateway's one subscription connection "
-        "cannot follow channels spread over several Redis Cluster shards.",
+        "delivers nothing). On a Redis Cluster use --cluster, which implies it.",
+        group="redis",
+    )
+    cluster: bool = option(
+        False,
+        help="The Redis URL is a node of a Redis Cluster: discover the others, SSUBSCRIBE each stream on "
+        "the shard owning it (one connection and one canary per primary), read history and status "
+        "through the cluster. Implies --sharded; producers must run with --cluster too.",
         group="redis",
     )
     health_check_interval: float = option(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from framecast import wire
 
@@ -43,7 +44,7 @@ def _seq_of(entry_id: bytes) -> int:
 
 
 async def replay(
-    redis: aioredis.Redis,
+    redis: aioredis.Redis | RedisCluster,
     stream: str,
     *,
     since: int | None = None,

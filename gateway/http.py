@@ -8,7 +8,8 @@ needs one port and no second web framework:
   fresh and the gateway is not draining; else 503 with the reason.
 * ``/metrics``: Prometheus text format.
 * ``/streams``: JSON list of the streams whose producer heartbeat is recent
-  (their ``framecast:<stream>:status`` key exists), cached for a second. When
+  (their ``framecast:{<stream>}:status`` key exists; on a Redis Cluster every
+  primary is scanned), cached for a second. When
   the gateway requires tokens, so does this list, and it shows only the
   streams the token allows.
 * anything else: a file of the static directory (``/`` is ``index.html``).
@@ -29,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
@@ -110,7 +112,7 @@ class HttpRoutes:
         not_ready: Callable[[], str | None],
         metrics: Callable[[], tuple[bytes, str]],
         health: Callable[[], dict[str, Any]],
-        redis: aioredis.Redis,
+        redis: aioredis.Redis | RedisCluster,
         allowed: Callable[[Request], Callable[[str], bool]] | None = None,
         streams_ttl: float = 1.0,
     ) -> None:
@@ -156,7 +158,7 @@ class HttpRoutes:
                     return text_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
             try:
                 found = await self._streams()
-            except (RedisError, OSError, TimeoutError) as exc:
+            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
                 return json_response(503, {"error": f"redis unavailable: {exc}"})
             return json_response(200, [s for s in found if allows(str(s["stream"]))])
         return self._static_file(path)
@@ -173,18 +175,28 @@ class HttpRoutes:
 
     async def _scan_statuses(self) -> list[dict[str, Any]]:
         keys: list[bytes] = []
-        cursor = 0
-        pattern = wire.status_key("*")
-        while len(keys) < _SCAN_LIMIT:
-            result: Any = await self._redis.scan(cursor=cursor, match=pattern, count=500)
-            cursor, batch = result
-            keys.extend(batch)
-            if cursor == 0:
-                break
-        keys = [k for k in keys if wire.stream_of_status_key(k.decode(errors="replace"))]
+        pattern = wire.STATUS_KEY_PATTERN
+        values: list[Any]
+        if isinstance(self._redis, RedisCluster):
+            # scan_iter walks every primary; the keys live in many slots, so MGET per slot.
+            async for key in self._redis.scan_iter(match=pattern, count=500):
+                keys.append(key)
+                if len(keys) >= _SCAN_LIMIT:
+                    break
+            keys = [k for k in keys if wire.stream_of_status_key(k.decode(errors="replace"))]
+            values = await self._redis.mget_nonatomic(keys) if keys else []
+        else:
+            cursor = 0
+            while len(keys) < _SCAN_LIMIT:
+                result: Any = await self._redis.scan(cursor=cursor, match=pattern, count=500)
+                cursor, batch = result
+                keys.extend(batch)
+                if cursor == 0:
+                    break
+            keys = [k for k in keys if wire.stream_of_status_key(k.decode(errors="replace"))]
+            values = await self._redis.mget(keys) if keys else []
         if not keys:
             return []
-        values = await self._redis.mget(keys)
         now = time.time()
         out: list[dict[str, Any]] = []
         for value in values:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
@@ -149,7 +149,7 @@ class Gateway:
             chunk=config.fanout_chunk,
             slice_time=config.fanout_slice,
         )
-        self.redis = connect(config.redis_url, timeout=max(config.ready_timeout, 1.0))
+        self.redis = connect(config.redis_url, timeout=max(config.ready_timeout, 1.0), cluster=config.cluster)
         self.heartbeats = Heartbeats(offline_after=config.offline_after)
         self.subscriber = Subscriber(
             url=config.redis_url,
@@ -159,6 +159,7 @@ class Gateway:
             on_gap=self._on_gap,
             commands=self.redis,
             sharded=config.sharded,
+            cluster=config.cluster,
             health_check_interval=config.health_check_interval,
             ready_timeout=config.ready_timeout,
         )
@@ -466,7 +467,7 @@ class _Session:
                     gateway.redis, stream, since=op.since, epoch=op.epoch, limit=config.replay_limit
                 )
                 status = await self._current_status(stream, plan)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.info("stream %s: history unavailable for a subscriber: %s", stream, exc)
             plan = Replay(
                 reset="history-unavailable" if op.since is not None else None,

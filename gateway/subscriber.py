@@ -17,6 +17,11 @@ Failure handling, beyond what redis-py does by itself:
   unanswered for twice that, the subscription is deaf (a failover, an
   output-buffer kill, a stalled proxy) and is torn down and rebuilt.
 
+On a Redis Cluster (``cluster=True``, sharded pub/sub) the one subscription is one connection
+per primary: each stream's SSUBSCRIBE goes to the shard owning its slot, a reader task per shard
+feeds the same callbacks, and there is one canary per primary (a channel whose hash tag lands
+on it), so readiness proves every shard connection delivers.
+
 :class:`Heartbeats` tells a quiet stream (heartbeats, no detections) from a
 dead one (no heartbeat for ``offline_after`` seconds).
 """
@@ -33,14 +38,15 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from framecast import wire
 from framecast.retry import backoff
 
-__all__ = ["Heartbeats", "Subscriber"]
+__all__ = ["Client", "Heartbeats", "Subscriber", "canaries", "connect"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +55,30 @@ class _Deaf(Exception):
     """The subscription stopped delivering although the connection looks fine."""
 
 
-def connect(url: str, *, timeout: float, health_check_interval: float = 0.0) -> aioredis.Redis:
-    """A Redis client that fails fast instead of retrying inside redis-py (we retry ourselves)."""
+Client = aioredis.Redis | RedisCluster
+"""A client of a standalone Redis or of a Redis Cluster: the gateway's commands go through either."""
+
+_CANARY_TRIES = 10_000  # hash tags tried per primary; a shard owning 1/100 of the slots needs ~100
+
+
+def connect(url: str, *, timeout: float, health_check_interval: float = 0.0, cluster: bool = False) -> Client:
+    """A Redis client that fails fast instead of retrying inside redis-py (we retry ourselves).
+
+    With ``cluster``, a Redis Cluster client seeded with ``url``: it discovers the other nodes
+    and routes each command to the shard owning its key.
+    """
+    if cluster:
+        return RedisCluster.from_url(
+            url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            socket_keepalive=True,
+        )
+    return _standalone(url, timeout=timeout, health_check_interval=health_check_interval)
+
+
+def _standalone(url: str, *, timeout: float, health_check_interval: float) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         url,
         retry=Retry(NoBackoff(), 0),
@@ -59,6 +87,26 @@ def connect(url: str, *, timeout: float, health_check_interval: float = 0.0) -> 
         socket_keepalive=True,
         health_check_interval=health_check_interval,
     )
+
+
+def canaries(client: RedisCluster, gateway_id: str) -> dict[str, str]:
+    """One canary channel per primary of a cluster, as ``{node name: channel}``.
+
+    A primary owning too few slots for :data:`_CANARY_TRIES` hash tags to land on it gets none
+    (it is then not watched: logged once per connection).
+    """
+    primaries = {node.name for node in client.get_primaries()}
+    found: dict[str, str] = {}
+    for shard in range(_CANARY_TRIES):
+        if len(found) == len(primaries):
+            break
+        name = wire.canary_channel(gateway_id, shard)
+        node = client.get_node_from_key(name)
+        if node is not None and node.name in primaries and node.name not in found:
+            found[node.name] = name
+    for missing in sorted(primaries - set(found)):
+        log.warning("no canary channel found for cluster node %s: its subscriptions are not watched", missing)
+    return found
 
 
 class Subscriber:
@@ -72,8 +120,10 @@ class Subscriber:
         on_preview: Called with ``(stream, data)`` for each binary preview.
         on_gap: Called with the streams subscribed when the connection came back
             after a drop (their clients may have missed messages).
-        commands: Client used to publish the canary (a separate connection).
+        commands: Client used to publish the canary (a separate connection); with ``cluster``
+            a :class:`~redis.asyncio.cluster.RedisCluster`, which the subscription shares.
         sharded: SSUBSCRIBE/SPUBLISH instead of SUBSCRIBE/PUBLISH.
+        cluster: ``url`` is a Redis Cluster node: subscribe on every shard (implies ``sharded``).
         health_check_interval: Seconds between PINGs on an idle connection.
         ready_timeout: Freshness a canary must have for :attr:`ready`.
         canary_interval: Seconds between canaries.
@@ -91,8 +141,9 @@ class Subscriber:
         on_message: Callable[[str, bytes], None],
         on_preview: Callable[[str, bytes], None] | None = None,
         on_gap: Callable[[list[str]], None] | None = None,
-        commands: aioredis.Redis | None = None,
+        commands: Client | None = None,
         sharded: bool = False,
+        cluster: bool = False,
         health_check_interval: float = 5.0,
         ready_timeout: float = 3.0,
         canary_interval: float = 1.0,
@@ -104,16 +155,19 @@ class Subscriber:
         self._on_message = on_message
         self._on_preview = on_preview
         self._on_gap = on_gap
-        self._sharded = sharded
+        self._sharded = sharded or cluster
+        self._cluster = cluster
+        self._gateway_id = gateway_id
         self._health_check_interval = health_check_interval
         self.ready_timeout = ready_timeout
         self._canary_interval = canary_interval
         self._poll_interval = poll_interval
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._canary = wire.canary_channel(gateway_id)
-        self._canary_key = self._canary.encode()
-        self._commands = commands or connect(url, timeout=ready_timeout)
+        # Canary channels of the current connection: one, or one per cluster primary.
+        self._canaries: list[str] = [wire.canary_channel(gateway_id)]
+        self._canary_keys: set[bytes] = {self._canaries[0].encode()}
+        self._commands: Client = commands or connect(url, timeout=ready_timeout, cluster=cluster)
         self._owns_commands = commands is None
 
         self._refs: dict[str, int] = {}  # channel -> local users
@@ -124,15 +178,15 @@ class Subscriber:
         self._dirty = asyncio.Event()
         self._sync_lock = asyncio.Lock()
         self._kick: asyncio.Task[None] | None = None
-        self._client: aioredis.Redis | None = None
+        self._client: aioredis.Redis | None = None  # standalone only: a cluster shares _commands
         self._pubsub: PubSub | None = None
         self._stopping = False
         self._gap_due = False
 
         # Canary bookkeeping (monotonic seconds).
         self._canary_seq = 0
-        self._canary_sent: dict[int, float] = {}  # accepted by Redis, not yet back
-        self._canary_rx: float | None = None
+        self._canary_sent: dict[bytes, dict[int, float]] = {}  # per canary: accepted, not yet back
+        self._canary_rx: dict[bytes, float] = {}  # per canary: last one back
         self._connected_at: float | None = None
         self.canary_rtt: float | None = None
         """Round trip of the last canary, seconds."""
@@ -192,8 +246,8 @@ class Subscriber:
 
     @property
     def connected(self) -> bool:
-        """Whether the subscription connection is up (canary subscription confirmed)."""
-        return self._canary_key in self._active
+        """Whether the subscription connection is up (every canary subscription confirmed)."""
+        return self._canary_keys <= self._active
 
     def not_ready_reason(self) -> str | None:
         """None when ready; else why not, in a few words."""
@@ -201,11 +255,15 @@ class Subscriber:
             return "shutting down"
         if not self.connected:
             return f"redis subscription down: {self.last_error or 'connecting'}"
-        if self._canary_rx is None:
-            return "waiting for the first canary round trip"
-        age = time.monotonic() - self._canary_rx
-        if age > self.ready_timeout:
-            return f"redis subscription deaf: no canary for {age:.1f} s"
+        now = time.monotonic()
+        for key in sorted(self._canary_keys):
+            where = f" on {key.decode()}" if len(self._canary_keys) > 1 else ""
+            received = self._canary_rx.get(key)
+            if received is None:
+                return f"waiting for the first canary round trip{where}"
+            age = now - received
+            if age > self.ready_timeout:
+                return f"redis subscription deaf: no canary for {age:.1f} s{where}"
         return None
 
     @property
@@ -231,7 +289,7 @@ class Subscriber:
                     delays = backoff(initial=self._backoff_base, maximum=self._backoff_cap)
                     await self._read()
                 except Exception as exc:  # never die: anything unexpected is one more failed attempt
-                    if not isinstance(exc, RedisError | OSError | _Deaf):
+                    if not isinstance(exc, RedisError | RedisClusterException | OSError | _Deaf):
                         log.exception("redis subscription failed unexpectedly")
                     text = _describe(exc)
                     if self.connected or failures == 0:
@@ -257,13 +315,24 @@ class Subscriber:
                 await self._commands.aclose()
 
     async def _connect(self) -> None:
-        self._client = connect(
-            self._url, timeout=max(self.ready_timeout, 1.0), health_check_interval=self._health_check_interval
-        )
-        self._pubsub = self._client.pubsub()
+        if isinstance(self._commands, RedisCluster) and self._cluster:
+            # The long-lived cluster client knows the current topology (redis-py refreshes it on
+            # MOVED and connection errors); its pub/sub takes one connection per primary.
+            await self._commands.initialize()
+            self._canaries = list(canaries(self._commands, self._gateway_id).values())
+            self._pubsub = self._commands.pubsub()
+        else:
+            self._client = _standalone(
+                self._url,
+                timeout=max(self.ready_timeout, 1.0),
+                health_check_interval=self._health_check_interval,
+            )
+            self._pubsub = self._client.pubsub()
+        self._canary_keys = {name.encode() for name in self._canaries}
         self._requested.clear()
         self._active.clear()
         self._canary_sent.clear()
+        self._canary_rx.clear()
         self._connected_at = None
         self._dirty.set()
         await self._sync()
@@ -294,7 +363,7 @@ class Subscriber:
         # same connection, and its confirmation arrives through the reader.
         try:
             await self._sync()
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             log.debug("subscription change deferred: %s", _describe(exc))  # the reader reconnects
 
     async def _sync(self) -> None:
@@ -305,9 +374,9 @@ class Subscriber:
                 return
             self._dirty.clear()
             wanted = set(self._refs)
-            wanted.add(self._canary)
-            # The canary goes last: its confirmation then means every channel before it is live.
-            add = sorted(wanted - self._requested, key=lambda n: n == self._canary)
+            wanted.update(self._canaries)
+            # The canaries go last: their confirmation then means every channel before them is live.
+            add = sorted(wanted - self._requested, key=lambda n: n in self._canaries)
             remove = sorted(self._requested - wanted)
             if add:
                 if self._sharded:
@@ -337,6 +406,9 @@ class Subscriber:
     async def _read(self) -> None:
         pubsub = self._pubsub
         assert pubsub is not None
+        if isinstance(pubsub, ClusterPubSub):
+            await self._read_cluster(pubsub)
+            return
         while not self._stopping:
             if self._dirty.is_set():
                 await self._sync()
@@ -348,6 +420,37 @@ class Subscriber:
                 await asyncio.sleep(0)
             self._watchdog()
 
+    async def _read_cluster(self, pubsub: ClusterPubSub) -> None:
+        """Read every shard at once: one reader task per primary connection, errors re-raised here."""
+        assert isinstance(self._commands, RedisCluster)
+        readers: dict[str, asyncio.Task[None]] = {}
+        try:
+            while not self._stopping:
+                if self._dirty.is_set():
+                    await self._sync()
+                for name in list(pubsub.node_pubsub_mapping):
+                    node = self._commands.get_node(node_name=name)
+                    if node is not None and (name not in readers or readers[name].done()):
+                        readers[name] = asyncio.create_task(
+                            self._read_shard(pubsub, node), name=f"framecast-shard-{name}"
+                        )
+                done, _ = await asyncio.wait(list(readers.values()), timeout=self._poll_interval)
+                for task in done:
+                    task.result()  # a shard connection failed: reconnect everything
+                self._watchdog()
+        finally:
+            for task in readers.values():
+                task.cancel()
+            await asyncio.gather(*readers.values(), return_exceptions=True)
+
+    async def _read_shard(self, pubsub: ClusterPubSub, node: ClusterNode) -> None:
+        """Hand on one shard's messages until its connection is dropped from the pub/sub."""
+        while not self._stopping and node.name in pubsub.node_pubsub_mapping:
+            message = await pubsub.get_sharded_message(target_node=node, timeout=self._poll_interval)
+            if message is not None:
+                self._handle(message)
+                await asyncio.sleep(0)  # as in _read: let the WebSocket side run
+
     def _handle(self, message: dict[str, object]) -> None:
         kind = message["type"]
         channel = message["channel"]
@@ -356,8 +459,8 @@ class Subscriber:
         if kind in ("message", "smessage"):
             data = message["data"]
             assert isinstance(data, bytes)
-            if channel == self._canary_key:
-                self._canary_back(data)
+            if channel in self._canary_keys:
+                self._canary_back(channel, data)
                 return
             route = self._routes.get(channel)
             if route is None:
@@ -377,7 +480,7 @@ class Subscriber:
             for future in self._waiters.pop(name, []):
                 if not future.done():
                     future.set_result(None)
-            if channel == self._canary_key:
+            if channel in self._canary_keys and self.connected:
                 self._connected_at = time.monotonic()
                 self.last_error = None
                 if self._gap_due:
@@ -389,13 +492,17 @@ class Subscriber:
                         self._on_gap(streams)
 
     def _watchdog(self) -> None:
-        if not self._canary_sent or self._connected_at is None:
+        if self._connected_at is None:
             return
         now = time.monotonic()
-        oldest = min(self._canary_sent.values())
-        last_sign = max(self._canary_rx or 0.0, self._connected_at)
-        if now - oldest > 2 * self.ready_timeout and now - last_sign > 2 * self.ready_timeout:
-            raise _Deaf(f"no canary came back for {now - last_sign:.1f} s")
+        for key, sent in self._canary_sent.items():
+            if not sent:
+                continue
+            oldest = min(sent.values())
+            last_sign = max(self._canary_rx.get(key, 0.0), self._connected_at)
+            if now - oldest > 2 * self.ready_timeout and now - last_sign > 2 * self.ready_timeout:
+                where = f" on {key.decode()}" if len(self._canary_keys) > 1 else ""
+                raise _Deaf(f"no canary came back for {now - last_sign:.1f} s{where}")
 
     # ------------------------------------------------------------------
     # Canary
@@ -411,35 +518,40 @@ class Subscriber:
 
     async def _send_canary(self) -> None:
         self._canary_seq += 1
-        seq = self._canary_seq
+        # Every shard's canary at once: a slow shard must not delay the others' proof of life.
+        await asyncio.gather(*(self._send_one_canary(name, self._canary_seq) for name in self._canaries))
+
+    async def _send_one_canary(self, name: str, seq: int) -> None:
         sent = time.monotonic()
         try:
             async with asyncio.timeout(self.ready_timeout):
                 if self._sharded:
-                    await self._commands.spublish(self._canary, str(seq))
+                    await self._commands.spublish(name, str(seq))
                 else:
-                    await self._commands.publish(self._canary, str(seq))
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.debug("canary publish failed: %s", _describe(exc))
+                    await self._commands.publish(name, str(seq))
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            log.debug("canary publish on %s failed: %s", name, _describe(exc))
             return
         if self.connected:
-            self._canary_sent[seq] = sent
+            outstanding = self._canary_sent.setdefault(name.encode(), {})
+            outstanding[seq] = sent
             # Keep the outstanding set small: only the oldest unanswered one matters.
-            if len(self._canary_sent) > 64:
-                self._canary_sent.pop(min(self._canary_sent))
+            if len(outstanding) > 64:
+                outstanding.pop(min(outstanding))
 
-    def _canary_back(self, data: bytes) -> None:
+    def _canary_back(self, channel: bytes, data: bytes) -> None:
         try:
             seq = int(data)
         except ValueError:
             return
-        sent = self._canary_sent.pop(seq, None)
+        outstanding = self._canary_sent.setdefault(channel, {})
+        sent = outstanding.pop(seq, None)
         now = time.monotonic()
         if sent is not None:
             self.canary_rtt = now - sent
-        for old in [s for s in self._canary_sent if s < seq]:
-            del self._canary_sent[old]
-        self._canary_rx = now
+        for old in [s for s in outstanding if s < seq]:
+            del outstanding[old]
+        self._canary_rx[channel] = now
 
 
 def _describe(exc: BaseException) -> str:

@@ -206,7 +206,14 @@ class Config:
     sharded: bool = option(
         False,
         help="Use sharded pub/sub: SPUBLISH, and PUBSUB SHARDNUMSUB for --demand. Must match the gateways' "
-        "--sharded (a mismatch delivers nothing). Standalone Redis/valkey only, not a Redis Cluster.",
+        "--sharded (a mismatch delivers nothing). On a Redis Cluster use --cluster, which implies it.",
+        group="redis",
+    )
+    cluster: bool = option(
+        False,
+        help="The Redis URL is a node of a Redis Cluster: discover the others and publish each result "
+        "(one MULTI on the stream's hash slot) to the shard owning the stream. Implies --sharded; the "
+        "gateways must run with --cluster too.",
         group="redis",
     )
 

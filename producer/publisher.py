@@ -4,7 +4,8 @@ Every result is one round trip: ``MULTI; XADD history <epoch_ms>-<seq> m <bytes>
 <bytes>; EXEC``, so a result a gateway sees live is already in the history it replays from, and
 the history entry id encodes the result's epoch start and ``seq``. With ``sharded=True`` every
 PUBLISH is an SPUBLISH (accepted inside MULTI by a standalone server) and subscribers are counted
-with PUBSUB SHARDNUMSUB.
+with PUBSUB SHARDNUMSUB. Given a Redis Cluster client, the MULTI goes to the shard owning the
+stream (all of its names share one hash tag, so one slot) and SHARDNUMSUB asks that shard.
 
 When Redis cannot be reached the publisher keeps only the newest result (older ones would be
 stale by the time Redis is back), retries with capped exponential backoff and jitter, and logs
@@ -24,7 +25,8 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError, ResponseError
+from redis.asyncio.cluster import ClusterPipeline, RedisCluster
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from framecast import wire
 from framecast.retry import backoff
@@ -55,7 +57,8 @@ class Publisher:
     """Writes one stream's results, heartbeats and previews; survives Redis outages.
 
     Args:
-        redis: Client to publish with (its socket timeouts bound every call).
+        redis: Client to publish with (its socket timeouts bound every call); a
+            :class:`~redis.asyncio.cluster.RedisCluster` for a Redis Cluster (use ``sharded``).
         stream: Stream name.
         history: Approximate length the history is trimmed to.
         status_ttl: Seconds the status key outlives the last heartbeat.
@@ -70,7 +73,7 @@ class Publisher:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         stream: str,
         history: int = 1000,
@@ -134,7 +137,7 @@ class Publisher:
             return None
         try:
             result = await self._write(draft)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             self.parked = draft
             self._lost(exc)
             return None
@@ -231,10 +234,13 @@ class Publisher:
             async with self._redis.pipeline(transaction=False) as pipe:
                 self._publish(pipe, self._channel, data)
                 pipe.set(self._status_key, data, px=self._status_ttl_ms)
-                if previews:
+                if previews and not isinstance(pipe, ClusterPipeline):
                     self._numsub(pipe, self._preview_channel)
                 replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
+            if previews and isinstance(self._redis, RedisCluster):
+                # A cluster pipeline would ask every node: ask the shard owning the channel.
+                replies.append(await self._numsub(self._redis, self._preview_channel))
+        except (RedisError, RedisClusterException, OSError) as exc:
             self._lost(exc)
             return None
         self._up()
@@ -246,7 +252,7 @@ class Publisher:
             return None
         try:
             reply = await self._numsub(self._redis, self._channel)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             self._lost(exc)
             return None
         self._up()
@@ -258,7 +264,7 @@ class Publisher:
             return False
         try:
             await self._publish(self._redis, self._preview_channel, data)
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             self._lost(exc)
             return False
         return True
@@ -270,7 +276,7 @@ class Publisher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnecting
         if final is not None and self._state != "down":
-            with contextlib.suppress(RedisError, OSError, TimeoutError):
+            with contextlib.suppress(RedisError, RedisClusterException, OSError, TimeoutError):
                 async with asyncio.timeout(timeout), self._redis.pipeline(transaction=False) as pipe:
                     self._publish(pipe, self._channel, wire.encode(final))
                     pipe.delete(self._status_key)
@@ -278,14 +284,22 @@ class Publisher:
         with contextlib.suppress(RedisError, OSError):
             await self._redis.aclose()
 
-    def _publish(self, target: Redis | Pipeline, channel: str, data: bytes) -> Any:
+    def _publish(
+        self, target: Redis | Pipeline | RedisCluster | ClusterPipeline, channel: str, data: bytes
+    ) -> Any:
         """PUBLISH, or SPUBLISH when sharded, on a client (awaitable) or a pipeline (queued)."""
         if self._sharded:
             return target.spublish(channel, data)
         return target.publish(channel, data)
 
-    def _numsub(self, target: Redis | Pipeline, channel: str) -> Any:
-        """PUBSUB NUMSUB, or PUBSUB SHARDNUMSUB when sharded (same reply shape)."""
+    def _numsub(self, target: Redis | Pipeline | RedisCluster, channel: str) -> Any:
+        """PUBSUB NUMSUB, or PUBSUB SHARDNUMSUB when sharded (same reply shape).
+
+        On a cluster, SHARDNUMSUB is asked of the primary owning the channel's slot: redis-py would
+        otherwise ask every node and not add up their answers.
+        """
+        if isinstance(target, RedisCluster):
+            return _shard_numsub(target, channel)
         if self._sharded:
             return target.pubsub_shardnumsub(channel)
         return target.pubsub_numsub(channel)
@@ -335,7 +349,7 @@ class Publisher:
                         if self.parked is None:
                             self.parked = draft
                         raise
-            except (RedisError, OSError) as exc:
+            except (RedisError, RedisClusterException, OSError) as exc:
                 self.errors += 1
                 log.debug("%s still unreachable: %s", self._where, exc)
                 continue
@@ -344,6 +358,11 @@ class Publisher:
             if self._on_link is not None:
                 self._on_link(True)
             return
+
+
+async def _shard_numsub(cluster: RedisCluster, channel: str) -> Any:
+    await cluster.initialize()  # the slot map is needed before the first command learns it
+    return await cluster.pubsub_shardnumsub(channel, target_nodes=cluster.get_node_from_key(channel))
 
 
 def _count(reply: Any) -> int:

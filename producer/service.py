@@ -24,6 +24,7 @@ from concurrent.futures import BrokenExecutor, Executor, ProcessPoolExecutor, Th
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -251,11 +252,11 @@ class _Producer:
             description=description,
             on_state=self._source_state,
         )
-        redis = Redis.from_url(
+        # Retrying is the publisher's job (with backoff, keeping only the newest result).
+        redis: Redis | RedisCluster = (RedisCluster if config.cluster else Redis).from_url(
             config.redis_url,
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,
-            # Retrying is the publisher's job (with backoff, keeping only the newest result).
             retry=Retry(NoBackoff(), 0),
         )
         self.publisher = Publisher(
@@ -265,7 +266,7 @@ class _Producer:
             status_ttl=max(3.0, 3 * config.heartbeat_interval),
             where=f"Redis at {logs.redact_url(config.redis_url)}",
             on_link=lambda up: self.metrics.redis_connected.set(1 if up else 0),
-            sharded=config.sharded,
+            sharded=config.sharded or config.cluster,
         )
         self.predictor = predictor
         self.executor = self._make_executor()

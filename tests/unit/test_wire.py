@@ -137,10 +137,30 @@ def test_previews_are_told_apart_from_text_messages_by_their_magic() -> None:
 def test_redis_names_are_fixed_and_never_collide_with_a_stream() -> None:
     # Producers and gateways of different versions share these names: changing one breaks replay or readiness.
     assert wire.HISTORY_FIELD == "m"
-    assert wire.history_key("cam") == "framecast:cam:history"
-    assert wire.canary_channel("gw-1") == "framecast:__canary__:gw-1"
+    # The stream name is a Redis Cluster hash tag: all of one stream's names share one slot.
+    assert wire.channel("cam") == "framecast:{cam}"
+    assert wire.preview_channel("cam") == "framecast:{cam}:preview"
+    assert wire.history_key("cam") == "framecast:{cam}:history"
+    assert wire.status_key("cam") == "framecast:{cam}:status"
+    assert wire.canary_channel("gw-1") == "framecast:{__canary__:gw-1}"
+    assert wire.canary_channel("gw-1", 7) == "framecast:{__canary__:7:gw-1}"
     with pytest.raises(wire.WireError):
         wire.check_stream_name("__canary__")  # so no wire.channel(stream) is a canary channel
+
+
+def test_a_streams_names_hash_to_one_cluster_slot_and_status_keys_parse_back() -> None:
+    from redis.crc import key_slot
+
+    for stream in ("cam", "cam-1", "a.b_c"):
+        names = (wire.channel(stream), wire.preview_channel(stream), wire.history_key(stream))
+        assert {key_slot(n.encode()) for n in (*names, wire.status_key(stream))} == {
+            key_slot(stream.encode())
+        }
+        assert wire.stream_of_status_key(wire.status_key(stream)) == stream
+    # Different shards get different canaries: the shard number is inside the hash tag.
+    assert len({key_slot(wire.canary_channel("gw", n).encode()) for n in range(8)}) > 1
+    for key in ("framecast:cam:status", "framecast:{cam}:history", "framecast:{__canary__:x}:status", "x"):
+        assert wire.stream_of_status_key(key) is None
 
 
 def test_result_keys_come_in_the_order_the_load_client_parses() -> None:
