@@ -64,6 +64,10 @@ log = logging.getLogger(__name__)
 
 _OPEN = State.OPEN
 
+# Messages of one stream that may wait behind the one going out in slices before the oldest
+# waiting result is shed: about two seconds of a 30 fps stream.
+_MAX_WAITING = 64
+
 # Clients written between two looks at the clock in a slice: a clock read costs about a write's 1%.
 _TIME_CHECK_EVERY = 16
 
@@ -86,7 +90,9 @@ class FanoutStats:
         drops: Deliveries not made, by reason: ``stale`` (older than
             ``max_age``), ``conflated`` (replaced by a newer one while the client
             lagged), ``malformed`` (not a valid stream message: dropped for all),
-            ``join-overflow`` (too many live messages while a replay ran).
+            ``join-overflow`` (too many live messages while a replay ran),
+            ``overload`` (the stream's messages arrived faster than they could be
+            written to its audience: the oldest waiting ones were skipped).
         slow_closes: Clients closed with 4008.
     """
 
@@ -230,6 +236,8 @@ class Fanout:
         self._previews: dict[str, dict[_Client, None]] = {}
         self._joining: dict[str, dict[_Client, None]] = {}
         self._lagging: set[_Client] = set()
+        # Per stream, the messages going out in slices, oldest first (absent: none in flight).
+        self._sliced: dict[str, collections.deque[_Job]] = {}
 
     # ------------------------------------------------------------------
     # Membership
@@ -422,27 +430,61 @@ class Fanout:
         kind: str,
     ) -> None:
         job = _Job(slot, data, opcode, captured, age, kind)
+        stream = slot[0]
+        queued = self._sliced.get(stream)
+        if queued is not None:
+            # An earlier message of this stream is still going out in slices: a newer one must
+            # not overtake it at any client, so it waits its turn whatever its audience.
+            job.members = list(clients)
+            if len(queued) > _MAX_WAITING:
+                self._shed(queued)
+            queued.append(job)
+            return
         if (self.chunk and len(clients) > self.chunk) or (
             self.slice_time and len(clients) > _TIME_CHECK_EVERY
         ):
             # Big audiences are served in slices, each its own event-loop callback, so that
-            # handshakes, pings and health checks get a turn between them. Slices run in FIFO
-            # order, so every client still sees messages in publication order.
+            # handshakes, pings and health checks get a turn between them.
             job.members = list(clients)
-            self._step(job)
+            self._sliced[stream] = collections.deque([job])
+            self._step(stream)
             return
         started = time.perf_counter()
         self._write_all(clients, job)
         job.spent = time.perf_counter() - started
         self._finish(job)
 
-    def _step(self, job: _Job) -> None:
+    def _step(self, stream: str) -> None:
+        """Write the next slice of the oldest sliced message of ``stream``, then yield to the loop.
+
+        One message of a stream is in flight at a time and each runs to its last client before
+        the next starts, so every client sees a stream's messages in publication order however
+        the slices fall (their size depends on the clock).
+        """
+        queue = self._sliced[stream]
+        job = queue[0]
+        # A message that waited behind others: is it still fresh enough to be worth sending?
+        if (
+            job.index == 0
+            and job.captured is not None
+            and self.max_age
+            and self._clock() - job.captured > self.max_age
+        ):
+            assert job.members is not None
+            self.stats.drops["stale"] += len(job.members)
+            queue.popleft()
+            if queue:
+                self._next(stream)
+            else:
+                del self._sliced[stream]
+            return
         started = time.perf_counter()
         members = job.members
         assert members is not None
         # Membership may have changed since the message arrived: skip clients that left.
-        current = (self._previews if job.opcode is Opcode.BINARY else self._live).get(job.slot[0])
-        index, stop = job.index, min(job.index + self.chunk, len(members))
+        current = (self._previews if job.opcode is Opcode.BINARY else self._live).get(stream)
+        index = job.index
+        stop = min(index + self.chunk, len(members)) if self.chunk else len(members)
         budget = started + self.slice_time if self.slice_time else None
         while index < stop:
             end = min(index + _TIME_CHECK_EVERY, stop)
@@ -453,13 +495,34 @@ class Fanout:
                 break
         job.index = index
         job.spent += time.perf_counter() - started
-        if index < len(members):
-            try:
-                asyncio.get_running_loop().call_soon(self._step, job)
-            except RuntimeError:  # no loop (synchronous use): finish now
-                self._step(job)
-            return
-        self._finish(job)
+        if index >= len(members):
+            queue.popleft()
+            self._finish(job)
+            if not queue:
+                del self._sliced[stream]
+                return
+        self._next(stream)
+
+    def _next(self, stream: str) -> None:
+        try:
+            asyncio.get_running_loop().call_soon(self._step, stream)
+        except RuntimeError:  # no loop (synchronous use): finish now
+            self._step(stream)
+
+    def _shed(self, queue: collections.deque[_Job]) -> None:
+        """Drop the oldest waiting result or preview of an overloaded stream (never the one in flight).
+
+        Messages arrive faster than this process can write them to the stream's audience: like a
+        lagging client, the stream as a whole skips to the present rather than fall ever further
+        behind, and memory stays bounded. Status and gateway notices are never shed.
+        """
+        for position in range(1, len(queue)):
+            if queue[position].kind in (_RESULT, _PREVIEW):
+                shed = queue[position]
+                del queue[position]
+                assert shed.members is not None
+                self.stats.drops["overload"] += len(shed.members)
+                return
 
     def _write_all(self, clients: Iterable[_Client], job: _Job) -> None:
         """The hot loop: one check and one write per client, nothing else."""

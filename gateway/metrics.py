@@ -74,7 +74,7 @@ class _Live(Collector):
         drops = CounterMetricFamily(
             "framecast_gateway_dropped", "Deliveries not made, by reason.", labels=["reason"]
         )
-        for reason in ("stale", "conflated", "malformed", "join-overflow"):
+        for reason in ("stale", "conflated", "overload", "malformed", "join-overflow"):
             drops.add_metric([reason], stats.drops.get(reason, 0))
         yield drops
         yield _counter(

@@ -407,3 +407,62 @@ async def test_a_slice_ends_when_its_time_budget_is_spent() -> None:
         assert fanout.stats.deliveries == 16
         for reader in readers:
             await reader.stop()
+
+
+async def test_a_newer_message_never_overtakes_a_sliced_one_at_any_client() -> None:
+    """Slices end on the clock, so two messages' slices differ in size: order must hold anyway."""
+    fanout = Fanout(chunk=0, slice_time=1e-9)  # count unlimited: the clock alone ends a slice
+    async with fan_server(fanout) as server:
+        readers = []
+        for _ in range(40):
+            readers.append(Reader(await client(server.port)))
+            await server.next()
+        fanout.deliver(STREAM, result(1))  # first slice: 16 clients, the rest in later loop steps
+        fanout.slice_time = 60.0  # the next message would reach all 40 in one synchronous slice
+        fanout.deliver(STREAM, result(2))
+        fanout.deliver(STREAM, result(3))
+        await until(lambda: all(len(r.messages) == 3 for r in readers), what="three messages each")
+        for reader in readers:
+            assert reader.seqs() == [1, 2, 3]
+        assert fanout.stats.deliveries == 120
+        for reader in readers:
+            await reader.stop()
+
+
+async def test_an_overloaded_stream_sheds_its_oldest_waiting_results_and_keeps_order() -> None:
+    """Results arriving faster than a big audience can be written: skip to the present, bounded."""
+    fanout = Fanout(chunk=0, slice_time=1e-9)
+    async with fan_server(fanout) as server:
+        readers = []
+        for _ in range(40):
+            readers.append(Reader(await client(server.port)))
+            await server.next()
+        for seq in range(1, 101):  # all before the loop runs again: 1 in flight, 99 waiting
+            fanout.deliver(STREAM, result(seq))
+        await until(lambda: all(r.seqs()[-1:] == [100] for r in readers), what="the newest result")
+        for reader in readers:
+            seqs = reader.seqs()
+            assert seqs == sorted(set(seqs)), "in order, no duplicates"
+            assert seqs[0] == 1 and len(seqs) <= 66, "the one in flight, then at most 65 waiting"
+        assert fanout.stats.drops["overload"] == 40 * (100 - len(readers[0].seqs()))
+        for reader in readers:
+            await reader.stop()
+
+
+async def test_a_result_that_went_stale_while_waiting_is_not_sent() -> None:
+    now = [1000.0]
+    fanout = Fanout(chunk=0, slice_time=1e-9, max_age=2.0, clock=lambda: now[0])
+    async with fan_server(fanout) as server:
+        readers = []
+        for _ in range(40):
+            readers.append(Reader(await client(server.port)))
+            await server.next()
+        fanout.deliver(STREAM, result(1, captured_at=1000.0))  # in flight
+        fanout.deliver(STREAM, result(2, captured_at=1000.0))  # waits
+        fanout.deliver(STREAM, result(3, captured_at=1002.5))  # waits
+        now[0] = 1003.0  # 2 is now 3 s old, 3 only 0.5 s: 2 goes when its turn comes
+        await until(lambda: all(r.seqs()[-1:] == [3] for r in readers), what="result 3")
+        assert all(r.seqs() == [1, 3] for r in readers)
+        assert fanout.stats.drops["stale"] == 40
+        for reader in readers:
+            await reader.stop()
