@@ -149,7 +149,10 @@ class _Bench:
             # A fan-out served in slices needs one loop turn per slice.
             await asyncio.sleep(0)
         deadline = time.monotonic() + timeout
-        while self.strategy.stats()["buffered_bytes"] and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            stats = self.strategy.stats()
+            if not stats["buffered_bytes"] and not stats.get("in_flight"):
+                break
             await asyncio.sleep(0.005)
 
     async def _generate(

@@ -121,6 +121,7 @@ class _Framecast:
             "buffered_clients": sum(1 for b in buffered if b),
             "buffered_bytes": sum(buffered),
             "lagging": self._fanout.lagging,
+            "in_flight": self._fanout.in_flight(),
             "slow_closes": stats.slow_closes,
             "drops": dict(stats.drops),
         }

@@ -65,8 +65,9 @@ log = logging.getLogger(__name__)
 _OPEN = State.OPEN
 
 # Messages of one stream that may wait behind the one going out in slices before the oldest
-# waiting result is shed: about two seconds of a 30 fps stream.
-_MAX_WAITING = 64
+# waiting result is shed. A fan-out that keeps up never has more than one waiting; four means
+# the stream is over capacity, and each one more would add a whole fan-out to every latency.
+_MAX_WAITING = 4
 
 # Clients written between two looks at the clock in a slice: a clock read costs about a write's 1%.
 _TIME_CHECK_EVERY = 16
@@ -340,6 +341,10 @@ class Fanout:
     def lagging(self) -> int:
         """Clients currently lagging."""
         return len(self._lagging)
+
+    def in_flight(self) -> int:
+        """Messages still going out in slices or waiting behind one, over every stream."""
+        return sum(len(queue) for queue in self._sliced.values())
 
     def max_buffered(self) -> int:
         """Largest unsent byte count of any client's socket (for a gauge; O(clients))."""
