@@ -170,7 +170,7 @@ class GatewayConfig:
     fanout_chunk: int = option(
         128,
         help="Clients written per event-loop step; bigger audiences are served in slices so the loop "
-        "stays responsive (0 = all at once).",
+        "stays responsive (0 = no count limit: slices end on --fanout-slice alone).",
         check=non_negative,
         group="delivery",
     )

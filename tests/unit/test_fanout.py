@@ -391,7 +391,7 @@ async def test_big_audiences_are_served_in_slices_in_order_and_leavers_are_skipp
 
 async def test_a_slice_ends_when_its_time_budget_is_spent() -> None:
     """With a budget no write fits in, a slice writes one group of 16 clients and yields to the loop."""
-    fanout = Fanout(chunk=1000, slice_time=1e-9)
+    fanout = Fanout(chunk=0, slice_time=1e-9)
     async with fan_server(fanout) as server:
         readers, sides = [], []
         for _ in range(40):
