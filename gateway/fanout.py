@@ -65,9 +65,10 @@ log = logging.getLogger(__name__)
 _OPEN = State.OPEN
 
 # Messages of one stream that may wait behind the one going out in slices before the oldest
-# waiting result is shed. A fan-out that keeps up never has more than one waiting; four means
-# the stream is over capacity, and each one more would add a whole fan-out to every latency.
-_MAX_WAITING = 4
+# waiting result is shed: a memory cap for a stream that is over capacity. Latency has its own
+# bound, --max-age, applied when a waiting message's turn comes; a burst (a backlog Redis hands
+# over at once) within the cap is delivered whole.
+_MAX_WAITING = 64
 
 # Clients written between two looks at the clock in a slice: a clock read costs about a write's 1%.
 _TIME_CHECK_EVERY = 16
