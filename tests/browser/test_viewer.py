@@ -19,8 +19,8 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from framecast.up import Stack, running
-from tests.browser._chromium import FRAME_PIXEL, OVERLAY_PIXELS, WAIT_MS, chromium, status, wait_status
-from tests.integration._gateway_procs import gateway_env
+from tests.support.chromium import FRAME_PIXEL, OVERLAY_PIXELS, WAIT_MS, chromium, status, wait_status
+from tests.support.gateway import gateway_env
 
 pytestmark = pytest.mark.browser
 

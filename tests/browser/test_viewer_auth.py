@@ -9,10 +9,10 @@ import jwt
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser._chromium import WAIT_MS, chromium, status, wait_status
-from tests.conftest import RedisServer
-from tests.integration._client_feed import Feed
-from tests.integration._gateway_procs import GatewayProc, running_gateway
+from tests.support.chromium import WAIT_MS, chromium, status, wait_status
+from tests.support.feed import Feed
+from tests.support.gateway import GatewayProc, running_gateway
+from tests.support.valkey import RedisServer
 
 pytestmark = pytest.mark.browser
 

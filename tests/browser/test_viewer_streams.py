@@ -7,10 +7,10 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page
 
-from tests.browser._chromium import chromium, status, wait_status
-from tests.conftest import RedisServer
-from tests.integration._client_feed import Feed
-from tests.integration._gateway_procs import GatewayProc, running_gateway
+from tests.support.chromium import chromium, status, wait_status
+from tests.support.feed import Feed
+from tests.support.gateway import GatewayProc, running_gateway
+from tests.support.valkey import RedisServer
 
 pytestmark = pytest.mark.browser
 

@@ -19,9 +19,9 @@ import pytest
 from framecast import client, wire
 from framecast.client import AuthError, ClientError
 from framecast.up import running
-from tests.conftest import RedisServer
-from tests.integration._client_feed import Feed
-from tests.integration._gateway_procs import GatewayProc, gateway_env, running_gateway, start_gateway
+from tests.support.feed import Feed
+from tests.support.gateway import GatewayProc, gateway_env, running_gateway, start_gateway
+from tests.support.valkey import RedisServer
 
 SECRET = "client-tests-secret-of-at-least-32-bytes"
 

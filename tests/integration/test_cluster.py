@@ -18,9 +18,10 @@ from redis.crc import key_slot
 from websockets.sync.client import ClientConnection, connect
 
 from framecast import wire
-from tests.integration._cluster import Cluster, running_cluster
-from tests.integration._gateway_procs import running_gateway
-from tests.integration._producer_procs import running_producer, wait_until
+from tests.support.cluster import Cluster, running_cluster
+from tests.support.gateway import running_gateway
+from tests.support.producer import running_producer
+from tests.support.wait import wait_until
 
 Message = wire.TextMessage | bytes
 

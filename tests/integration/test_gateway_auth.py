@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from framecast import wire
 from framecast.embedded import free_port, valkey_command, wait_for_port
-from tests.integration._gateway_procs import FakeProducer, GatewayProc, raw_websocket, running_gateway
+from tests.support.gateway import FakeProducer, GatewayProc, raw_websocket, running_gateway
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 ORIGIN = "https://viewer.example"

@@ -10,10 +10,10 @@ from websockets.asyncio.client import connect
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 
 from framecast import wire
-from tests.integration._gateway_procs import FakeProducer, running_gateway
+from tests.support.gateway import FakeProducer, running_gateway
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 
 async def _first_result(url: str, producer: FakeProducer) -> tuple[list[object], wire.Result]:

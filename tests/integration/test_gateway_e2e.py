@@ -21,17 +21,17 @@ from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
 from framecast.embedded import free_port
-from tests.integration._gateway_procs import (
+from tests.support.gateway import (
     FakeProducer,
     GatewayProc,
     gateway_env,
-    poll,
     running_gateway,
     start_gateway,
 )
+from tests.support.wait import poll
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 Message = wire.TextMessage | bytes
 

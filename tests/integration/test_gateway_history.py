@@ -11,10 +11,10 @@ import redis.asyncio as aioredis
 from framecast import wire
 from gateway.history import replay
 from gateway.subscriber import Subscriber
-from tests.integration._gateway_procs import FakeProducer
+from tests.support.gateway import FakeProducer
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 
 def seqs(messages: list[bytes]) -> list[int]:

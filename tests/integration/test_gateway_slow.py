@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 from websockets.asyncio.client import ClientConnection, connect
 
 from framecast import wire
-from tests.integration._gateway_procs import FakeProducer, poll, raw_websocket, running_gateway
+from tests.support.gateway import FakeProducer, raw_websocket, running_gateway
+from tests.support.wait import poll
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 NORMAL_CLIENTS = 200
 MESSAGES = 300

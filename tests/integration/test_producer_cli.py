@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from framecast.embedded import free_port
-from tests.integration._producer_procs import run_producer
+from tests.support.producer import run_producer
 
 # Nothing listens here: none of these runs may get as far as needing Redis.
 NO_REDIS = ["--redis-url", f"redis://127.0.0.1:{free_port()}/0"]

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING
 import redis
 
 from framecast import wire
-from tests.integration._producer_procs import Listener, running_producer, wait_until
+from tests.support.producer import Listener, running_producer
+from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 
 class _StatusKey:

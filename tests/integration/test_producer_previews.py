@@ -12,10 +12,11 @@ import numpy as np
 
 from framecast.embedded import free_port
 from producer.synthetic import QR_TEXT
-from tests.integration._producer_procs import Listener, running_producer, wait_until
+from tests.support.producer import Listener, running_producer
+from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 
 def _metrics(port: int) -> dict[str, float]:

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import redis
 
 from framecast import wire
-from tests.integration._producer_procs import Listener, history, start_producer, wait_until
+from tests.support.producer import Listener, history, start_producer
+from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 
 def test_results_go_to_history_then_channel_with_increasing_seq(

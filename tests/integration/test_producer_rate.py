@@ -5,10 +5,10 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING
 
-from tests.integration._producer_procs import Listener, start_producer
+from tests.support.producer import Listener, start_producer
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 
 def test_max_fps_spaces_processed_frames_by_the_camera_to_cap_ratio(

@@ -19,10 +19,10 @@ import pytest
 from producer.config import Config
 from producer.metrics import Metrics
 from producer.service import run
-from tests.integration._producer_procs import Listener, history
+from tests.support.producer import Listener, history
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 
 class _HandCamera:

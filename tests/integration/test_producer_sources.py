@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 
 from framecast.embedded import free_port
-from tests.integration._producer_procs import Listener, kill, start_mjpeg, start_producer
+from tests.support.producer import Listener, kill, start_mjpeg, start_producer
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 
 def _write_video(path: Path, count: int, fps: float) -> None:

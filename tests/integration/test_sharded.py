@@ -16,11 +16,12 @@ import redis
 from websockets.sync.client import ClientConnection, connect
 
 from framecast import wire
-from tests.integration._gateway_procs import running_gateway
-from tests.integration._producer_procs import running_producer, wait_until
+from tests.support.gateway import running_gateway
+from tests.support.producer import running_producer
+from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
-    from tests.conftest import RedisServer
+    from tests.support.valkey import RedisServer
 
 Message = wire.TextMessage | bytes
 

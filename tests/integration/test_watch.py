@@ -13,9 +13,9 @@ import jwt
 import pytest
 
 from framecast.embedded import free_port
-from tests.conftest import RedisServer
-from tests.integration._client_feed import Feed
-from tests.integration._gateway_procs import GatewayProc, running_gateway
+from tests.support.feed import Feed
+from tests.support.gateway import GatewayProc, running_gateway
+from tests.support.valkey import RedisServer
 
 SECRET = "watch-tests-secret-of-at-least-32-bytes"
 

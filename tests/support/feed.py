@@ -1,7 +1,7 @@
 """Publish results and heartbeats to a real valkey exactly as a producer does, for the client tests.
 
-The publishing itself is :func:`tests.integration._gateway_procs.publish_result` and
-:func:`~tests.integration._gateway_procs.publish_status` (the gateway tests' fake producer
+The publishing itself is :func:`tests.support.gateway.publish_result` and
+:func:`~tests.support.gateway.publish_status` (the gateway tests' fake producer
 uses them too); :class:`Feed` adds distinct results per seq and a background publisher.
 """
 
@@ -14,7 +14,7 @@ import time
 import redis
 
 from framecast import wire
-from tests.integration._gateway_procs import publish_result, publish_status
+from tests.support.gateway import publish_result, publish_status
 
 
 class Feed:

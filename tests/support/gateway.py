@@ -2,7 +2,7 @@
 
 Usage::
 
-    from tests.integration._gateway_procs import running_gateway, start_gateway
+    from tests.support.gateway import running_gateway, start_gateway
 
     def test_something(redis_server):
         with running_gateway(redis_url=redis_server.url, args=["--max-age", "0"]) as gw:
@@ -17,7 +17,6 @@ file (``gw.logs``) so a chatty process can never block on a full pipe.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import json
@@ -32,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +39,7 @@ import redis
 
 from framecast import wire
 from framecast.embedded import free_port
+from tests.support.procs import child_env
 
 __all__ = [
     "FakeProducer",
@@ -57,12 +57,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def gateway_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """This checkout importable, no stray FRAMECAST_* or REDIS_URL from the caller's shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra or {})
-    return env
+    """The environment of a gateway child (see :func:`tests.support.procs.child_env`)."""
+    return child_env(extra)
 
 
 @dataclass
@@ -393,15 +389,3 @@ def raw_websocket(
             break
         head += chunk
     return sock, head
-
-
-async def poll(predicate: Callable[[], bool], *, timeout: float = 30.0, what: str) -> None:
-    """Wait, without blocking the event loop, until ``predicate()`` holds (bounded in time and count)."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.05) + 1):
-        if predicate():
-            return
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")

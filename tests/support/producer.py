@@ -2,7 +2,7 @@
 
 Usage::
 
-    from tests.integration._producer_procs import Listener, running_producer
+    from tests.support.producer import Listener, running_producer
 
     def test_something(redis_server, child_env):
         with Listener(redis_server.url, "default") as heard, running_producer(
@@ -10,7 +10,7 @@ Usage::
         ) as producer:
             heard.wait_for(lambda: len(heard.results) >= 5, what="5 results")
 
-``python tests/integration/_producer_procs.py mjpeg PORT`` serves an endless MJPEG stream
+``python tests/support/producer.py mjpeg PORT`` serves an endless MJPEG stream
 (``multipart/x-mixed-replace``) of numbered frames on 127.0.0.1:PORT, as an IP camera does.
 """
 
@@ -35,21 +35,9 @@ import redis
 
 from framecast import wire
 from framecast.embedded import wait_for_port
+from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def wait_until(condition: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy (bounded in time and count)."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.02) + 1):
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 # --------------------------------------------------------------------------
@@ -310,4 +298,4 @@ if __name__ == "__main__":
     if len(sys.argv) in (3, 4) and sys.argv[1] == "mjpeg":
         _serve_mjpeg(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 0)
     else:
-        sys.exit("usage: _producer_procs.py mjpeg PORT [HANG_AFTER]")
+        sys.exit("usage: tests/support/producer.py mjpeg PORT [HANG_AFTER]")
