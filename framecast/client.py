@@ -48,6 +48,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from framecast import logs, wire
+from framecast.exceptions import AuthError, ClientError, ConnectError
 from framecast.retry import backoff
 
 __all__ = [
@@ -82,26 +83,6 @@ Message: TypeAlias = (
 # resubscribing would only be refused again.
 _REFUSALS = frozenset({"bad-stream", "forbidden", "too-many-streams"})
 _MAX_MESSAGE = 16 * 2**20  # previews of large frames must fit
-
-
-class ClientError(Exception):
-    """The subscription cannot go on; the text says why and what to do."""
-
-
-class AuthError(ClientError):
-    """The gateway refused the credentials at the handshake (HTTP 401 or 403).
-
-    Attributes:
-        status: The HTTP status code.
-    """
-
-    def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class ConnectError(ClientError):
-    """The gateway could not be reached within the allowed attempts."""
 
 
 class Position(NamedTuple):

@@ -14,11 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from framecast.exceptions import EmbeddedError
+
 __all__ = ["EmbeddedError", "free_port", "nginx_binary", "valkey_binary", "wait_for_port"]
-
-
-class EmbeddedError(RuntimeError):
-    """An embedded server could not be found or started."""
 
 
 def valkey_binary() -> Path:

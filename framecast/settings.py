@@ -25,6 +25,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, get_type_hints
 
+from framecast.exceptions import ConfigError
+
 __all__ = [
     "LOG_LEVELS",
     "ConfigError",
@@ -44,10 +46,6 @@ ENV_PREFIX = "FRAMECAST_"
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 """The ``--log-level`` values every component accepts (any case)."""
-
-
-class ConfigError(ValueError):
-    """A setting has a bad value; the text names the flag or variable."""
 
 
 def option(

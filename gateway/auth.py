@@ -16,14 +16,12 @@ from pathlib import Path
 
 import jwt
 
+from framecast.exceptions import AuthError
+
 __all__ = ["AuthError", "Authenticator", "Grant"]
 
 _SECRET_ALGORITHMS = ("HS256",)
 _PUBLIC_KEY_ALGORITHMS = ("RS256", "ES256")
-
-
-class AuthError(Exception):
-    """A token was missing or refused; the text says why (safe to show the client)."""
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 SLIM_MODULES = sorted(
-    ".".join(p.relative_to(ROOT).with_suffix("").parts)
+    ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
     for package in ("gateway", "framecast")
-    for p in (ROOT / package).glob("*.py")
+    for p in (ROOT / package).rglob("*.py")
     if p.name != "__main__.py"
 )
 

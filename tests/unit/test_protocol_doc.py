@@ -1,4 +1,4 @@
-"""docs/protocol.md describes every message type and field that framecast/wire.py defines."""
+"""docs/protocol.md describes every message type and field that framecast.wire defines."""
 
 from __future__ import annotations
 

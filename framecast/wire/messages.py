@@ -1,0 +1,328 @@
+"""The messages of the wire format, as typed, frozen dataclasses.
+
+Three families of message exist:
+
+* **Stream messages**, published by a producer on Redis and forwarded by the
+  gateways byte for byte: :class:`Result` (one per processed frame),
+  :class:`Status` (a heartbeat, at least once per second) and :class:`Preview`
+  (an annotated JPEG, binary, only to clients that ask for it).
+* **Gateway replies**, sent by a gateway to one client: :class:`Hello`,
+  :class:`Subscribed`, :class:`Unsubscribed`, :class:`Reset`, :class:`Gap`
+  and :class:`Error`.
+* **Client operations**, sent by a client to a gateway: :class:`Subscribe`
+  and :class:`Unsubscribe`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, TypeAlias
+
+__all__ = [
+    "CLOSE_BAD_REQUEST",
+    "CLOSE_GOING_AWAY",
+    "CLOSE_SLOW_CONSUMER",
+    "CLOSE_TOKEN_EXPIRED",
+    "VERSION",
+    "ClientOp",
+    "Detection",
+    "Error",
+    "Gap",
+    "GatewayReply",
+    "Hello",
+    "Peek",
+    "Preview",
+    "Reset",
+    "Result",
+    "Status",
+    "StreamMessage",
+    "StreamState",
+    "Subscribe",
+    "Subscribed",
+    "TextMessage",
+    "Unsubscribe",
+    "Unsubscribed",
+]
+
+VERSION = 1
+"""Format version carried in every stream message as ``v``.
+
+A reader accepts messages whose ``v`` it knows; unknown *fields* are ignored
+so that minor additions never break old clients.
+"""
+
+# WebSocket close codes a gateway uses, beyond RFC 6455's own (1001 going
+# away, 1007 invalid UTF-8, 1008 policy violation, 1009 message too big).
+CLOSE_GOING_AWAY = 1001
+"""The gateway is shutting down: reconnect, the load balancer picks another."""
+CLOSE_BAD_REQUEST = 1008
+"""Repeated malformed or unknown control messages."""
+CLOSE_TOKEN_EXPIRED = 4001
+"""The connection's token expired: get a new one and reconnect."""
+CLOSE_SLOW_CONSUMER = 4008
+"""The client did not read for longer than the gateway's ``--max-lag``."""
+
+
+# --------------------------------------------------------------------------
+# Stream messages (producer -> Redis -> gateway -> client, unchanged)
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected object.
+
+    Attributes:
+        label: What was found (a class name, or the text a QR code holds).
+        confidence: 0.0 to 1.0.
+        box: ``(x1, y1, x2, y2)`` in pixels of the source frame, with
+            ``0 <= x1 <= x2 <= width`` and ``0 <= y1 <= y2 <= height``.
+    """
+
+    label: str
+    confidence: float
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The predictions for one processed frame.
+
+    Attributes:
+        stream: Stream name.
+        epoch: Random id of the producer run; ``seq`` restarts with each epoch.
+        seq: Strictly increasing from 1 within an epoch, one per result.
+            A gap in ``seq`` means results were lost on the way.
+        frame: Index of the source frame (frames that were skipped to stay
+            real-time leave gaps here; that is expected, unlike gaps in seq).
+        captured_at: Unix time (seconds) the frame was captured.
+        published_at: Unix time (seconds) the result was published.
+        width: Frame width in pixels.
+        height: Frame height in pixels.
+        detections: What the predictor found, possibly nothing.
+    """
+
+    stream: str
+    epoch: str
+    seq: int
+    frame: int
+    captured_at: float
+    published_at: float
+    width: int
+    height: int
+    detections: tuple[Detection, ...] = ()
+    type: Literal["result"] = field(default="result", init=False)
+
+
+StreamState = Literal["online", "offline"]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A producer heartbeat: sent at least once per second, detections or not.
+
+    Clients and gateways tell "quiet" (heartbeats, no detections) from "dead"
+    (no heartbeat) with it.
+
+    Attributes:
+        stream: Stream name.
+        epoch: Producer run id (as in :class:`Result`).
+        seq: ``seq`` of the last result published in this epoch (0 if none):
+            a client that has a smaller one knows it missed results.
+        sent_at: Unix time the heartbeat was sent.
+        state: ``"online"`` while the source delivers frames, ``"offline"``
+            while the producer is reopening it.
+        reconnects: Times the source was reopened in this epoch.
+        capture_fps: Frames captured per second (recent average).
+        process_fps: Frames processed per second (recent average).
+        skipped: Frames dropped to stay real-time, in this epoch.
+        active: False while the predictor is paused for lack of viewers.
+        source: A short, credential-free description of the source.
+    """
+
+    stream: str
+    epoch: str
+    seq: int
+    sent_at: float
+    state: StreamState = "online"
+    reconnects: int = 0
+    capture_fps: float = 0.0
+    process_fps: float = 0.0
+    skipped: int = 0
+    active: bool = True
+    source: str = ""
+    type: Literal["status"] = field(default="status", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """An annotated JPEG of a processed frame (sent as a binary message).
+
+    Attributes:
+        stream: Stream name.
+        epoch: Producer run id.
+        seq: ``seq`` of the :class:`Result` this picture shows.
+        frame: Source frame index.
+        captured_at: Unix time the frame was captured.
+        width: JPEG width in pixels (may be smaller than the source frame:
+            scale the result's boxes by ``width / result.width``).
+        height: JPEG height in pixels.
+        jpeg: The JPEG bytes.
+    """
+
+    stream: str
+    epoch: str
+    seq: int
+    frame: int
+    captured_at: float
+    width: int
+    height: int
+    jpeg: bytes
+    type: Literal["preview"] = field(default="preview", init=False)
+
+
+StreamMessage: TypeAlias = Result | Status
+
+
+# --------------------------------------------------------------------------
+# Gateway replies (gateway -> one client)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message on every connection: who serves it and which protocol.
+
+    Attributes:
+        gateway: Id of the gateway process serving this connection.
+        v: Format version the gateway speaks.
+    """
+
+    gateway: str
+    v: int = VERSION
+    type: Literal["hello"] = field(default="hello", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribed:
+    """A subscription is in place; stream messages follow.
+
+    Attributes:
+        stream: Stream name.
+        previews: Whether binary previews were asked for and will be sent.
+    """
+
+    stream: str
+    previews: bool = False
+    type: Literal["subscribed"] = field(default="subscribed", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    """A subscription ended; no more messages for ``stream`` follow."""
+
+    stream: str
+    type: Literal["unsubscribed"] = field(default="unsubscribed", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Reset:
+    """A replay could not be served in full: history is not contiguous.
+
+    Sent instead of replayed messages when the history no longer reaches back
+    to ``since``, or the producer restarted (new epoch). The latest result
+    follows, then live messages: the client should drop what it derived from
+    the old sequence.
+
+    Attributes:
+        stream: Stream name.
+        reason: ``"history-expired"``, ``"epoch-changed"``, ``"no-history"`` or
+            ``"history-unavailable"`` (Redis could not be read).
+    """
+
+    stream: str
+    reason: str
+    type: Literal["reset"] = field(default="reset", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """The gateway lost its Redis link: messages may have been missed.
+
+    Sent to every client of the stream once the link is back. Clients that
+    need every result reconnect or resubscribe with ``since``.
+    """
+
+    stream: str
+    reason: str = "redis-reconnected"
+    type: Literal["gap"] = field(default="gap", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """A request was refused; the connection stays open unless told otherwise.
+
+    Attributes:
+        code: Machine-readable: ``"bad-message"``, ``"unknown-op"``,
+            ``"bad-stream"``, ``"forbidden"``, ``"too-many-streams"``.
+        message: Human-readable explanation.
+        stream: The stream concerned, if any.
+    """
+
+    code: str
+    message: str
+    stream: str | None = None
+    type: Literal["error"] = field(default="error", init=False)
+
+
+# --------------------------------------------------------------------------
+# Client operations (client -> gateway)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Ask for a stream's messages.
+
+    Attributes:
+        stream: Stream name.
+        since: Last ``seq`` the client has; the gateway replays what came
+            after it (within ``epoch``) before going live.
+        epoch: The epoch ``since`` belongs to; required with ``since``.
+        previews: Also send binary :class:`Preview` frames.
+    """
+
+    stream: str
+    since: int | None = None
+    epoch: str | None = None
+    previews: bool = False
+    op: Literal["subscribe"] = field(default="subscribe", init=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribe:
+    """Stop a stream's messages."""
+
+    stream: str
+    op: Literal["unsubscribe"] = field(default="unsubscribe", init=False)
+
+
+ClientOp: TypeAlias = Subscribe | Unsubscribe
+GatewayReply: TypeAlias = Hello | Subscribed | Unsubscribed | Reset | Gap | Error
+TextMessage: TypeAlias = Result | Status | Hello | Subscribed | Unsubscribed | Reset | Gap | Error
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """What a gateway reads of a stream message to route it, without a full decode.
+
+    Attributes:
+        type: ``"result"`` or ``"status"``.
+        epoch: Producer run id.
+        seq: Result sequence number (for status: last result's).
+        captured_at: Capture time for results; ``sent_at`` for status.
+        state: For status messages, ``"online"`` or ``"offline"``.
+    """
+
+    type: str
+    epoch: str
+    seq: int
+    captured_at: float
+    state: str | None = None
