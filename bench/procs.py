@@ -7,7 +7,6 @@ terminated (then killed) when the block exits, whatever happened inside.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -20,10 +19,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from framecast import procs
+
 __all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line"]
 
 ROOT = Path(__file__).resolve().parent.parent
-_PR_SET_PDEATHSIG = 1
 
 
 class BenchError(RuntimeError):
@@ -31,14 +31,8 @@ class BenchError(RuntimeError):
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for children: this checkout importable, no stray framecast settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["FRAMECAST_LOG_LEVEL"] = "WARNING"
-    if extra:
-        env.update(extra)
-    return env
+    """:func:`framecast.procs.child_env`, with children logging at WARNING unless ``extra`` says otherwise."""
+    return procs.child_env({"FRAMECAST_LOG_LEVEL": "WARNING", **(extra or {})})
 
 
 def read_json_line(process: subprocess.Popen[str], timeout: float, what: str) -> dict[str, Any]:
@@ -101,8 +95,7 @@ class Children:
 
         def _prepare() -> None:
             # If the benchmark dies without cleaning up, Linux stops its children too.
-            with contextlib.suppress(Exception):
-                ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            procs.die_with_parent()
             if nice:
                 os.nice(nice)
             if cpus:

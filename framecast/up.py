@@ -15,38 +15,30 @@ The same machinery is a context manager for tests and benchmarks::
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
-import re
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import urllib.request
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from framecast import settings, wire
-from framecast.embedded import (
-    EmbeddedError,
-    free_port,
-    nginx_binary,
-    port_in_use,
-    valkey_command,
-    wait_for_port,
-)
+from framecast.embedded import free_port, nginx_binary, port_in_use, valkey_command
+from framecast.exceptions import EmbeddedError, UpError
 from framecast.limits import raise_open_files_limit
 from framecast.logs import redact_url
+from framecast.nginx import render_conf
 from framecast.settings import option
+from framecast.supervisor import Child, Supervisor
 
-__all__ = ["Child", "Stack", "UpConfig", "main", "render_nginx_conf", "running"]
+__all__ = ["Child", "Stack", "UpConfig", "UpError", "main", "render_nginx_conf", "running"]
 
-TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
-_PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
+render_nginx_conf = render_conf
+"""The nginx configuration of a local stack (:func:`framecast.nginx.render_conf`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,109 +100,34 @@ class UpConfig:
     )
 
 
-class UpError(RuntimeError):
-    """The topology could not be started; the text says which part and why."""
-
-
-def render_nginx_conf(
-    *,
-    listen: str,
-    upstreams: Sequence[str],
-    runtime_dir: str,
-    workers: int = 1,
-    worker_connections: int = 16384,
-    log_level: str = "warn",
-    resolver: str = "",
-    open_files: int = 65536,
-) -> str:
-    """Fill in the nginx template shared with docker compose.
-
-    Args:
-        listen: ``host:port`` nginx listens on.
-        upstreams: ``host:port`` of each gateway.
-        runtime_dir: Directory for nginx's pid file and temp paths.
-        workers: nginx worker processes.
-        worker_connections: Connections per worker (two per proxied client).
-        log_level: nginx error_log level.
-        resolver: A ``resolver`` directive, for upstreams named by DNS.
-        open_files: Open-file limit of each worker (at most the hard limit nginx runs under).
-    """
-    values = {
-        "LISTEN": listen,
-        "UPSTREAM_SERVERS": "\n        ".join(f"server {u} max_fails=1 fail_timeout=2s;" for u in upstreams),
-        "NGINX_RUNTIME_DIR": runtime_dir,
-        "NGINX_WORKERS": str(workers),
-        "NGINX_LOG_LEVEL": log_level,
-        "NGINX_RESOLVER": resolver,
-        "NGINX_OPEN_FILES": str(open_files),
-        # Never more connections than descriptors: two per proxied client, plus a margin.
-        "NGINX_WORKER_CONNECTIONS": str(min(worker_connections, max(512, open_files - 64))),
-    }
-    template = TEMPLATE.read_text()
-    missing = sorted(set(_PLACEHOLDER.findall(template)) - values.keys())
-    if missing:
-        raise UpError(f"{TEMPLATE}: unknown placeholders {', '.join(missing)}")
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
-# --------------------------------------------------------------------------
-# Children
-
-
-# Loaded before any fork: the child must not dlopen() between fork and exec (threads may hold its lock).
-_prctl: Callable[..., int] | None
-try:
-    _prctl = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _prctl = None
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM the child if ``framecast up`` dies without cleaning up."""
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@dataclass
-class Child:
-    """One supervised process of the stack."""
-
-    name: str
-    argv: list[str]
-    port: int | None = None
-    process: subprocess.Popen[bytes] | None = None
-    lines: deque[str] = field(default_factory=lambda: deque(maxlen=500))
-    restarts: int = 0
-    expected_exit: bool = False
-    _next_start: float = 0.0
-
-    def tail(self, count: int = 15) -> str:
-        """The child's last output lines, for error reports."""
-        return "\n".join(list(self.lines)[-count:])
-
-
 class Stack:
     """A running local topology: valkey, gateways, producer and nginx."""
 
     def __init__(self, config: UpConfig, *, echo: Callable[[str], None] | None, env: dict[str, str]) -> None:
         self.config = config
-        self._echo = echo
         self._env = env
         self._tmp = tempfile.TemporaryDirectory(prefix="framecast-up-")
         self.workdir = Path(self._tmp.name)
         # nginx workers drop root privileges to "nobody" and must still reach their temp paths.
         self.workdir.chmod(0o755)
-        self.children: dict[str, Child] = {}
+        self._children = Supervisor(
+            echo=echo, cwd=self.workdir, restart=config.restart, finished=_producer_finished
+        )
         self.port = config.port or free_port(config.host)
         self.redis_url = config.redis_url or ""
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._supervisor: threading.Thread | None = None
-        self.failure: str | None = None
         self._open_files = 1024
 
     # Public API ------------------------------------------------------------
+
+    @property
+    def children(self) -> dict[str, Child]:
+        """Every child by name, in start order."""
+        return self._children.children
+
+    @property
+    def failure(self) -> str | None:
+        """Why a child is down for good (with ``restart=False``), or None."""
+        return self._children.failure
 
     @property
     def url(self) -> str:
@@ -248,16 +165,13 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-        self._supervisor = threading.Thread(target=self._supervise, name="framecast-up", daemon=True)
-        self._supervisor.start()
+        self._children.watch()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop every child (reverse order: nginx, producer, gateways, valkey) and remove the temp dir."""
-        self._stopping.set()
-        if self._supervisor is not None and self._supervisor is not threading.current_thread():
-            self._supervisor.join(timeout=2)
+        self._children.stop_watching()
         for child in reversed(list(self.children.values())):
-            self._terminate(child, timeout)
+            self._children.terminate(child, timeout)
         with contextlib.suppress(OSError):
             self._tmp.cleanup()
 
@@ -281,17 +195,22 @@ class Stack:
     def _start_all(self) -> None:
         python = sys.executable
         level = self.config.log_level
-        if not self.redis_url:
-            port = free_port()
-            self.redis_url = f"redis://127.0.0.1:{port}/0"
+        children = self._children
+        valkey_port = None if self.redis_url else free_port()
+        if valkey_port is not None:
+            self.redis_url = f"redis://127.0.0.1:{valkey_port}/0"
+        # REDIS_URL travels in the environment, not argv, where `ps` would show its password.
+        children.env = {**self._env, "REDIS_URL": self.redis_url}
+        if valkey_port is not None:
+            port = valkey_port
             redis_dir = self.workdir / "valkey"
             redis_dir.mkdir()
-            valkey = self._add("valkey", valkey_command(port, workdir=redis_dir), port=port)
-            self._launch(valkey)
-            self._wait_listening(valkey)
+            valkey = children.add("valkey", valkey_command(port, workdir=redis_dir), port=port)
+            children.launch(valkey)
+            children.wait_listening(valkey)
         for index in range(1, self.config.gateways + 1):
             port = free_port()
-            gateway = self._add(
+            gateway = children.add(
                 f"gw{index}",
                 [
                     python,
@@ -308,11 +227,11 @@ class Stack:
                 ],
                 port=port,
             )
-            self._launch(gateway)
+            children.launch(gateway)
         for gateway in self.gateways:
             self._wait_healthy(gateway)
         if self.config.producer:
-            producer = self._add(
+            producer = children.add(
                 "producer",
                 [
                     python,
@@ -328,61 +247,25 @@ class Stack:
                     level,
                 ],
             )
-            self._launch(producer)
+            children.launch(producer)
         conf = self.workdir / "nginx.conf"
         conf.write_text(
-            render_nginx_conf(
+            render_conf(
                 listen=f"{self.config.host}:{self.port}",
                 upstreams=[f"127.0.0.1:{g.port}" for g in self.gateways],
                 runtime_dir=str(self.workdir),
                 open_files=self._open_files,
             )
         )
-        nginx = self._add(
+        nginx = children.add(
             "nginx",
             [str(nginx_binary()), "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"],
             port=self.port,
         )
-        self._launch(nginx)
-        self._wait_listening(nginx)
+        children.launch(nginx)
+        children.wait_listening(nginx)
         if self.config.producer:
             self._wait_producer(self.children["producer"])
-
-    def _add(self, name: str, argv: list[str], *, port: int | None = None) -> Child:
-        child = Child(name, argv, port)
-        self.children[name] = child
-        return child
-
-    def _launch(self, child: Child) -> None:
-        child.process = subprocess.Popen(
-            child.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            # REDIS_URL travels in the environment, not argv, where `ps` would show its password.
-            env={**self._env, "REDIS_URL": self.redis_url},
-            cwd=self.workdir,
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-        )
-        threading.Thread(
-            target=self._pump, args=(child, child.process), name=f"log-{child.name}", daemon=True
-        ).start()
-
-    def _pump(self, child: Child, process: subprocess.Popen[bytes]) -> None:
-        assert process.stdout is not None
-        for raw in process.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            child.lines.append(line)
-            if self._echo is not None:
-                self._echo(f"{child.name:>8} | {line}")
-
-    def _wait_listening(self, child: Child, timeout: float = 15.0) -> None:
-        assert child.port is not None
-        try:
-            wait_for_port(child.port, timeout=timeout, process=child.process)
-        except EmbeddedError as exc:
-            raise UpError(f"{child.name} did not start: {exc}\n{child.tail()}") from None
 
     def _wait_healthy(self, child: Child, timeout: float = 20.0) -> None:
         assert child.port is not None and child.process is not None
@@ -423,48 +306,12 @@ class Stack:
             client.close()
         raise UpError(f"producer sent no heartbeat within {timeout:.0f} s:\n{child.tail()}")
 
-    def _terminate(self, child: Child, timeout: float) -> None:
-        process = child.process
-        if process is None or process.poll() is not None:
-            return
-        child.expected_exit = True
-        # nginx stops gracefully on SIGQUIT; SIGTERM is its fast shutdown, which is what we want here.
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self._say(f"{child.name} did not stop within {timeout:.0f} s; killing it")
-            process.kill()
-            process.wait(timeout=5)
 
-    def _say(self, message: str) -> None:
-        if self._echo is not None:
-            self._echo(f"framecast up: {message}")
-
-    def _supervise(self) -> None:
-        while not self._stopping.wait(0.2):
-            for child in list(self.children.values()):
-                process = child.process
-                if process is None or process.poll() is None or child.expected_exit:
-                    continue
-                status = process.returncode
-                if child.name == "producer" and status == 0:
-                    self._say("producer finished (its source ended); the rest keeps serving")
-                    child.expected_exit = True
-                    continue
-                now = time.monotonic()
-                if child._next_start == 0.0:
-                    delay = min(10.0, 0.5 * 2**child.restarts)
-                    child._next_start = now + delay
-                    action = f"restarting in {delay:.1f} s" if self.config.restart else "not restarting"
-                    self._say(f"{child.name} exited with status {status}; {action}")
-                    if not self.config.restart:
-                        child.expected_exit = True
-                        self.failure = f"{child.name} exited with status {status}"
-                elif now >= child._next_start:
-                    child._next_start = 0.0
-                    child.restarts += 1
-                    self._launch(child)
+def _producer_finished(child: Child, status: int) -> str | None:
+    """A producer that exits 0 has reached the end of its source: done, not failed."""
+    if child.name == "producer" and status == 0:
+        return "producer finished (its source ended); the rest keeps serving"
+    return None
 
 
 @contextlib.contextmanager

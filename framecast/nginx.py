@@ -1,0 +1,141 @@
+"""The nginx load balancer's configuration: one template, one variable list, one renderer.
+
+``framecast up`` and the docker compose ``lb`` service fill in the same
+``nginx.conf.template`` with the same variables, so the local tests exercise
+the production configuration. :data:`VARIABLES` is the one list; :func:`render`
+substitutes exactly those names, as ``envsubst "$(python -m framecast.nginx vars)"``
+does, and leaves nginx's own ``$variables`` alone::
+
+    python -m framecast.nginx vars     # ${LISTEN} ${UPSTREAM_SERVERS} ... (envsubst's list)
+    python -m framecast.nginx render   # the config, from these variables in the environment
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from framecast.exceptions import ConfigError
+
+__all__ = ["TEMPLATE", "VARIABLES", "envsubst_list", "main", "render", "render_conf"]
+
+TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
+
+VARIABLES: tuple[tuple[str, str | None], ...] = (
+    ("LISTEN", "8080"),
+    ("UPSTREAM_SERVERS", None),
+    ("NGINX_RESOLVER", ""),
+    ("NGINX_RUNTIME_DIR", "/tmp/nginx"),
+    ("NGINX_WORKERS", "auto"),
+    ("NGINX_WORKER_CONNECTIONS", "16384"),
+    ("NGINX_LOG_LEVEL", "warn"),
+    ("NGINX_OPEN_FILES", "65536"),
+)
+"""Every placeholder of the template with its default (None: it must be given).
+
+``LISTEN`` is nginx's ``listen`` argument (``port`` or ``host:port``);
+``UPSTREAM_SERVERS`` the ``server ...;`` lines of the gateways' upstream;
+``NGINX_RESOLVER`` a ``resolver`` directive for upstreams named by DNS (or nothing).
+"""
+
+_NAMES = tuple(name for name, _ in VARIABLES)
+# envsubst replaces both $NAME and ${NAME}, and only the names it is given.
+_PLACEHOLDER = re.compile(r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+
+
+def envsubst_list() -> str:
+    """The variable list for ``envsubst``: ``${LISTEN} ${UPSTREAM_SERVERS} ...``."""
+    return " ".join(f"${{{name}}}" for name in _NAMES)
+
+
+def render(values: Mapping[str, str], *, template: str | None = None) -> str:
+    """Fill in the template's :data:`VARIABLES`, and nothing else.
+
+    Args:
+        values: A value per variable name; missing names take their default. Other keys
+            are ignored, so ``os.environ`` can be passed as it is.
+        template: The template text (default: ``framecast/nginx.conf.template``).
+
+    Raises:
+        ConfigError: A variable without a default has no value.
+    """
+    text = TEMPLATE.read_text() if template is None else template
+    filled: dict[str, str] = {}
+    for name, default in VARIABLES:
+        value = values.get(name, default)
+        if value is None:
+            raise ConfigError(f"nginx template: {name} has no value: set {name} (e.g. 'server HOST:PORT;')")
+        filled[name] = value
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group("braced") or match.group("bare")
+        return filled.get(name, match.group(0))
+
+    return _PLACEHOLDER.sub(substitute, text)
+
+
+def render_conf(
+    *,
+    listen: str,
+    upstreams: Sequence[str],
+    runtime_dir: str,
+    workers: int = 1,
+    worker_connections: int = 16384,
+    log_level: str = "warn",
+    resolver: str = "",
+    open_files: int = 65536,
+) -> str:
+    """The configuration ``framecast up`` runs: :func:`render` with values for a local stack.
+
+    Args:
+        listen: ``host:port`` nginx listens on.
+        upstreams: ``host:port`` of each gateway.
+        runtime_dir: Directory for nginx's pid file and temp paths.
+        workers: nginx worker processes.
+        worker_connections: Connections per worker (two per proxied client).
+        log_level: nginx error_log level.
+        resolver: A ``resolver`` directive, for upstreams named by DNS.
+        open_files: Open-file limit of each worker (at most the hard limit nginx runs under).
+    """
+    return render(
+        {
+            "LISTEN": listen,
+            "UPSTREAM_SERVERS": "\n        ".join(
+                f"server {u} max_fails=1 fail_timeout=2s;" for u in upstreams
+            ),
+            "NGINX_RUNTIME_DIR": runtime_dir,
+            "NGINX_WORKERS": str(workers),
+            "NGINX_LOG_LEVEL": log_level,
+            "NGINX_RESOLVER": resolver,
+            "NGINX_OPEN_FILES": str(open_files),
+            # Never more connections than descriptors: two per proxied client, plus a margin.
+            "NGINX_WORKER_CONNECTIONS": str(min(worker_connections, max(512, open_files - 64))),
+        }
+    )
+
+
+_USAGE = "usage: python -m framecast.nginx {vars|render}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``vars``: print envsubst's variable list; ``render``: print the config from the environment."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["vars"]:
+        print(envsubst_list())
+        return 0
+    if args == ["render"]:
+        try:
+            sys.stdout.write(render(os.environ))
+        except ConfigError as exc:
+            print(f"python -m framecast.nginx: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+    print(f"{_USAGE}: pass 'vars' or 'render'", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
