@@ -357,14 +357,14 @@ class Subscription:
         self._streams.pop(stream, None)
         if self._ws is not None:
             with contextlib.suppress(ConnectionClosed):
-                await self._ws.send(wire.encode(wire.Unsubscribe(stream)).decode())
+                await self._ws.send(wire.encode(wire.Unsubscribe(stream=stream)).decode())
 
     # ---------------------------------------------------------------- internals
 
     def _subscribe_op(self, stream: str) -> str:
         position = self.cursor.position(stream)
         op = wire.Subscribe(
-            stream,
+            stream=stream,
             since=position.seq if position else None,
             epoch=position.epoch if position else None,
             previews=self._previews,

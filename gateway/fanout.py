@@ -289,7 +289,9 @@ class Fanout:
             if len(buffered) == buffered.maxlen:
                 # The deque may have dropped older entries: say so rather than pretend.
                 self.stats.drops["join-overflow"] += 1
-                self._send_one(client, (stream, _NOTICE), wire.encode(wire.Gap(stream, reason="overflow")))
+                self._send_one(
+                    client, (stream, _NOTICE), wire.encode(wire.Gap(stream=stream, reason="overflow"))
+                )
             now = self._clock()
             for peeked, data in buffered:
                 if peeked is None:

@@ -330,7 +330,7 @@ class Gateway:
             if handshake.stream is not None:
                 await session.subscribe(
                     wire.Subscribe(
-                        handshake.stream,
+                        stream=handshake.stream,
                         since=handshake.since,
                         epoch=handshake.epoch,
                         previews=handshake.previews,
@@ -364,7 +364,7 @@ class Gateway:
 
     def _on_gap(self, streams: list[str]) -> None:
         for stream in streams:
-            self.fanout.announce(stream, wire.encode(wire.Gap(stream)))
+            self.fanout.announce(stream, wire.encode(wire.Gap(stream=stream)))
 
     def offline_status(self, stream: str, *, epoch: str = "", seq: int = 0) -> bytes:
         """A gateway-made ``status`` with state offline (no heartbeat heard)."""
@@ -478,10 +478,12 @@ class _Session:
         try:
             async with asyncio.timeout(config.max_lag):
                 await self.connection.send(
-                    wire.encode(wire.Subscribed(stream, previews=op.previews)), text=True
+                    wire.encode(wire.Subscribed(stream=stream, previews=op.previews)), text=True
                 )
                 if plan.reset is not None:
-                    await self.connection.send(wire.encode(wire.Reset(stream, plan.reset)), text=True)
+                    await self.connection.send(
+                        wire.encode(wire.Reset(stream=stream, reason=plan.reset)), text=True
+                    )
                 for message in plan.messages:
                     await self.connection.send(message, text=True)
                 if status is not None:
@@ -518,7 +520,7 @@ class _Session:
         if previews is not None:
             self.gateway.fanout.remove(stream, self.connection)
             self._release(stream, previews)
-        await self.connection.send(wire.encode(wire.Unsubscribed(stream)), text=True)
+        await self.connection.send(wire.encode(wire.Unsubscribed(stream=stream)), text=True)
 
     def close(self) -> None:
         """Forget the connection everywhere (its handler is ending)."""

@@ -173,7 +173,7 @@ def _detection(raw: Any, index: int, width: int, height: int) -> Detection:
     x1, y1, x2, y2 = (float(c) for c in box)
     if not (0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height):
         raise WireError(f"{where}.box: {box} is not inside the {width}x{height} frame")
-    return Detection(label, confidence, (x1, y1, x2, y2))
+    return Detection(label=label, confidence=confidence, box=(x1, y1, x2, y2))
 
 
 def _result(obj: dict[str, Any]) -> Result:
@@ -319,13 +319,18 @@ def peek(data: bytes) -> Peek:
     kind = obj.get("type")
     _version(obj)
     if kind == "result":
-        return Peek("result", _str(obj, "epoch"), _int(obj, "seq", minimum=1), _float(obj, "captured_at"))
+        return Peek(
+            type="result",
+            epoch=_str(obj, "epoch"),
+            seq=_int(obj, "seq", minimum=1),
+            captured_at=_float(obj, "captured_at"),
+        )
     if kind == "status":
         return Peek(
-            "status",
-            _str(obj, "epoch"),
-            _int(obj, "seq"),
-            _float(obj, "sent_at"),
+            type="status",
+            epoch=_str(obj, "epoch"),
+            seq=_int(obj, "seq"),
+            captured_at=_float(obj, "sent_at"),
             state=_str(obj, "state", optional=True) or "online",
         )
     raise WireError(f"type: {kind!r} is not a stream message")

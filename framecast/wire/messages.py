@@ -67,7 +67,7 @@ CLOSE_SLOW_CONSUMER = 4008
 # Stream messages (producer -> Redis -> gateway -> client, unchanged)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Detection:
     """One detected object.
 
@@ -83,7 +83,7 @@ class Detection:
     box: tuple[float, float, float, float]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Result:
     """The predictions for one processed frame.
 
@@ -116,7 +116,7 @@ class Result:
 StreamState = Literal["online", "offline"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Status:
     """A producer heartbeat: sent at least once per second, detections or not.
 
@@ -153,7 +153,7 @@ class Status:
     type: Literal["status"] = field(default="status", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Preview:
     """An annotated JPEG of a processed frame (sent as a binary message).
 
@@ -187,7 +187,7 @@ StreamMessage: TypeAlias = Result | Status
 # Gateway replies (gateway -> one client)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Hello:
     """First message on every connection: who serves it and which protocol.
 
@@ -201,7 +201,7 @@ class Hello:
     type: Literal["hello"] = field(default="hello", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Subscribed:
     """A subscription is in place; stream messages follow.
 
@@ -215,7 +215,7 @@ class Subscribed:
     type: Literal["subscribed"] = field(default="subscribed", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Unsubscribed:
     """A subscription ended; no more messages for ``stream`` follow."""
 
@@ -223,7 +223,7 @@ class Unsubscribed:
     type: Literal["unsubscribed"] = field(default="unsubscribed", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Reset:
     """A replay could not be served in full: history is not contiguous.
 
@@ -243,7 +243,7 @@ class Reset:
     type: Literal["reset"] = field(default="reset", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Gap:
     """The gateway lost its Redis link: messages may have been missed.
 
@@ -256,7 +256,7 @@ class Gap:
     type: Literal["gap"] = field(default="gap", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Error:
     """A request was refused; the connection stays open unless told otherwise.
 
@@ -277,7 +277,7 @@ class Error:
 # Client operations (client -> gateway)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Subscribe:
     """Ask for a stream's messages.
 
@@ -296,7 +296,7 @@ class Subscribe:
     op: Literal["subscribe"] = field(default="subscribe", init=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Unsubscribe:
     """Stop a stream's messages."""
 
@@ -309,7 +309,7 @@ GatewayReply: TypeAlias = Hello | Subscribed | Unsubscribed | Reset | Gap | Erro
 TextMessage: TypeAlias = Result | Status | Hello | Subscribed | Unsubscribed | Reset | Gap | Error
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Peek:
     """What a gateway reads of a stream message to route it, without a full decode.
 

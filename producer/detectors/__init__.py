@@ -218,7 +218,7 @@ def clip(detections: Iterable[Any] | None, width: int, height: int) -> tuple[Det
         if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
             continue
         box_out = (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
-        out.append(Detection(label, min(1.0, max(0.0, score)), box_out))
+        out.append(Detection(label=label, confidence=min(1.0, max(0.0, score)), box=box_out))
     return tuple(out)
 
 

@@ -68,5 +68,5 @@ class Faces:
                 min(float(width), (x + w) / scale),
                 min(float(height), (y + h) / scale),
             )
-            found.append(Detection("face", round(confidence, 3), box))
+            found.append(Detection(label="face", confidence=round(confidence, 3), box=box))
         return found

@@ -69,9 +69,9 @@ class Motion:
             filled = float(np.count_nonzero(mask[y : y + h, x : x + w])) / (w * h)
             found.append(
                 Detection(
-                    "motion",
-                    round(min(1.0, filled), 3),
-                    (
+                    label="motion",
+                    confidence=round(min(1.0, filled), 3),
+                    box=(
                         min(width, x / scale),
                         min(height, y / scale),
                         min(width, (x + w) / scale),

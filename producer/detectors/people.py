@@ -54,5 +54,5 @@ class People:
                 min(float(width), (x + w) / scale),
                 min(float(height), (y + h) / scale),
             )
-            found.append(Detection("person", round(confidence, 3), box))
+            found.append(Detection(label="person", confidence=round(confidence, 3), box=box))
         return found

@@ -32,5 +32,9 @@ class QRCodes:
             box = (max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2))
             if box[0] >= box[2] or box[1] >= box[3]:
                 continue
-            found.append(Detection(text, 1.0, box) if text else Detection("qr", 0.5, box))
+            found.append(
+                Detection(label=text, confidence=1.0, box=box)
+                if text
+                else Detection(label="qr", confidence=0.5, box=box)
+            )
         return found

@@ -209,9 +209,9 @@ def decode(
             continue
         found.append(
             Detection(
-                _label(int(class_ids[i]), names),
-                round(min(1.0, max(0.0, float(scores[i]))), 4),
-                (float(x1[i]), float(y1[i]), float(x2[i]), float(y2[i])),
+                label=_label(int(class_ids[i]), names),
+                confidence=round(min(1.0, max(0.0, float(scores[i]))), 4),
+                box=(float(x1[i]), float(y1[i]), float(x2[i]), float(y2[i])),
             )
         )
     return found

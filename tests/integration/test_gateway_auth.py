@@ -139,11 +139,11 @@ async def test_rs256_tokens_are_checked_with_the_public_key(redis_url: str, tmp_
 async def test_subscribe_op_for_a_forbidden_stream_is_refused(gw: GatewayProc) -> None:
     ws = await connect(f"{gw.ws_url}/ws?token={token(['lab'])}")
     assert isinstance(await recv(ws), wire.Hello)
-    await ws.send(wire.encode(wire.Subscribe("secret")).decode())
+    await ws.send(wire.encode(wire.Subscribe(stream="secret")).decode())
     error = await recv(ws)
     assert isinstance(error, wire.Error) and error.code == "forbidden" and error.stream == "secret"
-    await ws.send(wire.encode(wire.Subscribe("lab")).decode())
-    assert await until_type(ws, wire.Subscribed) == wire.Subscribed("lab")
+    await ws.send(wire.encode(wire.Subscribe(stream="lab")).decode())
+    assert await until_type(ws, wire.Subscribed) == wire.Subscribed(stream="lab")
     await ws.close()
 
 
@@ -192,7 +192,7 @@ async def test_malformed_and_unknown_ops_get_errors_then_1008(gw: GatewayProc, r
         "bad-stream",
     ]
     # A valid op resets the count: the connection is still fine.
-    await ws.send(wire.encode(wire.Subscribe("bystand1")).decode())
+    await ws.send(wire.encode(wire.Subscribe(stream="bystand1")).decode())
     await until_type(ws, wire.Subscribed)
     for _ in range(5):
         await ws.send('{"op":"dance"}')
@@ -241,9 +241,9 @@ async def test_too_many_streams_per_connection(gw: GatewayProc) -> None:
     ws = await connect(f"{gw.ws_url}/ws?token={token()}")
     assert isinstance(await recv(ws), wire.Hello)
     for index in range(16):
-        await ws.send(wire.encode(wire.Subscribe(f"s{index}")).decode())
+        await ws.send(wire.encode(wire.Subscribe(stream=f"s{index}")).decode())
         await until_type(ws, wire.Subscribed)
-    await ws.send(wire.encode(wire.Subscribe("one-too-many")).decode())
+    await ws.send(wire.encode(wire.Subscribe(stream="one-too-many")).decode())
     error = await until_type(ws, wire.Error)
     assert isinstance(error, wire.Error) and error.code == "too-many-streams"
     await ws.close()

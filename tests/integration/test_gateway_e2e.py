@@ -94,7 +94,7 @@ async def test_single_stream_path_gets_hello_latest_and_live_in_order(
     ws = await connect(gw.ws_url + "/ws/cam1")
     assert ws.response is not None and ws.response.headers["X-Framecast-Gateway"] == gw.id
     assert await recv(ws) == wire.Hello(gateway=gw.id)
-    assert await recv(ws) == wire.Subscribed("cam1")
+    assert await recv(ws) == wire.Subscribed(stream="cam1")
     latest = await recv(ws)
     assert isinstance(latest, wire.Result) and latest.seq == 3, "the latest result comes first"
     status = await recv(ws)
@@ -114,8 +114,8 @@ async def test_multiplexed_connection_subscribes_and_unsubscribes(
     ws = await connect(gw.ws_url + "/ws")
     assert isinstance(await recv(ws), wire.Hello)
     for name in ("a", "b"):
-        await ws.send(wire.encode(wire.Subscribe(name)))
-        await recv_until(ws, lambda m, name=name: m == wire.Subscribed(name))
+        await ws.send(wire.encode(wire.Subscribe(stream=name)))
+        await recv_until(ws, lambda m, name=name: m == wire.Subscribed(stream=name))
     a.result()
     b.result()
     seen: set[str] = set()
@@ -126,8 +126,8 @@ async def test_multiplexed_connection_subscribes_and_unsubscribes(
         return seen == {"a", "b"}
 
     await recv_until(ws, both)
-    await ws.send(wire.encode(wire.Unsubscribe("a")))
-    await recv_until(ws, lambda m: m == wire.Unsubscribed("a"))
+    await ws.send(wire.encode(wire.Unsubscribe(stream="a")))
+    await recv_until(ws, lambda m: m == wire.Unsubscribed(stream="a"))
     a.result()
     b.result()
     got = await recv_until(ws, lambda m: isinstance(m, wire.Result) and m.stream == "b" and m.seq == 2)
@@ -202,7 +202,7 @@ async def test_resume_from_another_epoch_or_trimmed_history_gets_reset_and_lates
     for _ in range(3):
         producer.result()
     ws, _ = await open_stream(gw, f"/ws/cam1?since=7&epoch={old_epoch}")
-    assert await recv(ws) == wire.Reset("cam1", "epoch-changed")
+    assert await recv(ws) == wire.Reset(stream="cam1", reason="epoch-changed")
     latest = await recv(ws)
     assert isinstance(latest, wire.Result) and (latest.epoch, latest.seq) == (producer.epoch, 3)
     await ws.close()
@@ -211,13 +211,13 @@ async def test_resume_from_another_epoch_or_trimmed_history_gets_reset_and_lates
         wire.history_key("cam1"), maxlen=2, approximate=False
     )  # keep seq 2..3
     ws, _ = await open_stream(gw, f"/ws/cam1?since=0&epoch={producer.epoch}")
-    assert await recv(ws) == wire.Reset("cam1", "history-expired")
+    assert await recv(ws) == wire.Reset(stream="cam1", reason="history-expired")
     latest = await recv(ws)
     assert isinstance(latest, wire.Result) and latest.seq == 3
     await ws.close()
 
     ws, _ = await open_stream(gw, "/ws/nohistory?since=3&epoch=abc")
-    assert await recv(ws) == wire.Reset("nohistory", "no-history")
+    assert await recv(ws) == wire.Reset(stream="nohistory", reason="no-history")
     await ws.close()
 
 
@@ -271,7 +271,7 @@ async def test_redis_restart_resumes_delivery_and_tells_clients_about_the_gap(
 
     redis_server.restart()
     gap = await recv_until(ws, lambda m: isinstance(m, wire.Gap), timeout=30)
-    assert gap[-1] == wire.Gap("cam1", "redis-reconnected")
+    assert gap[-1] == wire.Gap(stream="cam1", reason="redis-reconnected")
     await poll(lambda: gw.get("/readyz")[0] == 200, what="/readyz to recover")
     producer = FakeProducer(redis_server.url, "cam1")
     producer.result()

@@ -45,9 +45,16 @@ class Feed:
         box = (x, 10.0, x + 40.0, 60.0)
         now = time.time()
         return wire.Result(
-            self.stream, self.epoch, seq, seq, now, now, self.width, self.height,
-            (wire.Detection("thing", 0.9, box),),
-        )  # fmt: skip
+            stream=self.stream,
+            epoch=self.epoch,
+            seq=seq,
+            frame=seq,
+            captured_at=now,
+            published_at=now,
+            width=self.width,
+            height=self.height,
+            detections=(wire.Detection(label="thing", confidence=0.9, box=box),),
+        )
 
     def publish(self, count: int = 1) -> list[wire.Result]:
         """Publish the next ``count`` results (XADD then PUBLISH each)."""
@@ -63,7 +70,9 @@ class Feed:
     def heartbeat(self) -> None:
         """Publish one status heartbeat carrying the last seq."""
         with self._lock:
-            status = wire.Status(self.stream, self.epoch, self.seq, time.time(), process_fps=10.0)
+            status = wire.Status(
+                stream=self.stream, epoch=self.epoch, seq=self.seq, sent_at=time.time(), process_fps=10.0
+            )
             publish_status(self.redis, status, ttl=5.0)
 
     def start(self, *, rate: float = 20.0, limit: int = 10_000) -> None:

@@ -320,7 +320,9 @@ class FakeProducer:
         """Publish the next result (``pad`` adds a detection with a label that long)."""
         self.seq += 1
         now = time.time()
-        detections = (wire.Detection("x" * pad, 0.5, (0.0, 0.0, 1.0, 1.0)),) if pad else ()
+        detections = (
+            (wire.Detection(label="x" * pad, confidence=0.5, box=(0.0, 0.0, 1.0, 1.0)),) if pad else ()
+        )
         message = wire.Result(
             stream=self.stream,
             epoch=self.epoch,
@@ -350,7 +352,16 @@ class FakeProducer:
     def preview(self, jpeg: bytes = b"\xff\xd8fake\xff\xd9") -> bytes:
         """Publish a binary preview of the current seq."""
         data = wire.encode_preview(
-            wire.Preview(self.stream, self.epoch, self.seq, self.seq, time.time(), 64, 48, jpeg)
+            wire.Preview(
+                stream=self.stream,
+                epoch=self.epoch,
+                seq=self.seq,
+                frame=self.seq,
+                captured_at=time.time(),
+                width=64,
+                height=48,
+                jpeg=jpeg,
+            )
         )
         self.redis.publish(wire.preview_channel(self.stream), data)
         return data

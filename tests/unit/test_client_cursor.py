@@ -11,11 +11,15 @@ from framecast.client import ClientError, Cursor, Position, backoff, websocket_u
 
 
 def _result(seq: int, epoch: str = "e1", stream: str = "cam") -> wire.Result:
-    return wire.Result(stream, epoch, seq, seq, 1.0, 1.0, 64, 48)
+    return wire.Result(
+        stream=stream, epoch=epoch, seq=seq, frame=seq, captured_at=1.0, published_at=1.0, width=64, height=48
+    )
 
 
 def _preview(seq: int, epoch: str = "e1", stream: str = "cam") -> wire.Preview:
-    return wire.Preview(stream, epoch, seq, seq, 1.0, 32, 24, b"jpeg")
+    return wire.Preview(
+        stream=stream, epoch=epoch, seq=seq, frame=seq, captured_at=1.0, width=32, height=24, jpeg=b"jpeg"
+    )
 
 
 def test_cursor_accepts_increasing_seq_and_drops_repeats_and_older() -> None:

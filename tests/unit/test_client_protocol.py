@@ -32,7 +32,18 @@ def _fast() -> Iterator[float]:
 
 
 def _result(seq: int, epoch: str = "e1", stream: str = "cam") -> str:
-    return wire.encode(wire.Result(stream, epoch, seq, seq, 1.0, 1.0, 64, 48)).decode()
+    return wire.encode(
+        wire.Result(
+            stream=stream,
+            epoch=epoch,
+            seq=seq,
+            frame=seq,
+            captured_at=1.0,
+            published_at=1.0,
+            width=64,
+            height=48,
+        )
+    ).decode()
 
 
 def _text(message: Any) -> str:
@@ -88,17 +99,17 @@ async def test_resumes_with_since_after_going_away_and_drops_replayed_duplicates
     script: Script
 
     async def first(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw-a")))
+        await ws.send(_text(wire.Hello(gateway="gw-a")))
         await script.recv_op(ws)
-        await ws.send(_text(wire.Subscribed("cam")))
+        await ws.send(_text(wire.Subscribed(stream="cam")))
         for seq in (1, 2, 3):
             await ws.send(_result(seq))
         await ws.close(wire.CLOSE_GOING_AWAY, "shutting down")
 
     async def second(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw-b")))
+        await ws.send(_text(wire.Hello(gateway="gw-b")))
         await script.recv_op(ws)
-        await ws.send(_text(wire.Subscribed("cam")))
+        await ws.send(_text(wire.Subscribed(stream="cam")))
         for seq in (2, 3, 4, 5):  # an overlapping replay, as a gateway racing live traffic may send
             await ws.send(_result(seq))
         await ws.wait_closed()
@@ -123,10 +134,10 @@ async def test_gap_triggers_a_resubscription_from_the_last_result() -> None:
     script: Script
 
     async def handler(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw")))
+        await ws.send(_text(wire.Hello(gateway="gw")))
         await script.recv_op(ws)
         await ws.send(_result(7))
-        await ws.send(_text(wire.Gap("cam")))
+        await ws.send(_text(wire.Gap(stream="cam")))
         await script.recv_op(ws)
         await ws.send(_result(8))
         await ws.wait_closed()
@@ -146,9 +157,9 @@ async def test_gap_triggers_a_resubscription_from_the_last_result() -> None:
 
 async def test_reset_forgets_the_position_so_a_lower_seq_of_a_new_epoch_is_delivered() -> None:
     async def handler(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw")))
+        await ws.send(_text(wire.Hello(gateway="gw")))
         await ws.send(_result(9, epoch="e1"))
-        await ws.send(_text(wire.Reset("cam", "epoch-changed")))
+        await ws.send(_text(wire.Reset(stream="cam", reason="epoch-changed")))
         await ws.send(_result(1, epoch="e2"))
         await ws.send(_result(9, epoch="e1"))  # a straggler of the replaced epoch
         await ws.send(_result(2, epoch="e2"))
@@ -160,10 +171,12 @@ async def test_reset_forgets_the_position_so_a_lower_seq_of_a_new_epoch_is_deliv
 
 
 async def test_previews_are_decoded_and_bad_or_unknown_messages_are_skipped() -> None:
-    preview = wire.Preview("cam", "e1", 1, 1, 1.0, 32, 24, b"\xff\xd8jpeg")
+    preview = wire.Preview(
+        stream="cam", epoch="e1", seq=1, frame=1, captured_at=1.0, width=32, height=24, jpeg=b"\xff\xd8jpeg"
+    )
 
     async def handler(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw")))
+        await ws.send(_text(wire.Hello(gateway="gw")))
         await ws.send('{"type":"from-the-future","v":1}')
         await ws.send("not json")
         await ws.send(b"garbage")
@@ -211,10 +224,10 @@ async def test_other_4xx_at_the_handshake_is_a_client_error() -> None:
 
 async def test_every_stream_refused_is_a_client_error_naming_them() -> None:
     async def handler(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw")))
-        await ws.send(_text(wire.Error("forbidden", "token does not allow b", stream="b")))
+        await ws.send(_text(wire.Hello(gateway="gw")))
+        await ws.send(_text(wire.Error(code="forbidden", message="token does not allow b", stream="b")))
         await ws.send(_result(1, stream="a"))
-        await ws.send(_text(wire.Error("bad-stream", "no", stream="a")))
+        await ws.send(_text(wire.Error(code="bad-stream", message="no", stream="a")))
         await ws.wait_closed()
 
     seen: list[Any] = []
@@ -230,7 +243,7 @@ async def test_policy_close_is_not_retried() -> None:
     script: Script
 
     async def handler(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw")))
+        await ws.send(_text(wire.Hello(gateway="gw")))
         await ws.close(wire.CLOSE_BAD_REQUEST, "token expired")
 
     script = Script(handler)
@@ -254,7 +267,7 @@ async def test_unreachable_gateway_gives_up_after_max_attempts() -> None:
 
 async def test_aclose_from_another_task_ends_the_iteration() -> None:
     async def handler(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw")))
+        await ws.send(_text(wire.Hello(gateway="gw")))
         await ws.wait_closed()
 
     async with Script(handler).running() as url:
@@ -292,7 +305,7 @@ async def test_a_gateway_that_drops_every_connection_after_hello_is_backed_off_t
         return itertools.repeat(0.01)
 
     async def handler(ws: ServerConnection, _: int) -> None:
-        await ws.send(_text(wire.Hello("gw")))
+        await ws.send(_text(wire.Hello(gateway="gw")))
         await ws.close(wire.CLOSE_SLOW_CONSUMER, "slow consumer")
 
     script = Script(handler)

@@ -345,12 +345,12 @@ def test_module_callable_plugins_functions_and_classes(
 
             def __call__(self, frame):
                 self.calls += 1
-                return [Detection(f"call {self.calls}", 0.5, (1, 1, 2, 2))]
+                return [Detection(label=f"call {self.calls}", confidence=0.5, box=(1, 1, 2, 2))]
         """,
     )
     whole = load("my_predictors:whole")
     assert clip(whole(np.zeros((10, 20, 3), np.uint8)), 20, 10) == (
-        Detection("everything", 1.0, (0, 0, 20, 10)),
+        Detection(label="everything", confidence=1.0, box=(0, 0, 20, 10)),
     )
     counting = load("my_predictors:Counting")
     counting(np.zeros((4, 4, 3), np.uint8))
@@ -374,7 +374,7 @@ def test_entry_point_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_clip_keeps_boxes_inside_the_frame_and_rejects_garbage() -> None:
     kept = clip(
         [
-            Detection("a", 1.5, (-5, -5, 50, 50)),
+            Detection(label="a", confidence=1.5, box=(-5, -5, 50, 50)),
             ("b", 0.5, (90, 40, 120, 70)),
             {"label": "c", "confidence": 0.2, "box": (30, 30, 10, 10)},  # corners swapped
             ("outside", 0.9, (200, 200, 300, 300)),
@@ -383,9 +383,9 @@ def test_clip_keeps_boxes_inside_the_frame_and_rejects_garbage() -> None:
         60,
     )
     assert kept == (
-        Detection("a", 1.0, (0.0, 0.0, 50.0, 50.0)),
-        Detection("b", 0.5, (90.0, 40.0, 100.0, 60.0)),
-        Detection("c", 0.2, (10.0, 10.0, 30.0, 30.0)),
+        Detection(label="a", confidence=1.0, box=(0.0, 0.0, 50.0, 50.0)),
+        Detection(label="b", confidence=0.5, box=(90.0, 40.0, 100.0, 60.0)),
+        Detection(label="c", confidence=0.2, box=(10.0, 10.0, 30.0, 30.0)),
     )
     assert clip(None, 10, 10) == ()  # a predictor returning None found nothing
     with pytest.raises(TypeError):

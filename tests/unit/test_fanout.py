@@ -29,7 +29,7 @@ SMALL_BUFFER = 4096
 
 
 def result(seq: int, *, epoch: str = EPOCH, captured_at: float | None = None, pad: int = 0) -> bytes:
-    detections = (wire.Detection("x" * pad, 0.5, (0.0, 0.0, 1.0, 1.0)),) if pad else ()
+    detections = (wire.Detection(label="x" * pad, confidence=0.5, box=(0.0, 0.0, 1.0, 1.0)),) if pad else ()
     return wire.encode(
         wire.Result(
             stream=STREAM,
@@ -286,7 +286,7 @@ async def test_joining_client_gets_buffered_live_messages_after_its_replay_witho
         server_side = await asyncio.wait_for(accepted.get(), 10)
         for seq in range(1, 6):
             fanout.deliver(STREAM, result(seq))
-        fanout.announce(STREAM, wire.encode(wire.Gap(STREAM)))
+        fanout.announce(STREAM, wire.encode(wire.Gap(stream=STREAM)))
         fanout.deliver(STREAM, result(1, epoch="e2"))  # the producer restarted meanwhile
         await asyncio.sleep(0.05)
         assert reader.messages == [], "nothing is sent while joining"
@@ -319,7 +319,16 @@ async def test_previews_go_only_to_clients_that_asked() -> None:
         viewer = Reader(await client(server.port, path="/previews"))
         await server.next()
         preview = wire.encode_preview(
-            wire.Preview(STREAM, EPOCH, 1, 1, time.time(), 4, 4, b"\xff\xd8jpeg\xff\xd9")
+            wire.Preview(
+                stream=STREAM,
+                epoch=EPOCH,
+                seq=1,
+                frame=1,
+                captured_at=time.time(),
+                width=4,
+                height=4,
+                jpeg=b"\xff\xd8jpeg\xff\xd9",
+            )
         )
         fanout.deliver_preview(STREAM, preview)
         fanout.deliver(STREAM, result(1))

@@ -7,7 +7,7 @@ from gateway.subscriber import Heartbeats
 
 
 def beat(epoch: str = "e1", seq: int = 7) -> wire.Peek:
-    return wire.Peek("status", epoch, seq, 0.0, "online")
+    return wire.Peek(type="status", epoch=epoch, seq=seq, captured_at=0.0, state="online")
 
 
 def test_silent_stream_is_announced_once_with_its_last_epoch_and_seq() -> None:

@@ -37,7 +37,7 @@ def test_result_round_trip() -> None:
         published_at=1700000000.3,
         width=640,
         height=480,
-        detections=(wire.Detection("person", 0.87, (10.0, 20.0, 110.0, 220.0)),),
+        detections=(wire.Detection(label="person", confidence=0.87, box=(10.0, 20.0, 110.0, 220.0)),),
     )
     assert wire.decode(wire.encode(result)) == result
 
@@ -59,12 +59,21 @@ def test_text_messages_round_trip(message: wire.TextMessage) -> None:
 
 
 def test_ops_round_trip() -> None:
-    for op in (wire.Subscribe("s", since=4, epoch="e", previews=True), wire.Unsubscribe("s")):
+    for op in (wire.Subscribe(stream="s", since=4, epoch="e", previews=True), wire.Unsubscribe(stream="s")):
         assert wire.decode_op(wire.encode(op)) == op
 
 
 def test_preview_round_trip() -> None:
-    preview = wire.Preview("s", "e", 3, 9, 5.0, 320, 240, b"\xff\xd8\xff\xe0jpeg")
+    preview = wire.Preview(
+        stream="s",
+        epoch="e",
+        seq=3,
+        frame=9,
+        captured_at=5.0,
+        width=320,
+        height=240,
+        jpeg=b"\xff\xd8\xff\xe0jpeg",
+    )
     assert wire.decode_preview(wire.encode_preview(preview)) == preview
 
 
@@ -127,7 +136,18 @@ def test_encoding_is_compact_utf8_json() -> None:
 
 
 def test_previews_are_told_apart_from_text_messages_by_their_magic() -> None:
-    preview = wire.encode_preview(wire.Preview("s", "e", 3, 9, 5.0, 320, 240, b"\xff\xd8jpeg"))
+    preview = wire.encode_preview(
+        wire.Preview(
+            stream="s",
+            epoch="e",
+            seq=3,
+            frame=9,
+            captured_at=5.0,
+            width=320,
+            height=240,
+            jpeg=b"\xff\xd8jpeg",
+        )
+    )
     assert wire.is_preview(preview)
     assert not wire.is_preview(wire.encode(wire.Hello(gateway="g")))
     assert not wire.is_preview(preview[:3])
@@ -168,9 +188,27 @@ def test_result_keys_come_in_the_order_the_load_client_parses() -> None:
     # wire.encode writing these keys first and in this order: a change here must fail loudly.
     from bench.client import _ONE_RESULT, _RESULT
 
-    result = wire.Result("cam-1", "ab12", 42, 40, 1700000000.125, 1700000000.25, 640, 480)
+    result = wire.Result(
+        stream="cam-1",
+        epoch="ab12",
+        seq=42,
+        frame=40,
+        captured_at=1700000000.125,
+        published_at=1700000000.25,
+        width=640,
+        height=480,
+    )
     data = wire.encode(result)
     assert list(json.loads(data))[:7] == ["v", "type", "stream", "epoch", "seq", "frame", "captured_at"]
     assert _RESULT.findall(b"junk" + data + data) == [(b"42", b"1700000000.125")] * 2
     found = _ONE_RESULT.match(data)
     assert found is not None and (int(found[1]), float(found[2])) == (42, result.captured_at)
+
+
+@pytest.mark.parametrize(
+    "kind", [wire.Result, wire.Status, wire.Preview, wire.Detection, wire.Gap, wire.Subscribe]
+)
+def test_messages_take_keyword_arguments_only(kind: type) -> None:
+    # Result(stream, epoch, seq, frame, ...) with seq and frame swapped would type-check and mislead.
+    with pytest.raises(TypeError, match="positional"):
+        kind("cam", "e1", 1, 2)
