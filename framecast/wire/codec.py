@@ -272,7 +272,9 @@ def decode_op(data: bytes | str) -> ClientOp:
         )
     if op == "unsubscribe":
         return Unsubscribe(stream=check_stream_name(_str(obj, "stream")))
-    raise WireError(f"op: unknown operation {op!r} (expected 'subscribe' or 'unsubscribe')")
+    raise WireError(
+        f"op: unknown operation {op!r} (expected 'subscribe' or 'unsubscribe')", code="unknown-op"
+    )
 
 
 def is_preview(data: bytes) -> bool:

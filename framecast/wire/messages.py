@@ -1,4 +1,4 @@
-"""The messages of the wire format, as typed, frozen dataclasses.
+"""The messages of the wire format, as typed, frozen, keyword-only dataclasses.
 
 Three families of message exist:
 
@@ -11,6 +11,9 @@ Three families of message exist:
   and :class:`Error`.
 * **Client operations**, sent by a client to a gateway: :class:`Subscribe`
   and :class:`Unsubscribe`.
+
+Every field is keyword-only (``Result(stream=..., seq=..., frame=...)``): two
+integers of one message cannot be swapped without anyone noticing.
 """
 
 from __future__ import annotations

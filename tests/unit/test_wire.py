@@ -212,3 +212,39 @@ def test_messages_take_keyword_arguments_only(kind: type) -> None:
     # Result(stream, epoch, seq, frame, ...) with seq and frame swapped would type-check and mislead.
     with pytest.raises(TypeError, match="positional"):
         kind("cam", "e1", 1, 2)
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b'{"op": "subscribe", "stream": "no/slash"}', "bad-stream"),
+        (b'{"op": "publish", "stream": "cam"}', "unknown-op"),
+        (b'{"op": "subscribe"}', "bad-message"),
+        (b"not json", "bad-message"),
+        (b"[1, 2]", "bad-message"),
+    ],
+)
+def test_wire_errors_carry_the_protocol_error_code(data: bytes, code: str) -> None:
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode_op(data)
+    assert caught.value.code == code
+
+
+def test_every_framecast_error_has_one_root() -> None:
+    from framecast import client, embedded, exceptions, settings, up
+    from gateway import auth
+
+    # The gateway's token check and the client's handshake raise the same AuthError.
+    assert auth.AuthError is client.AuthError is exceptions.AuthError
+    for error in (
+        wire.WireError,
+        client.AuthError,
+        client.ClientError,
+        client.ConnectError,
+        settings.ConfigError,
+        embedded.EmbeddedError,
+        up.UpError,
+    ):
+        assert issubclass(error, exceptions.FramecastError), error
+    # Code written against the built-ins keeps catching them.
+    assert issubclass(wire.WireError, ValueError) and issubclass(settings.ConfigError, ValueError)

@@ -1,0 +1,110 @@
+"""One nginx template, one variable list: framecast up and docker compose render the same config."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from framecast import nginx
+from framecast.embedded import nginx_binary
+from framecast.exceptions import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = [name for name, _ in nginx.VARIABLES]
+VALUES = {
+    "LISTEN": "127.0.0.1:18080",
+    "UPSTREAM_SERVERS": "server 127.0.0.1:18001 max_fails=1 fail_timeout=2s;",
+    "NGINX_RESOLVER": "resolver 127.0.0.1:5353 valid=1s;",
+    "NGINX_RUNTIME_DIR": "/tmp/framecast-nginx-test",
+    "NGINX_WORKERS": "1",
+    "NGINX_WORKER_CONNECTIONS": "1024",
+    "NGINX_LOG_LEVEL": "warn",
+    "NGINX_OPEN_FILES": "2048",
+}
+
+
+def test_the_variable_list_is_exactly_the_templates_placeholders() -> None:
+    placeholders = set(re.findall(r"\$\{(\w+)\}", nginx.TEMPLATE.read_text()))
+    assert placeholders == set(NAMES)
+    assert set(VALUES) == set(NAMES)
+
+
+def test_render_matches_envsubst_given_the_same_variable_list() -> None:
+    # The compose service runs the real envsubst on the template: both must write the same file.
+    env = {"PATH": "/usr/bin:/bin", **VALUES, "host": "not-nginx's-$host"}
+    out = subprocess.run(
+        ["envsubst", nginx.envsubst_list()],
+        input=nginx.TEMPLATE.read_text(),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=30,
+        check=True,
+    )
+    rendered = nginx.render(env)
+    assert rendered == out.stdout
+    # nginx's own variables survive both.
+    assert "$http_upgrade" in rendered and "$host" in rendered
+
+
+def test_cli_prints_the_envsubst_list_and_renders_from_the_environment(tmp_path: Path) -> None:
+    listed = subprocess.run(
+        [sys.executable, "-m", "framecast.nginx", "vars"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert listed.stdout.split() == [f"${{{name}}}" for name in NAMES]
+
+    rendered = subprocess.run(
+        [sys.executable, "-m", "framecast.nginx", "render"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", **VALUES, "NGINX_RUNTIME_DIR": str(tmp_path)},
+        timeout=30,
+        check=True,
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(rendered.stdout)
+    # The real nginx accepts what was rendered.
+    check = subprocess.run(
+        [str(nginx_binary()), "-t", "-p", str(tmp_path), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_cli_render_without_upstreams_fails_in_one_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "framecast.nginx", "render"],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert "UPSTREAM_SERVERS" in out.stderr
+
+
+def test_missing_values_take_defaults_and_a_required_one_is_named() -> None:
+    rendered = nginx.render({"UPSTREAM_SERVERS": "server a:1;"})
+    assert "listen 8080;" in rendered and "server a:1;" in rendered
+    with pytest.raises(ConfigError, match="UPSTREAM_SERVERS"):
+        nginx.render({})
+
+
+def test_compose_passes_envsubst_the_same_variable_list() -> None:
+    compose = (ROOT / "docker-compose.yml").read_text()
+    calls = re.findall(r"envsubst\s+'([^']*)'", compose)
+    assert len(calls) == 1, calls
+    assert re.findall(r"\$\$\{(\w+)\}", calls[0]) == NAMES
