@@ -111,6 +111,9 @@ def _load(data: bytes | str) -> dict[str, Any]:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise WireError(f"not UTF-8 JSON: {exc}") from None
+    except RecursionError:
+        # A few thousand "[" fit in any message-size limit and exhaust the parser's stack.
+        raise WireError("not UTF-8 JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise WireError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -257,10 +260,14 @@ def decode_op(data: bytes | str) -> ClientOp:
     """Decode a client operation (what a gateway receives).
 
     Raises:
-        WireError: Malformed, unknown ``op``, or an invalid stream name.
+        WireError: Malformed or no ``op`` (``.code`` ``"bad-message"``), an unknown ``op``
+            (``"unknown-op"``), or an invalid stream name (``"bad-stream"``).
     """
     obj = _load(data)
     op = obj.get("op")
+    if op is None:
+        # Not worded "op: ...": gateways that classify by message prefix would call it unknown-op.
+        raise WireError("missing field op (expected 'subscribe' or 'unsubscribe')")
     if op == "subscribe":
         since = _int(obj, "since", optional=True)
         epoch = _str(obj, "epoch", optional=True)

@@ -248,3 +248,17 @@ def test_every_framecast_error_has_one_root() -> None:
         assert issubclass(error, exceptions.FramecastError), error
     # Code written against the built-ins keeps catching them.
     assert issubclass(wire.WireError, ValueError) and issubclass(settings.ConfigError, ValueError)
+
+
+@pytest.mark.parametrize("decoder", [wire.decode, wire.decode_op, wire.peek])
+def test_deeply_nested_json_is_a_bad_message_not_a_crash(decoder: object) -> None:
+    # 4000 bytes: under the gateway's default 4096-byte limit, deeper than the parser's stack.
+    with pytest.raises(wire.WireError, match="nested too deeply") as caught:
+        decoder(b"[" * 4000)  # type: ignore[operator]
+    assert caught.value.code == "bad-message"
+
+
+def test_an_op_without_op_is_a_bad_message() -> None:
+    with pytest.raises(wire.WireError, match="missing field op") as caught:
+        wire.decode_op(b'{"stream": "cam"}')
+    assert caught.value.code == "bad-message"
