@@ -133,20 +133,24 @@ class Supervisor:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=2)
 
-    def terminate(self, child: Child, timeout: float) -> None:
-        """SIGTERM ``child`` and wait for it; SIGKILL after ``timeout`` seconds."""
-        process = child.process
-        if process is None or process.poll() is not None:
-            return
-        child.expected_exit = True
-        # SIGTERM is nginx's fast shutdown (SIGQUIT its graceful one), and every other child's stop.
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.say(f"{child.name} did not stop within {timeout:.0f} s; killing it")
-            process.kill()
-            process.wait(timeout=5)
+    def terminate(self, *children: Child, timeout: float) -> None:
+        """SIGTERM ``children`` at once and wait for them all; SIGKILL those left after ``timeout`` seconds.
+
+        Signalled together, several gateways drain their clients in parallel, not one after another.
+        """
+        stopping = [(c, p) for c in children if (p := c.process) is not None and p.poll() is None]
+        for child, process in stopping:
+            child.expected_exit = True
+            # SIGTERM is nginx's fast shutdown (SIGQUIT its graceful one), and every other child's stop.
+            process.terminate()
+        deadline = time.monotonic() + timeout
+        for child, process in stopping:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                self.say(f"{child.name} did not stop within {timeout:.0f} s; killing it")
+                process.kill()
+                process.wait(timeout=5)
 
     def say(self, message: str) -> None:
         """Echo a supervisor message."""

@@ -168,10 +168,21 @@ class Stack:
         self._children.watch()
 
     def stop(self, timeout: float = 15.0) -> None:
-        """Stop every child (reverse order: nginx, producer, gateways, valkey) and remove the temp dir."""
+        """Stop every child in reverse dependency order and remove the temp dir.
+
+        The producer first, then the gateways, which close their clients with 1001 through the
+        still-running nginx (stopped first, nginx would leave every client a bare 1006), then
+        nginx, then valkey.
+        """
         self._children.stop_watching()
-        for child in reversed(list(self.children.values())):
-            self._children.terminate(child, timeout)
+        stages = [["producer"], [g.name for g in self.gateways], ["nginx"], ["valkey"]]
+        staged = {name for names in stages for name in names}
+        # Anything not named above (none today) goes before the gateways' Redis and nginx stop.
+        stages.insert(1, [name for name in reversed(self.children) if name not in staged])
+        for names in stages:
+            self._children.terminate(
+                *(self.children[n] for n in names if n in self.children), timeout=timeout
+            )
         with contextlib.suppress(OSError):
             self._tmp.cleanup()
 

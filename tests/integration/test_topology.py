@@ -198,6 +198,39 @@ def test_framecast_up_cli_serves_reports_a_dead_child_and_stops_cleanly(child_en
             process.wait(timeout=10)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_up_closes_clients_through_nginx_with_1001(sig: int, child_env: dict[str, str]) -> None:
+    # The gateways must drain while nginx still runs: stopped first, nginx leaves clients a bare 1006.
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "framecast.cli", "up", "--port", str(port), "--no-producer"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=child_env,
+        text=True,
+    )
+    output = _Output(process)
+    try:
+        output.wait_for("viewer at", 60)
+
+        async def closed_by_stop() -> tuple[int | None, int | None]:
+            clients = [await _open(f"ws://127.0.0.1:{port}/ws") for _ in range(4)]
+            process.send_signal(sig)
+            codes = []
+            for ws, _ in clients:
+                await asyncio.wait_for(ws.wait_closed(), 30)
+                codes.append(ws.close_code)
+            return min(codes), max(codes)
+
+        assert asyncio.run(closed_by_stop()) == (wire.CLOSE_GOING_AWAY, wire.CLOSE_GOING_AWAY)
+        process.wait(timeout=30)
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
 def test_unreachable_redis_fails_with_one_clear_line(child_env: dict[str, str]) -> None:
     dead = free_port()
     out = subprocess.run(
