@@ -82,8 +82,13 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something already listens on ``host:port`` (or it cannot be bound)."""
+    """Whether something already listens on ``host:port`` (or it cannot be bound).
+
+    Binds the way nginx, valkey and the gateways do, with ``SO_REUSEADDR``: connections
+    of an earlier run left in TIME_WAIT do not make a free port look busy.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

@@ -199,7 +199,9 @@ def test_framecast_up_cli_serves_reports_a_dead_child_and_stops_cleanly(child_en
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_stopping_up_closes_clients_through_nginx_with_1001(sig: int, child_env: dict[str, str]) -> None:
+def test_stopping_up_closes_clients_with_1001_and_up_restarts_on_its_port(
+    sig: int, child_env: dict[str, str]
+) -> None:
     # The gateways must drain while nginx still runs: stopped first, nginx leaves clients a bare 1006.
     port = free_port()
     process = subprocess.Popen(
@@ -223,6 +225,18 @@ def test_stopping_up_closes_clients_through_nginx_with_1001(sig: int, child_env:
             return min(codes), max(codes)
 
         assert asyncio.run(closed_by_stop()) == (wire.CLOSE_GOING_AWAY, wire.CLOSE_GOING_AWAY)
+        process.wait(timeout=30)
+        assert process.returncode == 0
+        # Its clients' connections may linger in TIME_WAIT on the port: up starts there again at once.
+        process = subprocess.Popen(
+            [sys.executable, "-m", "framecast.cli", "up", "--port", str(port), "--no-producer"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=child_env,
+            text=True,
+        )
+        _Output(process).wait_for("viewer at", 60)
+        process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         assert process.returncode == 0
     finally:
