@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from framecast import wire
 from framecast.embedded import free_port
 from framecast.up import Stack, running
+from tests.support.wait import wait_until
 
 CLIENTS = 60
 MESSAGES_PER_CLIENT = 8
@@ -119,15 +120,6 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 class _Output:
     """A child's output lines, read by a thread so that no wait can block past its deadline."""
 
@@ -184,14 +176,14 @@ def test_framecast_up_cli_serves_reports_a_dead_child_and_stops_cleanly(child_en
         gateway_pid = next(p for p in children if "gateway" in _cmdline(p) and "--id gw1" in _cmdline(p))
         os.kill(gateway_pid, signal.SIGKILL)
         output.wait_for("gw1 exited with status -9; restarting", 30)
-        _wait(lambda: len(_children(process.pid)) == 5, 30, "the gateway to be restarted")
+        wait_until(lambda: len(_children(process.pid)) == 5, timeout=30, what="the gateway to be restarted")
 
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         assert process.returncode == 0
         output.wait_for("framecast up: stopped", 10)
         for pid in _children(process.pid) + children:
-            _wait(lambda pid=pid: not _alive(pid), 10, f"child {pid} to exit")
+            wait_until(lambda pid=pid: not _alive(pid), timeout=10, what=f"child {pid} to exit")
     finally:
         if process.poll() is None:
             process.kill()
