@@ -26,6 +26,7 @@ from websockets.typing import Origin
 from framecast import wire
 from gateway.auth import OPEN_GRANT, Authenticator, AuthError
 from gateway.config import DEFAULT_STATIC_DIR, GatewayConfig
+from gateway.connection import Connection
 from gateway.fanout import Fanout
 from gateway.handshake import BadRequest, Handshake, bearer, parse_query_token, parse_ws_path
 from gateway.heartbeats import Heartbeats
@@ -142,6 +143,7 @@ class Gateway:
             self._handle,
             config.host,
             config.port,
+            create_connection=Connection,
             process_request=self._process_request,
             process_response=self._process_response,
             compression="deflate" if config.compression == "deflate" else None,
