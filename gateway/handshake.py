@@ -7,6 +7,7 @@ the one-line reason a 400 answers with.
 
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from framecast import wire
 from gateway.auth import Grant
 
 __all__ = ["BadRequest", "Handshake", "bearer", "parse_query_token", "parse_ws_path"]
+
+_DIGITS = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -61,12 +64,10 @@ def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, 
     since_raw, epoch = one("since"), one("epoch")
     since: int | None = None
     if since_raw is not None:
-        try:
-            since = int(since_raw)
-        except ValueError:
-            raise BadRequest(f"since: expected a whole number, got {since_raw!r}") from None
-        if since < 0:
-            raise BadRequest(f"since: expected 0 or more, got {since}")
+        # ASCII digits only: int() also takes fullwidth digits, signs, spaces and underscores.
+        if not _DIGITS.fullmatch(since_raw):
+            raise BadRequest(f"since: expected a whole number of ASCII digits 0-9, got {since_raw!r}")
+        since = int(since_raw)
         if not epoch:
             raise BadRequest("since needs epoch (the epoch the seq belongs to)")
     previews_raw = one("previews")
