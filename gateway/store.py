@@ -20,6 +20,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError
 
 from framecast import wire
 
@@ -38,6 +39,13 @@ _CANARY_TRIES = 10_000  # hash tags tried per primary; a shard owning 1/100 of t
 def _no_retry() -> Retry:
     # The subscription retries itself (with backoff, resubscribing everything).
     return Retry(NoBackoff(), 0)
+
+
+def _retry_once() -> Retry:
+    # After a Redis restart every pooled command connection is dead, and the pool hands them
+    # out one by one: redis-py drops the failed connection and retries on a fresh one. Once,
+    # at once, and only for a broken connection (a timeout is a slow server, not a dead socket).
+    return Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
 
 
 class Subscription(abc.ABC):
@@ -142,10 +150,12 @@ def open_store(url: str, *, timeout: float, cluster: bool = False, sharded: bool
 # Standalone
 
 
-def _standalone_client(url: str, *, timeout: float, health_check_interval: float) -> aioredis.Redis:
+def _standalone_client(
+    url: str, *, timeout: float, health_check_interval: float, retry: Retry
+) -> aioredis.Redis:
     return aioredis.Redis.from_url(
         url,
-        retry=_no_retry(),
+        retry=retry,
         socket_connect_timeout=timeout,
         socket_timeout=timeout,
         socket_keepalive=True,
@@ -160,7 +170,9 @@ class StandaloneStore(Store):
         self._url = url
         self._timeout = timeout
         self.sharded = sharded
-        self._client = _standalone_client(url, timeout=timeout, health_check_interval=0.0)
+        self._client = _standalone_client(
+            url, timeout=timeout, health_check_interval=0.0, retry=_retry_once()
+        )
 
     @property
     def commands(self) -> aioredis.Redis:
@@ -188,7 +200,10 @@ class StandaloneStore(Store):
     async def open_subscription(self, *, gateway_id: str, health_check_interval: float) -> Subscription:
         # A client of its own per link: closing it after a failure drops every dead socket.
         client = _standalone_client(
-            self._url, timeout=max(self._timeout, 1.0), health_check_interval=health_check_interval
+            self._url,
+            timeout=max(self._timeout, 1.0),
+            health_check_interval=health_check_interval,
+            retry=_no_retry(),
         )
         return _StandaloneSubscription(client, [wire.canary_channel(gateway_id)], sharded=self.sharded)
 
@@ -271,7 +286,7 @@ class ClusterStore(Store):
         self.sharded = True
         self._client = RedisCluster.from_url(
             url,
-            retry=_no_retry(),
+            retry=_retry_once(),
             socket_connect_timeout=timeout,
             socket_timeout=timeout,
             socket_keepalive=True,

@@ -282,6 +282,37 @@ async def test_redis_restart_resumes_delivery_and_tells_clients_about_the_gap(
     producer.close()
 
 
+async def test_after_a_redis_restart_history_reads_retry_on_a_fresh_connection(
+    gw: GatewayProc, redis_server: RedisServer
+) -> None:
+    producer = FakeProducer(redis_server.url, "cam2")
+    producer.status()
+    producer.result()
+    # Subscribing at once makes the gateway's command pool open a connection per reader.
+    opened = await asyncio.gather(*(open_stream(gw, "/ws/cam2") for _ in range(20)))
+    for ws, _ in opened:
+        await ws.close()
+    producer.close()
+
+    redis_server.restart()  # every pooled command connection is now dead
+    await poll(lambda: gw.get("/readyz")[0] == 200, what="/readyz to recover")
+    producer = FakeProducer(redis_server.url, "cam2")
+    producer.status()
+    for _ in range(3):
+        producer.result()
+    resumed = await asyncio.gather(
+        *(open_stream(gw, f"/ws/cam2?since=1&epoch={producer.epoch}") for _ in range(20))
+    )
+    for ws, _ in resumed:
+        got = await recv_until(
+            ws, lambda m: isinstance(m, wire.Reset) or (isinstance(m, wire.Result) and m.seq == 3)
+        )
+        resets = [m for m in got if isinstance(m, wire.Reset)]
+        assert resets == [] and results(got) == [2, 3], got
+        await ws.close()
+    producer.close()
+
+
 async def test_killed_subscription_recovers_with_gap(gw: GatewayProc, redis_server: RedisServer) -> None:
     producer = FakeProducer(redis_server.url, "cam1")
     ws, _ = await open_stream(gw, "/ws/cam1")
