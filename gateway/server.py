@@ -32,6 +32,7 @@ from gateway.handshake import BadRequest, Handshake, bearer, parse_query_token, 
 from gateway.heartbeats import Heartbeats
 from gateway.http import HttpRoutes, text_response
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.reads import SubscribeReads
 from gateway.session import Session
 from gateway.store import open_store
 from gateway.subscriber import Subscriber
@@ -71,6 +72,9 @@ class Gateway:
             cluster=config.cluster,
             sharded=config.sharded,
         )
+        self.reads = SubscribeReads(
+            self.store, concurrency=config.history_reads, replay_limit=config.replay_limit
+        )
         self.heartbeats = Heartbeats(offline_after=config.offline_after)
         self.subscriber = Subscriber(
             store=self.store,
@@ -86,6 +90,7 @@ class Gateway:
             subscriber=self.subscriber,
             connections=lambda: len(self._open),
             ready=lambda: self.not_ready_reason() is None,
+            history_reads=lambda: self.reads.reads,
         )
         self.fanout.on_message = self.metrics.on_message  # metrics need the fan-out first
         self.http = HttpRoutes(

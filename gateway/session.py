@@ -16,7 +16,7 @@ from websockets.asyncio.server import ServerConnection
 
 from framecast import wire
 from gateway.auth import Grant
-from gateway.history import Replay, replay
+from gateway.history import Replay
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -103,10 +103,9 @@ class Session:
         await asyncio.wait([subscribed], timeout=config.ready_timeout)
         try:
             async with asyncio.timeout(config.ready_timeout):
-                plan = await replay(
-                    gateway.store, stream, since=op.since, epoch=op.epoch, limit=config.replay_limit
-                )
-                status = await self._current_status(stream, plan)
+                snapshot = await gateway.reads.read(stream, since=op.since, epoch=op.epoch)
+            plan = snapshot.plan
+            status = self._current_status(stream, plan, snapshot.status)
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             log.info("stream %s: history unavailable for a subscriber: %s", stream, exc)
             plan = Replay(
@@ -138,10 +137,9 @@ class Session:
         if stream in self.streams:  # not unsubscribed meanwhile
             gateway.fanout.go_live(stream, self.connection, epoch=plan.epoch, seq=plan.seq)
 
-    async def _current_status(self, stream: str, plan: Replay) -> bytes | None:
-        """The stream's latest heartbeat, or an offline status if its producer is silent."""
+    def _current_status(self, stream: str, plan: Replay, raw: bytes | None) -> bytes | None:
+        """The stream's latest heartbeat (``raw``), or an offline status if its producer is silent."""
         gateway = self.gateway
-        raw = await gateway.store.get(wire.status_key(stream))
         if raw is not None:
             try:
                 if isinstance(wire.decode(raw), wire.Status):

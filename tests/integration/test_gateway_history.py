@@ -7,12 +7,13 @@ import time
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
 
 from framecast import wire
 from gateway.history import replay
 from gateway.store import open_store
 from gateway.subscriber import Subscriber
-from tests.support.gateway import FakeProducer
+from tests.support.gateway import FakeProducer, running_gateway
 
 if TYPE_CHECKING:
     from tests.support.valkey import RedisServer
@@ -112,3 +113,49 @@ async def test_subscriber_subscribes_only_while_needed_and_delivers(redis_server
         await subscriber.stop()
         await asyncio.wait_for(runner, 10)
         await client.aclose()
+
+
+async def _subscribe_and_read_first(url: str) -> list[wire.TextMessage]:
+    """Open ``url``; return what arrives up to both the latest result and the status."""
+    async with connect(url, open_timeout=60, max_queue=None) as ws:
+        got: list[wire.TextMessage] = []
+        for _ in range(10):
+            got.append(wire.decode(await asyncio.wait_for(ws.recv(), 60)))
+            kinds = {type(m) for m in got}
+            if wire.Result in kinds and wire.Status in kinds:
+                break
+        return got
+
+
+async def test_a_connection_storm_queues_history_reads_and_every_subscriber_gets_latest_and_status(
+    redis_server: RedisServer,
+) -> None:
+    clients, slots = 400, 2
+    producer = FakeProducer(redis_server.url, "storm")
+    producer.result()
+    producer.status(ttl=120)
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        with running_gateway(
+            redis_url=redis_server.url,
+            args=["--history-reads", str(slots), "--max-connections", str(clients + 10)],
+            wait="ready",
+        ) as gw:
+            url = f"{gw.ws_url}/ws/storm"
+            answers = await asyncio.gather(*(_subscribe_and_read_first(url) for _ in range(clients)))
+            for got in answers:
+                assert not any(isinstance(m, wire.Reset) for m in got), got
+                assert [type(m) for m in got if isinstance(m, wire.Result | wire.Status)] == [
+                    wire.Result,
+                    wire.Status,
+                ], got
+            assert "history unavailable" not in gw.logs, gw.logs
+            # The command pool never grew past the read slots: the gateway holds at most those,
+            # one for a canary in flight, and its subscription link (+ this test's two clients).
+            info = await client.info("clients")
+            assert int(info["connected_clients"]) <= slots + 2 + 2, info
+            reads = gw.metric("framecast_gateway_history_reads_total")
+            assert 1 <= reads < clients, "subscribers of one stream share queued reads"
+    finally:
+        await client.aclose()
+        producer.close()
