@@ -8,11 +8,13 @@ the stream go live.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisClusterException, RedisError
 from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
 from gateway.auth import Grant
@@ -46,6 +48,7 @@ class Session:
         self.connection = connection
         self.grant = grant
         self.streams: dict[str, bool] = {}  # stream -> previews
+        self._notices: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
         """Read operations until the connection closes."""
@@ -136,6 +139,10 @@ class Session:
             return
         if stream in self.streams:  # not unsubscribed meanwhile
             gateway.fanout.go_live(stream, self.connection, epoch=plan.epoch, seq=plan.seq)
+            if not subscribed.done():
+                # Went ahead unconfirmed: whatever was published until Redis confirms the
+                # SUBSCRIBE is lost for this client, so it is told once the subscription holds.
+                subscribed.add_done_callback(lambda done: self._confirmed_late(stream, done))
 
     def _current_status(self, stream: str, plan: Replay, raw: bytes | None) -> bytes | None:
         """The stream's latest heartbeat (``raw``), or an offline status if its producer is silent."""
@@ -159,6 +166,20 @@ class Session:
             self.gateway.fanout.remove(stream, self.connection)
             self._release(stream, previews)
         await self.connection.send(wire.encode(wire.Unsubscribed(stream=stream)), text=True)
+
+    def _confirmed_late(self, stream: str, subscribed: asyncio.Future[object]) -> None:
+        """Redis confirmed a subscription the client was already live on: send it a ``gap``."""
+        if subscribed.cancelled() or subscribed.exception() is not None or stream not in self.streams:
+            return
+        log.info("stream %s: subscription confirmed after --ready-timeout, telling the client (gap)", stream)
+        gap = wire.encode(wire.Gap(stream=stream, reason="redis-reconnected"))
+        task = asyncio.get_running_loop().create_task(self._send_notice(gap))
+        self._notices.add(task)
+        task.add_done_callback(self._notices.discard)
+
+    async def _send_notice(self, data: bytes) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.connection.send(data, text=True)
 
     def close(self) -> None:
         """Forget the connection everywhere (its handler is ending)."""
