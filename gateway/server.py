@@ -32,8 +32,9 @@ from gateway.handshake import BadRequest, Handshake, bearer, parse_query_token, 
 from gateway.heartbeats import Heartbeats
 from gateway.http import HttpRoutes, text_response
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
+from gateway.readiness import UnreadySpell
 from gateway.reads import SubscribeReads
-from gateway.session import Session
+from gateway.session import Session, close_or_abort
 from gateway.store import open_store
 from gateway.subscriber import Subscriber
 
@@ -84,6 +85,9 @@ class Gateway:
             on_gap=self._on_gap,
             health_check_interval=config.health_check_interval,
             ready_timeout=config.ready_timeout,
+            # Several canaries per --ready-timeout: readiness gates handshakes, so it must not
+            # flap when one canary is a little late.
+            canary_interval=min(1.0, config.ready_timeout / 3),
         )
         self.metrics = GatewayMetrics(
             fanout=self.fanout,
@@ -163,6 +167,7 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self.subscriber.run(), name="framecast-subscriber"),
             asyncio.create_task(self._watch_heartbeats(), name="framecast-heartbeats"),
+            asyncio.create_task(self._watch_readiness(), name="framecast-readiness"),
             asyncio.create_task(self.metrics.watch_loop(), name="framecast-loop-lag"),
         ]
         if not self.auth.enabled:
@@ -202,6 +207,10 @@ class Gateway:
             return await self.http.respond(request)
         if self._draining:
             return text_response(503, "gateway shutting down: retry (another gateway will take you)")
+        reason = self.not_ready_reason()
+        if reason is not None:
+            # nginx retries a 503 on the next gateway (proxy_next_upstream http_503).
+            return text_response(503, f"gateway not ready ({reason}): retry", {"Retry-After": "1"})
         if len(self._open) + len(self._handshakes) >= self.config.max_connections:
             return text_response(
                 503, f"gateway full ({self.config.max_connections} connections): retry later"
@@ -302,6 +311,32 @@ class Gateway:
                 source=f"gateway {self.config.id}: no heartbeat for {self.config.offline_after:g} s",
             )
         )
+
+    async def _watch_readiness(self) -> None:
+        spell = UnreadySpell(close_after=self.config.unready_close_after)
+        while not self._draining:
+            await asyncio.sleep(0.25)
+            reason = self.not_ready_reason()
+            if not spell.due(reason) or self._draining or not self._open:
+                continue
+            log.warning(
+                "unready for %.1f s (%s): closing %d client(s) with 1013 so they move to a ready gateway",
+                spell.unready_for,
+                reason,
+                len(self._open),
+            )
+            for connection in list(self._open):
+                self.metrics.closes.labels("unready").inc()
+                task = asyncio.create_task(
+                    close_or_abort(
+                        connection,
+                        wire.CLOSE_TRY_AGAIN_LATER,
+                        "gateway lost redis: reconnect",
+                        self.config.close_timeout,
+                    )
+                )
+                self._closers.add(task)
+                task.add_done_callback(self._closers.discard)
 
     async def _watch_heartbeats(self) -> None:
         interval = min(0.5, self.config.offline_after / 4)
