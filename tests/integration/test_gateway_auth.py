@@ -129,7 +129,9 @@ async def test_rs256_tokens_are_checked_with_the_public_key(redis_url: str, tmp_
         claims = {"streams": streams, "exp": int(time.time() + 60)}
         return jwt.encode(claims, signer, algorithm="RS256")
 
-    with running_gateway(redis_url=redis_url, args=["--jwt-public-key", str(public)]) as gateway:
+    with running_gateway(
+        redis_url=redis_url, args=["--jwt-public-key", str(public)], wait="ready"
+    ) as gateway:
         base = f"{gateway.ws_url}/ws/lab"
         assert await status_of(f"{base}?token={rs256(key, ['lab'])}") == 101
         assert await status_of(f"{base}?token={rs256(key, ['other'])}") == 403
