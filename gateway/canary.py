@@ -14,9 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from redis.exceptions import RedisClusterException, RedisError
-
-from gateway.store import Store
+from gateway.store import STORE_ERRORS, Store
 
 __all__ = ["Canary", "Deaf"]
 
@@ -131,7 +129,7 @@ class Canary:
         try:
             async with asyncio.timeout(self.ready_timeout):
                 await self._store.publish(name, str(seq))
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+        except STORE_ERRORS as exc:  # TimeoutError is an OSError
             log.debug("canary publish on %s failed: %s", name, exc)
             return
         if connected():

@@ -29,13 +29,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from framecast import wire
 from gateway.auth import AuthError
-from gateway.store import Store
+from gateway.store import STORE_ERRORS, Store
 
 __all__ = ["HttpRoutes", "json_response", "text_response"]
 
@@ -157,7 +156,7 @@ class HttpRoutes:
                     return text_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
             try:
                 found = await self._streams()
-            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            except STORE_ERRORS as exc:  # TimeoutError is an OSError
                 return json_response(503, {"error": f"redis unavailable: {exc}"})
             return json_response(200, [s for s in found if allows(str(s["stream"]))])
         return self._static_file(path)

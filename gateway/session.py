@@ -12,13 +12,13 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
-from redis.exceptions import RedisClusterException, RedisError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
 from gateway.auth import Grant
 from gateway.history import Replay
+from gateway.store import STORE_ERRORS
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -109,7 +109,7 @@ class Session:
                 snapshot = await gateway.reads.read(stream, since=op.since, epoch=op.epoch)
             plan = snapshot.plan
             status = self._current_status(stream, plan, snapshot.status)
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+        except STORE_ERRORS as exc:  # TimeoutError is an OSError
             log.info("stream %s: history unavailable for a subscriber: %s", stream, exc)
             plan = Replay(
                 reset="history-unavailable" if op.since is not None else None,

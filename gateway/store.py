@@ -20,11 +20,19 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError
+from redis.exceptions import ConnectionError, RedisClusterException, RedisError
 
 from framecast import wire
 
-__all__ = ["ClusterStore", "Entry", "StandaloneStore", "Store", "Subscription", "open_store"]
+__all__ = [
+    "STORE_ERRORS",
+    "ClusterStore",
+    "Entry",
+    "StandaloneStore",
+    "Store",
+    "Subscription",
+    "open_store",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +40,9 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 """One Redis Stream entry as redis-py returns it: ``(id, {field: value})``."""
 
 Handler = Callable[[dict[str, object]], None]
+
+STORE_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+"""What a store call raises when Redis is unreachable or misbehaves (an asyncio timeout included: OSError)."""
 
 _CANARY_TRIES = 10_000  # hash tags tried per primary; a shard owning 1/100 of the slots needs ~100
 

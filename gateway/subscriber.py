@@ -26,12 +26,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError
-
 from framecast import wire
 from framecast.retry import backoff
 from gateway.canary import Canary, Deaf
-from gateway.store import Store, Subscription, open_store
+from gateway.store import STORE_ERRORS, Store, Subscription, open_store
 
 __all__ = ["Subscriber"]
 
@@ -207,7 +205,7 @@ class Subscriber:
                     delays = backoff(initial=self._backoff_base, maximum=self._backoff_cap)
                     await self._read()
                 except Exception as exc:  # never die: anything unexpected is one more failed attempt
-                    if not isinstance(exc, RedisError | RedisClusterException | OSError | Deaf):
+                    if not isinstance(exc, (*STORE_ERRORS, Deaf)):
                         log.exception("redis subscription failed unexpectedly")
                     text = _describe(exc)
                     if self.connected or failures == 0:
@@ -265,7 +263,7 @@ class Subscriber:
         # same connection, and its confirmation arrives through the reader.
         try:
             await self._sync()
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except STORE_ERRORS as exc:
             log.debug("subscription change deferred: %s", _describe(exc))  # the reader reconnects
 
     async def _sync_if_dirty(self) -> None:
