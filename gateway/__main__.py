@@ -2,6 +2,6 @@
 
 import sys
 
-from gateway.server import main
+from gateway.main import main
 
 sys.exit(main())

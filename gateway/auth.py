@@ -111,16 +111,7 @@ class Authenticator:
             raise AuthError("token expired") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
-        raw = claims.get("streams")
-        streams: frozenset[str] | None
-        if raw == "*":
-            streams = None
-        elif isinstance(raw, list) and all(isinstance(s, str) for s in raw):
-            streams = frozenset(raw)
-        elif isinstance(raw, str):
-            streams = frozenset([raw])
-        else:
-            streams = frozenset()
+        streams = _streams_claim(claims)
         exp = claims.get("exp")
         subject = claims.get("sub")
         return Grant(
@@ -128,3 +119,20 @@ class Authenticator:
             expires_at=float(exp) if isinstance(exp, int | float) else None,
             subject=subject if isinstance(subject, str) else None,
         )
+
+
+def _streams_claim(claims: dict[str, object]) -> frozenset[str] | None:
+    """The ``streams`` claim: a list of names or ``"*"`` (None: every stream); absent allows none.
+
+    Raises:
+        AuthError: The claim is anything else (a plain string naming one stream included: a
+            token that means ``["cam"]`` must say so, so a typo cannot widen or hide a grant).
+    """
+    if "streams" not in claims:
+        return frozenset()
+    raw = claims["streams"]
+    if raw == "*":
+        return None
+    if isinstance(raw, list) and all(isinstance(s, str) for s in raw):
+        return frozenset(raw)
+    raise AuthError('invalid token: the streams claim must be a list of stream names or "*"')

@@ -138,6 +138,21 @@ class GatewayConfig:
     replay_limit: int = option(
         1000, help="Most results replayed to one resuming client.", check=positive, group="redis"
     )
+    unready_close_after: float = option(
+        10.0,
+        help="Seconds the gateway may stay unready (Redis unreachable or its subscription deaf) "
+        "before it closes its clients with 1013 so they reconnect to a ready gateway and resume.",
+        check=positive,
+        group="redis",
+    )
+    history_reads: int = option(
+        8,
+        help="Subscribers' history and status reads run at once, at most; the rest queue (and "
+        "subscribers of one stream share a queued read), so a connection storm cannot exhaust "
+        "Redis connections.",
+        check=positive,
+        group="redis",
+    )
 
     # Delivery policy ------------------------------------------------------
     client_buffer: int = option(

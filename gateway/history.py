@@ -10,12 +10,9 @@ subscription took effect (or both, and the duplicate is dropped by seq).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
 
 from framecast import wire
+from gateway.store import Entry, Store
 
 __all__ = ["Replay", "replay"]
 
@@ -44,7 +41,7 @@ def _seq_of(entry_id: bytes) -> int:
 
 
 async def replay(
-    redis: aioredis.Redis | RedisCluster,
+    store: Store,
     stream: str,
     *,
     since: int | None = None,
@@ -63,8 +60,7 @@ async def replay(
         redis.exceptions.RedisError: Redis could not be read.
     """
     key = wire.history_key(stream)
-    newest: Any = await redis.xrevrange(key, "+", "-", count=1)
-    latest = _latest(newest)
+    latest = _latest(await store.latest(key))
     if latest is None:
         return Replay(reset="no-history" if since is not None else None, epoch=epoch, seq=since or 0)
     data, peeked, entry_id = latest
@@ -78,7 +74,7 @@ async def replay(
     if peeked.seq - since > limit:
         return Replay([data], "history-expired", peeked.epoch, peeked.seq)
     epoch_ms = entry_id.split(b"-", 1)[0].decode()
-    entries: Any = await redis.xrange(key, min=f"({epoch_ms}-{since}", max="+", count=limit)
+    entries = await store.entries_after(key, f"{epoch_ms}-{since}", count=limit)
     if not entries or _seq_of(entries[0][0]) != since + 1:
         return Replay([data], "history-expired", peeked.epoch, peeked.seq)
     messages: list[bytes] = []
@@ -96,7 +92,7 @@ async def replay(
     return Replay(messages, None, last_epoch, last_seq)
 
 
-def _latest(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[bytes, wire.Peek, bytes] | None:
+def _latest(entries: list[Entry]) -> tuple[bytes, wire.Peek, bytes] | None:
     if not entries:
         return None
     entry_id, fields = entries[0]

@@ -29,14 +29,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from framecast import wire
 from gateway.auth import AuthError
+from gateway.store import STORE_ERRORS, Store
 
 __all__ = ["HttpRoutes", "json_response", "text_response"]
 
@@ -98,7 +96,7 @@ class HttpRoutes:
         not_ready: Returns None when ready, else the reason.
         metrics: Returns the Prometheus exposition (bytes) and its content type.
         health: Returns extra fields for ``/healthz`` (connections, ...).
-        redis: Client used to list live streams.
+        store: Where live streams are listed from.
         allowed: Returns which streams a request's credentials allow (None: all)
             or raises :class:`gateway.auth.AuthError`; None when auth is off.
         streams_ttl: Seconds a ``/streams`` answer is reused.
@@ -112,7 +110,7 @@ class HttpRoutes:
         not_ready: Callable[[], str | None],
         metrics: Callable[[], tuple[bytes, str]],
         health: Callable[[], dict[str, Any]],
-        redis: aioredis.Redis | RedisCluster,
+        store: Store,
         allowed: Callable[[Request], Callable[[str], bool]] | None = None,
         streams_ttl: float = 1.0,
     ) -> None:
@@ -121,7 +119,7 @@ class HttpRoutes:
         self._not_ready = not_ready
         self._metrics = metrics
         self._health = health
-        self._redis = redis
+        self._store = store
         self._allowed = allowed
         self._streams_ttl = streams_ttl
         self._streams_cache: tuple[float, list[dict[str, Any]]] | None = None
@@ -158,7 +156,7 @@ class HttpRoutes:
                     return text_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
             try:
                 found = await self._streams()
-            except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+            except STORE_ERRORS as exc:  # TimeoutError is an OSError
                 return json_response(503, {"error": f"redis unavailable: {exc}"})
             return json_response(200, [s for s in found if allows(str(s["stream"]))])
         return self._static_file(path)
@@ -174,34 +172,14 @@ class HttpRoutes:
             return found
 
     async def _scan_statuses(self) -> list[dict[str, Any]]:
-        keys: list[bytes] = []
-        pattern = wire.STATUS_KEY_PATTERN
-        values: list[Any]
-        if isinstance(self._redis, RedisCluster):
-            # scan_iter walks every primary; the keys live in many slots, so MGET per slot.
-            async for key in self._redis.scan_iter(match=pattern, count=500):
-                keys.append(key)
-                if len(keys) >= _SCAN_LIMIT:
-                    break
-            keys = [k for k in keys if wire.stream_of_status_key(k.decode(errors="replace"))]
-            values = await self._redis.mget_nonatomic(keys) if keys else []
-        else:
-            cursor = 0
-            while len(keys) < _SCAN_LIMIT:
-                result: Any = await self._redis.scan(cursor=cursor, match=pattern, count=500)
-                cursor, batch = result
-                keys.extend(batch)
-                if cursor == 0:
-                    break
-            keys = [k for k in keys if wire.stream_of_status_key(k.decode(errors="replace"))]
-            values = await self._redis.mget(keys) if keys else []
-        if not keys:
-            return []
+        values = await self._store.scan_values(
+            wire.STATUS_KEY_PATTERN,
+            keep=lambda key: bool(wire.stream_of_status_key(key)),
+            limit=_SCAN_LIMIT,
+        )
         now = time.time()
         out: list[dict[str, Any]] = []
-        for value in values:
-            if value is None:
-                continue  # expired between SCAN and MGET
+        for value in values:  # a key expired between SCAN and MGET is left out
             try:
                 status = wire.decode(value)
             except wire.WireError:

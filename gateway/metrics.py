@@ -83,6 +83,11 @@ class _Live(Collector):
         yield _counter(
             "framecast_gateway_redis_reconnects", "Redis subscription re-established.", subscriber.reconnects
         )
+        yield _counter(
+            "framecast_gateway_history_reads",
+            "Subscribers' history+status reads sent to Redis (one per burst of a stream's subscribers).",
+            self._m.history_reads(),
+        )
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -101,6 +106,7 @@ class GatewayMetrics:
         subscriber: The Redis subscription.
         connections: Returns the number of open WebSocket connections.
         ready: Returns whether the gateway is ready.
+        history_reads: Returns how many subscriber reads went to Redis.
     """
 
     def __init__(
@@ -110,7 +116,9 @@ class GatewayMetrics:
         subscriber: Subscriber,
         connections: Callable[[], int],
         ready: Callable[[], bool],
+        history_reads: Callable[[], int] = lambda: 0,
     ) -> None:
+        self.history_reads = history_reads
         self.fanout = fanout
         self.subscriber = subscriber
         self.connections = connections

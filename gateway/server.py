@@ -1,130 +1,48 @@
-"""The gateway process: WebSocket server, per-connection sessions, start-up and shutdown.
+"""The gateway: WebSocket server, the Redis subscription feeding the fan-out, start-up and shutdown.
 
-``main()`` is ``python -m gateway`` and ``framecast gateway``. One process
-runs one :class:`Gateway`: a websockets server whose ``process_request`` hook
-answers plain HTTP (:mod:`gateway.http`) and checks handshakes (connection
-limit, JWT, stream name), a :class:`~gateway.subscriber.Subscriber` feeding a
-:class:`~gateway.fanout.Fanout`, and one :class:`_Session` per connection that
-runs the client's subscribe/unsubscribe operations.
+One process runs one :class:`Gateway`: a websockets server whose ``process_request`` hook
+answers plain HTTP (:mod:`gateway.http`) and checks handshakes (:mod:`gateway.handshake`:
+connection limit, JWT, stream name), a :class:`~gateway.subscriber.Subscriber` on the
+:class:`~gateway.store.Store` feeding a :class:`~gateway.fanout.Fanout`, and one
+:class:`~gateway.session.Session` per connection. The entry point is :mod:`gateway.main`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import signal
 import socket
-import sys
 import time
 import urllib.parse
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
 
-from redis.exceptions import RedisClusterException, RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.typing import Origin
 
-from framecast import logs, wire
-from framecast.limits import raise_open_files_limit
-from framecast.settings import fail
-from gateway.auth import OPEN_GRANT, Authenticator, AuthError, Grant
-from gateway.config import DEFAULT_STATIC_DIR, GatewayConfig, read_config
+from framecast import wire
+from gateway.auth import OPEN_GRANT, Authenticator, AuthError
+from gateway.config import DEFAULT_STATIC_DIR, GatewayConfig
+from gateway.connection import Connection
 from gateway.fanout import Fanout
-from gateway.history import Replay, replay
+from gateway.handshake import BadRequest, Handshake, bearer, parse_query_token, parse_ws_path
+from gateway.heartbeats import Heartbeats
 from gateway.http import HttpRoutes, text_response
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from gateway.subscriber import Heartbeats, Subscriber, connect
+from gateway.readiness import UnreadySpell
+from gateway.reads import SubscribeReads
+from gateway.session import Session, close_or_abort
+from gateway.store import open_store
+from gateway.subscriber import Subscriber
 
-__all__ = ["Gateway", "main"]
+__all__ = ["GATEWAY_HEADER", "Gateway", "main"]
 
 log = logging.getLogger("gateway")
 
-MAX_BAD_OPS = 5
-"""Malformed or unknown operations in a row before the connection is closed with 1008."""
 GATEWAY_HEADER = "X-Framecast-Gateway"
-
-
-@dataclass(frozen=True)
-class _Handshake:
-    """What process_request learned about a connection, for its handler."""
-
-    stream: str | None
-    since: int | None
-    epoch: str | None
-    previews: bool
-    grant: Grant
-
-
-class _BadRequest(ValueError):
-    pass
-
-
-def _flag(value: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on", ""):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise _BadRequest(f"previews: expected 1 or 0, got {value!r}")
-
-
-def _parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, str | None]:
-    """``/ws`` or ``/ws/<stream>`` with its query: (stream, since, epoch, previews, token)."""
-    parts = urllib.parse.urlsplit(path)
-    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
-
-    def one(name: str) -> str | None:
-        values = query.get(name)
-        return values[-1] if values else None
-
-    stream: str | None = None
-    if parts.path.startswith("/ws/"):
-        name = urllib.parse.unquote(parts.path[len("/ws/") :])
-        try:
-            stream = wire.check_stream_name(name)
-        except wire.WireError as exc:
-            raise _BadRequest(str(exc)) from None
-    since_raw, epoch = one("since"), one("epoch")
-    since: int | None = None
-    if since_raw is not None:
-        try:
-            since = int(since_raw)
-        except ValueError:
-            raise _BadRequest(f"since: expected a whole number, got {since_raw!r}") from None
-        if since < 0:
-            raise _BadRequest(f"since: expected 0 or more, got {since}")
-        if not epoch:
-            raise _BadRequest("since needs epoch (the epoch the seq belongs to)")
-    previews_raw = one("previews")
-    previews = _flag(previews_raw) if previews_raw is not None else False
-    return stream, since, epoch or None, previews, one("token")
-
-
-def _parse_query_token(path: str) -> str | None:
-    values = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("token")
-    return values[-1] if values else None
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("Authorization")
-    if header and header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    return None
-
-
-def _op_error_code(exc: wire.WireError) -> str:
-    text = str(exc)
-    if text.startswith("op:"):
-        return "unknown-op"
-    if text.startswith("stream:") and "not a valid stream name" in text:
-        return "bad-stream"
-    return "bad-message"
 
 
 class Gateway:
@@ -149,25 +67,34 @@ class Gateway:
             chunk=config.fanout_chunk,
             slice_time=config.fanout_slice,
         )
-        self.redis = connect(config.redis_url, timeout=max(config.ready_timeout, 1.0), cluster=config.cluster)
+        self.store = open_store(
+            config.redis_url,
+            timeout=max(config.ready_timeout, 1.0),
+            cluster=config.cluster,
+            sharded=config.sharded,
+        )
+        self.reads = SubscribeReads(
+            self.store, concurrency=config.history_reads, replay_limit=config.replay_limit
+        )
         self.heartbeats = Heartbeats(offline_after=config.offline_after)
         self.subscriber = Subscriber(
-            url=config.redis_url,
+            store=self.store,
             gateway_id=config.id,
             on_message=self._on_message,
             on_preview=self._on_preview,
             on_gap=self._on_gap,
-            commands=self.redis,
-            sharded=config.sharded,
-            cluster=config.cluster,
             health_check_interval=config.health_check_interval,
             ready_timeout=config.ready_timeout,
+            # Several canaries per --ready-timeout: readiness gates handshakes, so it must not
+            # flap when one canary is a little late.
+            canary_interval=min(1.0, config.ready_timeout / 3),
         )
         self.metrics = GatewayMetrics(
             fanout=self.fanout,
             subscriber=self.subscriber,
             connections=lambda: len(self._open),
             ready=lambda: self.not_ready_reason() is None,
+            history_reads=lambda: self.reads.reads,
         )
         self.fanout.on_message = self.metrics.on_message  # metrics need the fan-out first
         self.http = HttpRoutes(
@@ -179,13 +106,11 @@ class Gateway:
                 "connections": len(self._open),
                 "uptime": round(time.monotonic() - self._started, 3),
             },
-            redis=self.redis,
+            store=self.store,
             allowed=self._allowed if self.auth.enabled else None,
         )
         self._open: set[ServerConnection] = set()
-        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, _Handshake] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._handshakes: weakref.WeakKeyDictionary[ServerConnection, Handshake] = weakref.WeakKeyDictionary()
         self._draining = False
         self._started = time.monotonic()
         self._server: Server | None = None
@@ -197,7 +122,7 @@ class Gateway:
 
     def _allowed(self, request: Request) -> Callable[[str], bool]:
         """Which streams a plain HTTP request's token allows (raises AuthError)."""
-        token = _parse_query_token(request.path) or _bearer(request)
+        token = parse_query_token(request.path) or bearer(request)
         return self.auth.verify(token).allows
 
     def not_ready_reason(self) -> str | None:
@@ -227,6 +152,7 @@ class Gateway:
             self._handle,
             config.host,
             config.port,
+            create_connection=Connection,
             process_request=self._process_request,
             process_response=self._process_response,
             compression="deflate" if config.compression == "deflate" else None,
@@ -241,6 +167,7 @@ class Gateway:
         self._tasks = [
             asyncio.create_task(self.subscriber.run(), name="framecast-subscriber"),
             asyncio.create_task(self._watch_heartbeats(), name="framecast-heartbeats"),
+            asyncio.create_task(self._watch_readiness(), name="framecast-readiness"),
             asyncio.create_task(self.metrics.watch_loop(), name="framecast-loop-lag"),
         ]
         if not self.auth.enabled:
@@ -269,7 +196,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fanout.aclose()
         with contextlib.suppress(Exception):
-            await self.redis.aclose()
+            await self.store.aclose()
 
     # ------------------------------------------------------------------
     # Handshake
@@ -280,23 +207,29 @@ class Gateway:
             return await self.http.respond(request)
         if self._draining:
             return text_response(503, "gateway shutting down: retry (another gateway will take you)")
+        reason = self.not_ready_reason()
+        if reason is not None:
+            # nginx retries a 503 on the next gateway (proxy_next_upstream http_503).
+            return text_response(503, f"gateway not ready ({reason}): retry", {"Retry-After": "1"})
         if len(self._open) + len(self._handshakes) >= self.config.max_connections:
             return text_response(
                 503, f"gateway full ({self.config.max_connections} connections): retry later"
             )
         try:
-            stream, since, epoch, previews, token = _parse_ws_path(request.path)
-        except _BadRequest as exc:
+            stream, since, epoch, previews, token = parse_ws_path(request.path)
+        except BadRequest as exc:
             return text_response(400, str(exc))
         grant = OPEN_GRANT
         if self.auth.enabled:
             try:
-                grant = self.auth.verify(token or _bearer(request))
+                grant = self.auth.verify(token or bearer(request))
             except AuthError as exc:
                 return text_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
             if stream is not None and not grant.allows(stream):
                 return text_response(403, f"token does not allow stream {stream!r}")
-        self._handshakes[connection] = _Handshake(stream, since, epoch, previews, grant)
+        self._handshakes[connection] = Handshake(
+            stream=stream, since=since, epoch=epoch, previews=previews, grant=grant
+        )
         if self.config.send_buffer:
             sock = connection.transport.get_extra_info("socket")
             if sock is not None:
@@ -319,7 +252,7 @@ class Gateway:
         handshake = self._handshakes.pop(connection, None)
         if handshake is None:  # pragma: no cover - process_request always records one
             return
-        session = _Session(self, connection, handshake.grant)
+        session = Session(self, connection, handshake.grant)
         self._open.add(connection)
         expiry: asyncio.TimerHandle | None = None
         if handshake.grant.expires_at is not None:
@@ -379,6 +312,32 @@ class Gateway:
             )
         )
 
+    async def _watch_readiness(self) -> None:
+        spell = UnreadySpell(close_after=self.config.unready_close_after)
+        while not self._draining:
+            await asyncio.sleep(0.25)
+            reason = self.not_ready_reason()
+            if not spell.due(reason) or self._draining or not self._open:
+                continue
+            log.warning(
+                "unready for %.1f s (%s): closing %d client(s) with 1013 so they move to a ready gateway",
+                spell.unready_for,
+                reason,
+                len(self._open),
+            )
+            for connection in list(self._open):
+                self.metrics.closes.labels("unready").inc()
+                task = asyncio.create_task(
+                    close_or_abort(
+                        connection,
+                        wire.CLOSE_TRY_AGAIN_LATER,
+                        "gateway lost redis: reconnect",
+                        self.config.close_timeout,
+                    )
+                )
+                self._closers.add(task)
+                task.add_done_callback(self._closers.discard)
+
     async def _watch_heartbeats(self) -> None:
         interval = min(0.5, self.config.offline_after / 4)
         while True:
@@ -398,211 +357,8 @@ class Gateway:
                     )
 
 
-class _Session:
-    """One connection's subscriptions and the operations that change them."""
-
-    def __init__(self, gateway: Gateway, connection: ServerConnection, grant: Grant) -> None:
-        self.gateway = gateway
-        self.connection = connection
-        self.grant = grant
-        self.streams: dict[str, bool] = {}  # stream -> previews
-
-    async def serve(self) -> None:
-        """Read operations until the connection closes."""
-        bad = 0
-        async for message in self.connection:
-            # Binary frames holding UTF-8 JSON are accepted too: some client libraries send bytes.
-            try:
-                op = wire.decode_op(message)
-            except wire.WireError as exc:
-                code, text = _op_error_code(exc), str(exc)
-            else:
-                bad = 0
-                if isinstance(op, wire.Subscribe):
-                    await self.subscribe(op)
-                else:
-                    await self.unsubscribe(op.stream)
-                continue
-            bad += 1
-            await self.error(code, text)
-            if bad >= MAX_BAD_OPS:
-                self.gateway.metrics.closes.labels("bad-requests").inc()
-                await self.connection.close(wire.CLOSE_BAD_REQUEST, f"{bad} bad operations in a row")
-                return
-
-    async def error(self, code: str, message: str, stream: str | None = None) -> None:
-        self.gateway.metrics.client_errors.labels(code).inc()
-        await self.connection.send(
-            wire.encode(wire.Error(code=code, message=message, stream=stream)), text=True
-        )
-
-    async def subscribe(self, op: wire.Subscribe) -> None:
-        """Subscribe (or re-subscribe, e.g. with ``since`` after a gap) to a stream."""
-        gateway, stream = self.gateway, op.stream
-        config = gateway.config
-        if not self.grant.allows(stream):
-            await self.error("forbidden", f"token does not allow stream {stream!r}", stream)
-            return
-        if stream not in self.streams and len(self.streams) >= config.max_streams_per_client:
-            await self.error(
-                "too-many-streams", f"at most {config.max_streams_per_client} streams per connection", stream
-            )
-            return
-        if op.since is not None and not op.epoch:
-            await self.error("bad-message", "since needs epoch (the epoch the seq belongs to)", stream)
-            return
-        previously = self.streams.get(stream)
-        # Joining first: live messages from now on are buffered, so replay and live meet exactly.
-        gateway.fanout.add(stream, self.connection, previews=op.previews, joining=True)
-        subscribed = gateway.subscriber.acquire(stream, previews=op.previews)
-        if previously is not None:
-            gateway.subscriber.release(stream, previews=previously)
-        self.streams[stream] = op.previews
-        gateway.heartbeats.watch(stream)
-        # Bounded: with Redis down the client still gets 'subscribed' now and a 'gap' later.
-        await asyncio.wait([subscribed], timeout=config.ready_timeout)
-        try:
-            async with asyncio.timeout(config.ready_timeout):
-                plan = await replay(
-                    gateway.redis, stream, since=op.since, epoch=op.epoch, limit=config.replay_limit
-                )
-                status = await self._current_status(stream, plan)
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            log.info("stream %s: history unavailable for a subscriber: %s", stream, exc)
-            plan = Replay(
-                reset="history-unavailable" if op.since is not None else None,
-                epoch=op.epoch,
-                seq=op.since or 0,
-            )
-            status = None
-        try:
-            async with asyncio.timeout(config.max_lag):
-                await self.connection.send(
-                    wire.encode(wire.Subscribed(stream=stream, previews=op.previews)), text=True
-                )
-                if plan.reset is not None:
-                    await self.connection.send(
-                        wire.encode(wire.Reset(stream=stream, reason=plan.reset)), text=True
-                    )
-                for message in plan.messages:
-                    await self.connection.send(message, text=True)
-                if status is not None:
-                    await self.connection.send(status, text=True)
-        except TimeoutError:
-            gateway.fanout.stats.slow_closes += 1
-            gateway.metrics.closes.labels("slow-consumer").inc()
-            await _close_or_abort(
-                self.connection, wire.CLOSE_SLOW_CONSUMER, "slow consumer", config.close_timeout
-            )
-            return
-        if stream in self.streams:  # not unsubscribed meanwhile
-            gateway.fanout.go_live(stream, self.connection, epoch=plan.epoch, seq=plan.seq)
-
-    async def _current_status(self, stream: str, plan: Replay) -> bytes | None:
-        """The stream's latest heartbeat, or an offline status if its producer is silent."""
-        gateway = self.gateway
-        raw = await gateway.redis.get(wire.status_key(stream))
-        if isinstance(raw, bytes):
-            try:
-                if isinstance(wire.decode(raw), wire.Status):
-                    return raw
-            except wire.WireError:
-                pass
-        epoch, seq = gateway.heartbeats.last(stream)
-        if not epoch and plan.epoch:
-            epoch, seq = plan.epoch, plan.seq
-        gateway.heartbeats.mark_offline(stream)
-        return gateway.offline_status(stream, epoch=epoch, seq=seq)
-
-    async def unsubscribe(self, stream: str) -> None:
-        """Stop a stream (idempotent: always answered with ``unsubscribed``)."""
-        previews = self.streams.pop(stream, None)
-        if previews is not None:
-            self.gateway.fanout.remove(stream, self.connection)
-            self._release(stream, previews)
-        await self.connection.send(wire.encode(wire.Unsubscribed(stream=stream)), text=True)
-
-    def close(self) -> None:
-        """Forget the connection everywhere (its handler is ending)."""
-        self.gateway.fanout.discard(self.connection)
-        for stream, previews in self.streams.items():
-            self._release(stream, previews)
-        self.streams.clear()
-
-    def _release(self, stream: str, previews: bool) -> None:
-        gateway = self.gateway
-        gateway.subscriber.release(stream, previews=previews)
-        if not gateway.fanout.clients(stream):
-            gateway.heartbeats.unwatch(stream)
-
-
-async def _close_or_abort(connection: ServerConnection, code: int, reason: str, timeout: float) -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            await connection.close(code, reason)
-    except TimeoutError:
-        connection.transport.abort()
-
-
-# --------------------------------------------------------------------------
-# Entry point
-
-
-async def _run(config: GatewayConfig, auth: Authenticator, prog: str) -> int:
-    gateway = Gateway(config, authenticator=auth)
-    try:
-        await gateway.start()
-    except OSError as exc:
-        await gateway.redis.aclose()
-        if exc.errno == errno.EADDRINUSE:
-            return fail(
-                prog, f"port {config.port} is in use ({exc.strerror}); stop the other server or pick --port"
-            )
-        return fail(prog, f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info(
-        "gateway %s listening on http://%s:%d (WebSocket /ws and /ws/<stream>; Redis %s)",
-        config.id,
-        config.host,
-        gateway.port,
-        logs.redact_url(config.redis_url),
-    )
-    await stop.wait()
-    await gateway.drain()
-    log.info("gateway %s stopped", config.id)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m gateway") -> int:
-    """Run a gateway until SIGTERM/SIGINT; returns the exit status."""
-    config = read_config(argv, prog=prog)
-    logs.setup(config.log_level, name="gateway")
-    try:
-        auth = Authenticator(secret=config.jwt_secret, public_key_path=config.jwt_public_key)
-    except ValueError as exc:
-        return fail(prog, str(exc), 2)
-    open_files = raise_open_files_limit()
-    if open_files < config.max_connections + 64:
-        log.warning(
-            "the open-files limit is %d, below --max-connections %d: clients past it will be refused "
-            "by the kernel (raise it with 'ulimit -n' or the container's nofile limit)",
-            open_files,
-            config.max_connections,
-        )
-    runner: dict[str, Any] = {}
-    if config.uvloop:
-        try:
-            import uvloop  # type: ignore[import-not-found,unused-ignore]
+    """Run a gateway (:func:`gateway.main.main`; ``framecast gateway`` still names this module)."""
+    from gateway.main import main as run_main  # here: gateway.main imports this module
 
-            runner["loop_factory"] = uvloop.new_event_loop
-        except ImportError:
-            log.warning("--uvloop: uvloop is not installed (pip install uvloop); using asyncio's loop")
-    with asyncio.Runner(**runner) as run:
-        return run.run(_run(config, auth, prog))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    return run_main(argv, prog=prog)

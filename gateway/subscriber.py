@@ -11,19 +11,11 @@ Failure handling, beyond what redis-py does by itself:
 * A dropped connection is reconnected with capped exponential backoff and
   jitter; every channel is subscribed again, and once that is confirmed the
   ``on_gap`` callback names every stream whose messages may have been missed.
-* A **canary** is published every second on a channel of this gateway's own,
-  received on the same connection. The gateway is ready only while a canary
-  came back within ``ready_timeout``; if canaries that Redis accepted stay
-  unanswered for twice that, the subscription is deaf (a failover, an
-  output-buffer kill, a stalled proxy) and is torn down and rebuilt.
+* A :class:`~gateway.canary.Canary` watches the link; when it turns deaf the
+  link is torn down and rebuilt.
 
-On a Redis Cluster (``cluster=True``, sharded pub/sub) the one subscription is one connection
-per primary: each stream's SSUBSCRIBE goes to the shard owning its slot, a reader task per shard
-feeds the same callbacks, and there is one canary per primary (a channel whose hash tag lands
-on it), so readiness proves every shard connection delivers.
-
-:class:`Heartbeats` tells a quiet stream (heartbeats, no detections) from a
-dead one (no heartbeat for ``offline_after`` seconds).
+How the link is made (one connection, or one per primary of a Redis Cluster
+with a canary each) is the :class:`~gateway.store.Store`'s business.
 """
 
 from __future__ import annotations
@@ -31,99 +23,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-
-import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import ClusterNode, ClusterPubSub, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
 
 from framecast import wire
 from framecast.retry import backoff
+from gateway.canary import Canary, Deaf
+from gateway.store import STORE_ERRORS, Store, Subscription, open_store
 
-__all__ = ["Client", "Heartbeats", "Subscriber", "canaries", "connect"]
+__all__ = ["Subscriber"]
 
 log = logging.getLogger(__name__)
 
 
-class _Deaf(Exception):
-    """The subscription stopped delivering although the connection looks fine."""
-
-
-Client = aioredis.Redis | RedisCluster
-"""A client of a standalone Redis or of a Redis Cluster: the gateway's commands go through either."""
-
-_CANARY_TRIES = 10_000  # hash tags tried per primary; a shard owning 1/100 of the slots needs ~100
-
-
-def connect(url: str, *, timeout: float, health_check_interval: float = 0.0, cluster: bool = False) -> Client:
-    """A Redis client that fails fast instead of retrying inside redis-py (we retry ourselves).
-
-    With ``cluster``, a Redis Cluster client seeded with ``url``: it discovers the other nodes
-    and routes each command to the shard owning its key.
-    """
-    if cluster:
-        return RedisCluster.from_url(
-            url,
-            retry=Retry(NoBackoff(), 0),
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            socket_keepalive=True,
-        )
-    return _standalone(url, timeout=timeout, health_check_interval=health_check_interval)
-
-
-def _standalone(url: str, *, timeout: float, health_check_interval: float) -> aioredis.Redis:
-    return aioredis.Redis.from_url(
-        url,
-        retry=Retry(NoBackoff(), 0),
-        socket_connect_timeout=timeout,
-        socket_timeout=timeout,
-        socket_keepalive=True,
-        health_check_interval=health_check_interval,
-    )
-
-
-def canaries(client: RedisCluster, gateway_id: str) -> dict[str, str]:
-    """One canary channel per primary of a cluster, as ``{node name: channel}``.
-
-    A primary owning too few slots for :data:`_CANARY_TRIES` hash tags to land on it gets none
-    (it is then not watched: logged once per connection).
-    """
-    primaries = {node.name for node in client.get_primaries()}
-    found: dict[str, str] = {}
-    for shard in range(_CANARY_TRIES):
-        if len(found) == len(primaries):
-            break
-        name = wire.canary_channel(gateway_id, shard)
-        node = client.get_node_from_key(name)
-        if node is not None and node.name in primaries and node.name not in found:
-            found[node.name] = name
-    for missing in sorted(primaries - set(found)):
-        log.warning("no canary channel found for cluster node %s: its subscriptions are not watched", missing)
-    return found
-
-
 class Subscriber:
-    """One pub/sub connection shared by every stream this gateway serves.
+    """One pub/sub link shared by every stream this gateway serves.
 
     Args:
-        url: Redis URL.
         gateway_id: Names the canary channel.
         on_message: Called synchronously with ``(stream, data)`` for each result
             or status message.
+        store: The gateway's Redis; if None, one is opened for ``url`` (and closed by :meth:`stop`).
+        url: Redis URL, when no ``store`` is given.
         on_preview: Called with ``(stream, data)`` for each binary preview.
         on_gap: Called with the streams subscribed when the connection came back
             after a drop (their clients may have missed messages).
-        commands: Client used to publish the canary (a separate connection); with ``cluster``
-            a :class:`~redis.asyncio.cluster.RedisCluster`, which the subscription shares.
-        sharded: SSUBSCRIBE/SPUBLISH instead of SUBSCRIBE/PUBLISH.
-        cluster: ``url`` is a Redis Cluster node: subscribe on every shard (implies ``sharded``).
+        sharded: With ``url``: SSUBSCRIBE/SPUBLISH instead of SUBSCRIBE/PUBLISH.
+        cluster: With ``url``: it is a Redis Cluster node.
         health_check_interval: Seconds between PINGs on an idle connection.
         ready_timeout: Freshness a canary must have for :attr:`ready`.
         canary_interval: Seconds between canaries.
@@ -136,12 +62,12 @@ class Subscriber:
     def __init__(
         self,
         *,
-        url: str,
         gateway_id: str,
         on_message: Callable[[str, bytes], None],
+        store: Store | None = None,
+        url: str | None = None,
         on_preview: Callable[[str, bytes], None] | None = None,
         on_gap: Callable[[list[str]], None] | None = None,
-        commands: Client | None = None,
         sharded: bool = False,
         cluster: bool = False,
         health_check_interval: float = 5.0,
@@ -151,24 +77,25 @@ class Subscriber:
         backoff_base: float = 0.2,
         backoff_cap: float = 5.0,
     ) -> None:
-        self._url = url
+        if store is None:
+            if url is None:
+                raise ValueError("Subscriber needs a store or a url")
+            store = open_store(url, timeout=ready_timeout, cluster=cluster, sharded=sharded)
+            self._owns_store = True
+        else:
+            self._owns_store = False
+        self._store = store
         self._on_message = on_message
         self._on_preview = on_preview
         self._on_gap = on_gap
-        self._sharded = sharded or cluster
-        self._cluster = cluster
         self._gateway_id = gateway_id
         self._health_check_interval = health_check_interval
         self.ready_timeout = ready_timeout
-        self._canary_interval = canary_interval
         self._poll_interval = poll_interval
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        # Canary channels of the current connection: one, or one per cluster primary.
-        self._canaries: list[str] = [wire.canary_channel(gateway_id)]
-        self._canary_keys: set[bytes] = {self._canaries[0].encode()}
-        self._commands: Client = commands or connect(url, timeout=ready_timeout, cluster=cluster)
-        self._owns_commands = commands is None
+        self._canary = Canary(store, ready_timeout=ready_timeout, interval=canary_interval)
+        self._canary.reset([wire.canary_channel(gateway_id)])
 
         self._refs: dict[str, int] = {}  # channel -> local users
         self._routes: dict[bytes, tuple[str, bool]] = {}  # channel -> (stream, is_preview)
@@ -178,22 +105,18 @@ class Subscriber:
         self._dirty = asyncio.Event()
         self._sync_lock = asyncio.Lock()
         self._kick: asyncio.Task[None] | None = None
-        self._client: aioredis.Redis | None = None  # standalone only: a cluster shares _commands
-        self._pubsub: PubSub | None = None
+        self._link: Subscription | None = None
         self._stopping = False
         self._gap_due = False
-
-        # Canary bookkeeping (monotonic seconds).
-        self._canary_seq = 0
-        self._canary_sent: dict[bytes, dict[int, float]] = {}  # per canary: accepted, not yet back
-        self._canary_rx: dict[bytes, float] = {}  # per canary: last one back
-        self._connected_at: float | None = None
-        self.canary_rtt: float | None = None
-        """Round trip of the last canary, seconds."""
         self.reconnects = 0
         """Times the subscription was re-established after a drop."""
         self.last_error: str | None = None
         """Why the subscription is down, if it is."""
+
+    @property
+    def canary_rtt(self) -> float | None:
+        """Round trip of the last canary, seconds."""
+        return self._canary.rtt
 
     # ------------------------------------------------------------------
     # Demand
@@ -247,7 +170,7 @@ class Subscriber:
     @property
     def connected(self) -> bool:
         """Whether the subscription connection is up (every canary subscription confirmed)."""
-        return self._canary_keys <= self._active
+        return self._canary.keys <= self._active
 
     def not_ready_reason(self) -> str | None:
         """None when ready; else why not, in a few words."""
@@ -255,16 +178,7 @@ class Subscriber:
             return "shutting down"
         if not self.connected:
             return f"redis subscription down: {self.last_error or 'connecting'}"
-        now = time.monotonic()
-        for key in sorted(self._canary_keys):
-            where = f" on {key.decode()}" if len(self._canary_keys) > 1 else ""
-            received = self._canary_rx.get(key)
-            if received is None:
-                return f"waiting for the first canary round trip{where}"
-            age = now - received
-            if age > self.ready_timeout:
-                return f"redis subscription deaf: no canary for {age:.1f} s{where}"
-        return None
+        return self._canary.stale_reason()
 
     @property
     def ready(self) -> bool:
@@ -276,7 +190,9 @@ class Subscriber:
 
     async def run(self) -> None:
         """Keep the subscription up until :meth:`stop`; never raises for Redis trouble."""
-        canary = asyncio.create_task(self._canary_loop(), name="framecast-canary")
+        canary = asyncio.create_task(
+            self._canary.run(lambda: self.connected, lambda: self._stopping), name="framecast-canary"
+        )
         failures = 0
         delays = backoff(initial=self._backoff_base, maximum=self._backoff_cap)
         try:
@@ -289,7 +205,7 @@ class Subscriber:
                     delays = backoff(initial=self._backoff_base, maximum=self._backoff_cap)
                     await self._read()
                 except Exception as exc:  # never die: anything unexpected is one more failed attempt
-                    if not isinstance(exc, RedisError | RedisClusterException | OSError | _Deaf):
+                    if not isinstance(exc, (*STORE_ERRORS, Deaf)):
                         log.exception("redis subscription failed unexpectedly")
                     text = _describe(exc)
                     if self.connected or failures == 0:
@@ -310,30 +226,17 @@ class Subscriber:
         """Stop :meth:`run` (it returns soon after) and close the connections."""
         self._stopping = True
         self._dirty.set()
-        if self._owns_commands:
+        if self._owns_store:
             with contextlib.suppress(Exception):
-                await self._commands.aclose()
+                await self._store.aclose()
 
     async def _connect(self) -> None:
-        if isinstance(self._commands, RedisCluster) and self._cluster:
-            # The long-lived cluster client knows the current topology (redis-py refreshes it on
-            # MOVED and connection errors); its pub/sub takes one connection per primary.
-            await self._commands.initialize()
-            self._canaries = list(canaries(self._commands, self._gateway_id).values())
-            self._pubsub = self._commands.pubsub()
-        else:
-            self._client = _standalone(
-                self._url,
-                timeout=max(self.ready_timeout, 1.0),
-                health_check_interval=self._health_check_interval,
-            )
-            self._pubsub = self._client.pubsub()
-        self._canary_keys = {name.encode() for name in self._canaries}
+        self._link = await self._store.open_subscription(
+            gateway_id=self._gateway_id, health_check_interval=self._health_check_interval
+        )
+        self._canary.reset(self._link.canaries)
         self._requested.clear()
         self._active.clear()
-        self._canary_sent.clear()
-        self._canary_rx.clear()
-        self._connected_at = None
         self._dirty.set()
         await self._sync()
 
@@ -341,21 +244,18 @@ class Subscriber:
         had = self.connected
         self._active.clear()
         self._requested.clear()
-        pubsub, client = self._pubsub, self._client
-        self._pubsub = self._client = None
+        link, self._link = self._link, None
         if had and not self._stopping:
             self._gap_due = True
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(1.0):
-                if pubsub is not None:
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
-                if client is not None:
-                    await client.aclose()
+        if link is not None:
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await link.aclose()
 
     def _request_sync(self) -> None:
         """Apply a change of demand now, without waiting for the reader's next wake-up."""
         self._dirty.set()
-        if self._pubsub is not None and (self._kick is None or self._kick.done()):
+        if self._link is not None and (self._kick is None or self._kick.done()):
             self._kick = asyncio.get_running_loop().create_task(self._sync_soon())
 
     async def _sync_soon(self) -> None:
@@ -363,38 +263,33 @@ class Subscriber:
         # same connection, and its confirmation arrives through the reader.
         try:
             await self._sync()
-        except (RedisError, RedisClusterException, OSError) as exc:
+        except STORE_ERRORS as exc:
             log.debug("subscription change deferred: %s", _describe(exc))  # the reader reconnects
+
+    async def _sync_if_dirty(self) -> None:
+        if self._dirty.is_set():
+            await self._sync()
 
     async def _sync(self) -> None:
         """Bring the connection's subscriptions in line with local demand."""
         async with self._sync_lock:
-            pubsub = self._pubsub
-            if pubsub is None or not self._dirty.is_set():
+            link = self._link
+            if link is None or not self._dirty.is_set():
                 return
             self._dirty.clear()
+            canaries = self._canary.channels
             wanted = set(self._refs)
-            wanted.update(self._canaries)
+            wanted.update(canaries)
             # The canaries go last: their confirmation then means every channel before them is live.
-            add = sorted(wanted - self._requested, key=lambda n: n in self._canaries)
+            add = sorted(wanted - self._requested, key=lambda n: n in canaries)
             remove = sorted(self._requested - wanted)
             if add:
-                if self._sharded:
-                    # One channel per command: a cluster-enabled server refuses an SSUBSCRIBE
-                    # whose channels hash to different slots (CROSSSLOT), even with one shard.
-                    for name in add:
-                        await pubsub.ssubscribe(name)
-                else:
-                    await pubsub.subscribe(*add)
-                if pubsub is self._pubsub:
+                await link.subscribe(add)
+                if link is self._link:
                     self._requested.update(add)
             if remove:
-                if self._sharded:
-                    for name in remove:
-                        await pubsub.sunsubscribe(name)
-                else:
-                    await pubsub.unsubscribe(*remove)
-                if pubsub is self._pubsub:
+                await link.unsubscribe(remove)
+                if link is self._link:
                     self._requested.difference_update(remove)
                 for name in remove:
                     self._active.discard(name.encode())
@@ -404,52 +299,15 @@ class Subscriber:
                             future.cancel()
 
     async def _read(self) -> None:
-        pubsub = self._pubsub
-        assert pubsub is not None
-        if isinstance(pubsub, ClusterPubSub):
-            await self._read_cluster(pubsub)
-            return
-        while not self._stopping:
-            if self._dirty.is_set():
-                await self._sync()
-            message = await pubsub.get_message(timeout=self._poll_interval)
-            if message is not None:
-                self._handle(message)
-                # A backlog comes back from the parser without a single await that yields:
-                # give the WebSocket side its turn after every message.
-                await asyncio.sleep(0)
-            self._watchdog()
-
-    async def _read_cluster(self, pubsub: ClusterPubSub) -> None:
-        """Read every shard at once: one reader task per primary connection, errors re-raised here."""
-        assert isinstance(self._commands, RedisCluster)
-        readers: dict[str, asyncio.Task[None]] = {}
-        try:
-            while not self._stopping:
-                if self._dirty.is_set():
-                    await self._sync()
-                for name in list(pubsub.node_pubsub_mapping):
-                    node = self._commands.get_node(node_name=name)
-                    if node is not None and (name not in readers or readers[name].done()):
-                        readers[name] = asyncio.create_task(
-                            self._read_shard(pubsub, node), name=f"framecast-shard-{name}"
-                        )
-                done, _ = await asyncio.wait(list(readers.values()), timeout=self._poll_interval)
-                for task in done:
-                    task.result()  # a shard connection failed: reconnect everything
-                self._watchdog()
-        finally:
-            for task in readers.values():
-                task.cancel()
-            await asyncio.gather(*readers.values(), return_exceptions=True)
-
-    async def _read_shard(self, pubsub: ClusterPubSub, node: ClusterNode) -> None:
-        """Hand on one shard's messages until its connection is dropped from the pub/sub."""
-        while not self._stopping and node.name in pubsub.node_pubsub_mapping:
-            message = await pubsub.get_sharded_message(target_node=node, timeout=self._poll_interval)
-            if message is not None:
-                self._handle(message)
-                await asyncio.sleep(0)  # as in _read: let the WebSocket side run
+        link = self._link
+        assert link is not None
+        await link.pump(
+            handle=self._handle,
+            before=self._sync_if_dirty,
+            after=self._canary.check,
+            poll_interval=self._poll_interval,
+            running=lambda: not self._stopping,
+        )
 
     def _handle(self, message: dict[str, object]) -> None:
         kind = message["type"]
@@ -459,8 +317,8 @@ class Subscriber:
         if kind in ("message", "smessage"):
             data = message["data"]
             assert isinstance(data, bytes)
-            if channel in self._canary_keys:
-                self._canary_back(channel, data)
+            if channel in self._canary.keys:
+                self._canary.back(channel, data)
                 return
             route = self._routes.get(channel)
             if route is None:
@@ -480,8 +338,8 @@ class Subscriber:
             for future in self._waiters.pop(name, []):
                 if not future.done():
                     future.set_result(None)
-            if channel in self._canary_keys and self.connected:
-                self._connected_at = time.monotonic()
+            if channel in self._canary.keys and self.connected:
+                self._canary.link_up()
                 self.last_error = None
                 if self._gap_due:
                     self._gap_due = False
@@ -491,140 +349,7 @@ class Subscriber:
                     if self._on_gap is not None and streams:
                         self._on_gap(streams)
 
-    def _watchdog(self) -> None:
-        if self._connected_at is None:
-            return
-        now = time.monotonic()
-        for key, sent in self._canary_sent.items():
-            if not sent:
-                continue
-            oldest = min(sent.values())
-            last_sign = max(self._canary_rx.get(key, 0.0), self._connected_at)
-            if now - oldest > 2 * self.ready_timeout and now - last_sign > 2 * self.ready_timeout:
-                where = f" on {key.decode()}" if len(self._canary_keys) > 1 else ""
-                raise _Deaf(f"no canary came back for {now - last_sign:.1f} s{where}")
-
-    # ------------------------------------------------------------------
-    # Canary
-
-    async def _canary_loop(self) -> None:
-        while not self._stopping:
-            if not self.connected:
-                # Poll briefly so the first canary goes out as soon as the subscription is up.
-                await asyncio.sleep(min(0.05, self._canary_interval))
-                continue
-            await self._send_canary()
-            await asyncio.sleep(self._canary_interval)
-
-    async def _send_canary(self) -> None:
-        self._canary_seq += 1
-        # Every shard's canary at once: a slow shard must not delay the others' proof of life.
-        await asyncio.gather(*(self._send_one_canary(name, self._canary_seq) for name in self._canaries))
-
-    async def _send_one_canary(self, name: str, seq: int) -> None:
-        sent = time.monotonic()
-        try:
-            async with asyncio.timeout(self.ready_timeout):
-                if self._sharded:
-                    await self._commands.spublish(name, str(seq))
-                else:
-                    await self._commands.publish(name, str(seq))
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
-            log.debug("canary publish on %s failed: %s", name, _describe(exc))
-            return
-        if self.connected:
-            outstanding = self._canary_sent.setdefault(name.encode(), {})
-            outstanding[seq] = sent
-            # Keep the outstanding set small: only the oldest unanswered one matters.
-            if len(outstanding) > 64:
-                outstanding.pop(min(outstanding))
-
-    def _canary_back(self, channel: bytes, data: bytes) -> None:
-        try:
-            seq = int(data)
-        except ValueError:
-            return
-        outstanding = self._canary_sent.setdefault(channel, {})
-        sent = outstanding.pop(seq, None)
-        now = time.monotonic()
-        if sent is not None:
-            self.canary_rtt = now - sent
-        for old in [s for s in outstanding if s < seq]:
-            del outstanding[old]
-        self._canary_rx[channel] = now
-
 
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text.splitlines()[0][:200]
-
-
-# --------------------------------------------------------------------------
-# Producer heartbeats
-
-
-@dataclass
-class _Beat:
-    last_seen: float
-    epoch: str = ""
-    seq: int = 0
-    offline: bool = False  # the gateway has announced it offline
-
-
-class Heartbeats:
-    """When each watched stream was last heard from, to announce dead producers once.
-
-    Args:
-        offline_after: Seconds of silence after which a stream is offline.
-        clock: Monotonic clock.
-    """
-
-    def __init__(self, *, offline_after: float = 3.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self.offline_after = offline_after
-        self._clock = clock
-        self._beats: dict[str, _Beat] = {}
-
-    def watch(self, stream: str) -> None:
-        """Start tracking a stream (its silence counts from now)."""
-        if stream not in self._beats:
-            self._beats[stream] = _Beat(self._clock())
-
-    def unwatch(self, stream: str) -> None:
-        """Stop tracking a stream."""
-        self._beats.pop(stream, None)
-
-    def seen(self, stream: str, message: wire.Peek) -> None:
-        """Record a result or status from the stream's producer."""
-        beat = self._beats.get(stream)
-        if beat is None:
-            return
-        beat.last_seen = self._clock()
-        beat.epoch = message.epoch
-        beat.seq = message.seq
-        beat.offline = False
-
-    def mark_offline(self, stream: str) -> None:
-        """Record that clients were told the stream is offline (e.g. at subscribe time)."""
-        beat = self._beats.get(stream)
-        if beat is not None:
-            beat.offline = True
-
-    def is_offline(self, stream: str) -> bool:
-        """Whether the stream was announced offline and has not been heard from since."""
-        beat = self._beats.get(stream)
-        return beat is not None and beat.offline
-
-    def last(self, stream: str) -> tuple[str, int]:
-        """Last known ``(epoch, seq)`` of a stream (``("", 0)`` if never heard)."""
-        beat = self._beats.get(stream)
-        return (beat.epoch, beat.seq) if beat is not None else ("", 0)
-
-    def due(self) -> list[tuple[str, str, int]]:
-        """Streams that just went silent, as ``(stream, epoch, seq)``; each is returned once."""
-        now = self._clock()
-        out: list[tuple[str, str, int]] = []
-        for stream, beat in self._beats.items():
-            if not beat.offline and now - beat.last_seen > self.offline_after:
-                beat.offline = True
-                out.append((stream, beat.epoch, beat.seq))
-        return out

@@ -26,6 +26,7 @@ __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOKEN_EXPIRED",
+    "CLOSE_TRY_AGAIN_LATER",
     "VERSION",
     "ClientOp",
     "Detection",
@@ -60,6 +61,8 @@ CLOSE_GOING_AWAY = 1001
 """The gateway is shutting down: reconnect, the load balancer picks another."""
 CLOSE_BAD_REQUEST = 1008
 """Repeated malformed or unknown control messages."""
+CLOSE_TRY_AGAIN_LATER = 1013
+"""The gateway lost Redis for too long: reconnect (the load balancer picks a ready one), resume with since."""
 CLOSE_TOKEN_EXPIRED = 4001
 """The connection's token expired: get a new one and reconnect."""
 CLOSE_SLOW_CONSUMER = 4008

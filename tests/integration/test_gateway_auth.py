@@ -108,6 +108,8 @@ async def test_tokens_are_checked_at_the_handshake(gw: GatewayProc) -> None:
     assert await status_of(f"{base}?token={token([])}") == 403
     assert await status_of(base, additional_headers={"Authorization": f"Bearer {token(['lab'])}"}) == 101
     assert await status_of(f"{gw.ws_url}/ws?token={token([])}") == 101, "/ws itself needs only a valid token"
+    # A plain string is not a list of streams: refused, not read as ["lab"] (issue 12 #8).
+    assert await status_of(f"{base}?token={token('lab')}") == 401
 
 
 async def test_rs256_tokens_are_checked_with_the_public_key(redis_url: str, tmp_path: Path) -> None:
@@ -127,7 +129,9 @@ async def test_rs256_tokens_are_checked_with_the_public_key(redis_url: str, tmp_
         claims = {"streams": streams, "exp": int(time.time() + 60)}
         return jwt.encode(claims, signer, algorithm="RS256")
 
-    with running_gateway(redis_url=redis_url, args=["--jwt-public-key", str(public)]) as gateway:
+    with running_gateway(
+        redis_url=redis_url, args=["--jwt-public-key", str(public)], wait="ready"
+    ) as gateway:
         base = f"{gateway.ws_url}/ws/lab"
         assert await status_of(f"{base}?token={rs256(key, ['lab'])}") == 101
         assert await status_of(f"{base}?token={rs256(key, ['other'])}") == 403
@@ -232,6 +236,10 @@ async def test_bad_handshakes_get_http_errors(gw: GatewayProc) -> None:
     assert await status_of(f"{gw.ws_url}/ws/bad..name!?token={token()}") == 400
     assert await status_of(f"{gw.ws_url}/ws/lab?since=x&epoch=e&token={token()}") == 400
     assert await status_of(f"{gw.ws_url}/ws/lab?since=3&token={token()}") == 400, "since needs epoch"
+    # ASCII digits only (int() would take fullwidth digits, signs, spaces and underscores).
+    for since in ("%EF%BC%93", "+3", "%203", "1_0", "-1"):
+        assert await status_of(f"{gw.ws_url}/ws/lab?since={since}&epoch=e&token={token()}") == 400, since
+    assert await status_of(f"{gw.ws_url}/ws/lab?since=3&epoch=e&token={token()}") == 101
     sock, head = raw_websocket(gw.port, "/ws/lab")
     sock.close()
     assert head.startswith(b"HTTP/1.1 401")

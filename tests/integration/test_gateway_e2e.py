@@ -28,6 +28,7 @@ from tests.support.gateway import (
     running_gateway,
     start_gateway,
 )
+from tests.support.proxy import running_proxy
 from tests.support.wait import poll
 
 if TYPE_CHECKING:
@@ -280,6 +281,65 @@ async def test_redis_restart_resumes_delivery_and_tells_clients_about_the_gap(
     assert gw.metric("framecast_gateway_redis_reconnects_total") >= 1
     await ws.close()
     producer.close()
+
+
+async def test_after_a_redis_restart_history_reads_retry_on_a_fresh_connection(
+    gw: GatewayProc, redis_server: RedisServer
+) -> None:
+    producer = FakeProducer(redis_server.url, "cam2")
+    producer.status()
+    producer.result()
+    # Subscribing at once makes the gateway's command pool open a connection per reader.
+    opened = await asyncio.gather(*(open_stream(gw, "/ws/cam2") for _ in range(20)))
+    for ws, _ in opened:
+        await ws.close()
+    producer.close()
+
+    redis_server.restart()  # every pooled command connection is now dead
+    await poll(lambda: gw.get("/readyz")[0] == 200, what="/readyz to recover")
+    producer = FakeProducer(redis_server.url, "cam2")
+    producer.status()
+    for _ in range(3):
+        producer.result()
+    resumed = await asyncio.gather(
+        *(open_stream(gw, f"/ws/cam2?since=1&epoch={producer.epoch}") for _ in range(20))
+    )
+    for ws, _ in resumed:
+        got = await recv_until(
+            ws, lambda m: isinstance(m, wire.Reset) or (isinstance(m, wire.Result) and m.seq == 3)
+        )
+        resets = [m for m in got if isinstance(m, wire.Reset)]
+        assert resets == [] and results(got) == [2, 3], got
+        await ws.close()
+    producer.close()
+
+
+async def test_a_subscribe_redis_confirms_late_gets_a_gap(redis_server: RedisServer) -> None:
+    with (
+        running_proxy(redis_server.port) as proxy,
+        running_gateway(
+            redis_url=proxy.redis_url, args=["--ready-timeout", "2", "--offline-after", "30"], wait="ready"
+        ) as gw,
+    ):
+        producer = FakeProducer(redis_server.url, "late")  # straight to valkey, not through the proxy
+        async with connect(gw.ws_url + "/ws", open_timeout=10) as ws:
+            assert isinstance(await recv(ws), wire.Hello)
+            proxy.freeze()  # the SUBSCRIBE below is held in the proxy, unconfirmed
+            await ws.send('{"op":"subscribe","stream":"late"}')
+            # The gateway goes ahead after --ready-timeout (the client is not kept waiting).
+            await recv_until(ws, lambda m: isinstance(m, wire.Subscribed), timeout=30)
+            producer.result()  # published before Redis saw the SUBSCRIBE: lost for this client
+            proxy.thaw()
+            channel = wire.channel("late")
+            await poll(
+                lambda: producer.redis.pubsub_numsub(channel)[0][1] == 1,  # type: ignore[index]
+                what="valkey to receive the held SUBSCRIBE",
+            )
+            producer.result()
+            got = await recv_until(ws, lambda m: isinstance(m, wire.Result), timeout=30)
+            assert [m for m in got if isinstance(m, wire.Gap)] == [wire.Gap(stream="late")], got
+            assert results(got) == [2]
+        producer.close()
 
 
 async def test_killed_subscription_recovers_with_gap(gw: GatewayProc, redis_server: RedisServer) -> None:

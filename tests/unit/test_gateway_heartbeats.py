@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from framecast import wire
-from gateway.subscriber import Heartbeats
+from gateway.heartbeats import Heartbeats
 
 
 def beat(epoch: str = "e1", seq: int = 7) -> wire.Peek:

@@ -1,0 +1,139 @@
+"""The canary: proof that the gateway's subscription still delivers.
+
+Every ``interval`` a canary is published on a channel of this gateway's own (one per cluster
+primary) and received on the same subscription. :class:`Canary` keeps the books: the gateway
+is ready only while every canary came back within ``ready_timeout``; if canaries that Redis
+accepted stay unanswered for twice that, the link is deaf (a failover, an output-buffer kill,
+a stalled proxy) and :meth:`Canary.check` raises :class:`Deaf` so it is torn down and rebuilt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from gateway.store import STORE_ERRORS, Store
+
+__all__ = ["Canary", "Deaf"]
+
+log = logging.getLogger(__name__)
+
+_OUTSTANDING = 64  # unanswered canaries remembered per channel: only the oldest matters
+
+
+class Deaf(Exception):
+    """The subscription stopped delivering although the connection looks fine."""
+
+
+class Canary:
+    """Send canaries through a store and judge the subscription by their return.
+
+    Args:
+        store: Where canaries are published.
+        ready_timeout: Freshness a canary must have for readiness.
+        interval: Seconds between canaries.
+        clock: Monotonic clock.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ready_timeout: float,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self.ready_timeout = ready_timeout
+        self._interval = interval
+        self._clock = clock
+        self.channels: list[str] = []
+        self.keys: set[bytes] = set()
+        self._seq = 0
+        self._sent: dict[bytes, dict[int, float]] = {}  # per canary: accepted, not yet back
+        self._rx: dict[bytes, float] = {}  # per canary: last one back
+        self._connected_at: float | None = None
+        self.rtt: float | None = None
+        """Round trip of the last canary, seconds."""
+
+    def reset(self, channels: list[str]) -> None:
+        """A new link: watch these channels, forget every canary of the old one."""
+        self.channels = list(channels)
+        self.keys = {name.encode() for name in channels}
+        self._sent.clear()
+        self._rx.clear()
+        self._connected_at = None
+
+    def link_up(self) -> None:
+        """Every canary subscription is confirmed: deafness counts from now."""
+        self._connected_at = self._clock()
+
+    def stale_reason(self) -> str | None:
+        """None while every canary is fresh; else why not, in a few words."""
+        now = self._clock()
+        for key in sorted(self.keys):
+            where = f" on {key.decode()}" if len(self.keys) > 1 else ""
+            received = self._rx.get(key)
+            if received is None:
+                return f"waiting for the first canary round trip{where}"
+            age = now - received
+            if age > self.ready_timeout:
+                return f"redis subscription deaf: no canary for {age:.1f} s{where}"
+        return None
+
+    def check(self) -> None:
+        """Raise :class:`Deaf` when accepted canaries stayed unanswered for ``2 * ready_timeout``."""
+        if self._connected_at is None:
+            return
+        now = self._clock()
+        for key, sent in self._sent.items():
+            if not sent:
+                continue
+            oldest = min(sent.values())
+            last_sign = max(self._rx.get(key, 0.0), self._connected_at)
+            if now - oldest > 2 * self.ready_timeout and now - last_sign > 2 * self.ready_timeout:
+                where = f" on {key.decode()}" if len(self.keys) > 1 else ""
+                raise Deaf(f"no canary came back for {now - last_sign:.1f} s{where}")
+
+    def back(self, channel: bytes, data: bytes) -> None:
+        """A canary came back on ``channel``."""
+        try:
+            seq = int(data)
+        except ValueError:
+            return
+        outstanding = self._sent.setdefault(channel, {})
+        sent = outstanding.pop(seq, None)
+        now = self._clock()
+        if sent is not None:
+            self.rtt = now - sent
+        for old in [s for s in outstanding if s < seq]:
+            del outstanding[old]
+        self._rx[channel] = now
+
+    async def run(self, connected: Callable[[], bool], stopping: Callable[[], bool]) -> None:
+        """Publish a canary every ``interval`` while ``connected()``, until ``stopping()``."""
+        while not stopping():
+            if not connected():
+                # Poll briefly so the first canary goes out as soon as the subscription is up.
+                await asyncio.sleep(min(0.05, self._interval))
+                continue
+            self._seq += 1
+            # Every shard's canary at once: a slow shard must not delay the others' proof of life.
+            await asyncio.gather(*(self._send(name, self._seq, connected) for name in self.channels))
+            await asyncio.sleep(self._interval)
+
+    async def _send(self, name: str, seq: int, connected: Callable[[], bool]) -> None:
+        sent = self._clock()
+        try:
+            async with asyncio.timeout(self.ready_timeout):
+                await self._store.publish(name, str(seq))
+        except STORE_ERRORS as exc:  # TimeoutError is an OSError
+            log.debug("canary publish on %s failed: %s", name, exc)
+            return
+        if connected():
+            outstanding = self._sent.setdefault(name.encode(), {})
+            outstanding[seq] = sent
+            if len(outstanding) > _OUTSTANDING:
+                outstanding.pop(min(outstanding))

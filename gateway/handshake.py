@@ -1,0 +1,89 @@
+"""What a WebSocket handshake asks for: the path, its query and the credentials.
+
+``/ws`` or ``/ws/<stream>`` with ``since``, ``epoch``, ``previews`` and ``token`` in the
+query (or the token as ``Authorization: Bearer``). Pure parsing: :class:`BadRequest` carries
+the one-line reason a 400 answers with.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from dataclasses import dataclass
+
+from websockets.http11 import Request
+
+from framecast import wire
+from gateway.auth import Grant
+
+__all__ = ["BadRequest", "Handshake", "bearer", "parse_query_token", "parse_ws_path"]
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What process_request learned about a connection, for its handler."""
+
+    stream: str | None
+    since: int | None
+    epoch: str | None
+    previews: bool
+    grant: Grant
+
+
+class BadRequest(ValueError):
+    """A handshake the gateway answers with 400 (the message says why)."""
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on", ""):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise BadRequest(f"previews: expected 1 or 0, got {value!r}")
+
+
+def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, str | None]:
+    """``/ws`` or ``/ws/<stream>`` with its query: (stream, since, epoch, previews, token)."""
+    parts = urllib.parse.urlsplit(path)
+    query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
+
+    def one(name: str) -> str | None:
+        values = query.get(name)
+        return values[-1] if values else None
+
+    stream: str | None = None
+    if parts.path.startswith("/ws/"):
+        name = urllib.parse.unquote(parts.path[len("/ws/") :])
+        try:
+            stream = wire.check_stream_name(name)
+        except wire.WireError as exc:
+            raise BadRequest(str(exc)) from None
+    since_raw, epoch = one("since"), one("epoch")
+    since: int | None = None
+    if since_raw is not None:
+        # ASCII digits only: int() also takes fullwidth digits, signs, spaces and underscores.
+        if not _DIGITS.fullmatch(since_raw):
+            raise BadRequest(f"since: expected a whole number of ASCII digits 0-9, got {since_raw!r}")
+        since = int(since_raw)
+        if not epoch:
+            raise BadRequest("since needs epoch (the epoch the seq belongs to)")
+    previews_raw = one("previews")
+    previews = _flag(previews_raw) if previews_raw is not None else False
+    return stream, since, epoch or None, previews, one("token")
+
+
+def parse_query_token(path: str) -> str | None:
+    """The ``token`` query parameter of a path, if any."""
+    values = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get("token")
+    return values[-1] if values else None
+
+
+def bearer(request: Request) -> str | None:
+    """The token of an ``Authorization: Bearer`` header, if any."""
+    header = request.headers.get("Authorization")
+    if header and header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return None
