@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from producer.capture import Grabber, LatestFrame, SourceError, opener, parse_source
+from producer.capture import Grabber
+from producer.latest import LatestFrame
+from producer.sources import SourceError, opener, parse_source
 from producer.synthetic import Scene
 
 
