@@ -20,6 +20,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from framecast import logs, wire
 from producer.capture import Grabber
@@ -86,12 +87,16 @@ class Producer:
             description=description,
             on_state=self._source_state,
         )
-        # Retrying is the publisher's job (with backoff, keeping only the newest result).
+        # One immediate retry, on a fresh connection, for a connection found dead: after a Redis
+        # restart every idle pooled connection is, and each would otherwise count as an outage
+        # the first time it is handed out. Timeouts are not retried (a down Redis would cost
+        # twice the timeout per call); real outages are the publisher's job (with backoff,
+        # keeping only the newest result).
         redis: Redis | RedisCluster = (RedisCluster if config.cluster else Redis).from_url(
             config.redis_url,
             socket_timeout=REDIS_TIMEOUT,
             socket_connect_timeout=REDIS_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         )
         self.publisher = Publisher(
             redis,

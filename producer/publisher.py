@@ -173,9 +173,17 @@ class Publisher:
                 self._publish(pipe, self._channel, data)
                 await pipe.execute()
         except ResponseError as exc:
-            self._attempted = None
             if not _is_id_conflict(exc):
+                self._attempted = None
                 raise
+            if await self._landed(seq):
+                # The client retried a transaction whose first try was applied but whose reply
+                # was lost with its connection: the result is in history and on the channel.
+                self._attempted = None
+                self.seq = seq
+                self.published += 1
+                return result
+            self._attempted = None
             # Someone wrote newer ids into our history (a second producer on this stream?):
             # start a new epoch rather than publish results that replay can never find.
             old = self.epoch
@@ -203,21 +211,27 @@ class Publisher:
         text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return max(now_ms, int(text.split("-", 1)[0]) + 1)
 
+    async def _landed(self, seq: int) -> bool:
+        """Whether the newest history entry is this epoch's ``seq`` (our own write)."""
+        newest: Any = await self._redis.xrevrange(self._history_key, count=1)
+        if not newest:
+            return False
+        entry_id = newest[0][0]
+        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return text == f"{self._epoch_ms}-{seq}"
+
     async def _reconcile(self) -> None:
         """After a failed write whose outcome is unknown, learn whether Redis applied it."""
         if self._attempted is None or self._epoch_ms is None:
             return
         seq, draft = self._attempted
-        newest: Any = await self._redis.xrevrange(self._history_key, count=1)
+        landed = await self._landed(seq)
         self._attempted = None
-        if newest:
-            entry_id = newest[0][0]
-            text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            if text == f"{self._epoch_ms}-{seq}":
-                self.seq = seq
-                self.published += 1
-                if self.parked is draft:
-                    self.parked = None
+        if landed:
+            self.seq = seq
+            self.published += 1
+            if self.parked is draft:
+                self.parked = None
 
     # ----------------------------------------------------------------- heartbeats and demand
 
