@@ -185,7 +185,7 @@ class Producer:
             await self.loop.run_in_executor(None, self.grabber.stop)
             await self.publisher.close(self._status(state="offline"))
             self._sync_metrics()
-            self.workers.shutdown()
+            await self.workers.stop()
             self.metrics.close()
         return status
 

@@ -71,9 +71,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
             f"{config.metrics_host}:{config.metrics_port}: {exc.strerror or exc}",
             1,
         )
-    if any(t.name.startswith("reader-") and t.is_alive() for t in threading.enumerate()):
-        # A read is still stuck inside FFmpeg: finalising the interpreter around it would abort
-        # the process, so leave now (everything worth saving is already flushed below).
+    if any(t.name.startswith(("reader-", "predict")) and t.is_alive() for t in threading.enumerate()):
+        # A read is still stuck inside FFmpeg, or an abandoned predictor inside native code:
+        # finalising the interpreter around it can abort the process, so leave now (everything
+        # worth saving is already flushed below).
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

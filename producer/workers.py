@@ -8,17 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import multiprocessing
+import queue
+import threading
 import time
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
 from framecast import wire
 from producer import detectors
 from producer.config import Config
 from producer.detectors import Predictor
 
-__all__ = ["Prediction", "Workers", "options"]
+__all__ = ["STOP_GRACE", "Prediction", "Workers", "options"]
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE = 2.0
+"""Seconds a stop waits for predictions in progress before abandoning (thread) or killing them."""
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 Prediction = tuple[tuple[wire.Detection, ...], float]
 """Checked detections and the seconds the predictor took."""
@@ -61,6 +73,53 @@ def _predict_in_worker(image: Any) -> Prediction:
     return _predict(_worker_predictor, image)
 
 
+class _DaemonThread(Executor):
+    """One daemon thread running calls in order.
+
+    Not a ``ThreadPoolExecutor``: the interpreter joins those threads at exit, so a predictor
+    that never returns would keep a stopped producer alive forever. A daemon thread is left.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._closed = False
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs) -> Future[_T]:
+        if self._closed:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        future: Future[_T] = Future()
+        self._calls.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        if cancel_futures:
+            while True:
+                try:
+                    item = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    item[0].cancel()
+        self._calls.put(None)
+        if wait:
+            self.thread.join()
+
+    def _run(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # handed to the awaiting side, like any executor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
 class Workers:
     """Where predictions run.
 
@@ -68,15 +127,19 @@ class Workers:
         config: Settings: ``workers`` (0: one thread) and, for processes, ``detector``.
         predictor: The predictor for the thread; must be None with worker processes (each
             builds its own from ``config.detector``).
+        stop_grace: Seconds :meth:`stop` waits for predictions in progress.
     """
 
-    def __init__(self, config: Config, *, predictor: Predictor | None) -> None:
+    def __init__(
+        self, config: Config, *, predictor: Predictor | None, stop_grace: float = STOP_GRACE
+    ) -> None:
         if predictor is not None and config.workers:
             raise ValueError("a predictor object cannot be sent to worker processes: pass config.detector")
         if predictor is None and not config.workers:
             raise ValueError("one worker thread needs a predictor")
         self._config = config
         self._predictor = predictor
+        self._stop_grace = stop_grace
         self.executor = self._make_executor()
         """The executor new frames go to (replaced when its processes die)."""
 
@@ -106,9 +169,46 @@ class Workers:
         self.executor = self._make_executor()
         return True
 
-    def shutdown(self) -> None:
-        """Stop taking work, without waiting for predictions in progress."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
+    async def stop(self) -> bool:
+        """Stop taking work and wait up to ``stop_grace`` for predictions in progress.
+
+        A predictor still running then is abandoned on its daemon thread (it cannot be
+        interrupted) or, in worker processes, killed; the log says which.
+
+        Returns:
+            Whether every prediction finished in time.
+        """
+        executor = self.executor
+        # Read before shutdown(), which forgets them; private, but the pool offers no other way.
+        pool: dict[int, Any] = getattr(executor, "_processes", None) or {}
+        processes = list(pool.values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        if isinstance(executor, _DaemonThread):
+            await asyncio.to_thread(executor.thread.join, self._stop_grace)
+            if not executor.thread.is_alive():
+                return True
+            log.warning(
+                "the predictor did not return within %g s of the stop: abandoning its thread",
+                self._stop_grace,
+            )
+            return False
+        deadline = time.monotonic() + self._stop_grace
+        for process in processes:
+            await asyncio.to_thread(process.join, max(0.0, deadline - time.monotonic()))
+        stuck = [p for p in processes if p.is_alive()]
+        if not stuck:
+            return True
+        log.warning(
+            "the predictor did not return within %g s of the stop: killing %d worker process%s",
+            self._stop_grace,
+            len(stuck),
+            "" if len(stuck) == 1 else "es",
+        )
+        for process in stuck:
+            process.kill()
+        for process in stuck:
+            await asyncio.to_thread(process.join, 5.0)
+        return False
 
     def _make_executor(self) -> Executor:
         if self._config.workers:
@@ -118,4 +218,4 @@ class Workers:
                 initializer=_init_worker,
                 initargs=(self._config.detector, options(self._config)),
             )
-        return ThreadPoolExecutor(1, thread_name_prefix="predict")
+        return _DaemonThread("predict")
