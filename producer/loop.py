@@ -43,6 +43,8 @@ REDIS_TIMEOUT = 2.0
 """Seconds any Redis call may take before the link counts as lost."""
 ERROR_LOG_INTERVAL = 10.0
 """Seconds between two log lines about a failing predictor."""
+END_FLUSH_TIMEOUT = 60.0
+"""Seconds a finite source that ended waits for Redis to publish its last, parked result."""
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> None:
@@ -174,6 +176,7 @@ class Producer:
             if stop.is_set():
                 log.info("stopping: %d results published", self.publisher.published)
             elif collector.done():
+                await self._flush_at_end(stopper)
                 log.info("source ended: %d results published, stopping", self.publisher.published)
         finally:
             everything = [collector, stopper, *tasks]
@@ -188,6 +191,30 @@ class Producer:
             await self.workers.stop()
             self.metrics.close()
         return status
+
+    async def _flush_at_end(self, stopper: asyncio.Task[Any]) -> None:
+        """A finite source ended with a result parked for Redis: give Redis a while to return.
+
+        The heartbeat goes on meanwhile (its offline/online link state is the publisher's), and a
+        stop signal cuts the wait short; whatever is still parked then is logged by ``close``.
+        """
+        if self.publisher.parked is None:
+            return
+        log.warning(
+            "source ended while Redis is unreachable: waiting up to %g s to publish the last result",
+            END_FLUSH_TIMEOUT,
+        )
+        flush = asyncio.create_task(self.publisher.flush(), name="flush")
+        try:
+            await asyncio.wait(
+                [flush, stopper], timeout=END_FLUSH_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            flush.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flush
+        if self.publisher.parked is None:
+            log.info("Redis is back: the last result was published")
 
     # ---------------------------------------------------------------- feeder and collector
 

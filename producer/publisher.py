@@ -104,6 +104,9 @@ class Publisher:
         """Results written so far (all epochs)."""
         self.parked: Draft | None = None
         """The newest result waiting for Redis to come back."""
+        self.dropped = 0
+        """Results never published: replaced by a newer one while Redis was unreachable, or
+        still parked at :meth:`close`."""
         self._epoch_ms: int | None = None
         self._attempted: tuple[int, Draft] | None = None
         self._where = where
@@ -133,16 +136,26 @@ class Publisher:
             (replacing an older parked one) and published once the link is back.
         """
         if self._state == "down":
-            self.parked = draft
+            self._park(draft)
             return None
         try:
             result = await self._write(draft)
         except (RedisError, RedisClusterException, OSError) as exc:
-            self.parked = draft
+            self._park(draft)
             self._lost(exc)
             return None
         self._up()
         return result
+
+    def _park(self, draft: Draft) -> None:
+        if self.parked is not None and self.parked is not draft:
+            self.dropped += 1
+        self.parked = draft
+
+    async def flush(self) -> None:
+        """Return once nothing is parked and the link is up (cancel it to give up)."""
+        while self.parked is not None or self._state == "down":
+            await asyncio.sleep(0.05)
 
     async def _write(self, draft: Draft) -> wire.Result:
         if self._epoch_ms is None:
@@ -289,6 +302,19 @@ class Publisher:
             self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnecting
+        if self.parked is not None:
+            self.dropped += 1
+            log.warning(
+                "closing with %s unreachable: the last result (frame %d) was not published; "
+                "%d result%s in all never reached Redis",
+                self._where,
+                self.parked.frame,
+                self.dropped,
+                "" if self.dropped == 1 else "s",
+            )
+            self.parked = None
+        elif self.dropped:
+            log.info("%d results were dropped during Redis outages (only the newest is kept)", self.dropped)
         if final is not None and self._state != "down":
             with contextlib.suppress(RedisError, RedisClusterException, OSError, TimeoutError):
                 async with asyncio.timeout(timeout), self._redis.pipeline(transaction=False) as pipe:

@@ -6,11 +6,16 @@ one failed the first command it carried, seconds later, and counted as an outage
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
+import numpy as np
+import pytest
 import redis
 
-from tests.support.producer import Listener, running_producer
+from tests.support.producer import Listener, history, running_producer, start_producer
+from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
     from tests.support.valkey import RedisServer
@@ -77,3 +82,60 @@ def test_after_a_redis_restart_one_outage_is_logged_and_the_pool_is_healthy(
     assert logs.count("unreachable (") == logs.count("reachable again"), logs
     seqs = [r.seq for r in heard.results]
     assert seqs == sorted(set(seqs))
+
+
+_FRAMES = 100
+
+
+def _clip(path: Path) -> Path:
+    """100 frames at 10 fps: long enough to take Redis down while it plays."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (160, 120))
+    assert writer.isOpened()
+    try:
+        for i in range(_FRAMES):
+            image = np.full((120, 160, 3), 100, np.uint8)
+            cv2.rectangle(image, (i, 40), (i + 20, 60), (255, 255, 255), -1)
+            writer.write(image)
+    finally:
+        writer.release()
+    return path
+
+
+@pytest.mark.parametrize("redis_returns", [True, False])
+def test_a_file_that_ends_while_redis_is_down_publishes_its_last_result_or_logs_the_loss(
+    redis_returns: bool, tmp_path: Path, redis_server: RedisServer, child_env: dict[str, str]
+) -> None:
+    clip = _clip(tmp_path / "clip.avi")
+    args = ["--source", str(clip), "--no-demand", "--max-fps", "0", "--heartbeat-interval", "0.25"]
+    with Listener(redis_server.url) as heard:
+        producer = start_producer(redis_server.url, args, env=child_env)
+        try:
+            heard.wait_for(lambda: len(heard.results) >= 2, what="results while Redis is up")
+            seen = heard.results[-1].seq
+            redis_server.stop()
+            wait_until(
+                lambda: "source ended while Redis is unreachable" in producer.logs,
+                timeout=60,
+                what="the file to end with Redis down",
+            )
+            assert producer.process.poll() is None  # waiting for Redis, not gone
+            if redis_returns:
+                redis_server.restart()
+                status = producer.wait(timeout=60)
+            else:
+                status = producer.stop()
+        finally:
+            producer.stop()
+    assert status == 0, producer.logs
+    logs = producer.logs
+    if redis_returns:
+        # The restarted valkey kept nothing: its history holds what was published after it came back.
+        entries = history(redis_server.url)
+        assert entries, logs
+        last = entries[-1][1]
+        assert last.frame == _FRAMES - 1 and last.seq > seen, logs
+        assert "the last result was published" in logs, logs
+        assert "was not published" not in logs, logs
+    else:
+        assert f"the last result (frame {_FRAMES - 1}) was not published" in logs, logs
+        assert "in all never reached Redis" in logs, logs
