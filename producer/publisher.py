@@ -104,6 +104,9 @@ class Publisher:
         """Results written so far (all epochs)."""
         self.parked: Draft | None = None
         """The newest result waiting for Redis to come back."""
+        self.dropped = 0
+        """Results never published: replaced by a newer one while Redis was unreachable, or
+        still parked at :meth:`close`."""
         self._epoch_ms: int | None = None
         self._attempted: tuple[int, Draft] | None = None
         self._where = where
@@ -133,16 +136,26 @@ class Publisher:
             (replacing an older parked one) and published once the link is back.
         """
         if self._state == "down":
-            self.parked = draft
+            self._park(draft)
             return None
         try:
             result = await self._write(draft)
         except (RedisError, RedisClusterException, OSError) as exc:
-            self.parked = draft
+            self._park(draft)
             self._lost(exc)
             return None
         self._up()
         return result
+
+    def _park(self, draft: Draft) -> None:
+        if self.parked is not None and self.parked is not draft:
+            self.dropped += 1
+        self.parked = draft
+
+    async def flush(self) -> None:
+        """Return once nothing is parked and the link is up (cancel it to give up)."""
+        while self.parked is not None or self._state == "down":
+            await asyncio.sleep(0.05)
 
     async def _write(self, draft: Draft) -> wire.Result:
         if self._epoch_ms is None:
@@ -173,9 +186,17 @@ class Publisher:
                 self._publish(pipe, self._channel, data)
                 await pipe.execute()
         except ResponseError as exc:
-            self._attempted = None
             if not _is_id_conflict(exc):
+                self._attempted = None
                 raise
+            if await self._landed(seq):
+                # The client retried a transaction whose first try was applied but whose reply
+                # was lost with its connection: the result is in history and on the channel.
+                self._attempted = None
+                self.seq = seq
+                self.published += 1
+                return result
+            self._attempted = None
             # Someone wrote newer ids into our history (a second producer on this stream?):
             # start a new epoch rather than publish results that replay can never find.
             old = self.epoch
@@ -203,21 +224,27 @@ class Publisher:
         text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
         return max(now_ms, int(text.split("-", 1)[0]) + 1)
 
+    async def _landed(self, seq: int) -> bool:
+        """Whether the newest history entry is this epoch's ``seq`` (our own write)."""
+        newest: Any = await self._redis.xrevrange(self._history_key, count=1)
+        if not newest:
+            return False
+        entry_id = newest[0][0]
+        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        return text == f"{self._epoch_ms}-{seq}"
+
     async def _reconcile(self) -> None:
         """After a failed write whose outcome is unknown, learn whether Redis applied it."""
         if self._attempted is None or self._epoch_ms is None:
             return
         seq, draft = self._attempted
-        newest: Any = await self._redis.xrevrange(self._history_key, count=1)
+        landed = await self._landed(seq)
         self._attempted = None
-        if newest:
-            entry_id = newest[0][0]
-            text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-            if text == f"{self._epoch_ms}-{seq}":
-                self.seq = seq
-                self.published += 1
-                if self.parked is draft:
-                    self.parked = None
+        if landed:
+            self.seq = seq
+            self.published += 1
+            if self.parked is draft:
+                self.parked = None
 
     # ----------------------------------------------------------------- heartbeats and demand
 
@@ -275,6 +302,19 @@ class Publisher:
             self._reconnecting.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconnecting
+        if self.parked is not None:
+            self.dropped += 1
+            log.warning(
+                "closing with %s unreachable: the last result (frame %d) was not published; "
+                "%d result%s in all never reached Redis",
+                self._where,
+                self.parked.frame,
+                self.dropped,
+                "" if self.dropped == 1 else "s",
+            )
+            self.parked = None
+        elif self.dropped:
+            log.info("%d results were dropped during Redis outages (only the newest is kept)", self.dropped)
         if final is not None and self._state != "down":
             with contextlib.suppress(RedisError, RedisClusterException, OSError, TimeoutError):
                 async with asyncio.timeout(timeout), self._redis.pipeline(transaction=False) as pipe:

@@ -20,11 +20,11 @@ import numpy as np
 
 from framecast.wire import Detection
 from producer.detectors import DetectorError, classes_from_file
+from producer.detectors.onnx_meta import names_from_metadata
 
-__all__ = ["COCO", "Letterbox", "Yolo", "decode", "letterbox"]
+__all__ = ["COCO", "Layout", "Letterbox", "Yolo", "decode", "layout", "letterbox"]
 
 COCO: tuple[str, ...] = (
-    " ",
     "person",
     "bicycle",
     "car",
@@ -139,6 +139,64 @@ def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     return square, Letterbox(scale, float(pad_x), float(pad_y), width, height)
 
 
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How to read a model's output table.
+
+    Attributes:
+        objectness: YOLOv5/v7 (a box score before the class scores) rather than YOLOv8/v11.
+        channel_first: Boxes are columns (``[4 + C, N]``) rather than rows (``[N, 5 + C]``).
+        classes: Number of class scores per box.
+    """
+
+    objectness: bool
+    channel_first: bool
+    classes: int
+
+
+_LAYOUTS = "YOLOv5/v7 [1, N, 5 + classes] or YOLOv8/v11 [1, 4 + classes, N]"
+
+
+def layout(shape: Sequence[int], names: Sequence[str] | None = None) -> Layout:
+    """The layout of an output of ``shape``, given the class names when known.
+
+    With names, one axis must hold 4 + classes values per box (v8) or 5 + classes (v5); without,
+    84 and 85 are COCO's v8 and v5. Otherwise the shorter axis holds the values (exports have
+    thousands of candidates), and boxes as columns mean v8, as rows v5.
+
+    Raises:
+        ValueError: No supported layout explains ``shape``; the text names it and what would.
+    """
+    dims = [int(d) for d in shape]
+    while len(dims) > 2 and dims[0] == 1:
+        dims = dims[1:]
+    if len(dims) != 2:
+        raise ValueError(f"output of shape {list(shape)} is not a detection table ({_LAYOUTS})")
+    # Either axis may hold the values per box; the shorter one is the likelier.
+    orientations = [(True, dims[0]), (False, dims[1])]
+    if dims[0] > dims[1]:
+        orientations.reverse()
+    if names is not None:
+        for channel_first, values in orientations:
+            if values in (4 + len(names), 5 + len(names)):
+                objectness = values == 5 + len(names)
+                return Layout(objectness=objectness, channel_first=channel_first, classes=len(names))
+        raise ValueError(
+            f"output of shape {list(shape)} has {orientations[0][1]} values per box; {len(names)} class "
+            f"names need {4 + len(names)} (YOLOv8/v11) or {5 + len(names)} (YOLOv5/v7)"
+        )
+    for channel_first, values in orientations:
+        if values in (4 + len(COCO), 5 + len(COCO)):
+            objectness = values == 5 + len(COCO)
+            return Layout(objectness=objectness, channel_first=channel_first, classes=len(COCO))
+    channel_first, values = orientations[0]
+    objectness = not channel_first
+    classes = values - (5 if objectness else 4)
+    if classes < 1:
+        raise ValueError(f"output of shape {list(shape)} has too few values per box for {_LAYOUTS}")
+    return Layout(objectness=objectness, channel_first=channel_first, classes=classes)
+
+
 def decode(
     output: np.ndarray,
     box: Letterbox,
@@ -146,6 +204,7 @@ def decode(
     confidence: float = 0.25,
     nms: float = 0.45,
     names: Sequence[str] | None = None,
+    shape: Layout | None = None,
 ) -> list[Detection]:
     """Turn a YOLO output tensor into detections in frame pixels.
 
@@ -154,39 +213,25 @@ def decode(
         box: How the frame was letterboxed.
         confidence: Lowest score kept (v5: objectness x class score; v8: class score).
         nms: IoU threshold of per-class non-maximum suppression.
-        names: Class names; decides the layout when its length matches, else the longer axis
-            is taken as the box axis and only channel-first outputs are read as v8.
+        names: Class names (``class N`` labels without); 80-class models get COCO's.
+        shape: The output's layout, when already known (:func:`layout` of it otherwise).
 
     Raises:
         ValueError: The output has a shape no YOLO layout explains.
     """
     table = np.asarray(output, dtype=np.float32)
+    found_layout = shape or layout(table.shape, names)
     while table.ndim > 2 and table.shape[0] == 1:
         table = table[0]
-    if table.ndim != 2:
-        raise ValueError(f"model output of shape {np.shape(output)} is not a YOLO detection table")
-    transposed = table.shape[0] < table.shape[1]
-    if transposed:
+    if found_layout.channel_first:
         table = table.T
-    channels = table.shape[1]
-    if names is not None and channels == 5 + len(names):
-        objectness = True
-    elif names is not None and channels == 4 + len(names):
-        objectness = False
-    elif names is not None:
-        raise ValueError(
-            f"model output has {channels} values per box; {len(names)} class names need "
-            f"{4 + len(names)} (YOLOv8) or {5 + len(names)} (YOLOv5)"
-        )
-    else:
-        objectness = not transposed
-    first_class = 5 if objectness else 4
-    if channels <= first_class:
-        raise ValueError(f"model output has {channels} values per box: too few for a YOLO layout")
+    if names is None and found_layout.classes == len(COCO):
+        names = COCO
+    first_class = 5 if found_layout.objectness else 4
     class_scores = table[:, first_class:]
     class_ids = class_scores.argmax(axis=1)
     scores = class_scores[np.arange(len(table)), class_ids]
-    if objectness:
+    if found_layout.objectness:
         scores = scores * table[:, 4]
     keep = scores >= confidence
     if not keep.any():
@@ -226,15 +271,20 @@ def _label(class_id: int, names: Sequence[str] | None) -> str:
 class Yolo:
     """A YOLO ONNX model as a predictor.
 
+    Class names come from ``classes`` if given, else from the model's own ``names`` metadata
+    (Ultralytics exports carry it), else COCO's for 80-class models, else ``class N``. The output
+    layout is found once, at load, by running the model on a blank input.
+
     Args:
         path: The ``.onnx`` file.
         input_size: The model's square input size.
         confidence: Lowest score kept.
         nms: IoU threshold of non-maximum suppression.
-        classes: File of class names, one per line; COCO's names for 80-class models otherwise.
+        classes: File of class names, one per line.
 
     Raises:
-        DetectorError: The file is missing or is not a model OpenCV can run.
+        DetectorError: The file is missing, is not a model OpenCV can run, or its outputs match no
+            supported layout (the message names the shapes seen).
     """
 
     def __init__(
@@ -253,20 +303,52 @@ class Yolo:
         try:
             self._net = cv2.dnn.readNetFromONNX(path)
         except cv2.error as exc:
-            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-            raise DetectorError(f"cannot load {path} as an ONNX model: {detail}") from None
-        self._names: Sequence[str] | None = classes_from_file(classes) if classes else None
+            raise DetectorError(f"cannot load {path} as an ONNX model: {_cv_detail(exc)}") from None
+        self.names: Sequence[str] | None = (
+            classes_from_file(classes) if classes else names_from_metadata(path)
+        )
+        """Class names, or None when the model has none (labels are then ``class N``)."""
         self.input_size = input_size
         self.confidence = confidence
         self.nms = nms
+        self.layout = self._probe(path)
+        """The output layout, found at load."""
+        if self.names is None and self.layout.classes == len(COCO):
+            self.names = COCO
+
+    def _probe(self, path: str) -> Layout:
+        """Run the model once on a blank input and read its output layout."""
+        blank = np.zeros((1, 3, self.input_size, self.input_size), np.float32)
+        try:
+            self._net.setInput(blank)
+            outputs = self._net.forward(self._net.getUnconnectedOutLayersNames())
+        except cv2.error as exc:
+            raise DetectorError(
+                f"{path} does not run on a {self.input_size}x{self.input_size} input "
+                f"(set --input-size to the model's): {_cv_detail(exc)}"
+            ) from None
+        shapes = [list(np.shape(o)) for o in outputs]
+        if len(shapes) != 1:
+            # Segmentation and pose exports add outputs (mask prototypes...) this predictor cannot use.
+            raise DetectorError(
+                f"{path}: the model has {len(shapes)} outputs, of shapes {', '.join(map(str, shapes))}; "
+                f"a detection model has one: {_LAYOUTS}"
+            )
+        try:
+            return layout(shapes[0], self.names)
+        except ValueError as exc:
+            raise DetectorError(f"{path}: {exc}") from None
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
         square, box = letterbox(frame, self.input_size)
         blob = cv2.dnn.blobFromImage(square, 1 / 255.0, (self.input_size, self.input_size), swapRB=True)
         self._net.setInput(blob)
         output = self._net.forward()
-        names = self._names
-        if names is None:
-            channels = min(np.squeeze(output).shape) if np.squeeze(output).ndim == 2 else 0
-            names = COCO if channels in (84, 85) else None
-        return decode(output, box, confidence=self.confidence, nms=self.nms, names=names)
+        return decode(
+            output, box, confidence=self.confidence, nms=self.nms, names=self.names, shape=self.layout
+        )
+
+
+def _cv_detail(exc: cv2.error) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else "unreadable"

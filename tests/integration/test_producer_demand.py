@@ -91,8 +91,11 @@ def test_redis_down_at_start_and_mid_run_is_retried_and_logged_once_per_change(
             )
         assert producer.process.poll() is None
     logs = producer.logs
-    assert logs.count("unreachable (") == 2, logs
-    assert logs.count("reachable again") == 2, logs
+    # The start-up outage, and the mid-run restart at most once: a restart that is over before a
+    # command needs Redis is absorbed by the client's one retry on a fresh connection.
+    outages = logs.count("unreachable (")
+    assert outages in (1, 2), logs
+    assert logs.count("reachable again") == outages, logs
     results = heard.results
     assert len({r.epoch for r in results}) == 1
     seqs = [r.seq for r in results]

@@ -11,7 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from producer.capture import Grabber, LatestFrame, SourceError, opener, parse_source
+from producer.capture import Grabber
+from producer.latest import LatestFrame
+from producer.sources import SourceError, opener, parse_source
 from producer.synthetic import Scene
 
 
@@ -145,6 +147,45 @@ def test_files_that_cannot_be_played_fail_with_a_clear_reason(tmp_path: Path) ->
     junk.write_text("this is not a video\n")
     with pytest.raises(SourceError, match="cannot read"):
         opener(parse_source(str(junk)))()
+
+
+class _FakeCamera:
+    """Stands in for ``cv2.VideoCapture`` on a device index: no /dev/video* exists on CI machines.
+
+    Only this unit test fakes it; every other source is opened for real (files, MJPEG, RTSP).
+    """
+
+    opened: list[object] = []
+
+    def __init__(self, index: object, *args: object) -> None:
+        self.opened.append(index)
+        self._frames = [np.full((4, 4), 7, np.uint8), np.full((4, 4, 4), 9, np.uint8)]  # grey, BGRA
+        self.released = False
+
+    def isOpened(self) -> bool:
+        return self.opened[-1] != 3
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        return (True, self._frames.pop(0)) if self._frames else (False, None)
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_a_device_index_opens_that_camera_and_converts_its_frames_to_bgr(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _FakeCamera.opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", _FakeCamera)
+    reader = opener(parse_source("2"))()
+    assert _FakeCamera.opened == [2]  # the index as an int: a string would be taken as a file name
+    grey, bgra = reader.read(), reader.read()
+    assert grey is not None and grey.shape == (4, 4, 3) and (grey == 7).all()
+    assert bgra is not None and bgra.shape == (4, 4, 3) and (bgra == 9).all()
+    assert reader.read() is None  # unplugged
+    reader.close()
+    with pytest.raises(SourceError, match="cannot open camera device 3"):
+        opener(parse_source("3"))()
 
 
 def _write_video(path: Path, count: int, *, fps: float = 50.0) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -14,7 +13,6 @@ import pytest
 from framecast.wire import Detection
 from producer import detectors
 from producer.detectors import DetectorError, Options, clip, load
-from producer.detectors.yolo import Letterbox, decode, letterbox
 from producer.synthetic import QR_TEXT, Scene, draw_figure
 
 GRACE_HOPPER = Path(cv2.__file__).parents[1] / "matplotlib" / "mpl-data" / "sample_data" / "grace_hopper.jpg"
@@ -163,147 +161,6 @@ def test_qr_decodes_the_text_and_boxes_the_code() -> None:
 
 def test_qr_finds_nothing_without_a_code() -> None:
     assert _detect(load("qr"), _plain()) == ()
-
-
-# --------------------------------------------------------------------------
-# onnx: a real ONNX file, hand-encoded, run by OpenCV DNN
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        low, value = value & 0x7F, value >> 7
-        out.append(low | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes | str | int) -> bytes:
-    """One protobuf field: varint for ints, length-delimited for bytes and strings."""
-    if isinstance(payload, int):
-        return _varint(number << 3) + _varint(payload)
-    data = payload.encode() if isinstance(payload, str) else payload
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
-def _tensor(name: str, array: np.ndarray) -> bytes:  # onnx.TensorProto, FLOAT, raw_data
-    values = np.asarray(array, np.float32)
-    return (
-        b"".join(_field(1, d) for d in values.shape)
-        + _field(2, 1)
-        + _field(8, name)
-        + _field(9, values.tobytes())
-    )
-
-
-def _value_info(name: str, shape: tuple[int, ...]) -> bytes:  # onnx.ValueInfoProto of a float tensor
-    dims = b"".join(_field(1, _field(1, d)) for d in shape)
-    return _field(1, name) + _field(2, _field(1, _field(1, 1) + _field(2, dims)))
-
-
-def _node(op: str, inputs: list[str], outputs: list[str], attributes: bytes = b"") -> bytes:
-    return (
-        b"".join(_field(1, i) for i in inputs)
-        + b"".join(_field(2, o) for o in outputs)
-        + _field(4, op)
-        + attributes
-    )
-
-
-def onnx_model(output: np.ndarray, size: int) -> bytes:
-    """An ONNX model taking ``[1, 3, size, size]`` images whose output is the constant ``output``.
-
-    The graph is ``output = ReduceMax(images) * 0 + C``: it really reads its input (so OpenCV
-    cannot drop it) yet always answers ``output``, so the expected boxes are known exactly.
-    """
-    axes = _field(5, _field(1, "axes") + b"".join(_field(8, a) for a in (1, 2, 3)) + _field(20, 7))
-    keepdims = _field(5, _field(1, "keepdims") + _field(3, 0) + _field(20, 2))
-    graph = b"".join(
-        _field(1, node)
-        for node in (
-            _node("ReduceMax", ["images"], ["peak"], axes + keepdims),
-            _node("Mul", ["peak", "zero"], ["nothing"]),
-            _node("Add", ["nothing", "table"], ["output0"]),
-        )
-    )
-    graph += _field(2, "constant-yolo")
-    graph += _field(5, _tensor("zero", np.zeros(1))) + _field(5, _tensor("table", output))
-    graph += _field(11, _value_info("images", (1, 3, size, size)))
-    graph += _field(12, _value_info("output0", tuple(output.shape)))
-    opset = _field(8, _field(1, "") + _field(2, 13))
-    return _field(1, 7) + opset + _field(2, "framecast-tests") + _field(7, graph)
-
-
-# A 640x480 frame in a 64x64 input: scale 0.1, 8 pixels of padding above and below.
-# Model box (cx 32, cy 32, w 16, h 16) -> frame box (240, 160, 400, 320).
-_EXPECTED = (240.0, 160.0, 400.0, 320.0)
-
-
-def _v5_table() -> np.ndarray:
-    rows = np.zeros((20, 5 + 2), np.float32)  # 20 candidates, 2 classes: cat, dog
-    rows[0] = [32, 32, 16, 16, 0.9, 0.1, 0.8]  # a dog: 0.9 * 0.8 = 0.72
-    rows[1] = [33, 32, 16, 16, 0.9, 0.1, 0.7]  # the same dog, a bit weaker: suppressed by NMS
-    rows[2] = [10, 20, 6, 6, 0.9, 0.15, 0.1]  # too unsure: 0.9 * 0.15 = 0.135
-    rows[3] = [58, 40, 20, 10, 1.0, 0.6, 0.1]  # a cat cut by the right edge: clipped to the frame
-    return rows[None]
-
-
-def _check_v5(found: Sequence[Detection]) -> None:
-    assert [d.label for d in found] == ["dog", "cat"]
-    dog, cat = found
-    assert dog.confidence == pytest.approx(0.72, abs=1e-3)
-    assert dog.box == pytest.approx(_EXPECTED, abs=0.01)
-    assert cat.confidence == pytest.approx(0.6, abs=1e-3)
-    assert cat.box == pytest.approx((480.0, 270.0, 640.0, 370.0), abs=0.01)
-
-
-def test_onnx_model_with_yolov5_output(tmp_path: Path) -> None:
-    model = tmp_path / "v5.onnx"
-    model.write_bytes(onnx_model(_v5_table(), 64))
-    names = tmp_path / "classes.txt"
-    names.write_text("# pets\ncat\ndog\n")
-    predictor = load(f"onnx:{model}", options=Options(input_size=64, classes=str(names)))
-    _check_v5(_detect(predictor, np.zeros((480, 640, 3), np.uint8)))
-
-
-def test_onnx_model_with_yolov8_output(tmp_path: Path) -> None:
-    columns = np.zeros((4 + 3, 30), np.float32)  # [4 + classes, candidates]: channel-first
-    columns[:, 0] = [32, 32, 16, 16, 0.05, 0.9, 0.0]
-    columns[:, 1] = [50, 50, 4, 4, 0.1, 0.1, 0.2]  # below --confidence
-    model = tmp_path / "v8.onnx"
-    model.write_bytes(onnx_model(columns[None], 64))
-    predictor = load(f"onnx:{model}", options=Options(input_size=64, confidence=0.25))
-    found = _detect(predictor, np.zeros((480, 640, 3), np.uint8))
-    assert len(found) == 1
-    assert found[0].label == "class 1"  # no names file, not an 80-class model
-    assert found[0].confidence == pytest.approx(0.9, abs=1e-3)
-    assert found[0].box == pytest.approx(_EXPECTED, abs=0.01)
-
-
-def test_letterbox_keeps_the_aspect_and_centres_the_frame() -> None:
-    square, box = letterbox(np.full((480, 640, 3), 255, np.uint8), 64)
-    assert square.shape == (64, 64, 3)
-    assert box == Letterbox(0.1, 0.0, 8.0, 640, 480)
-    assert (square[:8] == 114).all() and (square[-8:] == 114).all() and (square[8:56] == 255).all()
-
-
-def test_decode_reads_either_layout_the_same_way() -> None:
-    box = Letterbox(0.1, 0.0, 8.0, 640, 480)
-    names = ["cat", "dog"]
-    _check_v5(decode(_v5_table(), box, names=names))
-    _check_v5(decode(np.transpose(_v5_table(), (0, 2, 1)), box, names=names))  # channel-first v5
-    with pytest.raises(ValueError, match="values per box"):
-        decode(_v5_table(), box, names=["one", "two", "three", "four"])
-
-
-def test_onnx_errors_are_one_line(tmp_path: Path) -> None:
-    with pytest.raises(DetectorError, match="no such ONNX model"):
-        load(f"onnx:{tmp_path / 'missing.onnx'}")
-    garbage = tmp_path / "garbage.onnx"
-    garbage.write_bytes(b"not a model at all")
-    with pytest.raises(DetectorError, match="cannot load") as caught:
-        load(f"onnx:{garbage}")
-    assert "\n" not in str(caught.value)
 
 
 # --------------------------------------------------------------------------
