@@ -99,7 +99,9 @@ def _camera(name: str, table: Mapping[str, object], *, origin: str) -> Camera:
         try:
             text = _text(value)
         except TypeError as exc:
-            raise CameraError(f"{where}: {raw_key!r} must be a string, number or boolean, not {exc}") from None
+            raise CameraError(
+                f"{where}: {raw_key!r} must be a string, number or boolean, not {exc}"
+            ) from None
         if key == "source":
             source = text
         elif key in RESERVED:
@@ -188,4 +190,6 @@ def check_options(cameras: Iterable[Camera], check: Callable[[str, str], None]) 
             try:
                 check(key, value)
             except ValueError as exc:
-                raise CameraError(f"{camera.origin}: camera {camera.name!r}: {key}={value!r}: {exc}") from None
+                raise CameraError(
+                    f"{camera.origin}: camera {camera.name!r}: {key}={value!r}: {exc}"
+                ) from None

@@ -61,7 +61,10 @@ def test_spec_parses_like_the_file() -> None:
     ("text", "needle"),
     [
         ("[cameras.a]\nsource='synthetic'\nmax_fsp=5\n", "camera 'a': max_fsp='5': unknown setting"),
-        ("[cameras.a]\nsource='synthetic'\nmax_fps='fast'\n", "camera 'a': max_fps='fast': expected a number"),
+        (
+            "[cameras.a]\nsource='synthetic'\nmax_fps='fast'\n",
+            "camera 'a': max_fps='fast': expected a number",
+        ),
         ("[cameras.a]\nsource='synthetic'\ndetector='motion'\nmin_area=-1\n", "min_area='-1': must be"),
         ("[cameras.a]\ndetector='qr'\n", "camera 'a': 'source' is missing"),
         ("[cameras.'bad name']\nsource='synthetic'\n", "camera 'bad name': invalid name"),
@@ -108,4 +111,7 @@ def test_duplicate_name_across_file_and_flag(tmp_path: Path) -> None:
     path = _write(tmp_path, "[cameras.door]\nsource='synthetic'\n")
     with pytest.raises(CameraError, match="camera 'door' is defined twice"):
         cameras.merge(cameras.load(path), [cameras.parse_spec("door=0")])
-    assert [c.name for c in cameras.merge(cameras.load(path), [cameras.parse_spec("yard=0")])] == ["door", "yard"]
+    assert [c.name for c in cameras.merge(cameras.load(path), [cameras.parse_spec("yard=0")])] == [
+        "door",
+        "yard",
+    ]
