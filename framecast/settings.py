@@ -283,3 +283,27 @@ def markdown_table(cls: type) -> str:
         shown = ",".join(default) if isinstance(default, tuple) else default
         rows.append(f"| `{_flag(f)}` | `{env_name(f)}` | `{shown}` | {f.metadata['help']} |")
     return "\n".join(rows)
+
+
+def check_value(cls: type, name: str, raw: str) -> Any:
+    """Convert and check one setting of ``cls`` given as text, as :func:`parse` would.
+
+    Used where settings come from somewhere else than flags and environment (a camera in
+    ``framecast.toml``), so the same rules apply and the same reasons are given.
+
+    Raises:
+        ValueError: ``name`` is not a setting of ``cls``, or ``raw`` is not acceptable for it.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.metadata.get("help")}
+    field = fields.get(name)
+    if field is None:
+        raise ValueError(f"unknown setting (known: {', '.join(sorted(fields))})")
+    kind = get_type_hints(cls)[name]
+    value = _convert(kind, raw)
+    choices = field.metadata["choices"]
+    if choices is not None and value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}")
+    check = field.metadata["check"]
+    if check is not None and value is not None:
+        check(value)
+    return value

@@ -1,0 +1,195 @@
+"""Several cameras for one ``framecast up``: a TOML file and repeated ``--camera`` specs.
+
+Each camera is one producer process publishing the stream named after the camera. A camera's keys
+are the producer's own settings (``framecast producer --help``), spelt with ``_`` or ``-``::
+
+    # framecast.toml
+    [cameras.door]
+    source = "rtsp://user:secret@10.0.0.7/stream1"
+    detector = "faces"
+    max_fps = 5
+
+    [cameras.yard]
+    source = "synthetic"
+
+or on the command line, ``--camera door=rtsp://10.0.0.7/stream1,detector=faces,max_fps=5`` (a
+source that contains a comma must go in the file). Everything here is pure parsing and checking:
+:func:`load` and :func:`parse_spec` raise :class:`CameraError` with one line naming the file, the
+camera and the key; the caller validates each key's value with the producer's settings class
+(see :func:`check_options`), so a camera accepts exactly what ``framecast producer`` accepts.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from framecast import wire
+
+__all__ = ["RESERVED", "Camera", "CameraError", "check_options", "load", "merge", "parse_spec"]
+
+RESERVED = frozenset({"stream", "redis_url", "metrics_port", "metrics_host"})
+"""Producer settings ``framecast up`` sets itself for every camera: the stream is the camera's name,
+Redis is the topology's, and metrics ports are allocated per camera."""
+
+
+class CameraError(ValueError):
+    """A camera definition is wrong; the text names where (file, camera, key) and why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Camera:
+    """One camera: its name (also its stream's name), its source and its other producer settings.
+
+    Attributes:
+        name: Camera and stream name (``wire.STREAM_NAME_PATTERN``).
+        source: What the producer reads (``--source``).
+        options: Other producer settings as ``(field_name, value)`` pairs, in the order given.
+        origin: Where it was defined, for messages (``framecast.toml`` or ``--camera``).
+    """
+
+    name: str
+    source: str
+    options: tuple[tuple[str, str], ...] = ()
+    origin: str = "--camera"
+
+    def argv(self) -> list[str]:
+        """The producer's command-line arguments for this camera (without Redis and metrics)."""
+        args = ["--stream", self.name, "--source", self.source]
+        for key, value in self.options:
+            flag = "--" + key.replace("_", "-")
+            if value in ("true", "false"):  # booleans are --flag / --no-flag, as argparse wants
+                args.append(flag if value == "true" else "--no-" + key.replace("_", "-"))
+            else:
+                args += [flag, value]
+        return args
+
+
+def _key(raw: str) -> str:
+    return raw.strip().replace("-", "_")
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    raise TypeError(type(value).__name__)
+
+
+def _camera(name: str, table: Mapping[str, object], *, origin: str) -> Camera:
+    where = f"{origin}: camera {name!r}"
+    try:
+        wire.check_stream_name(name)
+    except wire.WireError:
+        raise CameraError(
+            f"{where}: invalid name (1-64 of A-Z a-z 0-9 _ . -, starting with a letter or digit;"
+            " it is also the stream's name)"
+        ) from None
+    options: list[tuple[str, str]] = []
+    source: str | None = None
+    seen: set[str] = set()
+    for raw_key, value in table.items():
+        key = _key(raw_key)
+        if key in seen:
+            raise CameraError(f"{where}: {raw_key!r} is given twice")
+        seen.add(key)
+        try:
+            text = _text(value)
+        except TypeError as exc:
+            raise CameraError(
+                f"{where}: {raw_key!r} must be a string, number or boolean, not {exc}"
+            ) from None
+        if key == "source":
+            source = text
+        elif key in RESERVED:
+            raise CameraError(f"{where}: {raw_key!r} cannot be set per camera (framecast up sets it)")
+        else:
+            options.append((key, text))
+    if not source:
+        raise CameraError(f"{where}: 'source' is missing (a device index, file, URL or 'synthetic')")
+    return Camera(name=name, source=source, options=tuple(options), origin=origin)
+
+
+def load(path: str | Path) -> tuple[Camera, ...]:
+    """Read cameras from a TOML file with one ``[cameras.<name>]`` table per camera.
+
+    Raises:
+        CameraError: The file cannot be read or parsed, has a top-level key other than
+            ``cameras``, or a camera is invalid.
+    """
+    origin = str(path)
+    try:
+        with open(path, "rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as exc:
+        raise CameraError(f"{origin}: cannot read the camera file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CameraError(f"{origin}: not valid TOML: {exc}") from None
+    for key in document:
+        if key != "cameras":
+            raise CameraError(f"{origin}: unknown top-level key {key!r} (expected [cameras.<name>] tables)")
+    tables = document.get("cameras")
+    if not isinstance(tables, dict) or not tables:
+        raise CameraError(f"{origin}: no cameras (add a [cameras.<name>] table with a 'source')")
+    cameras = []
+    for name, table in tables.items():
+        if not isinstance(table, dict):
+            raise CameraError(f"{origin}: 'cameras.{name}' must be a table ([cameras.{name}])")
+        cameras.append(_camera(name, table, origin=origin))
+    return tuple(cameras)
+
+
+def parse_spec(spec: str) -> Camera:
+    """Parse ``NAME=SOURCE[,key=value...]`` (one ``--camera``).
+
+    Raises:
+        CameraError: The spec is malformed or the camera invalid.
+    """
+    origin = f"--camera {spec!r}"
+    name, sep, rest = spec.partition("=")
+    if not sep or not name.strip() or not rest.strip():
+        raise CameraError(f"{origin}: expected NAME=SOURCE[,key=value...]")
+    source, *pairs = rest.split(",")
+    table: dict[str, object] = {"source": source.strip()}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise CameraError(f"{origin}: expected key=value after the source, got {pair!r}")
+        if _key(key) in {_key(k) for k in table}:
+            raise CameraError(f"{origin}: camera {name.strip()!r}: {key.strip()!r} is given twice")
+        table[key.strip()] = value.strip()
+    return _camera(name.strip(), table, origin="--camera")
+
+
+def merge(*groups: Iterable[Camera]) -> tuple[Camera, ...]:
+    """All cameras of every group, in order; a name defined twice anywhere is an error."""
+    cameras: dict[str, Camera] = {}
+    for group in groups:
+        for camera in group:
+            earlier = cameras.get(camera.name)
+            if earlier is not None:
+                raise CameraError(
+                    f"camera {camera.name!r} is defined twice ({earlier.origin} and {camera.origin}):"
+                    " camera names are stream names and must be unique"
+                )
+            cameras[camera.name] = camera
+    return tuple(cameras.values())
+
+
+def check_options(cameras: Iterable[Camera], check: Callable[[str, str], None]) -> None:
+    """Validate every camera's settings with ``check(key, value)``, which raises ValueError.
+
+    ``framecast up`` passes a check built from the producer's settings class, so an unknown key or
+    a bad value is reported before any process starts, naming the camera and the key.
+    """
+    for camera in cameras:
+        for key, value in (("source", camera.source), *camera.options):
+            try:
+                check(key, value)
+            except ValueError as exc:
+                raise CameraError(
+                    f"{camera.origin}: camera {camera.name!r}: {key}={value!r}: {exc}"
+                ) from None

@@ -1,0 +1,117 @@
+"""Camera definitions for ``framecast up``: the TOML file, ``--camera`` specs and their errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from framecast import cameras, settings
+from framecast.cameras import Camera, CameraError
+from producer.config import Config as ProducerConfig
+
+
+def _check(key: str, value: str) -> None:
+    settings.check_value(ProducerConfig, key, value)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "framecast.toml"
+    path.write_text(text)
+    return path
+
+
+def test_file_with_three_cameras(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+[cameras.door]
+source = "rtsp://10.0.0.7/stream1"
+detector = "faces"
+max-fps = 5
+
+[cameras.yard]
+source = "synthetic"
+demand = false
+
+[cameras.lobby]
+source = 0
+""",
+    )
+    found = cameras.load(path)
+    assert [c.name for c in found] == ["door", "yard", "lobby"]
+    assert found[0].options == (("detector", "faces"), ("max_fps", "5"))
+    assert found[0].argv() == [
+        "--stream", "door", "--source", "rtsp://10.0.0.7/stream1", "--detector", "faces", "--max-fps", "5",
+    ]  # fmt: skip
+    assert found[1].argv() == ["--stream", "yard", "--source", "synthetic", "--no-demand"]
+    assert found[2].source == "0"
+    cameras.check_options(found, _check)
+
+
+def test_spec_parses_like_the_file() -> None:
+    camera = cameras.parse_spec("door=rtsp://10.0.0.7/s1,detector=faces,max_fps=5")
+    assert camera == Camera(
+        name="door", source="rtsp://10.0.0.7/s1", options=(("detector", "faces"), ("max_fps", "5"))
+    )
+    cameras.check_options([camera], _check)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("[cameras.a]\nsource='synthetic'\nmax_fsp=5\n", "camera 'a': max_fsp='5': unknown setting"),
+        (
+            "[cameras.a]\nsource='synthetic'\nmax_fps='fast'\n",
+            "camera 'a': max_fps='fast': expected a number",
+        ),
+        ("[cameras.a]\nsource='synthetic'\ndetector='motion'\nmin_area=-1\n", "min_area='-1': must be"),
+        ("[cameras.a]\ndetector='qr'\n", "camera 'a': 'source' is missing"),
+        ("[cameras.'bad name']\nsource='synthetic'\n", "camera 'bad name': invalid name"),
+        ("[cameras.a]\nsource='synthetic'\nstream='b'\n", "'stream' cannot be set per camera"),
+        ("[cameras.a]\nsource='synthetic'\nmax_fps=1\nmax-fps=2\n", "'max-fps' is given twice"),
+        ("[camera.a]\nsource='synthetic'\n", "unknown top-level key 'camera'"),
+        ("[cameras]\n", "no cameras"),
+        ("[cameras.a]\nsource='synthetic'\n[cameras.a]\nsource='x'\n", "not valid TOML"),
+        ("[cameras.a]\nsource=['x']\n", "'source' must be a string, number or boolean"),
+    ],
+)
+def test_bad_file_names_the_key(tmp_path: Path, text: str, needle: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(CameraError) as caught:
+        cameras.check_options(cameras.load(path), _check)
+    message = str(caught.value)
+    assert needle in message
+    assert "\n" not in message
+    assert str(path) in message or "camera" in message
+
+
+def test_unreadable_file_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(CameraError, match=r"nope\.toml: cannot read the camera file"):
+        cameras.load(missing)
+
+
+@pytest.mark.parametrize(
+    ("spec", "needle"),
+    [
+        ("door", "expected NAME=SOURCE"),
+        ("=synthetic", "expected NAME=SOURCE"),
+        ("door=synthetic,detector", "expected key=value after the source"),
+        ("door=synthetic,detector=qr,detector=faces", "'detector' is given twice"),
+        ("döor=synthetic", "invalid name"),
+    ],
+)
+def test_bad_spec(spec: str, needle: str) -> None:
+    with pytest.raises(CameraError, match=needle):
+        cameras.parse_spec(spec)
+
+
+def test_duplicate_name_across_file_and_flag(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[cameras.door]\nsource='synthetic'\n")
+    with pytest.raises(CameraError, match="camera 'door' is defined twice"):
+        cameras.merge(cameras.load(path), [cameras.parse_spec("door=0")])
+    assert [c.name for c in cameras.merge(cameras.load(path), [cameras.parse_spec("yard=0")])] == [
+        "door",
+        "yard",
+    ]
