@@ -12,7 +12,7 @@ import contextlib
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import jwt
@@ -22,7 +22,9 @@ from websockets.sync.client import connect
 
 from framecast import wire
 from framecast.embedded import free_port
-from tests.support.gateway import FakeProducer, GatewayProc, start_gateway
+from framecast.up import running
+from tests.support.gateway import FakeProducer, GatewayProc, raw_websocket, start_gateway
+from tests.support.procs import child_env
 from tests.support.valkey import RedisServer, spawn_valkey
 from tests.support.wait import wait_until
 
@@ -97,16 +99,26 @@ class Witness:
 
 @dataclass
 class Bench:
-    """What a hostile test attacks and checks: the gateway, the feeder and the witness."""
+    """What a hostile test attacks and checks: a gateway (or nginx), the feeder and the witness.
 
-    gateway: GatewayProc
+    Attributes:
+        port: Where the attacks go (the gateway's port, or nginx's).
+        feeder: Publishes the stream the witness reads.
+        witness: The well-behaved client.
+        processes: Returns the server processes' exit statuses (None while running).
+        gateway: The gateway, when attacked directly.
+    """
+
+    port: int
     feeder: Feeder
     witness: Witness
-    redis: RedisServer
+    processes: Callable[[], list[int | None]]
+    gateway: GatewayProc | None = None
+    auth_headers: dict[str, str] = field(default_factory=dict)
 
     @property
-    def port(self) -> int:
-        return self.gateway.port
+    def through_nginx(self) -> bool:
+        return self.gateway is None
 
     def assert_undisturbed(self, *, timeout: float = 30.0) -> None:
         """The witness receives results published after now, and has missed or reordered nothing."""
@@ -119,7 +131,18 @@ class Bench:
         assert self.witness.closed is None, f"the witness was disturbed: {self.witness.closed}"
         seqs = list(self.witness.seqs)
         assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "the witness lost or reordered results"
-        assert self.gateway.alive(), "the gateway died"
+        assert self.processes() == [None] * len(self.processes()), "a server process died"
+        # Leave the next test a server that takes new clients (nginx may have marked a gateway
+        # failed for its fail_timeout after a dropped request; a dedicated test asserts that).
+        wait_until(self._upgrades, timeout=timeout, what="a new client to be upgraded")
+
+    def _upgrades(self) -> bool:
+        try:
+            sock, head = raw_websocket(self.port, f"/ws/{STREAM}", headers=self.auth_headers)
+        except OSError:
+            return False
+        sock.close()
+        return head.startswith(b"HTTP/1.1 101")
 
 
 def token(claims: dict[str, object] | None = None, *, key: str = SECRET, algorithm: str = "HS256") -> str:
@@ -128,7 +151,9 @@ def token(claims: dict[str, object] | None = None, *, key: str = SECRET, algorit
 
 
 @contextlib.contextmanager
-def bench(args: Sequence[str] = (), *, witness_query: str = "") -> Iterator[Bench]:
+def bench(
+    args: Sequence[str] = (), *, witness_query: str = "", auth_headers: dict[str, str] | None = None
+) -> Iterator[Bench]:
     """valkey + feeder + gateway (``args``) + witness; everything stopped on exit."""
     with tempfile.TemporaryDirectory(prefix="framecast-hostile-") as workdir:
         port = free_port()
@@ -142,7 +167,14 @@ def bench(args: Sequence[str] = (), *, witness_query: str = "") -> Iterator[Benc
             witness = Witness(f"{gateway.ws_url}/ws/{STREAM}{witness_query}")
             witness.start()
             wait_until(lambda: witness.seqs, what="the witness's first result")
-            yield Bench(gateway, feeder, witness, redis)
+            yield Bench(
+                port=gateway.port,
+                feeder=feeder,
+                witness=witness,
+                processes=lambda: [gateway.process.poll()],  # type: ignore[union-attr]
+                gateway=gateway,
+                auth_headers=auth_headers or {},
+            )
         finally:
             if witness is not None:
                 witness.stop()
@@ -163,5 +195,37 @@ def open_bench() -> Iterator[Bench]:
 @pytest.fixture(scope="module")
 def auth_bench() -> Iterator[Bench]:
     """A gateway requiring HS256 tokens signed with :data:`SECRET`."""
-    with bench(["--jwt-secret", SECRET], witness_query=f"?token={token()}") as b:
+    with bench(
+        ["--jwt-secret", SECRET],
+        witness_query=f"?token={token()}",
+        auth_headers={"Authorization": f"Bearer {token()}"},
+    ) as b:
         yield b
+
+
+@pytest.fixture(scope="module")
+def nginx_bench() -> Iterator[Bench]:
+    """nginx in front of two gateways (``framecast up``'s topology, fed by the feeder)."""
+    with tempfile.TemporaryDirectory(prefix="framecast-hostile-") as workdir:
+        port = free_port()
+        redis = RedisServer(port, spawn_valkey(port, workdir), workdir)
+        feeder = Feeder(redis.url)
+        try:
+            with running(gateways=2, producer=False, redis_url=redis.url, env=child_env()) as stack:
+                witness = Witness(stack.ws_url(STREAM))
+                witness.start()
+                try:
+                    wait_until(lambda: witness.seqs, what="the witness's first result")
+                    yield Bench(
+                        port=stack.port,
+                        feeder=feeder,
+                        witness=witness,
+                        processes=lambda: [
+                            c.process.poll() if c.process is not None else -1 for c in stack.children.values()
+                        ],
+                    )
+                finally:
+                    witness.stop()
+        finally:
+            feeder.close()
+            redis.stop()
