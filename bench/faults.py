@@ -427,7 +427,7 @@ async def _run(config: FaultsConfig, top: Topology, say: Callable[[str], None]) 
             cleared = await _inject(name, top, config, extra)
             await asyncio.sleep(config.settle)
             with contextlib.suppress(AssertionError):
-                await _wait(lambda c=cleared: all(s.recovered_at(c) for s in seen), 30, "recovery")
+                await _wait(lambda: all(s.recovered_at(cleared) for s in seen), 30, "recovery")
             sampler.cancel()
             rows.append(_row(name, seen, first_epoch, started, cleared, peak, extra))
             say(_format(rows[-1]))

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import atheris
+import atheris  # type: ignore[import-untyped]
 
 with atheris.instrument_imports():
     from framecast import wire

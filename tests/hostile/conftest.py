@@ -171,7 +171,7 @@ def bench(
                 port=gateway.port,
                 feeder=feeder,
                 witness=witness,
-                processes=lambda: [gateway.process.poll()],  # type: ignore[union-attr]
+                processes=lambda: [gateway.process.poll()],
                 gateway=gateway,
                 auth_headers=auth_headers or {},
             )

@@ -74,7 +74,7 @@ _messages_like = st.fixed_dictionaries(
 )
 
 
-def _decodes_or_wire_error(decoder: Any, data: bytes | str) -> object | None:
+def _decodes_or_wire_error(decoder: Any, data: bytes | str) -> Any:
     """Run ``decoder``; a WireError is the documented refusal, anything else propagates (a defect)."""
     try:
         return decoder(data)
