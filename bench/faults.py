@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -427,7 +428,7 @@ async def _run(config: FaultsConfig, top: Topology, say: Callable[[str], None]) 
             cleared = await _inject(name, top, config, extra)
             await asyncio.sleep(config.settle)
             with contextlib.suppress(AssertionError):
-                await _wait(lambda: all(s.recovered_at(cleared) for s in seen), 30, "recovery")
+                await _wait(functools.partial(_all_recovered, seen, cleared), 30, "recovery")
             sampler.cancel()
             rows.append(_row(name, seen, first_epoch, started, cleared, peak, extra))
             say(_format(rows[-1]))
@@ -437,6 +438,10 @@ async def _run(config: FaultsConfig, top: Topology, say: Callable[[str], None]) 
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
     return rows
+
+
+def _all_recovered(seen: list[Seen], cleared: float) -> bool:
+    return all(s.recovered_at(cleared) for s in seen)
 
 
 async def _inject(name: str, top: Topology, config: FaultsConfig, extra: dict[str, Any]) -> float:
