@@ -105,6 +105,17 @@ class Seen:
             lost += len(set(range(start, max(seqs) + 1)) - set(seqs))
         return lost, reordered
 
+    def epochs_mixed(self) -> tuple[int, int]:
+        """Epochs seen, and results of an epoch received after a later epoch had begun."""
+        order: list[str] = []
+        mixed = 0
+        for epoch, _, _ in self.results:
+            if epoch not in order:
+                order.append(epoch)
+            elif epoch != order[-1]:
+                mixed += 1
+        return len(order), mixed
+
     def recovered_at(self, cleared: float) -> float | None:
         for (_, _, published), at in zip(self.results, self.received_at, strict=True):
             if published >= cleared:
@@ -515,6 +526,8 @@ def _row(
             "recovery_s": round(max((r - cleared for r in recoveries if r), default=0.0), 2),
             "unrecovered": sum(1 for r in recoveries if r is None),
             "notices": sorted({n for s in group for n in s.notices}),
+            "epochs": max((s.epochs_mixed()[0] for s in group), default=0),
+            "mixed": sum(s.epochs_mixed()[1] for s in group),
         }
     row["fault_s"] = round(cleared - started, 2)
     return row

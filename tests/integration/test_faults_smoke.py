@@ -51,6 +51,12 @@ def test_a_redis_outage_is_announced_with_gap(rows: dict[str, dict[str, Any]]) -
         assert "gap:redis-reconnected" in rows[scenario]["resume"]["notices"], rows[scenario]
 
 
+def test_a_producer_restart_is_a_new_epoch_never_mixed_with_the_old(rows: dict[str, dict[str, Any]]) -> None:
+    for kind in ("resume", "raw"):
+        seen = rows["producer-restart"][kind]
+        assert seen["epochs"] == 2 and seen["mixed"] == 0, f"{kind}: {seen}"
+
+
 def test_stalled_clients_do_not_grow_the_gateways_without_bound(rows: dict[str, dict[str, Any]]) -> None:
     grown = (rows["stalled-clients"]["peak_rss_mb"] - rows["baseline"]["peak_rss_mb"]) * 2**20
     assert grown < RSS_BOUND, rows["stalled-clients"]
