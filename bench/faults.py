@@ -1,0 +1,578 @@
+"""The fault suite (issue 12): real processes, faults injected, what the clients saw, as one table.
+
+``python -m bench faults`` (``framecast bench faults``) starts the topology ``framecast up`` runs --
+valkey, N gateways (reaching Redis through a TCP proxy that can stall the link), the real producer
+on a synthetic source, nginx -- connects ``--clients`` clients through nginx (resume clients using
+:mod:`framecast.client`, plus raw live-only clients), and runs each scenario in turn. Per scenario
+it prints: clients, results lost / duplicated / reordered as the clients saw them (per kind of
+client), the recovery time (fault cleared -> every client has a result published after it), peak
+gateway RSS and open fds. Run it from a checkout (the proxy is ``tests/support/faultproxy.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import connect
+
+from framecast import client, settings, wire
+from framecast.embedded import free_port, nginx_binary, valkey_command, wait_for_port
+from framecast.limits import raise_open_files_limit
+from framecast.settings import option
+from framecast.up import render_nginx_conf
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = (
+    "baseline",
+    "gateway-kill",
+    "redis-restart",
+    "redis-stall",
+    "producer-restart",
+    "gateway-sigstop",
+    "nginx-restart",
+    "stalled-clients",
+    "storm",
+)
+READY_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultsConfig:
+    """Settings of ``python -m bench faults``."""
+
+    clients: int = option(
+        50, help="Reading clients through nginx (>= 500 for the issue's full run).", check=settings.positive
+    )
+    gateways: int = option(2, help="Gateway processes behind nginx.", check=settings.positive)
+    raw_share: float = option(0.2, help="Share of the clients that are raw, live-only (no resume).")
+    scenarios: tuple[str, ...] = option(SCENARIOS, help=f"Scenarios to run ({', '.join(SCENARIOS)}).")
+    settle: float = option(
+        4.0, help="Seconds of steady delivery measured after each fault clears.", check=settings.positive
+    )
+    storm: int = option(5000, help="Connections opened at once by the storm scenario.")
+    max_connections: int = option(
+        2000, help="--max-connections of each gateway (the storm goes past the sum, to see 503s)."
+    )
+    output: str = option("", help="Write the rows as JSON here too.")
+
+
+# --------------------------------------------------------------------------
+# Clients
+
+
+@dataclass
+class Seen:
+    """What one client received during the current scenario."""
+
+    resume: bool
+    results: list[tuple[str, int, float]] = field(default_factory=list)  # epoch, seq, published_at
+    received_at: list[float] = field(default_factory=list)
+    duplicates: int = 0
+    notices: list[str] = field(default_factory=list)
+
+    def on_result(self, message: wire.Result) -> None:
+        if self.results and any(e == message.epoch and s == message.seq for e, s, _ in self.results[-64:]):
+            self.duplicates += 1
+        self.results.append((message.epoch, message.seq, message.published_at))
+        self.received_at.append(time.time())
+
+    def lost_reordered(self, first_epoch: str) -> tuple[int, int]:
+        by_epoch: dict[str, list[int]] = {}
+        reordered = 0
+        for epoch, seq, _ in self.results:
+            seqs = by_epoch.setdefault(epoch, [])
+            if seqs and seq < seqs[-1]:
+                reordered += 1
+            seqs.append(seq)
+        lost = 0
+        for epoch, seqs in by_epoch.items():
+            start = min(seqs) if epoch == first_epoch else 1  # a new epoch starts at 1
+            lost += len(set(range(start, max(seqs) + 1)) - set(seqs))
+        return lost, reordered
+
+    def epochs_mixed(self) -> tuple[int, int]:
+        """Epochs seen, and results of an epoch received after a later epoch had begun."""
+        order: list[str] = []
+        mixed = 0
+        for epoch, _, _ in self.results:
+            if epoch not in order:
+                order.append(epoch)
+            elif epoch != order[-1]:
+                mixed += 1
+        return len(order), mixed
+
+    def recovered_at(self, cleared: float) -> float | None:
+        for (_, _, published), at in zip(self.results, self.received_at, strict=True):
+            if published >= cleared:
+                return at
+        return None
+
+
+async def _resume_client(url: str, seen: list[Seen], index: int, stop: asyncio.Event) -> None:
+    async with client.subscribe(url, ["default"], ping_interval=5.0, open_timeout=20) as messages:
+        async for message in messages:
+            if stop.is_set():
+                return
+            if isinstance(message, wire.Result):
+                seen[index].on_result(message)
+            elif isinstance(message, wire.Reset | wire.Gap):
+                seen[index].notices.append(f"{message.type}:{message.reason}")
+
+
+async def _raw_client(url: str, seen: list[Seen], index: int, stop: asyncio.Event) -> None:
+    """Live only: reconnects without ``since`` (what a naive client gets)."""
+    for _ in range(10_000):
+        if stop.is_set():
+            return
+        try:
+            async with connect(f"{url}/ws/default", open_timeout=20, ping_interval=5.0) as ws:
+                async for raw in ws:
+                    if stop.is_set():
+                        return
+                    message = wire.decode(raw) if isinstance(raw, str) else None
+                    if isinstance(message, wire.Result):
+                        seen[index].on_result(message)
+        except (OSError, websockets.WebSocketException, TimeoutError):
+            await asyncio.sleep(0.5)
+
+
+# --------------------------------------------------------------------------
+# Topology
+
+
+class Topology:
+    """valkey, a fault proxy, gateways, the producer and nginx, each a real process."""
+
+    def __init__(self, config: FaultsConfig) -> None:
+        from tests.support.faultproxy import FaultProxy  # run from a checkout
+
+        self.config = config
+        self.open_files = raise_open_files_limit()
+        self._tmp = tempfile.TemporaryDirectory(prefix="framecast-faults-")
+        self.workdir = Path(self._tmp.name)
+        self.workdir.chmod(0o755)
+        self.redis_port = free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.start_valkey()
+        self.proxy = FaultProxy(self.redis_port)
+        for i in range(1, config.gateways + 1):
+            self.ports[f"gw{i}"] = free_port()
+            self.start_gateway(f"gw{i}")
+        self.start_producer()
+        self.nginx_port = free_port()
+        self.start_nginx()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.nginx_port}"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def start_valkey(self) -> None:
+        (self.workdir / "valkey").mkdir(exist_ok=True)
+        self._spawn("valkey", valkey_command(self.redis_port, workdir=self.workdir / "valkey"))
+        wait_for_port(self.redis_port, timeout=10)
+
+    def start_gateway(self, name: str) -> None:
+        port = self.ports[name]
+        self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--id",
+                name,
+                "--redis-url",
+                f"redis://127.0.0.1:{self.proxy.port}/0",
+                "--max-connections",
+                str(self.config.max_connections),
+                "--log-level",
+                "WARNING",
+            ],
+        )
+        self.wait_http(port, "/readyz")
+
+    def start_producer(self) -> None:
+        self._spawn(
+            "producer",
+            [
+                sys.executable,
+                "-m",
+                "producer",
+                "--source",
+                "synthetic",
+                "--detector",
+                "motion",
+                "--max-fps",
+                "30",
+                "--no-demand",
+                "--stream",
+                "default",
+                "--redis-url",
+                f"redis://127.0.0.1:{self.redis_port}/0",
+                "--log-level",
+                "WARNING",
+            ],
+        )
+
+    def start_nginx(self) -> None:
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(
+            render_nginx_conf(
+                listen=f"127.0.0.1:{self.nginx_port}",
+                upstreams=[f"127.0.0.1:{p}" for p in self.ports.values()],
+                runtime_dir=str(self.workdir),
+                open_files=self.open_files,
+            )
+        )
+        self._spawn(
+            "nginx", [str(nginx_binary()), "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"]
+        )
+        wait_for_port(self.nginx_port, timeout=10)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.procs[name]
+        if process.poll() is None:
+            process.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            process.wait(timeout=20)
+
+    @staticmethod
+    def wait_http(port: int, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.1) + 1):
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer,
+            ):
+                if answer.status == 200:
+                    return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"127.0.0.1:{port}{path} never answered 200")
+
+    def gateway_usage(self) -> tuple[int, int]:
+        """Sum of the gateways' RSS (bytes) and open fds now."""
+        rss = fds = 0
+        for name, process in self.procs.items():
+            if not name.startswith("gw") or process.poll() is not None:
+                continue
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                # A killed child not yet reaped has no VmRSS line.
+                rss += next(
+                    (int(ln.split()[1]) * 1024 for ln in status.splitlines() if ln.startswith("VmRSS")), 0
+                )
+                fds += len(os.listdir(f"/proc/{process.pid}/fd"))
+        return rss, fds
+
+    def close(self) -> None:
+        for name in reversed(list(self.procs)):
+            process = self.procs[name]
+            if process.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, signal.SIGCONT)
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+        self.proxy.close()
+        self._tmp.cleanup()
+
+
+# --------------------------------------------------------------------------
+# Scenarios: each injects its fault and returns the time it was cleared.
+
+
+async def _to_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    return await asyncio.to_thread(fn, *args)
+
+
+async def _gateway_kill(top: Topology) -> float:
+    await _to_thread(top.kill, "gw1")
+    cleared = time.time()
+    await _to_thread(top.start_gateway, "gw1")
+    return cleared
+
+
+async def _redis_restart(top: Topology) -> float:
+    await _to_thread(top.kill, "valkey")
+    await asyncio.sleep(2.0)
+    await _to_thread(top.start_valkey)
+    return time.time()
+
+
+async def _redis_stall(top: Topology) -> float:
+    top.proxy.freeze()
+    await asyncio.sleep(2 * READY_TIMEOUT)
+    top.proxy.unfreeze()
+    return time.time()
+
+
+async def _producer_restart(top: Topology) -> float:
+    await _to_thread(top.kill, "producer")
+    await _to_thread(top.start_producer)
+    return time.time()
+
+
+async def _gateway_sigstop(top: Topology) -> float:
+    top.kill("gw1", signal.SIGSTOP)
+    await asyncio.sleep(2 * READY_TIMEOUT)
+    top.kill("gw1", signal.SIGCONT)
+    return time.time()
+
+
+async def _nginx_restart(top: Topology) -> float:
+    await _to_thread(top.kill, "nginx", signal.SIGTERM)
+    await _to_thread(top.start_nginx)
+    return time.time()
+
+
+async def _stalled_clients(top: Topology, count: int) -> float:
+    """``count`` raw sockets that subscribe and never read, held for a while."""
+    from tests.support.gateway import raw_websocket
+
+    held = [raw_websocket(top.nginx_port, "/ws/default", rcvbuf=4096)[0] for _ in range(count)]
+    await asyncio.sleep(8.0)
+    for sock in held:
+        sock.close()
+    return time.time() - 8.0
+
+
+async def _storm(top: Topology, count: int) -> tuple[float, dict[str, Any]]:
+    """``count`` WebSocket connects at once through nginx, then all closed."""
+    before = top.gateway_usage()
+
+    opened: list[Any] = []
+
+    async def one() -> str:
+        try:
+            opened.append(await connect(f"{top.url}/ws/default", open_timeout=60))
+        except websockets.InvalidStatus as exc:
+            return str(exc.response.status_code)
+        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            return type(exc).__name__
+        return "101"
+
+    outcomes = await asyncio.gather(*(one() for _ in range(count)))
+    peak = top.gateway_usage()
+    await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
+    cleared = time.time()
+    after = before
+    for _ in range(60):
+        await asyncio.sleep(0.5)
+        after = top.gateway_usage()
+        if after[1] <= before[1] + 16:
+            break
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome] = counts.get(outcome, 0) + 1
+    return cleared, {
+        "outcomes": counts,
+        "rss_before": before[0],
+        "rss_peak": peak[0],
+        "rss_after": after[0],
+        "fds_before": before[1],
+        "fds_peak": peak[1],
+        "fds_after": after[1],
+    }
+
+
+# --------------------------------------------------------------------------
+# Running
+
+
+async def _run(config: FaultsConfig, top: Topology, say: Callable[[str], None]) -> list[dict[str, Any]]:
+    raw_count = int(config.clients * config.raw_share)
+    seen = [Seen(resume=i >= raw_count) for i in range(config.clients)]
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(
+            _resume_client(top.url, seen, i, stop) if s.resume else _raw_client(top.url, seen, i, stop)
+        )
+        for i, s in enumerate(seen)
+    ]
+    rows: list[dict[str, Any]] = []
+    try:
+        await _wait(lambda: all(s.results for s in seen), 120, "every client's first result")
+        # Warm-up: hundreds of clients connecting at once start behind (conflated, some reset);
+        # the scenarios measure from steady delivery, when every client reads live.
+        steady = time.time()
+        await _wait(functools.partial(_all_recovered, seen, steady), 120, "steady delivery to every client")
+        for name in config.scenarios:
+            for s in seen:
+                s.results.clear()
+                s.received_at.clear()
+                s.duplicates = 0
+                s.notices.clear()
+            await asyncio.sleep(1.0)
+            first_epoch = (
+                next(s.results[0][0] for s in seen if s.results) if any(s.results for s in seen) else ""
+            )
+            extra: dict[str, Any] = {}
+            peak = [0, 0]
+            sampler = asyncio.create_task(_sample(top, peak))
+            started = time.time()
+            cleared = await _inject(name, top, config, extra)
+            await asyncio.sleep(config.settle)
+            with contextlib.suppress(AssertionError):
+                await _wait(functools.partial(_all_recovered, seen, cleared), 30, "recovery")
+            sampler.cancel()
+            rows.append(_row(name, seen, first_epoch, started, cleared, peak, extra))
+            say(_format(rows[-1]))
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return rows
+
+
+def _all_recovered(seen: list[Seen], cleared: float) -> bool:
+    return all(s.recovered_at(cleared) for s in seen)
+
+
+async def _inject(name: str, top: Topology, config: FaultsConfig, extra: dict[str, Any]) -> float:
+    simple: dict[str, Callable[[Topology], Awaitable[float]]] = {
+        "gateway-kill": _gateway_kill,
+        "redis-restart": _redis_restart,
+        "redis-stall": _redis_stall,
+        "producer-restart": _producer_restart,
+        "gateway-sigstop": _gateway_sigstop,
+        "nginx-restart": _nginx_restart,
+    }
+    if name in simple:
+        return await simple[name](top)
+    if name == "stalled-clients":
+        return await _stalled_clients(top, max(1, config.clients // 10))
+    if name == "storm":
+        cleared, extra["storm"] = await _storm(top, config.storm)
+        return cleared
+    return time.time()  # baseline
+
+
+async def _sample(top: Topology, peak: list[int]) -> None:
+    while True:
+        rss, fds = top.gateway_usage()
+        peak[0], peak[1] = max(peak[0], rss), max(peak[1], fds)
+        await asyncio.sleep(0.25)
+
+
+async def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.1) + 1):
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _row(
+    name: str,
+    seen: list[Seen],
+    first_epoch: str,
+    started: float,
+    cleared: float,
+    peak: list[int],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "scenario": name,
+        "clients": len(seen),
+        "peak_rss_mb": round(peak[0] / 2**20, 1),
+        "peak_fds": peak[1],
+        **extra,
+    }
+    for kind, group in (
+        ("resume", [s for s in seen if s.resume]),
+        ("raw", [s for s in seen if not s.resume]),
+    ):
+        pairs = [s.lost_reordered(first_epoch) for s in group]
+        recoveries = [s.recovered_at(cleared) for s in group]
+        row[kind] = {
+            "clients": len(group),
+            "lost": sum(p[0] for p in pairs),
+            "duplicated": sum(s.duplicates for s in group),
+            "reordered": sum(p[1] for p in pairs),
+            "recovery_s": round(max((r - cleared for r in recoveries if r), default=0.0), 2),
+            "unrecovered": sum(1 for r in recoveries if r is None),
+            "notices": sorted({n for s in group for n in s.notices}),
+            "epochs": max((s.epochs_mixed()[0] for s in group), default=0),
+            "mixed": sum(s.epochs_mixed()[1] for s in group),
+        }
+    row["fault_s"] = round(cleared - started, 2)
+    return row
+
+
+def _format(row: dict[str, Any]) -> str:
+    r, w = row["resume"], row["raw"]
+    return (
+        f"| {row['scenario']} | {row['clients']} | {r['lost']} / {w['lost']} | {r['duplicated']} / "
+        f"{w['duplicated']} | {r['reordered']} / {w['reordered']} | {r['recovery_s']} s"
+        f"{' (' + str(r['unrecovered']) + ' not recovered)' if r['unrecovered'] else ''} | "
+        f"{row['peak_rss_mb']} MB | {row['peak_fds']} | {', '.join(r['notices']) or '-'} |"
+    )
+
+
+HEADER = (
+    "| scenario | clients | lost (resume / raw) | duplicated | reordered | recovery (resume) "
+    "| peak gateway RSS | peak gateway fds | resume clients were told |\n"
+    "|---|---|---|---|---|---|---|---|---|"
+)
+
+
+def run(config: FaultsConfig, *, say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Start the topology, run the scenarios, stop everything; returns one row per scenario."""
+    unknown = sorted(set(config.scenarios) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f"--scenarios: unknown {', '.join(unknown)} (choose from {', '.join(SCENARIOS)})")
+    top = Topology(config)
+    try:
+        say(HEADER)
+        return asyncio.run(_run(config, top, say))
+    finally:
+        top.close()
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench faults") -> int:
+    """``python -m bench faults``: print the fault table (and write JSON with ``--output``)."""
+    config = settings.parse(FaultsConfig, argv, prog=prog, description=__doc__)
+    try:
+        rows = run(config)
+    except ValueError as exc:
+        return settings.fail(prog, str(exc), 2)
+    for row in rows:
+        if "storm" in row:
+            print(f"storm: {json.dumps(row['storm'])}")
+    if config.output:
+        Path(config.output).write_text(json.dumps(rows, indent=1))
+    return 0
