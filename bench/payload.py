@@ -12,8 +12,8 @@ from framecast import wire
 __all__ = ["Payload"]
 
 _DETECTIONS = (
-    wire.Detection("person", 0.8731, (112.5, 40.0, 260.2, 460.8)),
-    wire.Detection("face", 0.9102, (150.1, 60.3, 210.9, 130.2)),
+    wire.Detection(label="person", confidence=0.8731, box=(112.5, 40.0, 260.2, 460.8)),
+    wire.Detection(label="face", confidence=0.9102, box=(150.1, 60.3, 210.9, 130.2)),
 )
 _SEQ, _CAPTURED, _PUBLISHED = 918273645, 1234.0625, 5678.5
 
