@@ -113,6 +113,7 @@ class FastFanout:
         self._clock = clock
         self._clients: dict[ServerConnection, _Client] = {}
         self._ready: list[_Client] = []
+        self._lagging: set[_Client] = set()
         self._queue: collections.deque[_Job] = collections.deque()
         self.drops: dict[str, int] = collections.defaultdict(int)
         self.slow_closes = 0
@@ -130,6 +131,7 @@ class FastFanout:
             return
         if client.lagging_since is None:
             self._ready.remove(client)
+        self._lagging.discard(client)
         # Marked lagging for good: a sliced message still holding it skips it.
         client.lagging_since = client.lagging_since or 1.0
         if client.task is not None and not client.task.done():
@@ -147,6 +149,9 @@ class FastFanout:
             self.drops["stale"] += len(ready)
             return
         frame = Frame(Opcode.TEXT, data).serialize(mask=False)
+        for client in self._lagging:
+            # Off the ready list, a lagging client keeps only the newest message.
+            self._hold(client, frame, captured)
         if self._queue:
             # An earlier message is still going out: this one waits, so none overtakes another.
             if len(self._queue) > _MAX_WAITING:
@@ -189,9 +194,8 @@ class FastFanout:
         limit = self.client_buffer
         for client in clients:
             if client.lagging_since is not None:
-                if client.pending is not None:
-                    self.drops["conflated"] += 1
-                client.pending = (frame, captured)
+                # Started lagging while this message was going out in slices.
+                self._hold(client, frame, captured)
                 continue
             queued = client.buffered()
             send = client.send
@@ -215,14 +219,26 @@ class FastFanout:
 
     # Lagging clients ---------------------------------------------------
 
+    def _hold(self, client: _Client, frame: bytes, captured: float) -> None:
+        if client.pending is not None and client.pending[0] is not frame:
+            self.drops["conflated"] += 1
+        client.pending = (frame, captured)
+
     def _start_lagging(self, client: _Client, frame: bytes, captured: float) -> None:
         loop = asyncio.get_running_loop()
         client.lagging_since = loop.time()
         client.pending = (frame, captured)
         self._ready.remove(client)
+        self._lagging.add(client)
         client.task = loop.create_task(self._drain(client))
 
     async def _drain(self, client: _Client) -> None:
+        try:
+            await self._wait_caught_up(client)
+        finally:
+            self._lagging.discard(client)
+
+    async def _wait_caught_up(self, client: _Client) -> None:
         loop = asyncio.get_running_loop()
         ws = client.ws
         since = client.lagging_since or loop.time()
@@ -246,6 +262,7 @@ class FastFanout:
             return
         pending, client.pending = client.pending, None
         client.lagging_since = None
+        self._lagging.discard(client)
         self._ready.append(client)
         if pending is not None:
             frame, captured = pending
@@ -271,7 +288,7 @@ class FastFanout:
         return {
             "buffered_clients": sum(1 for b in buffered if b),
             "buffered_bytes": sum(buffered),
-            "lagging": sum(1 for c in self._clients.values() if c.lagging_since is not None),
+            "lagging": len(self._lagging),
             "in_flight": len(self._queue),
             "slow_closes": self.slow_closes,
             "drops": dict(self.drops),

@@ -41,8 +41,8 @@ class ProfileOptions:
     processes: int = 2
     seconds: float = 6.0
     rate_hz: int = 200
-    native: bool = False
-    top: int = 25
+    native: bool = True
+    top: int = 40
     warmup: float = 0.5
     server_cpus: tuple[int, ...] = ()
     client_cpus: tuple[int, ...] = ()
@@ -145,7 +145,7 @@ def run(
     say(f"profile: {options.strategy} to {options.clients} clients under py-spy")
     with Children() as children, tempfile.TemporaryDirectory() as scratch:
         server = _Server(children, options.strategy, [], cpus=options.server_cpus)
-        Load(
+        load = Load(
             children,
             url=f"ws://127.0.0.1:{server.port}/",
             connections=options.clients,
@@ -168,6 +168,7 @@ def run(
         reply = read_json_line(server.process, options.seconds * 3 + 30, server.name)
         recorded = round(time.monotonic() - started, 1)
         server.quit()
+        load.finish()
         summary = summarise(folded.read_text(), top=options.top)
     meta = {
         "strategy": options.strategy,
