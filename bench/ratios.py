@@ -55,6 +55,9 @@ TARGETS: tuple[tuple[str, str, tuple[str, ...], str, tuple[str, ...], float], ..
 # Strategies whose distance to the floor the table shows, the gateway's own first.
 _SUBJECTS = ("framecast", "framecast-fast", "framecast-flat")
 
+# Share of the latency phase spent waiting for a CPU above which its p99 is the machine's, not the code's.
+_NOISY = 0.10
+
 # Frames on (nearly) every stack: the interpreter's and the event loop's, not the fan-out's.
 _SCAFFOLDING = 0.9
 
@@ -96,6 +99,29 @@ def _cell(figures: dict[str, Any], unit: str) -> str:
     return f"{ratio:.2f}{_X} ({figures['value']:.1f} vs {figures['baseline']:.1f} {unit}): {verdict}"
 
 
+def _waited(entry: dict[str, Any] | None) -> float | None:
+    """Share of the latency phase the gateway spent ready to run with no CPU to run on."""
+    wait, seconds = _get(entry, ("latency", "server_run_queue_wait_s")), _get(entry, ("latency", "seconds"))
+    return wait / seconds if wait is not None and seconds else None
+
+
+def _wait_note(find: Lookup, subjects: list[str], focus: int) -> list[str]:
+    waits = {name: _waited(find(name, focus)) for name in [*subjects, "floor-transport"]}
+    known = {name: w for name, w in waits.items() if w is not None}
+    if not known:
+        return []
+    listed = ", ".join(f"`{name}` {w:.0%}" for name, w in known.items())
+    worst = max(known.values())
+    caution = (
+        f" Above {_NOISY:.0%}, a p99 says more about the machine's other work than about the strategy: "
+        "read the latency row of this run as unreliable and rerun it on a quieter machine; the CPU rows "
+        "hold (CPU time is counted only while the gateway runs)."
+        if worst > _NOISY
+        else ""
+    )
+    return [f"During the latency phase the gateway waited for a CPU: {listed}.{caution}", ""]
+
+
 def ratio_section(find: Lookup, clients: list[int], *, caption: str, rate: float) -> list[str]:
     """The issue's fast-path targets side by side, at 1000 clients (or the largest count run)."""
     if not clients:
@@ -129,6 +155,7 @@ def ratio_section(find: Lookup, clients: list[int], *, caption: str, rate: float
         "|" + "|".join("---" for _ in header) + "|",
         *["| " + " | ".join(row) + " |" for row in rows],
         "",
+        *_wait_note(find, subjects, focus),
         f"_{caption}_",
         "",
     ]
@@ -153,8 +180,9 @@ def profile_section(profile: dict[str, Any] | None, *, top: int = 12) -> list[st
         "",
         f"`py-spy record` sampled the bench gateway at {profile['rate_hz']} Hz for {profile['seconds']} s "
         f"({profile['samples']} samples{', native frames included' if profile.get('native') else ''}) "
-        "while it fanned out as fast as it could. Time inside system calls shows as the Python function "
-        "that made them (py-spy sees no kernel frames). "
+        "while it fanned out as fast as it could. py-spy sees no kernel frames: time in a system call shows "
+        "as its C library function (`send`, with native frames) or else as the Python function that made "
+        "it; on loopback that time includes the receiving side's TCP work. "
         f"Flamegraph: [perf/{profile['svg']}](perf/{profile['svg']}); "
         f"full summary: [perf/{profile['text']}](perf/{profile['text']}).",
         "",
