@@ -28,7 +28,18 @@ from framecast.settings import option
 __all__ = ["BenchConfig", "main"]
 
 PARTS = ("fanout", "topology", "producer")
-STRATEGIES = ("framecast", "broadcast", "sequential", "tasks")
+# Run only when asked (--parts ...,profile): it needs py-spy (the bench extra) and root or ptrace rights.
+EXTRA_PARTS = ("profile",)
+STRATEGIES = (
+    "framecast",
+    "broadcast",
+    "sequential",
+    "tasks",
+    "floor-transport",
+    "floor-socket",
+    "framecast-flat",
+    "framecast-fast",
+)
 PREDICTORS = ("motion", "faces", "people", "qr")
 
 DESCRIPTION = """\
@@ -38,10 +49,16 @@ Measure framecast, with numbers anyone can rerun:
             websockets.broadcast(), sequential await ws.send(), asyncio.wait over
             one task per client): deliveries/s at saturation, gateway CPU µs per
             delivery, capture->client latency and event-loop lag at --rate results/s,
-            and the same with 10% of the clients stalled.
+            and the same with 10% of the clients stalled. Two cost floors frame each
+            message once by hand and write it to every connection with nothing else:
+            floor-transport (asyncio transport.write) and floor-socket (the raw
+            socket.send, the transport taking what the kernel did not);
+            framecast-flat/-fast are bench-only experiments toward that floor.
   topology  Redis -> 1, 2, 4 real gateways -> nginx -> clients (framecast up).
   producer  each built-in predictor on 640x480 frames: fps, frame age at
             inference, event-loop lag while predicting.
+  profile   (only when named in --parts) the framecast strategy at saturation under
+            py-spy: a flamegraph and a top-N summary in docs/perf/.
 
 Results go to bench/results/<time>.json (and latest.json); docs/performance.md
 and docs/perf/*.png are regenerated from them. The default run takes about ten
@@ -54,6 +71,7 @@ examples:
   python -m bench --quick                  a smoke run (seconds)
   python -m bench --parts fanout --clients 1000 --strategies framecast,broadcast
   python -m bench --report-only bench/results/latest.json   redraw the docs from saved results
+  python -m bench --parts fanout,profile --clients 1000      fan-out, then py-spy's view of it
 
 exit status: 0 when every step ran, 1 when a step failed (the others still run
 and the report says which), 2 on a bad setting."""
@@ -89,7 +107,10 @@ class BenchConfig:
         env="FRAMECAST_BENCH_QUICK",
     )
     parts: tuple[str, ...] = option(
-        PARTS, help="Parts to run, comma-separated.", check=_choices(PARTS), env="FRAMECAST_BENCH_PARTS"
+        PARTS,
+        help="Parts to run, comma-separated (profile only when named).",
+        check=_choices(PARTS + EXTRA_PARTS),
+        env="FRAMECAST_BENCH_PARTS",
     )
     output: str = option(
         str(ROOT / "bench" / "results"), help="Directory for the JSON results.", env="FRAMECAST_BENCH_OUTPUT"
@@ -182,6 +203,7 @@ class BenchConfig:
 def _plan(config: BenchConfig) -> dict[str, Any]:
     """The options of each part, from the mode and the flags given."""
     from bench.predictors import PredictorOptions
+    from bench.profile import ProfileOptions
     from bench.single import SingleOptions
     from bench.topology import TopologyOptions
 
@@ -241,7 +263,14 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
             rate=config.rate,
         )
         producer = PredictorOptions(names=config.predictors, alone=3.0 * scale, service=5.0 * scale)
-    return {"fanout": single, "topology": topology, "producer": producer}
+    profile = ProfileOptions(
+        clients=clients[-1] if config.clients else (20 if quick else 1000),
+        processes=config.client_processes,
+        seconds=(2.0 if quick else 6.0) * scale,
+        warmup=0.1 if quick else 0.5,
+        **pinning,
+    )
+    return {"fanout": single, "topology": topology, "producer": producer, "profile": profile}
 
 
 def _say(text: str) -> None:
@@ -286,6 +315,15 @@ def measure(config: BenchConfig) -> dict[str, Any]:
                 from bench import predictors
 
                 results["producer"] = predictors.run(plan["producer"], say=_say)
+            elif part == "profile":
+                from bench import profile, report
+
+                results["profile"] = profile.run(
+                    plan["profile"],
+                    directory=_docs_path(config).parent / "perf",
+                    machine=report.caption(results["machine"]),
+                    say=_say,
+                )
         except BenchError as exc:
             _say(f"bench: {part} failed: {exc}")
             results["errors"].append(f"{part}: {exc}")

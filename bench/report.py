@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import ratios
+
 __all__ = ["PLOTS", "write"]
 
 PLOTS = (
@@ -33,8 +35,21 @@ _LABELS = {
     "broadcast": "websockets.broadcast()",
     "sequential": "sequential await send()",
     "tasks": "asyncio.wait(task per client)",
+    "floor-transport": "floor: hand-framed transport.write",
+    "floor-socket": "floor: hand-framed socket.send",
+    "framecast-flat": "experiment: framecast-flat",
+    "framecast-fast": "experiment: framecast-fast",
 }
-_COLORS = {"framecast": "#1b7837", "broadcast": "#2166ac", "sequential": "#b2182b", "tasks": "#e08214"}
+_COLORS = {
+    "framecast": "#1b7837",
+    "broadcast": "#2166ac",
+    "sequential": "#b2182b",
+    "tasks": "#e08214",
+    "floor-transport": "#999999",
+    "floor-socket": "#555555",
+    "framecast-flat": "#a6dba0",
+    "framecast-fast": "#5aae61",
+}
 
 
 # --------------------------------------------------------------------------
@@ -189,6 +204,17 @@ def _reference_section(results: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
+
+
+def _floor(results: dict[str, Any]) -> list[str]:
+    """The issue's fast-path ratios to the cost floors, and the profile if one was taken."""
+    lines = ratios.ratio_section(
+        lambda strategy, clients: _find(results, strategy, clients),
+        _clients(results),
+        caption=caption(results.get("machine", {})),
+        rate=float(results.get("options", {}).get("fanout", {}).get("rate", 30)),
+    )
+    return lines + ratios.profile_section(results.get("profile"))
 
 
 def _machine_section(results: dict[str, Any]) -> list[str]:
@@ -876,6 +902,7 @@ def write(results: dict[str, Any], docs: Path) -> None:
     for section in (
         _verdicts,
         _targets,
+        _floor,
         _reference_section,
         _machine_section,
         _fanout_section,

@@ -56,17 +56,17 @@ class ServerConfig:
     port: int = option(0, help="TCP port on 127.0.0.1 (0 picks a free one).", check=settings.port_number)
     client_buffer: int = option(
         1 << 20,
-        help="framecast strategy: bytes a client may have unsent before it is conflated.",
+        help="framecast strategies: bytes a client may have unsent before it is conflated.",
         check=settings.positive,
     )
     max_lag: float = option(
         10.0,
-        help="framecast strategy: seconds a lagging client is kept before it is closed.",
+        help="framecast strategies: seconds a lagging client is kept before it is closed.",
         check=settings.positive,
     )
     max_age: float = option(
         2.0,
-        help="framecast strategy: drop messages older than this many seconds (0: never).",
+        help="framecast strategies: drop messages older than this many seconds (0: never).",
         check=settings.non_negative,
     )
     sndbuf: int = option(
@@ -81,7 +81,7 @@ class _Bench:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         options: dict[str, Any] = {}
-        if config.strategy == "framecast":
+        if config.strategy.startswith("framecast"):
             options = {
                 "client_buffer": config.client_buffer,
                 "max_lag": config.max_lag,

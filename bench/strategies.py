@@ -8,21 +8,42 @@ awaitable when the caller has to wait for it.
 * ``sequential``: ``await ws.send(m)`` for each client in turn.
 * ``tasks``: the article's recipe made valid: ``asyncio.wait`` over one task per client.
 * ``framecast``: :class:`gateway.fanout.Fanout`, the gateway's own fan-out.
+* ``floor-transport``: the cost floor of an asyncio gateway: the message framed
+  once by hand and ``transport.write()`` to every connection, nothing else (no
+  state check, no backpressure, no policy).
+* ``floor-socket``: the same frame written with the raw non-blocking
+  ``socket.send()`` of each connection, the transport taking only what the
+  kernel did not (a partial write, ``EAGAIN``, or bytes already queued there).
+* ``framecast-flat`` and ``framecast-fast``: an experiment (:mod:`bench.fast`):
+  framecast's policy on a flat list of ready clients, written through the
+  transport (flat) or with the raw ``socket.send()`` when its buffer is empty
+  (fast), to measure which fast-path idea pays before it is ported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 __all__ = ["NAMES", "Strategy", "make"]
 
-NAMES = ("framecast", "broadcast", "sequential", "tasks")
+NAMES = (
+    "framecast",
+    "broadcast",
+    "sequential",
+    "tasks",
+    "floor-transport",
+    "floor-socket",
+    "framecast-flat",
+    "framecast-fast",
+)
 """Every strategy, framecast's first."""
 
 STREAM = "bench"
@@ -127,6 +148,77 @@ class _Framecast:
         }
 
 
+def raw_socket(ws: ServerConnection) -> socket.socket | None:
+    """The connection's own socket object, or None when its transport has none to offer.
+
+    asyncio hands out only a :class:`asyncio.trsock.TransportSocket` wrapper, which has no
+    ``send()``; the selector transport keeps the real socket as ``_sock``. Other loops
+    (uvloop) have no such attribute: the caller then writes through the transport.
+    """
+    sock = getattr(ws.transport, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+class _Floor:
+    """What fan-out cannot do for less: one frame, one write per connection, nothing else.
+
+    Args:
+        raw: Write with the socket's own ``send()`` while the transport has nothing
+            queued (so bytes never overtake each other), handing only what the kernel
+            did not take to ``transport.write()``.
+    """
+
+    def __init__(self, *, raw: bool) -> None:
+        self._raw = raw
+        # Per connection, the bound methods the loop calls: no attribute chain per delivery.
+        self._writers: dict[
+            ServerConnection, tuple[Callable[[bytes], int] | None, Callable[[bytes], None], Callable[[], int]]
+        ] = {}
+
+    def add(self, ws: ServerConnection) -> None:
+        transport = ws.transport
+        sock = raw_socket(ws) if self._raw else None
+        send = sock.send if sock is not None else None
+        self._writers[ws] = (send, transport.write, transport.get_write_buffer_size)
+
+    def remove(self, ws: ServerConnection) -> None:
+        self._writers.pop(ws, None)
+
+    def deliver(self, data: bytes) -> None:
+        frame = Frame(Opcode.TEXT, data).serialize(mask=False)
+        writers = self._writers.values()
+        if not self._raw:
+            for _, write, _ in writers:
+                write(frame)
+            return
+        size = len(frame)
+        for send, write, buffered in writers:
+            if send is None or buffered():
+                write(frame)
+                continue
+            try:
+                sent = send(frame)
+            except (BlockingIOError, InterruptedError):
+                write(frame)
+                continue
+            except OSError:
+                # A dead connection: its handler removes it; the transport reports the error.
+                write(frame)
+                continue
+            if sent < size:
+                write(frame[sent:])
+
+    def count(self) -> int:
+        return len(self._writers)
+
+    def stats(self) -> dict[str, Any]:
+        buffered = [sizes() for _, _, sizes in self._writers.values()]
+        return {
+            "buffered_clients": sum(1 for b in buffered if b),
+            "buffered_bytes": sum(buffered),
+        }
+
+
 def make(name: str, *, framecast_options: dict[str, Any] | None = None) -> Strategy:
     """Build a strategy by name (one of :data:`NAMES`).
 
@@ -141,4 +233,12 @@ def make(name: str, *, framecast_options: dict[str, Any] | None = None) -> Strat
         return _Set(_tasks)
     if name == "framecast":
         return _Framecast(framecast_options or {})
+    if name == "floor-transport":
+        return _Floor(raw=False)
+    if name == "floor-socket":
+        return _Floor(raw=True)
+    if name in ("framecast-flat", "framecast-fast"):
+        from bench.fast import FastFanout
+
+        return FastFanout(raw=name == "framecast-fast", **(framecast_options or {}))
     raise ValueError(f"unknown strategy {name!r} (expected one of {', '.join(NAMES)})")

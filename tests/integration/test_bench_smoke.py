@@ -1,4 +1,5 @@
-"""The benchmark harness keeps working: a tiny run end to end, and its load client's frame reader.
+"""The benchmark harness keeps working: a tiny run end to end, its load client's frame reader, and the
+floor's and the fast-path experiment's write paths.
 
 The smoke run starts real processes (bench servers, load clients, valkey,
 gateways, nginx, the producer's predictors) with a handful of clients and
@@ -8,22 +9,38 @@ it reports add up, never how fast anything was.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
 
+from bench import strategies
 from bench.client import ClientConfig, _Conn, _mask_frame, _Recorder
+from bench.fast import FastFanout
 from bench.payload import Payload
 from bench.report import PLOTS
+from tests.support.wait import poll
 
-STRATEGIES = ("framecast", "broadcast", "sequential", "tasks")
+STRATEGIES = (
+    "framecast",
+    "broadcast",
+    "sequential",
+    "tasks",
+    "floor-transport",
+    "floor-socket",
+    "framecast-flat",
+    "framecast-fast",
+)
 PREDICTORS = ("motion", "faces", "people", "qr")
 
 
@@ -75,7 +92,8 @@ def test_fanout_runs_every_strategy_and_counts_add_up(smoke: tuple[dict[str, Any
         # or framecast's fan-out says why it did not (a result older than max_age is dropped).
         latency = entry["latency"]
         assert latency["expected"] == latency["generated"] * entry["clients"]
-        dropped = sum((latency["server"]["drops"] or {}).values()) if name == "framecast" else 0
+        policy = name.startswith("framecast")
+        dropped = sum((latency["server"]["drops"] or {}).values()) if policy else 0
         assert latency["delivered"] + dropped == latency["expected"], name
         assert latency["clients_without_any"] == 0
         stall = entry["stall"]
@@ -118,6 +136,7 @@ def test_report_has_every_table_and_plot(smoke: tuple[dict[str, Any], str, Path]
     _, markdown, plots = smoke
     for heading in (
         "## Which strategy when",
+        "## Distance to the cost floor (20 clients)",
         "## 1. Fan-out inside one gateway process",
         "### Saturation",
         "### Latency and event-loop lag",
@@ -134,6 +153,61 @@ def test_report_has_every_table_and_plot(smoke: tuple[dict[str, Any], str, Path]
         assert f"perf/{name}" in markdown
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 5000
+
+
+def test_report_states_each_floor_ratio_from_the_results(smoke: tuple[dict[str, Any], str, Path]) -> None:
+    results, markdown, _ = smoke
+    entries = {e["strategy"]: e for e in results["fanout"]}
+    section = markdown.split("## Distance to the cost floor", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "Target" not in line]
+    assert len(rows) == 4
+    # Each row's framecast cell is the quotient of two strategies of this very run, with its verdict.
+    pairs = (
+        (("saturation", "server_cpu_us_per_delivery"), "floor-socket", 1.15),
+        (("latency", "server_cpu_us_per_delivery"), "floor-transport", 1.15),
+        (("saturation", "server_cpu_us_per_delivery"), "broadcast", 0.70),
+        (("latency", "latency_ms", "p99"), "floor-transport", 1.10),
+    )
+    for row, ((phase, *path), base, limit) in zip(rows, pairs, strict=True):
+        ours, theirs = entries["framecast"][phase], entries[base][phase]
+        for key in path:
+            ours, theirs = ours[key], theirs[key]
+        ratio = ours / theirs
+        cell = row.split(" | ")[2]
+        assert cell.startswith(f"{ratio:.2f}"), (row, ratio)
+        assert cell.endswith(": met") == (ratio <= limit), row
+        if ratio > limit:
+            assert f"missed by {ratio / limit - 1:.0%}" in cell
+
+
+def test_profile_mode_writes_a_flamegraph_and_the_top_functions(tmp_path: Path) -> None:
+    docs = tmp_path / "report" / "performance.md"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    argv = [sys.executable, "-m", "bench", "--quick", "--parts", "profile", "--output", str(tmp_path)]
+    done = subprocess.run(
+        [*argv, "--docs", str(docs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    profile = json.loads((tmp_path / "latest-quick.json").read_text())["profile"]
+    assert profile["strategy"] == "framecast" and profile["fanned_out"] > 0
+    assert profile["samples"] > 0
+    # py-spy saw the fan-out's own hot loop under the samples, not just the event loop.
+    assert any("Fanout._write_all" in row["function"] for row in profile["total"])
+    own = [row["samples"] for row in profile["self"]]
+    assert own == sorted(own, reverse=True) and sum(own) <= profile["samples"]
+    svg = (docs.parent / "perf" / profile["svg"]).read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "_write_all" in svg
+    text = (docs.parent / "perf" / profile["text"]).read_text()
+    assert "Top functions by own time" in text and profile["self"][0]["function"] in text
+    markdown = docs.read_text()
+    assert f"perf/{profile['svg']}" in markdown and f"perf/{profile['text']}" in markdown
+    assert f"`{profile['self'][0]['function']}`" in markdown
 
 
 def test_help_and_bad_settings() -> None:
@@ -217,3 +291,82 @@ def test_client_frames_are_masked_round_trip() -> None:
         body = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
         assert len(body) == size
         assert _unmask(_mask_frame(0x1, body)) == (0x1, body)
+
+
+# --------------------------------------------------------------------------
+# The floor and the experiment's write paths, over real sockets to real websockets clients
+
+
+async def _serve(strategy: strategies.Strategy, *, sndbuf: int = 0) -> Any:
+    async def handler(ws: ServerConnection) -> None:
+        if sndbuf:
+            ws.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        strategy.add(ws)
+        try:
+            await ws.wait_closed()
+        finally:
+            strategy.remove(ws)
+
+    return serve(handler, "127.0.0.1", 0, compression=None, max_size=None, ping_interval=None)
+
+
+def _message(seq: int, size: int) -> bytes:
+    """A real bench result, padded with JSON whitespace to ``size`` bytes."""
+    data = Payload(stream=strategies.STREAM).make(seq, time.time())
+    return data + b" " * (size - len(data))
+
+
+@pytest.mark.parametrize("name", ["floor-socket", "framecast-fast"])
+async def test_raw_send_hands_the_rest_to_the_transport_in_order(name: str) -> None:
+    # framecast-fast with room for everything: this test is about the write path, not the policy.
+    strategy = strategies.make(name, framecast_options={"client_buffer": 1 << 26})
+    async with await _serve(strategy, sndbuf=8192) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        async with connect(f"ws://127.0.0.1:{port}/", compression=None, max_size=None) as client:
+            await poll(lambda: strategy.count() == 1, what="the connection to register")
+            assert strategies.raw_socket(next(iter(server.connections))) is not None
+            # Far more than the kernel's buffers hold, written without yielding: the kernel takes
+            # part, then refuses (a partial write, then EAGAIN), and the transport gets the rest.
+            messages = [_message(seq, 200_000) for seq in range(1, 41)]
+            for data in messages:
+                strategy.deliver(data)
+            assert strategy.stats()["buffered_bytes"] > 0
+            received = [await asyncio.wait_for(client.recv(decode=False), 20) for _ in messages]
+    assert [json.loads(r)["seq"] for r in received] == list(range(1, 41))
+    assert received == messages
+
+
+async def test_fast_fanout_conflates_then_closes_a_stalled_client_and_spares_the_others() -> None:
+    fanout = FastFanout(client_buffer=32768, max_lag=0.5, send_deadline=0.05, close_timeout=0.5, chunk=1)
+    async with await _serve(fanout, sndbuf=8192) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/"
+        # The stalled client's library stops reading once one message waits unread (max_queue=1).
+        async with (
+            connect(url, compression=None, max_size=None, max_queue=1),
+            connect(url, compression=None, max_size=None) as reader,
+        ):
+            await poll(lambda: fanout.count() == 2, what="both connections to register")
+            got: list[int] = []
+
+            async def read() -> None:
+                while True:
+                    got.append(int(json.loads(await reader.recv())["seq"]))
+
+            reading = asyncio.create_task(read())
+            seq = 0
+            for seq in range(1, 3001):  # about 30 s at most; the close comes after max_lag (0.5 s)
+                fanout.deliver(_message(seq, 20_000))
+                await asyncio.sleep(0.01)
+                if fanout.stats()["slow_closes"]:
+                    break
+            stats = fanout.stats()
+            assert stats["slow_closes"] == 1
+            assert stats["drops"].get("conflated", 0) > 0
+            await poll(lambda: got and got[-1] == seq, what="the reader to receive the last result")
+            reading.cancel()
+            # Its close frame stuck behind the full buffer, the connection is cut on the server's side
+            # (the stalled client, not reading, may never notice).
+            await poll(lambda: fanout.count() == 1, what="the stalled client to be cut off")
+    # The reader was never held back by the stalled one: every result, in order.
+    assert got == list(range(1, seq + 1))
