@@ -38,6 +38,11 @@ class Project:
     env: dict[str, str]
     profiles: Sequence[str] = ()
     log: list[str] = field(default_factory=list)
+    _dangling_before: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # Build stages leave untagged images behind; down() removes the ones this project made.
+        self._dangling_before = set(_dangling())
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> str:
         """Run ``docker-compose -p NAME ARGS`` in the repository root and return its stdout."""
@@ -79,3 +84,10 @@ class Project:
     def down(self) -> None:
         """Remove every container, network, volume and built image of the project."""
         self.compose("down", "--volumes", "--rmi", "local", "--remove-orphans", "--timeout", "5", check=False)
+        made = [image for image in _dangling() if image not in self._dangling_before]
+        if made:
+            docker("rmi", *made, check=False)
+
+
+def _dangling() -> list[str]:
+    return docker("images", "-q", "--no-trunc", "--filter", "dangling=true").split()
