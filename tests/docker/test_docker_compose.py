@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 from collections import Counter
 from collections.abc import Iterator
 
@@ -16,7 +17,7 @@ import pytest
 
 from framecast.embedded import free_port
 from tests.docker._clients import each_gets, hello_gateway, raw_sockets, watchers
-from tests.docker._compose import Project, docker, docker_ok
+from tests.docker._compose import COMPOSE, ROOT, Project, docker, docker_ok
 from tests.support.wait import poll, wait_until
 
 pytestmark = pytest.mark.docker
@@ -191,3 +192,39 @@ def _ready(container: str) -> bool:
     """Whether the gateway answers 200 on /readyz (probed from inside its container)."""
     probe = "import urllib.request as u; u.urlopen('http://127.0.0.1:8000/readyz', timeout=2)"
     return docker_ok("exec", container, "python", "-c", probe)
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "value", "named"),
+    [
+        ("gateway", "REDIS_URL", "valkey:6379", "REDIS_URL"),
+        ("gateway", "FRAMECAST_MAX_CONNECTIONS", "0", "FRAMECAST_MAX_CONNECTIONS"),
+        ("producer", "FRAMECAST_DETECTOR", "no-such-detector", "no-such-detector"),
+    ],
+)
+def test_a_bad_setting_stops_the_container_at_start_with_one_line_naming_it(
+    stack: Stack, service: str, variable: str, value: str, named: str
+) -> None:
+    out = subprocess.run(
+        [
+            COMPOSE,
+            "-p",
+            stack.project.name,
+            "run",
+            "--rm",
+            "--no-deps",
+            "-T",
+            "-e",
+            f"{variable}={value}",
+            service,
+        ],
+        cwd=ROOT,
+        env=stack.project.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    errors = [line for line in out.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and named in errors[0], out.stderr
