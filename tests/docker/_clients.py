@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -87,15 +87,15 @@ async def watchers(
     """``count`` subscribers of stream ``default`` through ``base_url``, each read by its own task."""
     made: list[Watcher] = []
     for _ in range(count):
-        holder: list[Watcher] = []
+        reasons: list[str] = []
+
+        def note(reason: str, _delay: float, reasons: list[str] = reasons) -> None:
+            reasons.append(reason)
+
         sub = client.subscribe(
-            base_url,
-            ["default"],
-            since={"default": since} if since else None,
-            on_disconnect=lambda reason, _delay, h=holder: h[0].disconnects.append(reason),
+            base_url, ["default"], since={"default": since} if since else None, on_disconnect=note
         )
-        holder.append(Watcher(sub))
-        made.append(holder[0])
+        made.append(Watcher(sub, disconnects=reasons))
     tasks = [asyncio.create_task(_pump(w)) for w in made]
     try:
         yield made
@@ -113,5 +113,8 @@ async def watchers(
 async def each_gets(watchers_: list[Watcher], more: int, *, what: str, timeout: float = 60) -> None:
     """Wait until every watcher has ``more`` results beyond what it has now."""
     targets = [(w, len(w.results) + more) for w in watchers_]
-    condition: Callable[[], bool] = lambda: all(len(w.results) >= n for w, n in targets)  # noqa: E731
+
+    def condition() -> bool:
+        return all(len(w.results) >= n for w, n in targets)
+
     await poll(condition, timeout=timeout, what=what)

@@ -68,9 +68,9 @@ class Project:
     def wait_healthy(self, service: str, count: int, *, timeout: float = 180) -> list[str]:
         """Wait until the service has ``count`` containers, all healthy; return their ids."""
 
-        def ready() -> list[str] | None:
+        def ready() -> list[str]:
             ids = self.containers(service)
-            return ids if len(ids) == count and all(self.health(c) == "healthy" for c in ids) else None
+            return ids if len(ids) == count and all(self.health(c) == "healthy" for c in ids) else []
 
         return wait_until(ready, timeout=timeout, what=f"{count} healthy {service} container(s)")
 
