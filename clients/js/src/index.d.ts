@@ -51,9 +51,12 @@ export interface PreviewMessage {
   [field: string]: unknown;
 }
 
-/** Any other message of the gateway (`status`, `hello`, `subscribed`, `unsubscribed`, `reset`, `gap`, `error`). */
+/**
+ * Any other message of the gateway. A newer gateway's message types also reach `onMessage`
+ * (their `type` is then none of these): handle the ones you know, ignore the rest.
+ */
 export interface OtherMessage {
-  type: "status" | "hello" | "subscribed" | "unsubscribed" | "reset" | "gap" | "error" | (string & {});
+  type: "status" | "hello" | "subscribed" | "unsubscribed" | "reset" | "gap" | "error";
   stream?: string;
   [field: string]: unknown;
 }

@@ -62,3 +62,13 @@ test("defaultWebSocket falls back to the ws package when the runtime has no glob
     assert.equal(impl, (await import("ws")).WebSocket);
   }
 });
+
+test("the package name resolves, through package.json's exports, to this module", async () => {
+  const byName = await import("@framecast/client");
+  const byPath = await import("../src/index.js");
+  assert.equal(byName.subscribe, byPath.subscribe);
+  assert.deepEqual(Object.keys(byName).sort(), [
+    "CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_SLOW_CONSUMER", "Cursor", "Subscription", "backoff",
+    "decodePreview", "defaultWebSocket", "probeHandshake", "subscribe", "websocketUrl",
+  ]);
+});
