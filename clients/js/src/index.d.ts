@@ -1,0 +1,180 @@
+// Types of @framecast/client (src/index.js). The wire format itself is documented in
+// docs/protocol.md of the framecast repository; these types cover the fields the client reads.
+
+/** The gateway is shutting down: reconnect at once, another gateway will answer. */
+export declare const CLOSE_GOING_AWAY: 1001;
+/** A policy (token) no longer holds, or repeated malformed requests: not retried. */
+export declare const CLOSE_POLICY: 1008;
+/** The client did not read fast enough. */
+export declare const CLOSE_SLOW_CONSUMER: 4008;
+
+/** Where a stream was: the producer run (`epoch`) and the last `seq` seen in it. */
+export interface Position {
+  epoch: string;
+  seq: number;
+}
+
+export interface Detection {
+  label: string;
+  confidence: number;
+  /** Pixel box `[x1, y1, x2, y2]` in the source frame's grid. */
+  box: [number, number, number, number];
+  [field: string]: unknown;
+}
+
+export interface ResultMessage {
+  v?: number;
+  type: "result";
+  stream: string;
+  epoch: string;
+  seq: number;
+  frame: number;
+  captured_at: number;
+  published_at: number;
+  width: number;
+  height: number;
+  detections: Detection[];
+  [field: string]: unknown;
+}
+
+export interface PreviewMessage {
+  type: "preview";
+  stream: string;
+  epoch: string;
+  seq: number;
+  frame: number;
+  captured_at: number;
+  width: number;
+  height: number;
+  /** The JPEG picture. */
+  jpeg: Blob;
+  [field: string]: unknown;
+}
+
+/**
+ * Any other message of the gateway. A newer gateway's message types also reach `onMessage`
+ * (their `type` is then none of these): handle the ones you know, ignore the rest.
+ */
+export interface OtherMessage {
+  type: "status" | "hello" | "subscribed" | "unsubscribed" | "reset" | "gap" | "error";
+  stream?: string;
+  [field: string]: unknown;
+}
+
+export type Message = ResultMessage | PreviewMessage | OtherMessage;
+
+export type ConnectionState = "connecting" | "open" | "reconnecting" | "failed" | "closed";
+
+export interface StateChange {
+  state: ConnectionState;
+  /** Why the connection ended or failed (`reconnecting`, `failed`). */
+  reason?: string;
+  /** Seconds until the next attempt (`reconnecting`). */
+  delay?: number;
+  /** HTTP status of a refused handshake (401/403, `failed`). */
+  status?: number;
+  /** Id of the gateway from its last `hello`. */
+  gateway: string | null;
+  reconnects: number;
+}
+
+/** The subset of the WebSocket API the client uses (the global one, or `ws`'s). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  binaryType: string;
+  onopen: ((event: unknown) => void) | null;
+  onmessage: ((event: { data: unknown }) => void) | null;
+  onclose: ((event: { code: number; reason: string }) => void) | null;
+  onerror: ((event: unknown) => void) | null;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+}
+
+export type WebSocketClass = new (url: string) => WebSocketLike;
+
+export interface BackoffOptions {
+  /** First delay, seconds (0.25). */
+  initial?: number;
+  /** Longest delay, seconds (10). */
+  maximum?: number;
+  /** Growth per attempt (2). */
+  factor?: number;
+  /** Each delay is shortened by a random fraction of up to this (0.5). */
+  jitter?: number;
+}
+
+export interface SubscribeOptions {
+  /** WebSocket endpoint, relative to the page or absolute (`ws://`, `http://`); default `"ws"`. */
+  url?: string;
+  /** Access token, sent as the `token` query parameter. */
+  token?: string | null;
+  /** Also receive binary preview JPEGs (default false). */
+  previews?: boolean;
+  /** Positions to resume from, per stream. */
+  since?: Record<string, Position>;
+  /** Makes the reconnect delays in seconds (default {@link backoff}). */
+  delays?: () => Iterator<number>;
+  /** Failed attempts in a row before giving up (default Infinity). */
+  maxAttempts?: number;
+  /** Called with every new message; duplicates never reach it. */
+  onMessage?: (message: Message) => void;
+  /** Called on each state change. */
+  onState?: (change: StateChange) => void;
+  /** Learns the HTTP status of a failed handshake (default {@link probeHandshake}). */
+  probe?: (wsUrl: string) => Promise<number | null>;
+  /** WebSocket class (default: the global one, else the `ws` package's). */
+  WebSocketImpl?: WebSocketClass | null;
+}
+
+/** Capped exponential delays with jitter, endless. */
+export declare function backoff(options?: BackoffOptions): Generator<number, never, unknown>;
+
+/** An absolute ws(s):// URL for `path` (relative to the page in a browser); `token` becomes a query parameter. */
+export declare function websocketUrl(path?: string, options?: { token?: string | null; base?: string }): string;
+
+/** Decodes a binary preview frame (`FCP1` + header length + JSON + JPEG); null when it is not one. */
+export declare function decodePreview(buffer: ArrayBuffer): PreviewMessage | null;
+
+/** The WebSocket class this runtime provides: the global one, else `ws`'s. */
+export declare function defaultWebSocket(): Promise<WebSocketClass>;
+
+/** Asks a WebSocket URL over plain HTTP; the status, or null when unreachable. */
+export declare function probeHandshake(wsUrl: string): Promise<number | null>;
+
+/** Per-stream positions and de-duplication by (epoch, seq). */
+export declare class Cursor {
+  constructor(since?: Record<string, Position>);
+  /** Last result delivered per stream. */
+  readonly results: Map<string, Position>;
+  /** Last preview delivered per stream. */
+  readonly previews: Map<string, Position>;
+  /** Messages dropped as already delivered (or older). */
+  duplicates: number;
+  position(stream: string): Position | undefined;
+  /** Whether `message` (a result or preview) is new; if so it becomes the stream's position. */
+  accept(message: { type: string; stream: string; epoch: string; seq: number }): boolean;
+  /** Forget where `stream` was (after a `reset`). */
+  reset(stream: string): void;
+}
+
+/** A live subscription, made by {@link subscribe}. */
+export declare class Subscription {
+  constructor(streams: Iterable<string>, options?: SubscribeOptions);
+  readonly url: string;
+  readonly streams: Set<string>;
+  readonly previews: boolean;
+  readonly cursor: Cursor;
+  readonly state: ConnectionState;
+  /** Id of the serving gateway (from its `hello`). */
+  readonly gateway: string | null;
+  readonly reconnects: number;
+  /** Start receiving `stream` too (now and after reconnects). */
+  add(stream: string, options?: { since?: Position }): void;
+  /** Stop receiving `stream`. */
+  remove(stream: string): void;
+  /** Close the connection for good (state `closed`). */
+  close(): void;
+}
+
+/** Subscribe to streams on the gateway that served the page, or on `options.url`. */
+export declare function subscribe(streams: Iterable<string>, options?: SubscribeOptions): Subscription;

@@ -1,0 +1,403 @@
+/**
+ * framecast client: live results from a framecast gateway, for web pages and Node.
+ *
+ * One ES module, no build step. Every gateway serves this very file at
+ * `/client.js` (the viewer imports it from there); the npm package
+ * `@framecast/client` ships it for bundlers and Node. It uses the global
+ * `WebSocket` where there is one (browsers, Node >= 22) and the `ws` package
+ * otherwise (Node 18/20, loaded only then). It connects to a gateway's
+ * multiplexed `/ws` endpoint and keeps the subscription alive:
+ *
+ * - reconnects with capped exponential backoff and jitter when the connection
+ *   drops or the gateway goes away (close 1001; behind a load balancer the
+ *   next connection lands on another gateway);
+ * - resumes: every (re)subscription sends `since`/`epoch` of the last result
+ *   seen, so the gateway replays what was missed within its history window
+ *   (or sends `reset` when it cannot); a `gap` triggers the same;
+ * - de-duplicates results and previews by (epoch, seq);
+ * - decodes binary preview frames (`FCP1` + header length + JSON + JPEG).
+ *
+ * Usage:
+ *
+ *     import { subscribe } from "/client.js";   // or "@framecast/client"
+ *
+ *     const sub = subscribe(["cam1"], {
+ *       token: new URLSearchParams(location.search).get("token"),
+ *       previews: true,
+ *       onMessage(msg) {
+ *         if (msg.type === "result") console.log(msg.seq, msg.detections);
+ *         if (msg.type === "preview") img.src = URL.createObjectURL(msg.jpeg);
+ *       },
+ *       onState(s) { console.log(s.state, s.reason ?? "", s.gateway ?? ""); },
+ *     });
+ *     // later: sub.close();
+ *
+ * Messages are the gateway's JSON objects as received (see docs/protocol.md),
+ * except previews, which arrive as `{type: "preview", stream, epoch, seq,
+ * frame, captured_at, width, height, jpeg: Blob}`.
+ *
+ * @module framecast/client
+ */
+
+/** The gateway is shutting down: reconnect at once, another gateway will answer. */
+export const CLOSE_GOING_AWAY = 1001;
+/** The gateway rejected repeated malformed requests, or a policy (token) no longer holds. */
+export const CLOSE_POLICY = 1008;
+/** The client did not read fast enough. */
+export const CLOSE_SLOW_CONSUMER = 4008;
+
+// Per-stream errors after which the gateway will never serve the stream: do not ask again.
+const REFUSALS = new Set(["bad-stream", "forbidden", "too-many-streams"]);
+const PREVIEW_MAGIC = "FCP1";
+
+/**
+ * Delays (seconds) between reconnection attempts: capped exponential with jitter.
+ *
+ * @param {{initial?: number, maximum?: number, factor?: number, jitter?: number}} [options]
+ * @returns {Generator<number>} Endless delays; the n-th is min(maximum, initial * factor^n)
+ *   scaled down by a random fraction of up to `jitter`.
+ */
+export function* backoff({ initial = 0.25, maximum = 10, factor = 2, jitter = 0.5 } = {}) {
+  let delay = initial;
+  for (;;) {
+    yield delay * (1 - jitter * Math.random());
+    delay = Math.min(maximum, delay * factor);
+  }
+}
+
+/**
+ * The gateway's WebSocket URL for a page served by a gateway (or by nginx in front of several).
+ *
+ * @param {string} [path] `/ws` relative to the page, or an absolute ws(s):// or http(s):// URL.
+ * @param {{token?: string|null, base?: string}} [options] `token` is added as a query parameter.
+ * @returns {string} An absolute ws:// or wss:// URL.
+ */
+export function websocketUrl(path = "ws", { token = null, base = globalThis.location?.href } = {}) {
+  if (base === undefined && !/^[a-z][a-z0-9+.-]*:/i.test(path)) {
+    throw new TypeError(
+      `framecast: url ${JSON.stringify(path)} is relative and there is no page to resolve it against; ` +
+        "pass an absolute one, e.g. ws://127.0.0.1:8080/ws",
+    );
+  }
+  const url = new URL(path, base);
+  if (url.protocol === "http:") url.protocol = "ws:";
+  if (url.protocol === "https:") url.protocol = "wss:";
+  if (token) url.searchParams.set("token", token);
+  return url.href;
+}
+
+/**
+ * Decode a binary preview frame.
+ *
+ * @param {ArrayBuffer} buffer `FCP1` + uint32 BE header length + JSON header + JPEG bytes.
+ * @returns {object|null} The header fields plus `jpeg` (a Blob of type image/jpeg), or null
+ *   when the buffer is not a framecast preview.
+ */
+export function decodePreview(buffer) {
+  if (buffer.byteLength < 8) return null;
+  const view = new DataView(buffer);
+  const magic = String.fromCharCode(view.getUint8(0), view.getUint8(1), view.getUint8(2), view.getUint8(3));
+  if (magic !== PREVIEW_MAGIC) return null;
+  const size = view.getUint32(4, false);
+  if (8 + size > buffer.byteLength) return null;
+  let header;
+  try {
+    header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 8, size)));
+  } catch {
+    return null;
+  }
+  if (typeof header !== "object" || header === null || typeof header.seq !== "number") return null;
+  const jpeg = new Blob([new Uint8Array(buffer, 8 + size)], { type: "image/jpeg" });
+  return { ...header, type: "preview", jpeg };
+}
+
+/**
+ * The WebSocket class to use: the global one, else the `ws` package's (Node without a global).
+ *
+ * @returns {Promise<typeof WebSocket>}
+ */
+export async function defaultWebSocket() {
+  if (typeof globalThis.WebSocket === "function") return globalThis.WebSocket;
+  // Bundlers for browsers never reach this line (they have a global); package.json maps `ws` to
+  // nothing for them ("browser" field) so it is not bundled.
+  const { WebSocket } = await import("ws");
+  return WebSocket;
+}
+
+/**
+ * Per-stream positions and de-duplication by (epoch, seq).
+ *
+ * A result is new when its epoch differs from the last one seen (and is not an
+ * epoch already replaced) or its seq is higher within the same epoch.
+ * Previews are tracked apart from results, by the same rule.
+ */
+export class Cursor {
+  /** @param {Record<string, {epoch: string, seq: number}>} [since] Starting positions. */
+  constructor(since = {}) {
+    /** @type {Map<string, {epoch: string, seq: number}>} */
+    this.results = new Map(Object.entries(since));
+    this.previews = new Map();
+    this.retired = new Map();
+    this.beforeReset = new Map();
+    /** Messages dropped as already delivered (or older). */
+    this.duplicates = 0;
+  }
+
+  /** @returns {{epoch: string, seq: number}|undefined} Last result delivered on `stream`. */
+  position(stream) {
+    return this.results.get(stream);
+  }
+
+  /**
+   * Whether `msg` (a result or a preview) is new; if so it becomes the stream's position.
+   * @returns {boolean}
+   */
+  accept(msg) {
+    const table = msg.type === "result" ? this.results : this.previews;
+    const retired = this.retired.get(msg.stream) ?? [];
+    const last = table.get(msg.stream);
+    if (retired.includes(msg.epoch) || (last && last.epoch === msg.epoch && msg.seq <= last.seq)) {
+      this.duplicates += 1;
+      return false;
+    }
+    if (msg.type === "result") {
+      const previous = last ? last.epoch : this.beforeReset.get(msg.stream);
+      this.beforeReset.delete(msg.stream);
+      if (previous !== undefined && previous !== msg.epoch) {
+        retired.push(previous);
+        this.retired.set(msg.stream, retired.slice(-8));
+      }
+    }
+    table.set(msg.stream, { epoch: msg.epoch, seq: msg.seq });
+    return true;
+  }
+
+  /** Forget where `stream` was (after a `reset`): the next result is new. */
+  reset(stream) {
+    const last = this.results.get(stream);
+    // Remembered so that, if the next result starts a new epoch, the old one is retired.
+    if (last) this.beforeReset.set(stream, last.epoch);
+    this.results.delete(stream);
+    this.previews.delete(stream);
+  }
+}
+
+/**
+ * A live subscription. Made by {@link subscribe}.
+ *
+ * Read-only fields, current at any time: `state` ("connecting", "open",
+ * "reconnecting", "closed" or "failed"), `gateway` (id from the hello),
+ * `reconnects`, `streams`, `cursor`.
+ */
+export class Subscription {
+  constructor(streams, options = {}) {
+    const {
+      url = "ws",
+      token = null,
+      since = {},
+      previews = false,
+      delays = backoff,
+      probe = probeHandshake,
+      maxAttempts = Infinity,
+      onMessage = () => {},
+      onState = () => {},
+      WebSocketImpl = null,
+    } = options;
+    this.url = websocketUrl(url, { token });
+    this.streams = new Set(streams);
+    this.previews = previews;
+    this.cursor = new Cursor(since);
+    this.state = "connecting";
+    this.gateway = null;
+    this.reconnects = 0;
+    this._delays = delays;
+    this._delayIter = delays();
+    this._probe = probe;
+    this._maxAttempts = maxAttempts;
+    this._failures = 0;
+    this._onMessage = onMessage;
+    this._onState = onState;
+    this._WebSocket = WebSocketImpl;
+    this._ws = null;
+    this._timer = null;
+    this._connected = false;
+    this._connect();
+  }
+
+  /** Start receiving `stream` too (now and after reconnects). */
+  add(stream, { since } = {}) {
+    if (since && !this.cursor.position(stream)) this.cursor.results.set(stream, since);
+    this.streams.add(stream);
+    this._send(this._subscribeOp(stream));
+  }
+
+  /** Stop receiving `stream`. */
+  remove(stream) {
+    this.streams.delete(stream);
+    this._send({ op: "unsubscribe", stream });
+  }
+
+  /** Close the connection for good. */
+  close() {
+    clearTimeout(this._timer);
+    this._setState("closed");
+    if (this._ws) this._ws.close(1000, "client closed");
+    this._ws = null;
+  }
+
+  _subscribeOp(stream) {
+    const op = { op: "subscribe", stream, previews: this.previews };
+    const position = this.cursor.position(stream);
+    if (position) Object.assign(op, { since: position.seq, epoch: position.epoch });
+    return op;
+  }
+
+  _send(op) {
+    if (this._ws && this._ws.readyState === 1) this._ws.send(JSON.stringify(op));
+  }
+
+  _setState(state, extra = {}) {
+    this.state = state;
+    this._onState({ state, gateway: this.gateway, reconnects: this.reconnects, ...extra });
+  }
+
+  _connect() {
+    if (this.state === "closed" || this.state === "failed") return;
+    if (!this._WebSocket) {
+      defaultWebSocket().then(
+        (impl) => {
+          this._WebSocket = impl;
+          this._connect();
+        },
+        (error) =>
+          this._setState("failed", {
+            reason: `no WebSocket in this runtime and the ws package cannot be loaded (npm install ws): ${error}`,
+          }),
+      );
+      return;
+    }
+    const ws = new this._WebSocket(this.url);
+    ws.binaryType = "arraybuffer";
+    this._ws = ws;
+    let opened = false;
+    // The close event that follows carries what matters; ws (Node) throws on an unhandled "error".
+    ws.onerror = () => {};
+    ws.onopen = () => {
+      opened = true;
+      if (this._connected) this.reconnects += 1;
+      this._connected = true;
+      for (const stream of this.streams) this._send(this._subscribeOp(stream));
+    };
+    ws.onmessage = (event) => this._receive(ws, event.data);
+    ws.onclose = (event) => {
+      if (this._ws !== ws || this.state === "closed" || this.state === "failed") return;
+      this._ws = null;
+      this._closed(event, opened);
+    };
+  }
+
+  async _closed(event, opened) {
+    let reason = opened ? `connection closed (${event.code}${event.reason ? ": " + event.reason : ""})` : "cannot connect";
+    if (event.code === CLOSE_POLICY) {
+      this._setState("failed", { reason });
+      return;
+    }
+    if (!opened) {
+      // Browsers hide the HTTP status of a refused handshake: ask the same URL over plain HTTP.
+      const status = await this._probe(this.url);
+      if (this.state === "closed") return;
+      if (status === 401 || status === 403) {
+        const why = this.url.includes("token=") ? "refused the token" : "requires a token";
+        this._setState("failed", { reason: `HTTP ${status}: the gateway ${why}`, status });
+        return;
+      }
+      if (status) reason = `cannot connect (HTTP ${status})`;
+    }
+    this._failures += 1;
+    if (this._failures >= this._maxAttempts) {
+      this._setState("failed", { reason: `${reason}; gave up after ${this._failures} attempts` });
+      return;
+    }
+    const immediate = opened && event.code === CLOSE_GOING_AWAY && this._failures === 1;
+    const delay = immediate ? 0 : this._delayIter.next().value;
+    this._setState("reconnecting", { reason, delay });
+    this._timer = setTimeout(() => this._connect(), delay * 1000);
+  }
+
+  _receive(ws, data) {
+    if (this._ws !== ws) return;
+    let msg;
+    if (typeof data === "string") {
+      try {
+        msg = JSON.parse(data);
+      } catch {
+        return;
+      }
+    } else {
+      msg = decodePreview(data);
+      if (!msg) {
+        // Tolerate a gateway that frames a JSON message as binary.
+        try {
+          msg = JSON.parse(new TextDecoder().decode(data));
+        } catch {
+          return;
+        }
+      }
+    }
+    if (!msg || typeof msg.type !== "string") return;
+    if (msg.type === "result" || msg.type === "preview") {
+      if (!this.streams.has(msg.stream) || !this.cursor.accept(msg)) return;
+    } else if (msg.type === "hello") {
+      this.gateway = msg.gateway;
+      this._failures = 0;
+      this._delayIter = this._delays();
+      this._setState("open");
+    } else if (msg.type === "reset") {
+      this.cursor.reset(msg.stream);
+    } else if (msg.type === "gap" && this.streams.has(msg.stream)) {
+      // Messages may have been lost between Redis and the gateway: ask for a replay.
+      this._send(this._subscribeOp(msg.stream));
+    } else if (msg.type === "error" && msg.stream && REFUSALS.has(msg.code)) {
+      this.streams.delete(msg.stream);
+    }
+    this._onMessage(msg);
+  }
+}
+
+/**
+ * Ask a WebSocket URL over plain HTTP, to learn why a handshake failed.
+ *
+ * @param {string} wsUrl The ws(s):// URL that could not be opened.
+ * @returns {Promise<number|null>} The HTTP status, or null when unreachable.
+ */
+export async function probeHandshake(wsUrl) {
+  const url = new URL(wsUrl);
+  url.protocol = url.protocol === "wss:" ? "https:" : "http:";
+  try {
+    const response = await fetch(url.href, { cache: "no-store" });
+    return response.status;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Subscribe to streams on the gateway that served the page (or on `options.url`).
+ *
+ * @param {Iterable<string>} streams Stream names.
+ * @param {object} [options]
+ * @param {string} [options.url="ws"] WebSocket endpoint, relative to the page or absolute.
+ * @param {string|null} [options.token] Access token (sent as the `token` query parameter).
+ * @param {boolean} [options.previews=false] Also receive binary preview JPEGs.
+ * @param {Record<string, {epoch: string, seq: number}>} [options.since] Resume positions per stream.
+ * @param {() => Iterator<number>} [options.delays=backoff] Makes the reconnect delays (seconds).
+ * @param {number} [options.maxAttempts=Infinity] Failed attempts in a row before giving up.
+ * @param {(msg: object) => void} [options.onMessage] Called with every new message.
+ * @param {typeof WebSocket} [options.WebSocketImpl] WebSocket class (default: {@link defaultWebSocket}).
+ * @param {(s: {state: string, reason?: string, delay?: number, gateway: string|null,
+ *   reconnects: number, status?: number}) => void} [options.onState] Called on each state change.
+ * @returns {Subscription}
+ */
+export function subscribe(streams, options = {}) {
+  return new Subscription(streams, options);
+}

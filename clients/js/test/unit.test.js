@@ -1,0 +1,74 @@
+// Pure logic of the client: delays, URLs, preview decoding, de-duplication. No network.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { Cursor, backoff, decodePreview, defaultWebSocket, websocketUrl } from "../src/index.js";
+
+test("backoff doubles up to its maximum, each delay shortened by at most the jitter", () => {
+  const delays = backoff({ initial: 1, maximum: 8, factor: 2, jitter: 0.5 });
+  const nominal = [1, 2, 4, 8, 8, 8];
+  for (const expected of nominal) {
+    const delay = delays.next().value;
+    assert.ok(delay <= expected && delay >= expected * 0.5, `${delay} outside [${expected / 2}, ${expected}]`);
+  }
+  assert.deepEqual([...Array(3)].map(() => backoff({ initial: 3, jitter: 0 }).next().value), [3, 3, 3]);
+});
+
+test("websocketUrl maps http(s) to ws(s), adds the token, and refuses a relative URL outside a page", () => {
+  assert.equal(websocketUrl("http://127.0.0.1:8080/ws"), "ws://127.0.0.1:8080/ws");
+  assert.equal(websocketUrl("https://example.test/ws", { token: "a b" }), "wss://example.test/ws?token=a+b");
+  assert.equal(websocketUrl("ws", { base: "http://h:1/view/" }), "ws://h:1/view/ws");
+  assert.throws(() => websocketUrl("ws"), /relative.*absolute/);
+});
+
+test("decodePreview reads FCP1 frames and rejects anything else", async () => {
+  const header = new TextEncoder().encode(JSON.stringify({ stream: "s", epoch: "e", seq: 7, width: 4, height: 3 }));
+  const jpeg = new Uint8Array([0xff, 0xd8, 0xff, 0xd9]);
+  const buffer = new Uint8Array(8 + header.length + jpeg.length);
+  buffer.set(new TextEncoder().encode("FCP1"), 0);
+  new DataView(buffer.buffer).setUint32(4, header.length, false);
+  buffer.set(header, 8);
+  buffer.set(jpeg, 8 + header.length);
+  const preview = decodePreview(buffer.buffer);
+  assert.equal(preview.type, "preview");
+  assert.equal(preview.seq, 7);
+  assert.deepEqual(new Uint8Array(await preview.jpeg.arrayBuffer()), jpeg);
+  assert.equal(decodePreview(new TextEncoder().encode("NOPE1234").buffer), null);
+  assert.equal(decodePreview(buffer.buffer.slice(0, 10)), null);
+});
+
+test("Cursor drops repeats and older seqs, and results of a replaced epoch", () => {
+  const cursor = new Cursor();
+  const r = (epoch, seq) => ({ type: "result", stream: "s", epoch, seq });
+  assert.equal(cursor.accept(r("a", 1)), true);
+  assert.equal(cursor.accept(r("a", 2)), true);
+  assert.equal(cursor.accept(r("a", 2)), false);
+  assert.equal(cursor.accept(r("a", 1)), false);
+  assert.equal(cursor.accept(r("b", 1)), true); // a restarted producer
+  assert.equal(cursor.accept(r("a", 3)), false); // a straggler of the replaced epoch
+  assert.equal(cursor.duplicates, 3);
+  cursor.reset("s");
+  assert.equal(cursor.position("s"), undefined);
+  assert.equal(cursor.accept(r("b", 1)), true); // after a reset, the next result is new
+  assert.deepEqual(cursor.position("s"), { epoch: "b", seq: 1 });
+});
+
+test("defaultWebSocket falls back to the ws package when the runtime has no global WebSocket", async () => {
+  const impl = await defaultWebSocket();
+  if (typeof globalThis.WebSocket === "function") {
+    assert.equal(impl, globalThis.WebSocket);
+  } else {
+    assert.equal(impl, (await import("ws")).WebSocket);
+  }
+});
+
+test("the package name resolves, through package.json's exports, to this module", async () => {
+  const byName = await import("@framecast/client");
+  const byPath = await import("../src/index.js");
+  assert.equal(byName.subscribe, byPath.subscribe);
+  assert.deepEqual(Object.keys(byName).sort(), [
+    "CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_SLOW_CONSUMER", "Cursor", "Subscription", "backoff",
+    "decodePreview", "defaultWebSocket", "probeHandshake", "subscribe", "websocketUrl",
+  ]);
+});
