@@ -10,6 +10,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY framecast ./framecast
 COPY gateway ./gateway
+# gateway/static/client.js links to the npm package's file: the wheel takes the real file.
+COPY clients/js/src ./clients/js/src
 RUN /opt/framecast/bin/pip install .
 
 FROM ${PYTHON_IMAGE}

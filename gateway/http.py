@@ -212,8 +212,11 @@ class HttpRoutes:
         parts = relative.split("/")
         if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
             return text_response(404, "not found")
-        target = (self._static / relative).resolve()
-        if not target.is_relative_to(self._static) or not target.is_file():
+        # Contained lexically (the parts check above refuses "..", "." and empty parts), not by
+        # resolving: the static directory's own symlinks are served, e.g. client.js ->
+        # clients/js/src/index.js, the npm package's file, so the viewer never runs a copy.
+        target = self._static / relative
+        if not target.is_file():
             if relative == "index.html":
                 return text_response(
                     404,

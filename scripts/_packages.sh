@@ -1,6 +1,6 @@
 # Sourced by scripts/test.sh: install the Debian packages the tests drive, when missing and we may.
 # The real counterparts of the product's parts: Chromium (viewer), Prometheus and promtool (monitoring,
-# alert rules), GStreamer's RTSP server (cameras), Node and npm (the JavaScript client).
+# alert rules), Node and npm (the JavaScript client). GStreamer's RTSP server: scripts/ensure-test-packages.sh.
 # usage: ensure_packages
 ensure_packages() {
   local want=(
@@ -9,12 +9,6 @@ ensure_packages() {
     /usr/bin/promtool:prometheus
     /usr/bin/node:nodejs
     /usr/bin/npm:npm
-    /usr/lib/x86_64-linux-gnu/girepository-1.0/GstRtspServer-1.0.typelib:gir1.2-gst-rtsp-server-1.0
-    /usr/lib/python3/dist-packages/gi/__init__.py:python3-gi
-    /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstx264.so:gstreamer1.0-plugins-ugly
-    /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstrtp.so:gstreamer1.0-plugins-good
-    /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstlibav.so:gstreamer1.0-libav
-    /usr/lib/x86_64-linux-gnu/gstreamer-1.0/libgstpng.so:gstreamer1.0-plugins-good
   )
   local missing=() entry path pkg
   for entry in "${want[@]}"; do

@@ -10,6 +10,8 @@ ensure_venv test
 
 source scripts/_packages.sh
 ensure_packages
+source scripts/ensure-test-packages.sh
+ensure_test_packages
 
 echo "== ruff" && .venv/bin/ruff check .
 echo "== mypy" && .venv/bin/mypy
