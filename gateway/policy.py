@@ -38,6 +38,7 @@ Rules, per message and client:
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterable
@@ -327,6 +328,11 @@ class Policy:
         """Every client's key."""
         return list(self._clients)
 
+    def streams_of(self, key: Hashable) -> list[str]:
+        """The streams a client is on, live or joining."""
+        client = self._clients.get(key)
+        return [] if client is None else list(client.streams)
+
     def max_buffered(self) -> int:
         """Largest unsent byte count of any client (for a gauge; O(clients))."""
         return max((client.buffered() for client in self._clients.values()), default=0)
@@ -556,15 +562,12 @@ class Policy:
         if not queue:
             return
         job = queue[0]
-        # A message that waited behind others: is it still fresh enough to be worth sending?
-        if (
-            job.index == 0
-            and job.captured is not None
-            and self.max_age
-            and self.clock() - job.captured > self.max_age
-        ):
-            self.stats.drops["stale"] += len(job.members)
+        # A message that waited behind others, or for its next slice: still fresh enough to send?
+        if job.captured is not None and self.max_age and self.clock() - job.captured > self.max_age:
+            self.stats.drops["stale"] += len(job.members) - job.index
             queue.popleft()
+            if job.index:  # stale midway: what went out counts
+                self._finish(job)
             self._next(stream, queue)
             return
         started = self.timer()
@@ -807,6 +810,12 @@ class Policy:
         client.joining.pop(stream, None)
         for slot in [s for s in client.pending if s[0] == stream]:
             del client.pending[slot]
+        # Out of the audience of messages still going out in slices: if it comes back (and
+        # goes live) before their slices reach it, they must not arrive after newer ones.
+        for job in self._sliced.get(stream, ()):
+            audience = job.members
+            with contextlib.suppress(ValueError):
+                del audience[audience.index(client, job.index)]
 
     def _forget(self, client: _Client) -> None:
         self._clients.pop(client.key, None)
