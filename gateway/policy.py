@@ -562,12 +562,17 @@ class Policy:
         if not queue:
             return
         job = queue[0]
-        # A message that waited behind others, or for its next slice: still fresh enough to send?
-        if job.captured is not None and self.max_age and self.clock() - job.captured > self.max_age:
-            self.stats.drops["stale"] += len(job.members) - job.index
+        # A message that waited behind others: is it still fresh enough to be worth sending?
+        # Checked when its fan-out starts only: once some clients have it, the rest of its
+        # audience gets it too (its slices follow within milliseconds), all or none.
+        if (
+            job.index == 0
+            and job.captured is not None
+            and self.max_age
+            and self.clock() - job.captured > self.max_age
+        ):
+            self.stats.drops["stale"] += len(job.members)
             queue.popleft()
-            if job.index:  # stale midway: what went out counts
-                self._finish(job)
             self._next(stream, queue)
             return
         started = self.timer()
