@@ -10,9 +10,9 @@ check (``scripts/test-websockets.sh VERSION`` runs the fan-out tests against one
   ``connection.protocol`` (``state``, ``extensions``, ``send_text``/``send_binary``)
   plus ``connection.send_data()``: what :func:`websockets.asyncio.server.broadcast`
   itself uses;
-* ``connection.send_in_progress`` (15+) or ``connection.fragmented_send_waiter``
-  (14): a fragmented message of the connection's own is going out, so another
-  frame must not be interleaved;
+* ``connection.send_in_progress``: a fragmented message of the connection's own
+  is going out, so another frame must not be interleaved (websockets 14 and 15
+  called it ``fragmented_send_waiter``; the floor is 17, see ``pyproject.toml``);
 * ``connection.paused`` and ``connection.drain_waiters``: the flow-control state
   behind ``drain()``, which lets many clients be awaited with one
   ``asyncio.wait`` instead of one ``drain()`` task each.
@@ -58,7 +58,7 @@ class WsSink:
         low: Low-water mark: the transport resumes, and waiters wake, at or below it.
     """
 
-    __slots__ = ("buffered", "connection", "protocol", "shared", "transport", "writable", "write_frame")
+    __slots__ = ("buffered", "connection", "protocol", "shared", "transport", "write_frame")
 
     def __init__(self, connection: Connection, *, high: int, low: int) -> None:
         self.connection = connection
@@ -68,18 +68,12 @@ class WsSink:
         self.shared = not connection.protocol.extensions
         self.buffered = transport.get_write_buffer_size
         self.write_frame = transport.write
-        # websockets 15 renamed the fragmented-send marker; pick the check once, not per write.
-        self.writable = self._writable if hasattr(connection, "send_in_progress") else self._writable_14
         with contextlib.suppress(AttributeError, RuntimeError):
             transport.set_write_buffer_limits(high=high, low=low)
 
-    def _writable(self) -> bool:
+    def writable(self) -> bool:
+        """Open, and not in the middle of a fragmented message of its own."""
         return self.protocol.state is _OPEN and self.connection.send_in_progress is None
-
-    def _writable_14(self) -> bool:
-        return (
-            self.protocol.state is _OPEN and getattr(self.connection, "fragmented_send_waiter", None) is None
-        )
 
     def closed(self) -> bool:
         """Closing or closed."""
