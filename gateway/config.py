@@ -163,7 +163,12 @@ class GatewayConfig:
         group="delivery",
     )
     send_deadline: float = option(
-        1.0, help="Seconds between checks of a lagging client's drain.", check=positive, group="delivery"
+        1.0,
+        help="Timeout of the one asyncio.wait over every lagging client's drain per tick, in seconds: the "
+        "longest a lagging client goes unchecked (stale pending dropped, --max-lag enforced); one that "
+        "drains sooner is served at once.",
+        check=positive,
+        group="delivery",
     )
     max_lag: float = option(
         10.0, help="A client lagging this many seconds is closed with 4008.", check=positive, group="delivery"

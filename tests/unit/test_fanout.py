@@ -477,3 +477,66 @@ async def test_a_result_that_went_stale_while_waiting_is_not_sent() -> None:
         assert fanout.stats.drops["stale"] == 40
         for reader in readers:
             await reader.stop()
+
+
+async def test_lagging_clients_are_awaited_together_and_one_that_drains_is_flushed_without_the_deadline() -> (
+    None
+):
+    """One wait covers every lagging client; a client that starts lagging mid-wait joins it.
+
+    The deadline is far longer than the test may wait: only the drain itself can end the wait.
+    """
+    fanout = Fanout(client_buffer=8 * 1024, send_deadline=600.0, max_lag=600.0)
+    async with fan_server(fanout) as server:
+        first_ws = await client(server.port, small=True)
+        first_side = await server.next()
+        second_ws = await client(server.port, small=True)
+        second_side = await server.next()
+        first_ws.transport.pause_reading()
+        seq = 0
+        for target in (first_side, second_side):
+            if target is second_side:
+                # The first one's wait is running now: the second must join it, not wait it out.
+                await until(lambda: fanout.lagging == 1, what="the first to lag alone")
+                for _ in range(3):
+                    await asyncio.sleep(0)
+                assert not fanout.is_lagging(second_side)
+                second_ws.transport.pause_reading()
+            for _ in range(2000):
+                if fanout.is_lagging(target):
+                    break
+                seq += 1
+                fanout.deliver(STREAM, result(seq, pad=500))
+                await asyncio.sleep(0)
+            assert fanout.is_lagging(target), "the stalled client never lagged"
+        newest = seq + 1
+        fanout.deliver(STREAM, result(newest, pad=500))
+        second = Reader(second_ws)
+        second_ws.transport.resume_reading()
+        await until(lambda: newest in second.seqs(), what="the drained client to get the newest")
+        assert not fanout.is_lagging(second_side)
+        assert fanout.is_lagging(first_side), "the other stays lagging"
+        seqs = second.seqs()
+        assert seqs == sorted(set(seqs))
+        first = Reader(first_ws)
+        first_ws.transport.resume_reading()
+        await until(lambda: newest in first.seqs(), what="the first client, once it drains too")
+        await first.stop()
+        await second.stop()
+
+
+async def test_write_time_ages_are_reported_per_slice_on_real_connections() -> None:
+    now = [1000.0]
+    writes: list[tuple[str, float, int]] = []
+    fanout = Fanout(chunk=2, clock=lambda: now[0], on_write=lambda *args: writes.append(args))
+    async with fan_server(fanout) as server:
+        readers = []
+        for _ in range(3):
+            readers.append(Reader(await client(server.port)))
+            await server.next()
+        fanout.deliver(STREAM, result(1, captured_at=999.5))
+        now[0] = 1000.25  # before the second slice's turn
+        await until(lambda: all(r.seqs() == [1] for r in readers), what="every reader")
+        assert writes == [("result", 0.5, 2), ("result", 0.75, 1)]
+        for reader in readers:
+            await reader.stop()

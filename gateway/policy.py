@@ -1,0 +1,829 @@
+"""The fan-out policy, sans I/O: who gets which message, when, and what to do with a slow client.
+
+Like websockets' own protocol core, :class:`Policy` does no I/O of its own: no
+asyncio, no sockets, no websockets. Events go in as method calls (a message
+arrived, a client joined, went live or left, a slice's turn came, a clock
+tick); the effects come out two ways:
+
+* **Writes** go straight to each client's :class:`Sink`, synchronously, because
+  a write to a buffer with room cannot block and the hot path must not allocate
+  an action per client per message. A sink reports its buffer level and state.
+* **Actions** that need waiting are queued and collected with
+  :meth:`Policy.actions`: :class:`Step` (write the next slice of a stream on the
+  next loop turn), :class:`Wait` (this client must drain: await it) and
+  :class:`Close` (close this client with 4008, it lagged too long).
+
+The driver (:class:`gateway.fanout.Fanout`) turns sinks into websockets
+connections and actions into loop callbacks and one ``asyncio.wait``;
+tests drive the policy with fake sinks and fake clocks.
+
+Rules, per message and client:
+
+* A message older than ``max_age`` by its capture time is dropped (``stale``),
+  when it arrives, when its turn comes after waiting behind a sliced one, and
+  when a lagging client's pending copy is flushed or expires.
+* A client with more than ``client_buffer`` bytes unsent is lagging: it keeps
+  only the newest message per stream and kind (``conflated``), until a tick
+  finds its buffer at ``low_water``: then its pending messages are written, in
+  arrival order. A client lagging longer than ``max_lag`` gets a :class:`Close`.
+* A stream with more than ``chunk`` clients is written in slices; one message
+  per stream is in flight at a time so per-client order holds; more than
+  ``max_waiting`` waiting behind it shed their oldest result or preview
+  (``overload``).
+* A joining client's live messages are buffered (at most ``join_limit``
+  messages and ``join_bytes`` bytes, oldest dropped first and a gap announced)
+  until :meth:`Policy.go_live`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Hashable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from framecast import wire
+
+__all__ = [
+    "Close",
+    "FanoutStats",
+    "Framer",
+    "MessageHook",
+    "Policy",
+    "Sink",
+    "Step",
+    "Wait",
+    "WriteHook",
+]
+
+log = logging.getLogger(__name__)
+
+# Messages of one stream that may wait behind the one going out in slices before the oldest
+# waiting result is shed: a memory cap for a stream that is over capacity. Latency has its own
+# bound, max_age, applied when a waiting message's turn comes.
+MAX_WAITING = 64
+
+# Clients written between two looks at the clock in a slice: a clock read costs about a write's 1%.
+_TIME_CHECK_EVERY = 16
+
+RESULT, STATUS, PREVIEW, NOTICE = "result", "status", "preview", "notice"
+
+MessageHook = Callable[[str, float, float | None, int], None]
+"""Called once per delivered message with ``(kind, fanout_seconds, age_seconds or None, clients_written)``."""
+
+WriteHook = Callable[[str, float, int], None]
+"""Called at write time, once per slice or flush, with ``(kind, capture_age_seconds, clients_written)``."""
+
+Framer = Callable[[bytes, bool], bytes]
+"""Frames a message once for every client that can share the bytes: ``(data, binary) -> frame``."""
+
+
+class Sink(Protocol):
+    """One client's output, as the policy sees it (implemented by :mod:`gateway._wsio`)."""
+
+    @property
+    def shared(self) -> bool:
+        """Whether the shared pre-framed bytes can be written (no per-connection extension)."""
+
+    def buffered(self) -> int:
+        """Bytes written but not yet sent."""
+
+    def writable(self) -> bool:
+        """Open, and not in the middle of a fragmented message of its own."""
+
+    def closed(self) -> bool:
+        """Closing or closed: nothing will ever be written again."""
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write bytes framed by the :data:`Framer`."""
+
+    def write_message(self, data: bytes, binary: bool) -> int:
+        """Frame (and compress) ``data`` for this connection and write it; returns the bytes counted.
+
+        Raises:
+            Exception: The connection is dying (the policy skips it).
+        """
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    """Call :meth:`Policy.step` for ``stream`` on the next event-loop turn."""
+
+    stream: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Wait:
+    """``key`` is lagging: await its drain and :meth:`Policy.tick` when it or the deadline comes."""
+
+    key: Hashable
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Close:
+    """Close ``key`` with 4008 (slow consumer); abort it if the close cannot get through."""
+
+    key: Hashable
+
+
+Action = Step | Wait | Close
+
+
+@dataclass
+class FanoutStats:
+    """Counters of a fan-out, updated once per message (never per client).
+
+    Attributes:
+        messages: Messages handed to the fan-out, by kind.
+        deliveries: Messages written to client sockets.
+        bytes_out: Bytes of WebSocket frames written to client sockets (payload
+            bytes, before compression, for permessage-deflate connections).
+        drops: Deliveries not made, by reason: ``stale`` (older than
+            ``max_age``), ``conflated`` (replaced by a newer one while the client
+            lagged), ``malformed`` (not a valid stream message: dropped for all),
+            ``join-overflow`` (too many live messages while a replay ran),
+            ``overload`` (the stream's messages arrived faster than they could be
+            written to its audience: the oldest waiting ones were skipped).
+        slow_closes: Clients closed with 4008.
+    """
+
+    messages: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
+    deliveries: int = 0
+    bytes_out: int = 0
+    drops: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
+    slow_closes: int = 0
+
+
+# One pending or buffered message: (data, binary, captured_at or None).
+_Held = tuple[bytes, bool, float | None]
+
+
+class _Join:
+    """Live messages buffered for a joining client, bounded in count and bytes."""
+
+    __slots__ = ("bytes", "items", "overflowed")
+
+    def __init__(self) -> None:
+        self.items: collections.deque[tuple[wire.Peek | None, bytes]] = collections.deque()
+        self.bytes = 0
+        self.overflowed = False
+
+
+class _Client:
+    """Policy state of one client; the sink's methods are bound once, for the hot loop."""
+
+    __slots__ = (
+        "buffered",
+        "closing",
+        "joining",
+        "key",
+        "lagging_since",
+        "pending",
+        "shared",
+        "sink",
+        "streams",
+        "writable",
+        "write_frame",
+    )
+
+    def __init__(self, key: Hashable, sink: Sink) -> None:
+        self.key = key
+        self.sink = sink
+        self.shared = sink.shared
+        self.buffered = sink.buffered
+        self.writable = sink.writable
+        self.write_frame = sink.write_frame
+        self.lagging_since: float | None = None
+        # (stream, kind) -> newest held message; dict order = arrival order.
+        self.pending: dict[tuple[str, str], _Held] = {}
+        self.closing = False
+        self.streams: dict[str, bool] = {}  # stream -> previews wanted
+        self.joining: dict[str, _Join] = {}
+
+
+class _Job:
+    """One message on its way to a stream's clients (possibly across several steps)."""
+
+    __slots__ = (
+        "age",
+        "binary",
+        "captured",
+        "conflated",
+        "data",
+        "frame",
+        "framed_bytes",
+        "index",
+        "kind",
+        "members",
+        "sent",
+        "slot",
+        "spent",
+    )
+
+    def __init__(
+        self, slot: tuple[str, str], data: bytes, binary: bool, captured: float | None, age: float | None
+    ) -> None:
+        self.slot = slot
+        self.kind = slot[1]
+        self.data = data
+        self.binary = binary
+        self.captured = captured
+        self.age = age
+        self.frame: bytes | None = None
+        self.members: list[_Client] = []
+        self.index = 0
+        self.sent = self.conflated = self.framed_bytes = 0
+        self.spent = 0.0
+
+
+class Policy:
+    """Local clients per stream, and the rules for writing to them; see the module docstring.
+
+    Args:
+        framer: Frames a message once for the clients that share frames.
+        client_buffer: Unsent bytes above which a client is lagging.
+        low_water: Unsent bytes at or below which a lagging client has caught up
+            (default ``client_buffer // 4``).
+        max_lag: Seconds a client may stay lagging before it gets a :class:`Close`.
+        max_age: Seconds since capture after which a message is not sent (0: never).
+        join_limit: Live messages kept per joining client and stream while its replay is sent.
+        join_bytes: Bytes of live messages kept per joining client and stream (0: no byte bound).
+        chunk: Clients written per step at most; bigger audiences are served in
+            slices (0: no count limit, slices end on ``slice_time`` alone).
+        slice_time: Seconds one slice may run at most, checked every 16 clients (0: count only).
+        max_waiting: Messages of a stream that may wait behind a sliced one before the
+            oldest waiting result or preview is shed.
+        clock: Wall clock in Unix seconds (captured_at is Unix time).
+        monotonic: Clock for lag durations.
+        timer: High-resolution clock for slice budgets and the fan-out's own timing.
+        on_message: Optional :data:`MessageHook`, at fan-out entry (once per message).
+        on_write: Optional :data:`WriteHook`, at write time (once per slice or flush).
+        stats: Counters to update (a new :class:`FanoutStats` by default).
+    """
+
+    def __init__(
+        self,
+        *,
+        framer: Framer,
+        client_buffer: int = 1 << 20,
+        low_water: int | None = None,
+        max_lag: float = 10.0,
+        max_age: float = 0.0,
+        join_limit: int = 1024,
+        join_bytes: int = 8 << 20,
+        chunk: int = 128,
+        slice_time: float = 0.001,
+        max_waiting: int = MAX_WAITING,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.perf_counter,
+        on_message: MessageHook | None = None,
+        on_write: WriteHook | None = None,
+        stats: FanoutStats | None = None,
+    ) -> None:
+        if client_buffer <= 0:
+            raise ValueError("client_buffer must be greater than 0")
+        self.framer = framer
+        self.client_buffer = client_buffer
+        self.low_water = client_buffer // 4 if low_water is None else min(low_water, client_buffer)
+        self.max_lag = max_lag
+        self.max_age = max_age
+        self.join_limit = join_limit
+        self.join_bytes = join_bytes
+        self.chunk = chunk
+        self.slice_time = slice_time
+        self.max_waiting = max_waiting
+        self.clock = clock
+        self.monotonic = monotonic
+        self.timer = timer
+        self.on_message = on_message
+        self.on_write = on_write
+        self.stats = stats if stats is not None else FanoutStats()
+        self._clients: dict[Hashable, _Client] = {}
+        self._live: dict[str, dict[_Client, None]] = {}
+        self._previews: dict[str, dict[_Client, None]] = {}
+        self._joining: dict[str, dict[_Client, None]] = {}
+        self._lagging: dict[_Client, None] = {}
+        # Per stream, the messages going out in slices, oldest first (absent: none in flight).
+        self._sliced: dict[str, collections.deque[_Job]] = {}
+        self._actions: list[Action] = []
+
+    # ------------------------------------------------------------------
+    # Queries
+
+    def actions(self) -> list[Action]:
+        """Take the actions queued since the last call (the driver calls it after every event)."""
+        actions, self._actions = self._actions, []
+        return actions
+
+    def sink(self, key: Hashable) -> Sink | None:
+        """The sink of a client, if it is known."""
+        client = self._clients.get(key)
+        return None if client is None else client.sink
+
+    def client_keys(self) -> list[Hashable]:
+        """Every client's key."""
+        return list(self._clients)
+
+    def streams_of(self, key: Hashable) -> list[str]:
+        """The streams a client is on, live or joining."""
+        client = self._clients.get(key)
+        return [] if client is None else list(client.streams)
+
+    def max_buffered(self) -> int:
+        """Largest unsent byte count of any client (for a gauge; O(clients))."""
+        return max((client.buffered() for client in self._clients.values()), default=0)
+
+    def lagging_keys(self) -> list[Hashable]:
+        """Keys of the clients currently lagging."""
+        return [client.key for client in self._lagging]
+
+    def streams(self) -> list[str]:
+        """Streams with at least one client (live or joining)."""
+        return sorted(set(self._live) | set(self._joining))
+
+    def clients(self, stream: str | None = None) -> int:
+        """Clients of ``stream`` (live and joining), or all clients."""
+        if stream is None:
+            return len(self._clients)
+        return len(self._live.get(stream, ())) + len(self._joining.get(stream, ()))
+
+    def subscriptions(self) -> int:
+        """Client-stream pairs."""
+        return sum(len(c.streams) for c in self._clients.values())
+
+    @property
+    def lagging(self) -> int:
+        """Clients currently lagging."""
+        return len(self._lagging)
+
+    def in_flight(self) -> int:
+        """Messages still going out in slices or waiting behind one, over every stream."""
+        return sum(len(queue) for queue in self._sliced.values())
+
+    def is_lagging(self, key: Hashable) -> bool:
+        """Whether a client is currently lagging."""
+        client = self._clients.get(key)
+        return client is not None and client.lagging_since is not None
+
+    def held_bytes(self, key: Hashable) -> int:
+        """Bytes the policy itself holds for a client: pending (lagging) and join buffers."""
+        client = self._clients.get(key)
+        if client is None:
+            return 0
+        return sum(len(held[0]) for held in client.pending.values()) + sum(
+            join.bytes for join in client.joining.values()
+        )
+
+    def pending(self, key: Hashable) -> list[tuple[str, str]]:
+        """The (stream, kind) slots a lagging client holds a message for, in arrival order."""
+        client = self._clients.get(key)
+        return [] if client is None else list(client.pending)
+
+    # ------------------------------------------------------------------
+    # Membership events
+
+    def add(
+        self, stream: str, key: Hashable, sink: Sink, *, previews: bool = False, joining: bool = False
+    ) -> None:
+        """A client joined a stream (``joining``: buffer its live messages until :meth:`go_live`)."""
+        client = self._clients.get(key)
+        if client is None:
+            client = self._clients[key] = _Client(key, sink)
+        self._detach(stream, client)
+        client.streams[stream] = previews
+        if joining:
+            client.joining[stream] = _Join()
+            self._joining.setdefault(stream, {})[client] = None
+        else:
+            self._attach(stream, client)
+
+    def go_live(self, stream: str, key: Hashable, *, epoch: str | None = None, seq: int = 0) -> None:
+        """A joining client's replay is done: send what was buffered, then deliver live.
+
+        Buffered results of ``epoch`` with ``seq`` at or below ``seq`` (already
+        sent by the replay) are skipped; everything else is sent in order.
+        """
+        client = self._clients.get(key)
+        if client is None or stream not in client.streams:
+            return
+        join = client.joining.pop(stream, None)
+        members = self._joining.get(stream)
+        if members is not None:
+            members.pop(client, None)
+            if not members:
+                del self._joining[stream]
+        if join is not None:
+            if join.overflowed:
+                # Older entries were dropped to stay within the bound: say so rather than pretend.
+                self.stats.drops["join-overflow"] += 1
+                self._send_one(
+                    client, (stream, NOTICE), wire.encode(wire.Gap(stream=stream, reason="overflow"))
+                )
+            now = self.clock()
+            for peeked, data in join.items:
+                if peeked is None:
+                    self._send_one(client, (stream, NOTICE), data)
+                    continue
+                if peeked.type == RESULT and peeked.epoch == epoch and peeked.seq <= seq:
+                    continue
+                if self.max_age and now - peeked.captured_at > self.max_age:
+                    self.stats.drops["stale"] += 1
+                    continue
+                captured = peeked.captured_at if peeked.type == RESULT else None
+                self._send_one(client, (stream, peeked.type), data, captured=captured)
+        self._attach(stream, client)
+
+    def remove(self, stream: str, key: Hashable) -> None:
+        """A client left one stream (its pending messages for it are dropped)."""
+        client = self._clients.get(key)
+        if client is None:
+            return
+        self._detach(stream, client)
+        client.streams.pop(stream, None)
+        if not client.streams:
+            self._forget(client)
+
+    def discard(self, key: Hashable) -> bool:
+        """A client's connection ended: remove it from every stream.
+
+        Returns:
+            Whether the client was being closed by the policy (a :class:`Close` in progress).
+        """
+        client = self._clients.get(key)
+        if client is None:
+            return False
+        for stream in list(client.streams):
+            self._detach(stream, client)
+        client.streams.clear()
+        self._forget(client)
+        return client.closing
+
+    # ------------------------------------------------------------------
+    # Message events
+
+    def deliver(self, stream: str, data: bytes) -> wire.Peek | None:
+        """A stream message (result or status, encoded) arrived: forward it unchanged.
+
+        Returns its routing fields, or None if it was malformed (dropped for everyone).
+        """
+        try:
+            peeked = wire.peek(data)
+        except wire.WireError as exc:
+            self.stats.drops["malformed"] += 1
+            log.debug("dropped a malformed message on %s: %s", stream, exc)
+            return None
+        kind = peeked.type
+        self.stats.messages[kind] += 1
+        joiners = self._joining.get(stream)
+        if joiners:
+            self._buffer_joining(joiners, stream, peeked, data)
+        clients = self._live.get(stream)
+        if not clients:
+            return peeked
+        age = self.clock() - peeked.captured_at
+        if self.max_age and age > self.max_age:
+            self.stats.drops["stale"] += len(clients)
+            return peeked
+        if kind == RESULT:
+            self._fan(clients, _Job((stream, kind), data, False, peeked.captured_at, age))
+        else:
+            self._fan(clients, _Job((stream, kind), data, False, None, None))
+        return peeked
+
+    def deliver_preview(self, stream: str, data: bytes) -> bool:
+        """An encoded binary preview arrived, for the clients that asked. False if malformed."""
+        clients = self._previews.get(stream)
+        if not clients:
+            return True
+        try:
+            captured = wire.decode_preview(data).captured_at
+        except wire.WireError:
+            self.stats.drops["malformed"] += 1
+            return False
+        self.stats.messages[PREVIEW] += 1
+        age = self.clock() - captured
+        if self.max_age and age > self.max_age:
+            self.stats.drops["stale"] += len(clients)
+            return True
+        self._fan(clients, _Job((stream, PREVIEW), data, True, captured, None))
+        return True
+
+    def announce(self, stream: str, data: bytes, *, kind: str = NOTICE) -> None:
+        """A gateway-made text message (gap, offline status) for every client of a stream.
+
+        Never dropped as stale; joining clients get it after their replay.
+        """
+        self.stats.messages[kind] += 1
+        joiners = self._joining.get(stream)
+        if joiners:
+            self._buffer_joining(joiners, stream, None, data)
+        clients = self._live.get(stream)
+        if clients:
+            self._fan(clients, _Job((stream, kind), data, False, None, None))
+
+    # ------------------------------------------------------------------
+    # Slicing
+
+    def _fan(self, clients: dict[_Client, None], job: _Job) -> None:
+        stream = job.slot[0]
+        queued = self._sliced.get(stream)
+        if queued is not None:
+            # An earlier message of this stream is still going out in slices: a newer one must
+            # not overtake it at any client, so it waits its turn whatever its audience.
+            job.members = list(clients)
+            if len(queued) > self.max_waiting:
+                self._shed(queued)
+            queued.append(job)
+            return
+        # Audiences up to `chunk` are written in one go: slicing costs a loop turn and a copy of
+        # the membership, which a hundred writes (about a millisecond) do not justify.
+        if len(clients) > (self.chunk or (_TIME_CHECK_EVERY if self.slice_time else len(clients))):
+            job.members = list(clients)
+            self._sliced[stream] = collections.deque([job])
+            self.step(stream)
+            return
+        started = self.timer()
+        self._write_all(clients, job)
+        job.spent = self.timer() - started
+        self._finish(job)
+
+    def step(self, stream: str) -> None:
+        """A slice's turn came: write the next slice of the oldest sliced message of ``stream``.
+
+        One message of a stream is in flight at a time and each runs to its last client before
+        the next starts, so every client sees a stream's messages in publication order however
+        the slices fall (their size depends on the clock). Queues a :class:`Step` while more remain.
+        """
+        queue = self._sliced.get(stream)
+        if not queue:
+            return
+        job = queue[0]
+        # A message that waited behind others: is it still fresh enough to be worth sending?
+        # Checked when its fan-out starts only: once some clients have it, the rest of its
+        # audience gets it too (its slices follow within milliseconds), all or none.
+        if (
+            job.index == 0
+            and job.captured is not None
+            and self.max_age
+            and self.clock() - job.captured > self.max_age
+        ):
+            self.stats.drops["stale"] += len(job.members)
+            queue.popleft()
+            self._next(stream, queue)
+            return
+        started = self.timer()
+        members = job.members
+        # Membership may have changed since the message arrived: skip clients that left.
+        current = (self._previews if job.binary else self._live).get(stream)
+        index = job.index
+        stop = min(index + self.chunk, len(members)) if self.chunk else len(members)
+        budget = started + self.slice_time if self.slice_time else None
+        while index < stop:
+            end = min(index + _TIME_CHECK_EVERY, stop)
+            if current:
+                self._write_all([c for c in members[index:end] if c in current], job)
+            index = end
+            if budget is not None and self.timer() >= budget:
+                break
+        job.index = index
+        job.spent += self.timer() - started
+        if index >= len(members):
+            queue.popleft()
+            self._finish(job)
+        self._next(stream, queue)
+
+    def _next(self, stream: str, queue: collections.deque[_Job]) -> None:
+        if queue:
+            self._actions.append(Step(stream=stream))
+        else:
+            del self._sliced[stream]
+
+    def _shed(self, queue: collections.deque[_Job]) -> None:
+        """Drop the oldest waiting result or preview of an overloaded stream (never the one in flight).
+
+        Messages arrive faster than they can be written to the stream's audience: like a lagging
+        client, the stream as a whole skips to the present rather than fall ever further behind,
+        and memory stays bounded. Status and gateway notices are never shed.
+        """
+        for position in range(1, len(queue)):
+            if queue[position].kind in (RESULT, PREVIEW):
+                shed = queue[position]
+                del queue[position]
+                self.stats.drops["overload"] += len(shed.members)
+                return
+
+    def _write_all(self, clients: Iterable[_Client], job: _Job) -> None:
+        """The hot loop: one check and one write per client, nothing else."""
+        slot, data, captured, binary = job.slot, job.data, job.captured, job.binary
+        limit = self.client_buffer
+        frame = job.frame
+        sent = conflated = framed_bytes = 0
+        for client in clients:
+            if client.lagging_since is not None:
+                if self._hold(client, slot, data, binary, captured):
+                    conflated += 1
+                continue
+            if not client.writable():
+                continue
+            if client.buffered() > limit:
+                self._hold(client, slot, data, binary, captured)
+                self._start_lagging(client)
+                continue
+            if client.shared:
+                if frame is None:
+                    frame = job.frame = self.framer(data, binary)
+                client.write_frame(frame)
+                framed_bytes += len(frame)
+            else:
+                try:
+                    framed_bytes += client.sink.write_message(data, binary)
+                except Exception as exc:  # a dying connection: its handler will clean up
+                    log.debug("write failed: %s", exc)
+                    continue
+            sent += 1
+        job.sent += sent
+        job.conflated += conflated
+        job.framed_bytes += framed_bytes
+        if sent and captured is not None and self.on_write is not None:
+            self.on_write(job.kind, self.clock() - captured, sent)
+
+    def _finish(self, job: _Job) -> None:
+        stats = self.stats
+        stats.deliveries += job.sent
+        stats.bytes_out += job.framed_bytes
+        if job.conflated:
+            stats.drops["conflated"] += job.conflated
+        if self.on_message is not None:
+            self.on_message(job.kind, job.spent, job.age, job.sent)
+
+    # ------------------------------------------------------------------
+    # One client (joining flush, lag flush)
+
+    def _send_one(
+        self,
+        client: _Client,
+        slot: tuple[str, str],
+        data: bytes,
+        *,
+        binary: bool = False,
+        captured: float | None = None,
+    ) -> bool:
+        """Apply the same rules as the hot loop to a single client; True if written."""
+        if client.lagging_since is not None:
+            if self._hold(client, slot, data, binary, captured):
+                self.stats.drops["conflated"] += 1
+            return False
+        if not client.writable():
+            return False
+        if client.buffered() > self.client_buffer:
+            self._hold(client, slot, data, binary, captured)
+            self._start_lagging(client)
+            return False
+        return self._write(client, slot[1], data, binary, captured)
+
+    def _write(self, client: _Client, kind: str, data: bytes, binary: bool, captured: float | None) -> bool:
+        try:
+            if client.shared:
+                frame = self.framer(data, binary)
+                client.write_frame(frame)
+                written = len(frame)
+            else:
+                written = client.sink.write_message(data, binary)
+        except Exception as exc:
+            log.debug("write failed: %s", exc)
+            return False
+        self.stats.deliveries += 1
+        self.stats.bytes_out += written
+        if captured is not None and self.on_write is not None:
+            self.on_write(kind, self.clock() - captured, 1)
+        return True
+
+    def _buffer_joining(
+        self, joiners: dict[_Client, None], stream: str, peeked: wire.Peek | None, data: bytes
+    ) -> None:
+        size = len(data)
+        for client in joiners:
+            join = client.joining.get(stream)
+            if join is None:
+                continue
+            join.items.append((peeked, data))
+            join.bytes += size
+            # Oldest first out, but never the message that just came: the newest is worth most.
+            while len(join.items) > 1 and (
+                len(join.items) > self.join_limit or (self.join_bytes and join.bytes > self.join_bytes)
+            ):
+                join.bytes -= len(join.items.popleft()[1])
+                join.overflowed = True
+
+    @staticmethod
+    def _hold(
+        client: _Client, slot: tuple[str, str], data: bytes, binary: bool, captured: float | None
+    ) -> bool:
+        """Keep only the newest message of a slot; True if an older one was replaced."""
+        replaced = client.pending.pop(slot, None) is not None
+        client.pending[slot] = (data, binary, captured)  # re-inserted last: arrival order kept
+        return replaced
+
+    # ------------------------------------------------------------------
+    # Lagging clients
+
+    def _start_lagging(self, client: _Client) -> None:
+        client.lagging_since = self.monotonic()
+        self._lagging[client] = None
+        self._actions.append(Wait(key=client.key))
+
+    def tick(self) -> None:
+        """A lagging client drained, or the deadline of a wait passed: check every lagging client.
+
+        A client at or below ``low_water`` is flushed (its newest pending messages,
+        minus the stale ones) and is back on the synchronous path; the others drop
+        what went stale meanwhile, and one lagging longer than ``max_lag`` gets a
+        :class:`Close`. Buffer levels decide, not which wait ended the tick.
+        """
+        now = self.monotonic()
+        for client in list(self._lagging):
+            if client.sink.closed():
+                # Its handler will discard it; nothing will be written to it again.
+                del self._lagging[client]
+                client.lagging_since = None
+                client.pending.clear()
+                continue
+            if client.buffered() <= self.low_water:
+                self._flush(client)
+                continue
+            self._expire(client)
+            since = client.lagging_since
+            if since is not None and now - since > self.max_lag:
+                self._close(client)
+
+    def _flush(self, client: _Client) -> None:
+        """Write a caught-up client's pending messages (newest per slot), skipping stale ones."""
+        client.lagging_since = None
+        self._lagging.pop(client, None)
+        now = self.clock()
+        while client.pending:
+            slot = next(iter(client.pending))
+            data, binary, captured = client.pending.pop(slot)
+            if self.max_age and captured is not None and now - captured > self.max_age:
+                self.stats.drops["stale"] += 1
+                continue
+            if client.sink.closed():
+                client.pending.clear()
+                return
+            self._write(client, slot[1], data, binary, captured)
+            if client.buffered() > self.client_buffer and client.pending:
+                self._start_lagging(client)
+                return
+
+    def _expire(self, client: _Client) -> None:
+        """Drop pending messages that went stale while the client lagged."""
+        if not self.max_age:
+            return
+        now = self.clock()
+        for slot, (_, _, captured) in list(client.pending.items()):
+            if captured is not None and now - captured > self.max_age:
+                del client.pending[slot]
+                self.stats.drops["stale"] += 1
+
+    def _close(self, client: _Client) -> None:
+        client.closing = True
+        client.pending.clear()
+        self._lagging.pop(client, None)
+        client.lagging_since = None
+        self.stats.slow_closes += 1
+        self._actions.append(Close(key=client.key))
+
+    # ------------------------------------------------------------------
+    # Bookkeeping
+
+    def _attach(self, stream: str, client: _Client) -> None:
+        self._live.setdefault(stream, {})[client] = None
+        if client.streams.get(stream):
+            self._previews.setdefault(stream, {})[client] = None
+
+    def _detach(self, stream: str, client: _Client) -> None:
+        for table in (self._live, self._previews, self._joining):
+            members = table.get(stream)
+            if members is not None and client in members:
+                del members[client]
+                if not members:
+                    del table[stream]
+        client.joining.pop(stream, None)
+        for slot in [s for s in client.pending if s[0] == stream]:
+            del client.pending[slot]
+        # Out of the audience of messages still going out in slices: if it comes back (and
+        # goes live) before their slices reach it, they must not arrive after newer ones.
+        for job in self._sliced.get(stream, ()):
+            audience = job.members
+            with contextlib.suppress(ValueError):
+                del audience[audience.index(client, job.index)]
+
+    def _forget(self, client: _Client) -> None:
+        self._clients.pop(client.key, None)
+        self._lagging.pop(client, None)
+        client.lagging_since = None
+        client.pending.clear()

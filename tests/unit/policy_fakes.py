@@ -1,0 +1,158 @@
+"""Fakes for the fan-out policy's tests: a recording sink, clocks, message makers (no socket, no loop)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from framecast import wire
+from gateway.policy import Close, Policy, Step, Wait
+
+EPOCH = "e1"
+
+
+def framer(data: bytes, binary: bool) -> bytes:
+    """A stand-in framing: one opcode byte, then the payload (the policy never looks inside)."""
+    return (b"B" if binary else b"T") + data
+
+
+def unframe(frame: bytes) -> tuple[bool, bytes]:
+    return frame[:1] == b"B", frame[1:]
+
+
+@dataclass
+class Clock:
+    """A settable clock: call it for the time."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
+class Written:
+    """One message a fake sink received, with the wall time of the write."""
+
+    binary: bool
+    data: bytes
+    at: float
+
+    @property
+    def message(self) -> object:
+        return wire.decode_preview(self.data) if self.binary else wire.decode(self.data)
+
+
+@dataclass
+class FakeSink:
+    """A client's output: a byte level the test drains by hand, and the messages written, in order."""
+
+    wall: Callable[[], float]
+    shared: bool = True
+    level: int = 0
+    open: bool = True
+    fragmenting: bool = False
+    written: list[Written] = field(default_factory=list)
+    peak: int = 0
+
+    def buffered(self) -> int:
+        return self.level
+
+    def writable(self) -> bool:
+        return self.open and not self.fragmenting
+
+    def closed(self) -> bool:
+        return not self.open
+
+    def write_frame(self, frame: bytes) -> None:
+        binary, data = unframe(frame)
+        self._record(binary, data, len(frame))
+
+    def write_message(self, data: bytes, binary: bool) -> int:
+        if not self.open:
+            raise ConnectionError("closed")
+        self._record(binary, data, len(data))
+        return len(data)
+
+    def _record(self, binary: bool, data: bytes, size: int) -> None:
+        self.written.append(Written(binary, data, self.wall()))
+        self.level += size
+        self.peak = max(self.peak, self.level)
+
+    def results(self, stream: str | None = None) -> list[int]:
+        """Seqs of the results written, in order."""
+        out = []
+        for item in self.written:
+            message = item.message
+            if isinstance(message, wire.Result) and (stream is None or message.stream == stream):
+                out.append(message.seq)
+        return out
+
+    def kinds(self) -> list[str]:
+        return [str(getattr(item.message, "type", "?")) for item in self.written]
+
+
+def result(stream: str, seq: int, *, captured_at: float, epoch: str = EPOCH, pad: int = 0) -> bytes:
+    detections = (wire.Detection(label="x" * pad, confidence=0.5, box=(0.0, 0.0, 1.0, 1.0)),) if pad else ()
+    return wire.encode(
+        wire.Result(
+            stream=stream,
+            epoch=epoch,
+            seq=seq,
+            frame=seq,
+            captured_at=captured_at,
+            published_at=captured_at,
+            width=10,
+            height=10,
+            detections=detections,
+        )
+    )
+
+
+def status(stream: str, seq: int, *, sent_at: float) -> bytes:
+    return wire.encode(wire.Status(stream=stream, epoch=EPOCH, seq=seq, sent_at=sent_at))
+
+
+def preview(stream: str, seq: int, *, captured_at: float) -> bytes:
+    return wire.encode_preview(
+        wire.Preview(
+            stream=stream,
+            epoch=EPOCH,
+            seq=seq,
+            frame=seq,
+            captured_at=captured_at,
+            width=4,
+            height=4,
+            jpeg=b"\xff\xd8jpeg\xff\xd9",
+        )
+    )
+
+
+class Driver:
+    """Runs a policy's actions the way the asyncio driver would, synchronously and in order."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.steps: list[str] = []
+        self.waits: list[object] = []
+        self.closes: list[object] = []
+
+    def collect(self) -> None:
+        for action in self.policy.actions():
+            if isinstance(action, Step):
+                self.steps.append(action.stream)
+            elif isinstance(action, Wait):
+                self.waits.append(action.key)
+            elif isinstance(action, Close):
+                self.closes.append(action.key)
+
+    def run_steps(self, *, limit: int = 10_000) -> int:
+        """Run queued slices (and the ones they queue) until none is left; returns how many ran."""
+        self.collect()
+        ran = 0
+        while self.steps:
+            assert ran < limit, "slices never ended"
+            self.policy.step(self.steps.pop(0))
+            self.collect()
+            ran += 1
+        return ran
