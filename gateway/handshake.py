@@ -18,7 +18,10 @@ from gateway.auth import Grant
 
 __all__ = ["BadRequest", "Handshake", "bearer", "parse_query_token", "parse_ws_path"]
 
-_DIGITS = re.compile(r"[0-9]+")
+# A sequence number is a Redis stream id part: 64 bits, so at most 20 digits (int() of a huge digit
+# string raises past 4300 digits, and a longer one is never a valid position anyway).
+_DIGITS = re.compile(r"[0-9]{1,20}")
+_MAX_SEQ = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,12 @@ def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, 
     if since_raw is not None:
         # ASCII digits only: int() also takes fullwidth digits, signs, spaces and underscores.
         if not _DIGITS.fullmatch(since_raw):
-            raise BadRequest(f"since: expected a whole number of ASCII digits 0-9, got {since_raw!r}")
+            raise BadRequest(
+                f"since: expected a whole number of 1-20 ASCII digits 0-9, got {since_raw[:40]!r}"
+            )
         since = int(since_raw)
+        if since > _MAX_SEQ:
+            raise BadRequest(f"since: {since_raw} is above the largest sequence number (2**64 - 1)")
         if not epoch:
             raise BadRequest("since needs epoch (the epoch the seq belongs to)")
     previews_raw = one("previews")

@@ -136,7 +136,7 @@ def test_dockerignore_keeps_the_context_to_the_sources() -> None:
     ]
     assert lines[0] == "**"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "framecast", "gateway", "producer"}
+    assert allowed == {"pyproject.toml", "README.md", "framecast", "gateway", "producer", "clients/js/src"}
     # Each Dockerfile copies only what the context keeps.
     for dockerfile in ("gateway.Dockerfile", "producer.Dockerfile"):
         for line in (ROOT / "deploy" / dockerfile).read_text().splitlines():
