@@ -48,6 +48,9 @@ from typing import Protocol
 from framecast import wire
 
 __all__ = [
+    "OVER",
+    "SKIP",
+    "WRITTEN",
     "Close",
     "FanoutStats",
     "Framer",
@@ -70,6 +73,9 @@ MAX_WAITING = 64
 _TIME_CHECK_EVERY = 16
 
 RESULT, STATUS, PREVIEW, NOTICE = "result", "status", "preview", "notice"
+
+# What Sink.offer did: written, over the buffer limit (not written), not writable (not written).
+WRITTEN, OVER, SKIP = 0, 1, 2
 
 MessageHook = Callable[[str, float, float | None, int], None]
 """Called once per delivered message with ``(kind, fanout_seconds, age_seconds or None, clients_written)``."""
@@ -99,6 +105,14 @@ class Sink(Protocol):
 
     def write_frame(self, frame: bytes) -> None:
         """Write bytes framed by the :data:`Framer`."""
+
+    def offer(self, frame: bytes, limit: int) -> int:
+        """The hot path's one call: if writable with at most ``limit`` bytes unsent, write ``frame``.
+
+        Returns:
+            :data:`WRITTEN` (0), :data:`OVER` (1: more than ``limit`` unsent, nothing
+            written) or :data:`SKIP` (2: not writable, nothing written).
+        """
 
     def write_message(self, data: bytes, binary: bool) -> int:
         """Frame (and compress) ``data`` for this connection and write it; returns the bytes counted.
@@ -181,6 +195,7 @@ class _Client:
         "joining",
         "key",
         "lagging_since",
+        "offer",
         "pending",
         "shared",
         "sink",
@@ -196,6 +211,7 @@ class _Client:
         self.buffered = sink.buffered
         self.writable = sink.writable
         self.write_frame = sink.write_frame
+        self.offer = sink.offer
         self.lagging_since: float | None = None
         # (stream, kind) -> newest held message; dict order = arrival order.
         self.pending: dict[tuple[str, str], _Held] = {}
@@ -617,28 +633,36 @@ class Policy:
                 return
 
     def _write_all(self, clients: Iterable[_Client], job: _Job) -> None:
-        """The hot loop: one check and one write per client, nothing else."""
+        """The hot loop: per client one flag test and one sink call (check and write in one)."""
         slot, data, captured, binary = job.slot, job.data, job.captured, job.binary
         limit = self.client_buffer
         frame = job.frame
+        if frame is None:
+            # Framed up front: one framing per message even when no client shares it, against
+            # a per-client "framed yet?" test in the loop.
+            frame = job.frame = self.framer(data, binary)
+        size = len(frame)
         sent = conflated = framed_bytes = 0
         for client in clients:
             if client.lagging_since is not None:
                 if self._hold(client, slot, data, binary, captured):
                     conflated += 1
                 continue
-            if not client.writable():
-                continue
-            if client.buffered() > limit:
-                self._hold(client, slot, data, binary, captured)
-                self._start_lagging(client)
-                continue
             if client.shared:
-                if frame is None:
-                    frame = job.frame = self.framer(data, binary)
-                client.write_frame(frame)
-                framed_bytes += len(frame)
+                outcome = client.offer(frame, limit)
+                if outcome:
+                    if outcome == OVER:
+                        self._hold(client, slot, data, binary, captured)
+                        self._start_lagging(client)
+                    continue
+                framed_bytes += size
             else:
+                if not client.writable():
+                    continue
+                if client.buffered() > limit:
+                    self._hold(client, slot, data, binary, captured)
+                    self._start_lagging(client)
+                    continue
                 try:
                     framed_bytes += client.sink.write_message(data, binary)
                 except Exception as exc:  # a dying connection: its handler will clean up
