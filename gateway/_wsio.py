@@ -7,7 +7,8 @@ check (``scripts/test-websockets.sh VERSION`` runs the fan-out tests against one
 
 * ``connection.transport`` (the asyncio transport: ``write``,
   ``get_write_buffer_size``, ``set_write_buffer_limits``, ``abort``) and
-  ``connection.protocol`` (``state``, ``extensions``, ``send_text``/``send_binary``)
+  ``connection.protocol`` (``state``, read as ``_state`` in the hot path,
+  ``extensions``, ``send_text``/``send_binary``)
   plus ``connection.send_data()``: what :func:`websockets.asyncio.server.broadcast`
   itself uses;
 * ``connection.send_in_progress``: a fragmented message of the connection's own
@@ -105,7 +106,8 @@ class WsSink:
             out: nothing written), :data:`OVER` (more than ``limit`` bytes unsent:
             nothing written, the policy holds the message) or :data:`WRITTEN`.
         """
-        if self.protocol.state is not _OPEN or self.connection.send_in_progress is not None:
+        # protocol._state: the `state` property's own slot, read without the property call.
+        if self.protocol._state is not _OPEN or self.connection.send_in_progress is not None:
             return SKIP
         queued = self.buffered()
         send = self.send
