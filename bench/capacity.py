@@ -22,6 +22,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -113,10 +114,10 @@ def _drain(sock: socket.socket, stop: threading.Event) -> None:
 def _redis(stack: Any, options: CapacityOptions) -> dict[str, Any]:
     valkey = stack.children["valkey"].process
     assert valkey is not None
-    url = redis.connection.parse_url(stack.redis_url)
+    url = urllib.parse.urlsplit(stack.redis_url)
     channel = wire.channel("capacity")
-    subscriber = socket.create_connection((url.get("host", "127.0.0.1"), int(url.get("port", 6379))))
-    name = channel.encode() if isinstance(channel, str) else channel
+    subscriber = socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379))
+    name = channel.encode()
     subscriber.sendall(b"*2\r\n$9\r\nSUBSCRIBE\r\n$%d\r\n%s\r\n" % (len(name), name))
     stop = threading.Event()
     reader = threading.Thread(target=_drain, args=(subscriber, stop), daemon=True)
@@ -125,7 +126,7 @@ def _redis(stack: Any, options: CapacityOptions) -> dict[str, Any]:
     payload = Payload(stream="capacity", epoch="capacity")
     try:
         for _ in range(100):  # bounded: the SUBSCRIBE is seen within a few round trips
-            if int(client.execute_command("PUBSUB", "NUMSUB", channel)[1]) >= 1:
+            if any(int(count) >= 1 for _, count in client.pubsub_numsub(channel)):
                 break
             time.sleep(0.05)
         else:
