@@ -29,7 +29,8 @@ __all__ = ["BenchConfig", "main"]
 
 PARTS = ("fanout", "topology", "producer")
 # Run only when asked (--parts ...,profile): it needs py-spy (the bench extra) and root or ptrace rights.
-EXTRA_PARTS = ("profile",)
+# capacity (docs/capacity.md's own inputs) holds ~12k connections open: only when asked, too.
+EXTRA_PARTS = ("profile", "capacity")
 STRATEGIES = (
     "framecast",
     "broadcast",
@@ -57,6 +58,9 @@ Measure framecast, with numbers anyone can rerun:
   topology  Redis -> 1, 2, 4 real gateways -> nginx -> clients (framecast up).
   producer  each built-in predictor on 640x480 frames: fps, frame age at
             inference, event-loop lag while predicting.
+  capacity  (only when named in --parts) RSS per idle connection of a gateway (10k
+            connections) and of nginx, and Redis PUBLISH messages/s per valkey core:
+            the inputs of docs/capacity.md that the other parts do not measure.
   profile   (only when named in --parts) the framecast strategy at saturation under
             py-spy: a flamegraph and a top-N summary in docs/perf/.
 
@@ -202,6 +206,7 @@ class BenchConfig:
 
 def _plan(config: BenchConfig) -> dict[str, Any]:
     """The options of each part, from the mode and the flags given."""
+    from bench.capacity import CapacityOptions
     from bench.predictors import PredictorOptions
     from bench.profile import ProfileOptions
     from bench.single import SingleOptions
@@ -270,7 +275,18 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
         warmup=0.1 if quick else 0.5,
         **pinning,
     )
-    return {"fanout": single, "topology": topology, "producer": producer, "profile": profile}
+    capacity = (
+        CapacityOptions(idle=20, nginx_idle=10, settle=0.3, redis_seconds=0.3)
+        if quick
+        else CapacityOptions(redis_seconds=3.0 * scale)
+    )
+    return {
+        "fanout": single,
+        "topology": topology,
+        "producer": producer,
+        "profile": profile,
+        "capacity": capacity,
+    }
 
 
 def _say(text: str) -> None:
@@ -315,6 +331,10 @@ def measure(config: BenchConfig) -> dict[str, Any]:
                 from bench import predictors
 
                 results["producer"] = predictors.run(plan["producer"], say=_say)
+            elif part == "capacity":
+                from bench import capacity
+
+                results["capacity"] = capacity.run(plan["capacity"], say=_say)
             elif part == "profile":
                 from bench import profile, report
 
@@ -327,7 +347,8 @@ def measure(config: BenchConfig) -> dict[str, Any]:
         except BenchError as exc:
             _say(f"bench: {part} failed: {exc}")
             results["errors"].append(f"{part}: {exc}")
-        for entry in results.get(part, []):
+        entries = results.get(part, [])
+        for entry in entries if isinstance(entries, list) else [entries]:
             if isinstance(entry, dict) and "error" in entry:
                 results["errors"].append(f"{part}: {entry['error']}")
     results["duration_s"] = round(time.monotonic() - started, 1)

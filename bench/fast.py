@@ -1,7 +1,8 @@
-"""An experiment in the bench only: framecast's fan-out policy on the cost floor's write loop.
+"""A reference in the bench only: framecast's fan-out policy on the cost floor's write loop.
 
-``framecast-fast`` and ``framecast-flat`` answer "which fast-path idea pays?"
-before any of them is ported into ``gateway/fanout.py``. Both keep what the
+``framecast-fast`` and ``framecast-flat`` answered "which fast-path idea pays?"
+before the raw write was ported into the gateway (``gateway/_wsio.py``,
+``WsSink.offer``); they stay as references for it. Both keep what the
 gateway's :class:`gateway.fanout.Fanout` does per message on the bench's one
 stream (one :func:`framecast.wire.peek`, the ``max_age`` check, one frame for
 everyone, writes in slices of ``chunk`` clients or ``slice_time`` seconds, a

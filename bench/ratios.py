@@ -146,10 +146,11 @@ def ratio_section(find: Lookup, clients: list[int], *, caption: str, rate: float
         "`socket.send()`, handing the transport only what the kernel did not take. No state check, no "
         "backpressure, no policy: what fan-out cannot do for less on this interpreter and loop. The ratios "
         "below are the issue's targets for framecast's fast path, each between two strategies of this run. "
-        "`framecast-fast` and `framecast-flat` are bench-only experiments (`bench/fast.py`): framecast's "
-        "policy on a flat list of ready clients, written with the raw `socket.send()` when the transport's "
-        "buffer is empty (fast) or through the transport (flat), to show which idea pays before it is "
-        "ported into the gateway.",
+        "framecast itself now writes like floor-socket (`gateway/_wsio.py`, `WsSink.offer`: one call per "
+        "client for the state check, the buffer level and the raw `socket.send()` while the transport's "
+        "buffer is empty). `framecast-fast` and `framecast-flat` stay as bench-only references "
+        "(`bench/fast.py`): framecast's policy on a flat list of ready clients with no per-client state "
+        "check, written raw (fast) or through the transport (flat).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",

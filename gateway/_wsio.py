@@ -7,7 +7,8 @@ check (``scripts/test-websockets.sh VERSION`` runs the fan-out tests against one
 
 * ``connection.transport`` (the asyncio transport: ``write``,
   ``get_write_buffer_size``, ``set_write_buffer_limits``, ``abort``) and
-  ``connection.protocol`` (``state``, ``extensions``, ``send_text``/``send_binary``)
+  ``connection.protocol`` (``state``, read as ``_state`` in the hot path,
+  ``extensions``, ``send_text``/``send_binary``)
   plus ``connection.send_data()``: what :func:`websockets.asyncio.server.broadcast`
   itself uses;
 * ``connection.send_in_progress``: a fragmented message of the connection's own
@@ -15,7 +16,15 @@ check (``scripts/test-websockets.sh VERSION`` runs the fan-out tests against one
   called it ``fragmented_send_waiter``; the floor is 17, see ``pyproject.toml``);
 * ``connection.paused`` and ``connection.drain_waiters``: the flow-control state
   behind ``drain()``, which lets many clients be awaited with one
-  ``asyncio.wait`` instead of one ``drain()`` task each.
+  ``asyncio.wait`` instead of one ``drain()`` task each;
+* ``transport._sock`` (asyncio's selector transport: the real socket; the public
+  ``get_extra_info("socket")`` is a wrapper with no ``send()``): while the
+  transport holds no bytes, a shared frame goes out with one non-blocking
+  ``socket.send()`` and only what the kernel did not take is handed to
+  ``transport.write()``. That is what ``transport.write()`` itself does on an
+  empty buffer, minus ~3 us of pure-Python checks per call. Bytes never overtake
+  each other: nothing is sent raw while the transport holds bytes. A loop whose
+  transport has no ``_sock`` (uvloop), or a TLS transport, gets the transport path.
 
 A server frame carries no mask, so for connections with no extension negotiated
 the bytes of a message's frame are identical for every client: it is framed
@@ -27,18 +36,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+from collections.abc import Callable
 
 from websockets.asyncio.connection import Connection
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
 from framecast import wire
+from gateway.policy import OVER, SKIP, WRITTEN
 
-__all__ = ["Connection", "WsSink", "frame"]
+__all__ = ["Connection", "WsSink", "frame", "raw_send"]
 
 log = logging.getLogger(__name__)
 
 _OPEN = State.OPEN
+
+
+def raw_send(transport: asyncio.BaseTransport) -> Callable[[bytes], int] | None:
+    """The non-blocking ``send`` of a plain TCP transport's own socket, or None (uvloop, TLS, other).
+
+    Only asyncio's selector socket transport keeps its socket as ``_sock``; a TLS
+    transport wraps another one and has none, so raw bytes can never bypass encryption.
+    """
+    sock = getattr(transport, "_sock", None)
+    if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+        return None
+    return sock.send
 
 
 def frame(data: bytes, binary: bool) -> bytes:
@@ -49,27 +73,76 @@ def frame(data: bytes, binary: bool) -> bytes:
 class WsSink:
     """A websockets connection as a :class:`gateway.policy.Sink`.
 
-    ``buffered`` and ``write_frame`` are the transport's own bound methods, so the
-    policy's hot loop calls them with no layer in between.
+    The policy's hot loop makes one call per client, :meth:`offer`: the state
+    check, the buffer level and the write (raw while the transport is empty) in one.
 
     Args:
         connection: An open websockets asyncio connection.
         high: Write-buffer high-water mark to set on its transport (bytes).
         low: Low-water mark: the transport resumes, and waiters wake, at or below it.
+        raw: Send shared frames with the socket's own ``send()`` while the
+            transport's buffer is empty (ignored where :func:`raw_send` finds no socket).
     """
 
-    __slots__ = ("buffered", "connection", "protocol", "shared", "transport", "write_frame")
+    __slots__ = ("buffered", "connection", "protocol", "send", "shared", "transport", "write")
 
-    def __init__(self, connection: Connection, *, high: int, low: int) -> None:
+    def __init__(self, connection: Connection, *, high: int, low: int, raw: bool = True) -> None:
         self.connection = connection
         self.protocol = connection.protocol
         transport = self.transport = connection.transport
         # permessage-deflate compresses with per-connection state: no shared frame possible.
         self.shared = not connection.protocol.extensions
         self.buffered = transport.get_write_buffer_size
-        self.write_frame = transport.write
+        self.write = transport.write
+        self.send = raw_send(transport) if raw and self.shared else None
         with contextlib.suppress(AttributeError, RuntimeError):
             transport.set_write_buffer_limits(high=high, low=low)
+
+    def offer(self, frame: bytes, limit: int) -> int:
+        """The hot path, one call per client: check, then write a shared frame.
+
+        Returns:
+            :data:`SKIP` (not open, or a fragmented message of its own is going
+            out: nothing written), :data:`OVER` (more than ``limit`` bytes unsent:
+            nothing written, the policy holds the message) or :data:`WRITTEN`.
+        """
+        # protocol._state: the `state` property's own slot, read without the property call.
+        if self.protocol._state is not _OPEN or self.connection.send_in_progress is not None:
+            return SKIP
+        queued = self.buffered()
+        send = self.send
+        if queued or send is None:
+            if queued > limit:
+                return OVER
+            self.write(frame)  # behind what is queued: order kept
+            return WRITTEN
+        try:
+            sent = send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            # A dead connection: the transport's own write reports it and closes the transport.
+            self.write(frame)
+            return WRITTEN
+        if sent < len(frame):
+            self.write(frame[sent:])  # the kernel took part: the transport queues the rest
+        return WRITTEN
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write shared frame bytes, unchecked (flushes, joins): the same order rule as :meth:`offer`."""
+        send = self.send
+        if send is None or self.buffered():
+            self.write(frame)
+            return
+        try:
+            sent = send(frame)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.write(frame)
+            return
+        if sent < len(frame):
+            self.write(frame[sent:])
 
     def writable(self) -> bool:
         """Open, and not in the middle of a fragmented message of its own."""

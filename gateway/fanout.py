@@ -3,8 +3,9 @@
 :class:`Fanout` is the asyncio driver of :class:`gateway.policy.Policy` (the
 rules, sans I/O) over websockets connections (:mod:`gateway._wsio`, the only
 module touching websockets internals). The hot path (:meth:`Fanout.deliver`)
-never awaits: per message one JSON parse, one frame serialisation, then one
-``transport.write()`` per client with buffer room. What the policy asks to wait
+never awaits: per message one JSON parse, one frame serialisation, then per
+client with buffer room one non-blocking ``socket.send()`` (or, while its
+transport still holds bytes, one ``transport.write()``). What the policy asks to wait
 for, the driver awaits:
 
 * a :class:`~gateway.policy.Step` (the next slice of a big audience) becomes an
@@ -84,6 +85,9 @@ class Fanout:
         on_write: Optional :data:`WriteHook` (capture age at write time, once per
             slice or flushed message).
         stats: Counters to update (a new :class:`FanoutStats` by default).
+        raw_send: Write shared frames with the socket's own ``send()`` while a
+            transport's buffer is empty (the transport path alone when False, or
+            where the loop's transport has no socket to offer, e.g. uvloop).
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class Fanout:
         on_message: MessageHook | None = None,
         on_write: WriteHook | None = None,
         stats: FanoutStats | None = None,
+        raw_send: bool = True,
     ) -> None:
         self.policy = Policy(
             framer=_wsio.frame,
@@ -120,6 +125,7 @@ class Fanout:
             stats=stats,
         )
         self.send_deadline = send_deadline
+        self.raw_send = raw_send
         self.close_timeout = close_timeout
         self._ticker: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
@@ -217,7 +223,7 @@ class Fanout:
         policy = self.policy
         sink = policy.sink(connection)
         if sink is None:
-            sink = WsSink(connection, high=policy.client_buffer, low=policy.low_water)
+            sink = WsSink(connection, high=policy.client_buffer, low=policy.low_water, raw=self.raw_send)
         policy.add(stream, connection, sink, previews=previews, joining=joining)
 
     def go_live(self, stream: str, connection: Connection, *, epoch: str | None = None, seq: int = 0) -> None:

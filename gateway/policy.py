@@ -48,6 +48,9 @@ from typing import Protocol
 from framecast import wire
 
 __all__ = [
+    "OVER",
+    "SKIP",
+    "WRITTEN",
     "Close",
     "FanoutStats",
     "Framer",
@@ -70,6 +73,9 @@ MAX_WAITING = 64
 _TIME_CHECK_EVERY = 16
 
 RESULT, STATUS, PREVIEW, NOTICE = "result", "status", "preview", "notice"
+
+# What Sink.offer did: written, over the buffer limit (not written), not writable (not written).
+WRITTEN, OVER, SKIP = 0, 1, 2
 
 MessageHook = Callable[[str, float, float | None, int], None]
 """Called once per delivered message with ``(kind, fanout_seconds, age_seconds or None, clients_written)``."""
@@ -99,6 +105,14 @@ class Sink(Protocol):
 
     def write_frame(self, frame: bytes) -> None:
         """Write bytes framed by the :data:`Framer`."""
+
+    def offer(self, frame: bytes, limit: int) -> int:
+        """The hot path's one call: if writable with at most ``limit`` bytes unsent, write ``frame``.
+
+        Returns:
+            :data:`WRITTEN` (0), :data:`OVER` (1: more than ``limit`` unsent, nothing
+            written) or :data:`SKIP` (2: not writable, nothing written).
+        """
 
     def write_message(self, data: bytes, binary: bool) -> int:
         """Frame (and compress) ``data`` for this connection and write it; returns the bytes counted.
@@ -173,14 +187,20 @@ class _Join:
 
 
 class _Client:
-    """Policy state of one client; the sink's methods are bound once, for the hot loop."""
+    """Policy state of one client; the sink's methods are bound once, for the hot loop.
+
+    ``direct`` is the hot loop's one test per client: it shares the pre-framed bytes and
+    is not lagging, so :meth:`Sink.offer` alone decides. Only :meth:`lag` changes it.
+    """
 
     __slots__ = (
         "buffered",
         "closing",
+        "direct",
         "joining",
         "key",
         "lagging_since",
+        "offer",
         "pending",
         "shared",
         "sink",
@@ -196,12 +216,19 @@ class _Client:
         self.buffered = sink.buffered
         self.writable = sink.writable
         self.write_frame = sink.write_frame
+        self.offer = sink.offer
         self.lagging_since: float | None = None
+        self.direct = self.shared
         # (stream, kind) -> newest held message; dict order = arrival order.
         self.pending: dict[tuple[str, str], _Held] = {}
         self.closing = False
         self.streams: dict[str, bool] = {}  # stream -> previews wanted
         self.joining: dict[str, _Join] = {}
+
+    def lag(self, since: float | None) -> None:
+        """Start (``since``: a monotonic time) or end (None) lagging."""
+        self.lagging_since = since
+        self.direct = since is None and self.shared
 
 
 class _Job:
@@ -576,16 +603,15 @@ class Policy:
             self._next(stream, queue)
             return
         started = self.timer()
+        # Membership may have changed since the message arrived: _detach takes leavers out of
+        # every message still going out, so the audience needs no look-up per client here.
         members = job.members
-        # Membership may have changed since the message arrived: skip clients that left.
-        current = (self._previews if job.binary else self._live).get(stream)
         index = job.index
         stop = min(index + self.chunk, len(members)) if self.chunk else len(members)
         budget = started + self.slice_time if self.slice_time else None
         while index < stop:
             end = min(index + _TIME_CHECK_EVERY, stop)
-            if current:
-                self._write_all([c for c in members[index:end] if c in current], job)
+            self._write_all(members[index:end], job)
             index = end
             if budget is not None and self.timer() >= budget:
                 break
@@ -617,12 +643,26 @@ class Policy:
                 return
 
     def _write_all(self, clients: Iterable[_Client], job: _Job) -> None:
-        """The hot loop: one check and one write per client, nothing else."""
+        """The hot loop: per ready client one flag test and one sink call (check and write in one)."""
         slot, data, captured, binary = job.slot, job.data, job.captured, job.binary
         limit = self.client_buffer
         frame = job.frame
-        sent = conflated = framed_bytes = 0
+        if frame is None:
+            # Framed up front: one framing per message even when no client shares it, against
+            # a per-client "framed yet?" test in the loop.
+            frame = job.frame = self.framer(data, binary)
+        size = len(frame)
+        direct = sent = conflated = framed_bytes = 0
         for client in clients:
+            if client.direct:
+                outcome = client.offer(frame, limit)
+                if not outcome:
+                    direct += 1
+                elif outcome == OVER:
+                    self._hold(client, slot, data, binary, captured)
+                    self._start_lagging(client)
+                continue
+            # The slow path: lagging, or framed (compressed) per connection.
             if client.lagging_since is not None:
                 if self._hold(client, slot, data, binary, captured):
                     conflated += 1
@@ -633,18 +673,18 @@ class Policy:
                 self._hold(client, slot, data, binary, captured)
                 self._start_lagging(client)
                 continue
-            if client.shared:
-                if frame is None:
-                    frame = job.frame = self.framer(data, binary)
-                client.write_frame(frame)
-                framed_bytes += len(frame)
-            else:
-                try:
+            try:
+                if client.shared:
+                    client.write_frame(frame)
+                    framed_bytes += size
+                else:
                     framed_bytes += client.sink.write_message(data, binary)
-                except Exception as exc:  # a dying connection: its handler will clean up
-                    log.debug("write failed: %s", exc)
-                    continue
+            except Exception as exc:  # a dying connection: its handler will clean up
+                log.debug("write failed: %s", exc)
+                continue
             sent += 1
+        sent += direct
+        framed_bytes += direct * size
         job.sent += sent
         job.conflated += conflated
         job.framed_bytes += framed_bytes
@@ -732,7 +772,7 @@ class Policy:
     # Lagging clients
 
     def _start_lagging(self, client: _Client) -> None:
-        client.lagging_since = self.monotonic()
+        client.lag(self.monotonic())
         self._lagging[client] = None
         self._actions.append(Wait(key=client.key))
 
@@ -749,7 +789,7 @@ class Policy:
             if client.sink.closed():
                 # Its handler will discard it; nothing will be written to it again.
                 del self._lagging[client]
-                client.lagging_since = None
+                client.lag(None)
                 client.pending.clear()
                 continue
             if client.buffered() <= self.low_water:
@@ -762,7 +802,7 @@ class Policy:
 
     def _flush(self, client: _Client) -> None:
         """Write a caught-up client's pending messages (newest per slot), skipping stale ones."""
-        client.lagging_since = None
+        client.lag(None)
         self._lagging.pop(client, None)
         now = self.clock()
         while client.pending:
@@ -793,7 +833,7 @@ class Policy:
         client.closing = True
         client.pending.clear()
         self._lagging.pop(client, None)
-        client.lagging_since = None
+        client.lag(None)
         self.stats.slow_closes += 1
         self._actions.append(Close(key=client.key))
 
@@ -825,5 +865,5 @@ class Policy:
     def _forget(self, client: _Client) -> None:
         self._clients.pop(client.key, None)
         self._lagging.pop(client, None)
-        client.lagging_since = None
+        client.lag(None)
         client.pending.clear()

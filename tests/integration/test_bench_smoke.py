@@ -198,7 +198,7 @@ def test_profile_mode_writes_a_flamegraph_and_the_top_functions(tmp_path: Path) 
     assert profile["strategy"] == "framecast" and profile["fanned_out"] > 0
     assert profile["samples"] > 0
     # py-spy saw the fan-out's own hot loop under the samples, not just the event loop.
-    assert any("Fanout._write_all" in row["function"] for row in profile["total"])
+    assert any("Policy._write_all" in row["function"] for row in profile["total"])
     own = [row["samples"] for row in profile["self"]]
     assert own == sorted(own, reverse=True) and sum(own) <= profile["samples"]
     svg = (docs.parent / "perf" / profile["svg"]).read_text()
@@ -208,6 +208,36 @@ def test_profile_mode_writes_a_flamegraph_and_the_top_functions(tmp_path: Path) 
     markdown = docs.read_text()
     assert f"perf/{profile['svg']}" in markdown and f"perf/{profile['text']}" in markdown
     assert f"`{profile['self'][0]['function']}`" in markdown
+
+
+def test_capacity_part_measures_idle_memory_and_redis_throughput(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    argv = [sys.executable, "-m", "bench", "--quick", "--parts", "capacity", "--output", str(tmp_path)]
+    done = subprocess.run(
+        [*argv, "--docs", str(tmp_path / "report" / "performance.md")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    capacity = json.loads((tmp_path / "latest-quick.json").read_text())["capacity"]
+    assert "error" not in capacity
+    direct, proxied = capacity["idle"]["direct"], capacity["idle"]["nginx"]
+    assert direct["connections"] == 20 and proxied["connections"] == 10
+    # The processes were found and measured, and the per-connection figure is their growth / count.
+    for figures in (direct, proxied):
+        assert figures["gateway_rss_before"] > 0 and figures["nginx_rss_before"] > 0
+        grown = figures["gateway_rss_after"] - figures["gateway_rss_before"]
+        assert figures["gateway_bytes_per_connection"] == round(grown / figures["connections"])
+    redis = capacity["redis"]
+    # Every PUBLISH reached the one subscriber.
+    assert redis["messages"] > 0 and redis["receivers"] == redis["messages"]
+    if redis["valkey_cpu_s"] > 0:
+        per_message = redis["valkey_cpu_s"] / redis["messages"] * 1e6
+        assert redis["valkey_cpu_us_per_message"] == pytest.approx(per_message, rel=0.01, abs=0.001)
 
 
 def test_help_and_bad_settings() -> None:

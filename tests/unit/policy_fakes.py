@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from framecast import wire
-from gateway.policy import Close, Policy, Step, Wait
+from gateway.policy import OVER, SKIP, WRITTEN, Close, Policy, Step, Wait
 
 EPOCH = "e1"
 
@@ -67,6 +67,14 @@ class FakeSink:
     def write_frame(self, frame: bytes) -> None:
         binary, data = unframe(frame)
         self._record(binary, data, len(frame))
+
+    def offer(self, frame: bytes, limit: int) -> int:
+        if not self.writable():
+            return SKIP
+        if self.level > limit:
+            return OVER
+        self.write_frame(frame)
+        return WRITTEN
 
     def write_message(self, data: bytes, binary: bool) -> int:
         if not self.open:

@@ -21,7 +21,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from framecast import wire
+from gateway._wsio import WsSink, raw_send
 from gateway.fanout import Fanout
+from tests.support.wait import poll
 
 STREAM = "cam1"
 EPOCH = "e1"
@@ -152,6 +154,77 @@ async def test_every_client_gets_every_message_in_order_with_identical_bytes() -
         assert fanout.stats.messages["result"] == 50
         for reader in readers:
             await reader.stop()
+
+
+@pytest.mark.parametrize("raw", [True, False], ids=["raw-socket-send", "transport-only"])
+async def test_partial_writes_keep_every_byte_in_order_on_both_write_paths(raw: bool) -> None:
+    """A reader that pauses makes the kernel take part of a frame: the rest queues, nothing overtakes it."""
+    fanout = Fanout(client_buffer=8 << 20, raw_send=raw)
+    async with fan_server(fanout) as server:
+        paused_ws = await client(server.port, small=True)
+        paused_server_side = await server.next()
+        steady = Reader(await client(server.port))
+        await server.next()
+        sink = fanout.policy.sink(paused_server_side)
+        assert isinstance(sink, WsSink)
+        assert (sink.send is not None) is raw, "the raw path is taken exactly when asked for"
+        paused_ws.transport.pause_reading()
+        sent = [result(seq, pad=3000) for seq in range(1, 201)]
+        # Until the small socket buffers fill, frames go out raw; then the transport holds a remainder.
+        for data in sent[:100]:
+            fanout.deliver(STREAM, data)
+        queued = paused_server_side.transport.get_write_buffer_size
+        await poll(lambda: queued() > 0, what="a queued remainder")
+        # These arrive while the transport holds bytes: they must queue behind them, never go raw.
+        for data in sent[100:]:
+            fanout.deliver(STREAM, data)
+        assert not fanout.is_lagging(paused_server_side)
+        paused = Reader(paused_ws)
+        paused_ws.transport.resume_reading()
+        await poll(lambda: len(paused.messages) == len(sent), what="every message after the pause")
+        await poll(lambda: len(steady.messages) == len(sent), what="every message at the steady reader")
+        for reader in (paused, steady):
+            assert [m.encode() if isinstance(m, str) else m for m in reader.messages] == sent
+        # Drained: the next message goes out on the empty-buffer path again, still in order.
+        await poll(lambda: queued() == 0, what="a drained buffer")
+        fanout.deliver(STREAM, result(201))
+        await poll(lambda: paused.seqs()[-1:] == [201], what="a message after draining")
+        await paused.stop()
+        await steady.stop()
+
+
+async def test_compressed_and_plain_clients_choose_their_write_path() -> None:
+    """Deflate clients stay on websockets' path (per-connection compression), plain ones go raw."""
+    fanout = Fanout()
+    async with fan_server(fanout, compression="deflate") as server:
+        deflated = await client(server.port, compression="deflate")
+        deflated_sink = fanout.policy.sink(await server.next())
+        plain = await client(server.port)
+        plain_sink = fanout.policy.sink(await server.next())
+        assert isinstance(deflated_sink, WsSink) and isinstance(plain_sink, WsSink)
+        assert not deflated_sink.shared and deflated_sink.send is None
+        assert plain_sink.shared and plain_sink.send is not None
+        await deflated.close()
+        await plain.close()
+
+
+def test_a_transport_without_a_socket_of_its_own_gets_the_transport_path() -> None:
+    """uvloop's transports (and TLS ones) have no ``_sock``: no raw path may be taken."""
+
+    class NoSocket(asyncio.Transport):
+        pass
+
+    class Datagram(asyncio.Transport):
+        def __init__(self) -> None:
+            super().__init__()
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    assert raw_send(NoSocket()) is None
+    datagram = Datagram()
+    try:
+        assert raw_send(datagram) is None
+    finally:
+        datagram._sock.close()
 
 
 async def test_malformed_message_is_dropped_for_everyone_and_counted() -> None:
