@@ -4,6 +4,8 @@
   rebuilt, and its clients told ``gap``: a resuming client then loses nothing.
 * A resume while Redis does not answer keeps its position: ``gap history-unavailable`` (never
   ``reset``), and the next resume replays what was missed.
+* Past every gateway's ``--max-connections`` nginx passes the gateways' 503 on (never its own
+  502), and the gateways' descriptors come back once the clients close.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import threading
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from framecast import client, wire
 from tests.support.gateway import FakeProducer, running_gateway
+from tests.support.nginx import running_nginx
 from tests.support.proxy import running_proxy
 from tests.support.wait import poll
 
@@ -126,3 +131,42 @@ async def test_a_resume_while_redis_does_not_answer_keeps_its_position(redis_ser
         ("Result", 4),
         ("Result", 5),
     ]
+
+
+_POOL_SLACK = 3
+
+
+def _fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def test_past_every_gateways_limit_nginx_passes_the_503_and_the_fds_come_back(
+    redis_server: RedisServer,
+) -> None:
+    limit, extra = 5, 6
+    with (
+        running_gateway(
+            redis_url=redis_server.url, args=[*ARGS, "--max-connections", str(limit)], wait="ready"
+        ) as one,
+        running_gateway(
+            redis_url=redis_server.url, args=[*ARGS, "--max-connections", str(limit)], wait="ready"
+        ) as two,
+        running_nginx([f"127.0.0.1:{one.port}", f"127.0.0.1:{two.port}"]) as balancer,
+    ):
+        before = {gw.pid: _fds(gw.pid) for gw in (one, two)}
+        opened: list[ClientConnection] = []
+        answers: list[int] = []
+        for _ in range(2 * limit + extra):  # one after the other: the outcome cannot depend on timing
+            try:
+                opened.append(await connect(balancer.ws_url + "/ws/cam", open_timeout=20))
+                answers.append(101)
+            except InvalidStatus as exc:
+                answers.append(exc.response.status_code)
+        await asyncio.gather(*(ws.close() for ws in opened))
+        await poll(
+            # Slack for the Redis command pool, which may keep a connection or two it opened for
+            # reads that overlapped a canary; a leak would keep one per handshake (16 here).
+            lambda: all(_fds(pid) <= fds + _POOL_SLACK for pid, fds in before.items()),
+            what=f"the gateways' fds back to {before} (now {[_fds(pid) for pid in before]})",
+        )
+    assert answers == [101] * (2 * limit) + [503] * extra, answers
