@@ -47,6 +47,7 @@ SCENARIOS = (
     "nginx-restart",
     "stalled-clients",
     "storm",
+    "soak",
 )
 READY_TIMEOUT = 3.0
 
@@ -68,6 +69,10 @@ class FaultsConfig:
     max_connections: int = option(
         2000, help="--max-connections of each gateway (the storm goes past the sum, to see 503s)."
     )
+    soak: float = option(
+        600.0, help="Seconds of the soak scenario (steady load, clients churning).", check=settings.positive
+    )
+    churn: int = option(20, help="Clients of the soak that connect, read briefly and close, over and over.")
     output: str = option("", help="Write the rows as JSON here too.")
 
 
@@ -475,6 +480,11 @@ async def _inject(name: str, top: Topology, config: FaultsConfig, extra: dict[st
     if name == "storm":
         cleared, extra["storm"] = await _storm(top, config.storm)
         return cleared
+    if name == "soak":
+        from bench.fault_soak import soak
+
+        cleared, extra["soak"] = await soak(top, duration=config.soak, churners=config.churn)
+        return cleared
     return time.time()  # baseline
 
 
@@ -571,8 +581,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench faul
     except ValueError as exc:
         return settings.fail(prog, str(exc), 2)
     for row in rows:
-        if "storm" in row:
-            print(f"storm: {json.dumps(row['storm'])}")
+        for extra in ("storm", "soak"):
+            if extra in row:
+                print(f"{extra}: {json.dumps(row[extra])}")
     if config.output:
         Path(config.output).write_text(json.dumps(rows, indent=1))
     return 0
