@@ -4,6 +4,8 @@
   rebuilt, and its clients told ``gap``: a resuming client then loses nothing.
 * A resume while Redis does not answer keeps its position: ``gap history-unavailable`` (never
   ``reset``), and the next resume replays what was missed.
+* Results that reach the gateway already older than ``--max-age`` (dropped for everyone) are
+  announced with one ``gap stale``; a resume from before them replays them.
 * Past every gateway's ``--max-connections`` nginx passes the gateways' 503 on (never its own
   502), and the gateways' descriptors come back once the clients close.
 """
@@ -15,6 +17,7 @@ import contextlib
 import json
 import os
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -170,3 +173,26 @@ async def test_past_every_gateways_limit_nginx_passes_the_503_and_the_fds_come_b
             what=f"the gateways' fds back to {before} (now {[_fds(pid) for pid in before]})",
         )
     assert answers == [101] * (2 * limit) + [503] * extra, answers
+
+
+async def test_results_that_arrive_stale_are_announced_once_and_a_resume_fills_them(
+    redis_server: RedisServer,
+) -> None:
+    producer = FakeProducer(redis_server.url, "cam")
+    producer.status(ttl=300)
+    with running_gateway(redis_url=redis_server.url, args=[*ARGS, "--max-age", "2"], wait="ready") as gateway:
+        async with connect(gateway.ws_url + "/ws/cam", open_timeout=20) as ws:
+            producer.result()
+            assert (await _next(ws, (wire.Result,))).seq == 1  # type: ignore[union-attr]
+            for _ in range(3):  # what a thawed link delivers: results captured long ago
+                producer.result(captured_at=time.time() - 30)
+            producer.result()
+            told = [await _next(ws, (wire.Gap, wire.Result)) for _ in range(2)]
+            assert told == [wire.Gap(stream="cam", reason="stale"), told[1]], told
+            assert isinstance(told[1], wire.Result) and told[1].seq == 5
+            await ws.send(
+                json.dumps({"op": "subscribe", "stream": "cam", "since": 1, "epoch": producer.epoch})
+            )
+            await _next(ws, (wire.Subscribed,))
+            replayed = [await _next(ws, (wire.Result, wire.Reset)) for _ in range(4)]
+    assert [getattr(m, "seq", m) for m in replayed] == [2, 3, 4, 5]
