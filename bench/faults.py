@@ -6,7 +6,7 @@ on a synthetic source, nginx -- connects ``--clients`` clients through nginx (re
 :mod:`framecast.client`, plus raw live-only clients), and runs each scenario in turn. Per scenario
 it prints: clients, results lost / duplicated / reordered as the clients saw them (per kind of
 client), the recovery time (fault cleared -> every client has a result published after it), peak
-gateway RSS and open fds. Run it from a checkout (the proxy is ``tests/support/faultproxy.py``).
+gateway RSS and open fds. Run it from a checkout (the proxy is ``tests/support/proxy.py``).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class Topology:
     """valkey, a fault proxy, gateways, the producer and nginx, each a real process."""
 
     def __init__(self, config: FaultsConfig) -> None:
-        from tests.support.faultproxy import FaultProxy  # run from a checkout
+        from tests.support.proxy import Proxy  # run from a checkout
 
         self.config = config
         self.open_files = raise_open_files_limit()
@@ -175,7 +175,8 @@ class Topology:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.ports: dict[str, int] = {}
         self.start_valkey()
-        self.proxy = FaultProxy(self.redis_port)
+        self.proxy = Proxy(self.redis_port)
+        self.proxy.start()
         for i in range(1, config.gateways + 1):
             self.ports[f"gw{i}"] = free_port()
             self.start_gateway(f"gw{i}")
@@ -337,7 +338,7 @@ async def _redis_restart(top: Topology) -> float:
 async def _redis_stall(top: Topology) -> float:
     top.proxy.freeze()
     await asyncio.sleep(2 * READY_TIMEOUT)
-    top.proxy.unfreeze()
+    top.proxy.thaw()
     return time.time()
 
 
