@@ -21,7 +21,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 if TYPE_CHECKING:
-    from bench.faults import Topology
+    from bench.fault_topology import Topology
 
 __all__ = ["BOUNDS", "soak"]
 
