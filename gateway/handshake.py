@@ -18,7 +18,7 @@ from gateway.auth import Grant
 
 __all__ = ["BadRequest", "Handshake", "bearer", "parse_query_token", "parse_ws_path"]
 
-_DIGITS = re.compile(r"[0-9]+")
+_DIGITS = re.compile(r"[0-9]{1,19}")  # a seq fits 64 bits; int() refuses over 4300 digits (a 500)
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, 
     if since_raw is not None:
         # ASCII digits only: int() also takes fullwidth digits, signs, spaces and underscores.
         if not _DIGITS.fullmatch(since_raw):
-            raise BadRequest(f"since: expected a whole number of ASCII digits 0-9, got {since_raw!r}")
+            raise BadRequest(f"since: expected at most 19 ASCII digits 0-9, got {since_raw[:32]!r}")
         since = int(since_raw)
         if not epoch:
             raise BadRequest("since needs epoch (the epoch the seq belongs to)")
