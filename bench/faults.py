@@ -6,7 +6,7 @@ on a synthetic source, nginx -- connects ``--clients`` clients through nginx (re
 :mod:`framecast.client`, plus raw live-only clients), and runs each scenario in turn. Per scenario
 it prints: clients, results lost / duplicated / reordered as the clients saw them (per kind of
 client), the recovery time (fault cleared -> every client has a result published after it), peak
-gateway RSS and open fds. Run it from a checkout (the proxy is ``tests/support/faultproxy.py``).
+gateway RSS and open fds. Run it from a checkout (the proxy is ``tests/support/proxy.py``).
 """
 
 from __future__ import annotations
@@ -15,28 +15,21 @@ import asyncio
 import contextlib
 import functools
 import json
-import os
 import signal
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import connect
 
-from framecast import client, settings, wire
-from framecast.embedded import free_port, nginx_binary, valkey_command, wait_for_port
-from framecast.limits import raise_open_files_limit
+from bench.fault_clients import Seen, raw_client, resume_client
+from bench.fault_topology import Topology
+from framecast import settings
 from framecast.settings import option
-from framecast.up import render_nginx_conf
 
-ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = (
     "baseline",
     "gateway-kill",
@@ -47,6 +40,7 @@ SCENARIOS = (
     "nginx-restart",
     "stalled-clients",
     "storm",
+    "soak",
 )
 READY_TIMEOUT = 3.0
 
@@ -68,243 +62,11 @@ class FaultsConfig:
     max_connections: int = option(
         2000, help="--max-connections of each gateway (the storm goes past the sum, to see 503s)."
     )
+    soak: float = option(
+        600.0, help="Seconds of the soak scenario (steady load, clients churning).", check=settings.positive
+    )
+    churn: int = option(20, help="Clients of the soak that connect, read briefly and close, over and over.")
     output: str = option("", help="Write the rows as JSON here too.")
-
-
-# --------------------------------------------------------------------------
-# Clients
-
-
-@dataclass
-class Seen:
-    """What one client received during the current scenario."""
-
-    resume: bool
-    results: list[tuple[str, int, float]] = field(default_factory=list)  # epoch, seq, published_at
-    received_at: list[float] = field(default_factory=list)
-    duplicates: int = 0
-    notices: list[str] = field(default_factory=list)
-
-    def on_result(self, message: wire.Result) -> None:
-        if self.results and any(e == message.epoch and s == message.seq for e, s, _ in self.results[-64:]):
-            self.duplicates += 1
-        self.results.append((message.epoch, message.seq, message.published_at))
-        self.received_at.append(time.time())
-
-    def lost_reordered(self, first_epoch: str) -> tuple[int, int]:
-        by_epoch: dict[str, list[int]] = {}
-        reordered = 0
-        for epoch, seq, _ in self.results:
-            seqs = by_epoch.setdefault(epoch, [])
-            if seqs and seq < seqs[-1]:
-                reordered += 1
-            seqs.append(seq)
-        lost = 0
-        for epoch, seqs in by_epoch.items():
-            start = min(seqs) if epoch == first_epoch else 1  # a new epoch starts at 1
-            lost += len(set(range(start, max(seqs) + 1)) - set(seqs))
-        return lost, reordered
-
-    def epochs_mixed(self) -> tuple[int, int]:
-        """Epochs seen, and results of an epoch received after a later epoch had begun."""
-        order: list[str] = []
-        mixed = 0
-        for epoch, _, _ in self.results:
-            if epoch not in order:
-                order.append(epoch)
-            elif epoch != order[-1]:
-                mixed += 1
-        return len(order), mixed
-
-    def recovered_at(self, cleared: float) -> float | None:
-        for (_, _, published), at in zip(self.results, self.received_at, strict=True):
-            if published >= cleared:
-                return at
-        return None
-
-
-async def _resume_client(url: str, seen: list[Seen], index: int, stop: asyncio.Event) -> None:
-    async with client.subscribe(url, ["default"], ping_interval=5.0, open_timeout=20) as messages:
-        async for message in messages:
-            if stop.is_set():
-                return
-            if isinstance(message, wire.Result):
-                seen[index].on_result(message)
-            elif isinstance(message, wire.Reset | wire.Gap):
-                seen[index].notices.append(f"{message.type}:{message.reason}")
-
-
-async def _raw_client(url: str, seen: list[Seen], index: int, stop: asyncio.Event) -> None:
-    """Live only: reconnects without ``since`` (what a naive client gets)."""
-    for _ in range(10_000):
-        if stop.is_set():
-            return
-        try:
-            async with connect(f"{url}/ws/default", open_timeout=20, ping_interval=5.0) as ws:
-                async for raw in ws:
-                    if stop.is_set():
-                        return
-                    message = wire.decode(raw) if isinstance(raw, str) else None
-                    if isinstance(message, wire.Result):
-                        seen[index].on_result(message)
-        except (OSError, websockets.WebSocketException, TimeoutError):
-            await asyncio.sleep(0.5)
-
-
-# --------------------------------------------------------------------------
-# Topology
-
-
-class Topology:
-    """valkey, a fault proxy, gateways, the producer and nginx, each a real process."""
-
-    def __init__(self, config: FaultsConfig) -> None:
-        from tests.support.faultproxy import FaultProxy  # run from a checkout
-
-        self.config = config
-        self.open_files = raise_open_files_limit()
-        self._tmp = tempfile.TemporaryDirectory(prefix="framecast-faults-")
-        self.workdir = Path(self._tmp.name)
-        self.workdir.chmod(0o755)
-        self.redis_port = free_port()
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.ports: dict[str, int] = {}
-        self.start_valkey()
-        self.proxy = FaultProxy(self.redis_port)
-        for i in range(1, config.gateways + 1):
-            self.ports[f"gw{i}"] = free_port()
-            self.start_gateway(f"gw{i}")
-        self.start_producer()
-        self.nginx_port = free_port()
-        self.start_nginx()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.nginx_port}"
-
-    def _spawn(self, name: str, argv: list[str]) -> None:
-        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-
-    def start_valkey(self) -> None:
-        (self.workdir / "valkey").mkdir(exist_ok=True)
-        self._spawn("valkey", valkey_command(self.redis_port, workdir=self.workdir / "valkey"))
-        wait_for_port(self.redis_port, timeout=10)
-
-    def start_gateway(self, name: str) -> None:
-        port = self.ports[name]
-        self._spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--id",
-                name,
-                "--redis-url",
-                f"redis://127.0.0.1:{self.proxy.port}/0",
-                "--max-connections",
-                str(self.config.max_connections),
-                "--log-level",
-                "WARNING",
-            ],
-        )
-        self.wait_http(port, "/readyz")
-
-    def start_producer(self) -> None:
-        self._spawn(
-            "producer",
-            [
-                sys.executable,
-                "-m",
-                "producer",
-                "--source",
-                "synthetic",
-                "--detector",
-                "motion",
-                "--max-fps",
-                "30",
-                "--no-demand",
-                "--stream",
-                "default",
-                "--redis-url",
-                f"redis://127.0.0.1:{self.redis_port}/0",
-                "--log-level",
-                "WARNING",
-            ],
-        )
-
-    def start_nginx(self) -> None:
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(
-            render_nginx_conf(
-                listen=f"127.0.0.1:{self.nginx_port}",
-                upstreams=[f"127.0.0.1:{p}" for p in self.ports.values()],
-                runtime_dir=str(self.workdir),
-                open_files=self.open_files,
-            )
-        )
-        self._spawn(
-            "nginx", [str(nginx_binary()), "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"]
-        )
-        wait_for_port(self.nginx_port, timeout=10)
-
-    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        process = self.procs[name]
-        if process.poll() is None:
-            process.send_signal(sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            process.wait(timeout=20)
-
-    @staticmethod
-    def wait_http(port: int, path: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        for _ in range(int(timeout / 0.1) + 1):
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer,
-            ):
-                if answer.status == 200:
-                    return
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"127.0.0.1:{port}{path} never answered 200")
-
-    def gateway_usage(self) -> tuple[int, int]:
-        """Sum of the gateways' RSS (bytes) and open fds now."""
-        rss = fds = 0
-        for name, process in self.procs.items():
-            if not name.startswith("gw") or process.poll() is not None:
-                continue
-            with contextlib.suppress(OSError):
-                status = Path(f"/proc/{process.pid}/status").read_text()
-                # A killed child not yet reaped has no VmRSS line.
-                rss += next(
-                    (int(ln.split()[1]) * 1024 for ln in status.splitlines() if ln.startswith("VmRSS")), 0
-                )
-                fds += len(os.listdir(f"/proc/{process.pid}/fd"))
-        return rss, fds
-
-    def close(self) -> None:
-        for name in reversed(list(self.procs)):
-            process = self.procs[name]
-            if process.poll() is None:
-                with contextlib.suppress(OSError):
-                    os.kill(process.pid, signal.SIGCONT)
-                process.terminate()
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=5)
-        self.proxy.close()
-        self._tmp.cleanup()
 
 
 # --------------------------------------------------------------------------
@@ -332,7 +94,7 @@ async def _redis_restart(top: Topology) -> float:
 async def _redis_stall(top: Topology) -> float:
     top.proxy.freeze()
     await asyncio.sleep(2 * READY_TIMEOUT)
-    top.proxy.unfreeze()
+    top.proxy.thaw()
     return time.time()
 
 
@@ -415,7 +177,7 @@ async def _run(config: FaultsConfig, top: Topology, say: Callable[[str], None]) 
     stop = asyncio.Event()
     tasks = [
         asyncio.create_task(
-            _resume_client(top.url, seen, i, stop) if s.resume else _raw_client(top.url, seen, i, stop)
+            resume_client(top.url, seen, i, stop) if s.resume else raw_client(top.url, seen, i, stop)
         )
         for i, s in enumerate(seen)
     ]
@@ -474,6 +236,11 @@ async def _inject(name: str, top: Topology, config: FaultsConfig, extra: dict[st
         return await _stalled_clients(top, max(1, config.clients // 10))
     if name == "storm":
         cleared, extra["storm"] = await _storm(top, config.storm)
+        return cleared
+    if name == "soak":
+        from bench.fault_soak import soak
+
+        cleared, extra["soak"] = await soak(top, duration=config.soak, churners=config.churn)
         return cleared
     return time.time()  # baseline
 
@@ -571,8 +338,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench faul
     except ValueError as exc:
         return settings.fail(prog, str(exc), 2)
     for row in rows:
-        if "storm" in row:
-            print(f"storm: {json.dumps(row['storm'])}")
+        for extra in ("storm", "soak"):
+            if extra in row:
+                print(f"{extra}: {json.dumps(row[extra])}")
     if config.output:
         Path(config.output).write_text(json.dumps(rows, indent=1))
     return 0

@@ -103,9 +103,11 @@ def render_conf(
     return render(
         {
             "LISTEN": listen,
-            "UPSTREAM_SERVERS": "\n        ".join(
-                f"server {u} max_fails=1 fail_timeout=2s;" for u in upstreams
-            ),
+            # max_fails=0: with proxy_next_upstream http_503 a gateway's 503 (full, unready) counts
+            # as a failed attempt; one per gateway marked them all down and a connection storm got
+            # nginx's own 502 ("no live upstreams") instead of the gateways' 503. Each request
+            # still tries the next gateway on an error or a 503, and passes the last 503 on.
+            "UPSTREAM_SERVERS": "\n        ".join(f"server {u} max_fails=0;" for u in upstreams),
             "NGINX_RUNTIME_DIR": runtime_dir,
             "NGINX_WORKERS": str(workers),
             "NGINX_LOG_LEVEL": log_level,

@@ -2,9 +2,16 @@
 
 Every ``interval`` a canary is published on a channel of this gateway's own (one per cluster
 primary) and received on the same subscription. :class:`Canary` keeps the books: the gateway
-is ready only while every canary came back within ``ready_timeout``; if canaries that Redis
-accepted stay unanswered for twice that, the link is deaf (a failover, an output-buffer kill,
+is ready only while every canary came back within ``ready_timeout``; if canaries sent while the
+link was up stay unanswered for twice that, the link is deaf (a failover, an output-buffer kill,
 a stalled proxy) and :meth:`Canary.check` raises :class:`Deaf` so it is torn down and rebuilt.
+
+A canary counts from the moment it is *sent*, not from Redis acknowledging the PUBLISH: a link
+frozen in both directions (TCP up, no byte moving) acknowledges nothing, and is exactly the
+deafness to catch. A canary that comes back after a silence longer than twice ``ready_timeout``
+(the link thawed before the watchdog fired) is deafness too: what the link held arrived too late
+to be delivered (older than ``--max-age``), so the link is rebuilt all the same and the clients
+get their ``gap``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,7 @@ class Canary:
         self._sent: dict[bytes, dict[int, float]] = {}  # per canary: accepted, not yet back
         self._rx: dict[bytes, float] = {}  # per canary: last one back
         self._connected_at: float | None = None
+        self._late: str | None = None  # a canary came back after a deaf silence: rebuild
         self.rtt: float | None = None
         """Round trip of the last canary, seconds."""
 
@@ -65,6 +73,7 @@ class Canary:
         self._sent.clear()
         self._rx.clear()
         self._connected_at = None
+        self._late = None
 
     def link_up(self) -> None:
         """Every canary subscription is confirmed: deafness counts from now."""
@@ -84,9 +93,15 @@ class Canary:
         return None
 
     def check(self) -> None:
-        """Raise :class:`Deaf` when accepted canaries stayed unanswered for ``2 * ready_timeout``."""
+        """Raise :class:`Deaf` when sent canaries stayed unanswered for ``2 * ready_timeout``.
+
+        Also raises once after a canary came back from such a silence (see the module doc).
+        """
         if self._connected_at is None:
             return
+        if self._late is not None:
+            late, self._late = self._late, None
+            raise Deaf(late)
         now = self._clock()
         for key, sent in self._sent.items():
             if not sent:
@@ -106,6 +121,11 @@ class Canary:
         outstanding = self._sent.setdefault(channel, {})
         sent = outstanding.pop(seq, None)
         now = self._clock()
+        if self._connected_at is not None:
+            silence = now - max(self._rx.get(channel, 0.0), self._connected_at)
+            if silence > 2 * self.ready_timeout:
+                where = f" on {channel.decode()}" if len(self.keys) > 1 else ""
+                self._late = f"a canary came back after {silence:.1f} s of silence{where}"
         if sent is not None:
             self.rtt = now - sent
         for old in [s for s in outstanding if s < seq]:
@@ -125,15 +145,14 @@ class Canary:
             await asyncio.sleep(self._interval)
 
     async def _send(self, name: str, seq: int, connected: Callable[[], bool]) -> None:
-        sent = self._clock()
+        if connected():
+            # Counted before the PUBLISH is acknowledged: a frozen link never acknowledges it.
+            outstanding = self._sent.setdefault(name.encode(), {})
+            outstanding[seq] = self._clock()
+            if len(outstanding) > _OUTSTANDING:
+                outstanding.pop(min(outstanding))
         try:
             async with asyncio.timeout(self.ready_timeout):
                 await self._store.publish(name, str(seq))
         except STORE_ERRORS as exc:  # TimeoutError is an OSError
             log.debug("canary publish on %s failed: %s", name, exc)
-            return
-        if connected():
-            outstanding = self._sent.setdefault(name.encode(), {})
-            outstanding[seq] = sent
-            if len(outstanding) > _OUTSTANDING:
-                outstanding.pop(min(outstanding))

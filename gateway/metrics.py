@@ -59,6 +59,11 @@ class _Live(Collector):
             "Worst event-loop lag over the last 10 s.",
             self._m.loop_lag_max(),
         )
+        yield _gauge(
+            "framecast_gateway_asyncio_tasks",
+            "Asyncio tasks alive in the gateway's event loop (flat under churn, or something leaks).",
+            _task_count(),
+        )
         messages = CounterMetricFamily(
             "framecast_gateway_messages", "Messages received for fan-out, by kind.", labels=["kind"]
         )
@@ -88,6 +93,14 @@ class _Live(Collector):
             "Subscribers' history+status reads sent to Redis (one per burst of a stream's subscribers).",
             self._m.history_reads(),
         )
+
+
+def _task_count() -> float:
+    # /metrics is rendered on the event loop's thread; anywhere else there is no loop to count.
+    try:
+        return float(len(asyncio.all_tasks()))
+    except RuntimeError:
+        return float("nan")
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

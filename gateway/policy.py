@@ -451,6 +451,7 @@ class Policy:
                     client, (stream, NOTICE), wire.encode(wire.Gap(stream=stream, reason="overflow"))
                 )
             now = self.clock()
+            stale_told = False
             for peeked, data in join.items:
                 if peeked is None:
                     self._send_one(client, (stream, NOTICE), data)
@@ -459,6 +460,11 @@ class Policy:
                     continue
                 if self.max_age and now - peeked.captured_at > self.max_age:
                     self.stats.drops["stale"] += 1
+                    if peeked.type == RESULT and not stale_told:
+                        # A result this client was owed is skipped: one notice, so it can resume.
+                        stale_told = True
+                        gap = wire.Gap(stream=stream, reason="stale")
+                        self._send_one(client, (stream, NOTICE), wire.encode(gap))
                     continue
                 captured = peeked.captured_at if peeked.type == RESULT else None
                 self._send_one(client, (stream, peeked.type), data, captured=captured)

@@ -67,6 +67,7 @@ class Gateway:
             chunk=config.fanout_chunk,
             slice_time=config.fanout_slice,
         )
+        self._stale_told: set[str] = set()  # streams whose clients were told of stale drops
         self.store = open_store(
             config.redis_url,
             timeout=max(config.ready_timeout, 1.0),
@@ -289,8 +290,26 @@ class Gateway:
 
     def _on_message(self, stream: str, data: bytes) -> None:
         peeked = self.fanout.deliver(stream, data)
-        if peeked is not None:
-            self.heartbeats.seen(stream, peeked)
+        if peeked is None:
+            return
+        self.heartbeats.seen(stream, peeked)
+        if peeked.type == "result":
+            self._tell_stale(stream, peeked)
+
+    def _tell_stale(self, stream: str, peeked: wire.Peek) -> None:
+        """A result that arrived already older than ``--max-age`` was dropped for every client.
+
+        The gateway was late, not the client (a Redis link that thawed, a stalled loop): the
+        stream's clients are told ``gap`` ``stale`` once per run of such results, in order
+        before the fresh ones, so a resuming client asks for the hole from its last result.
+        """
+        max_age = self.config.max_age
+        if max_age and time.time() - peeked.captured_at > max_age:
+            if stream not in self._stale_told:
+                self._stale_told.add(stream)
+                self.fanout.announce(stream, wire.encode(wire.Gap(stream=stream, reason="stale")))
+        else:
+            self._stale_told.discard(stream)
 
     def _on_preview(self, stream: str, data: bytes) -> None:
         self.fanout.deliver_preview(stream, data)

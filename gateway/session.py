@@ -18,6 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from framecast import wire
 from gateway.auth import Grant
 from gateway.history import Replay
+from gateway.reads import Snapshot
 from gateway.store import STORE_ERRORS
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ log = logging.getLogger("gateway")
 
 MAX_BAD_OPS = 5
 """Malformed or unknown operations in a row before the connection is closed with 1008."""
+
+_READ_ATTEMPTS = 50  # reads of a subscriber's snapshot while Redis does not answer (time-bounded too)
+_READ_RETRY_PAUSE = 0.2  # seconds between them
 
 
 class Session:
@@ -95,18 +99,17 @@ class Session:
         gateway.heartbeats.watch(stream)
         # Bounded: with Redis down the client still gets 'subscribed' now and a 'gap' later.
         await asyncio.wait([subscribed], timeout=config.ready_timeout)
+        unavailable = False
         try:
-            async with asyncio.timeout(config.ready_timeout):
-                snapshot = await gateway.reads.read(stream, since=op.since, epoch=op.epoch)
+            snapshot = await self._read_waiting(op, timeout=config.ready_timeout)
             plan = snapshot.plan
             status = self._current_status(stream, plan, snapshot.status)
         except STORE_ERRORS as exc:  # TimeoutError is an OSError
             log.info("stream %s: history unavailable for a subscriber: %s", stream, exc)
-            plan = Replay(
-                reset="history-unavailable" if op.since is not None else None,
-                epoch=op.epoch,
-                seq=op.since or 0,
-            )
+            # The resume position is kept (live from `since` on) and the client told `gap`: it
+            # subscribes again with `since`, and that replay fills the hole once Redis answers.
+            unavailable = op.since is not None
+            plan = Replay(epoch=op.epoch, seq=op.since or 0)
             status = None
         try:
             async with asyncio.timeout(config.max_lag):
@@ -116,6 +119,10 @@ class Session:
                 if plan.reset is not None:
                     await self.connection.send(
                         wire.encode(wire.Reset(stream=stream, reason=plan.reset)), text=True
+                    )
+                if unavailable:
+                    await self.connection.send(
+                        wire.encode(wire.Gap(stream=stream, reason="history-unavailable")), text=True
                     )
                 for message in plan.messages:
                     await self.connection.send(message, text=True)
@@ -134,6 +141,26 @@ class Session:
                 # Went ahead unconfirmed: whatever was published until Redis confirms the
                 # SUBSCRIBE is lost for this client, so it is told once the subscription holds.
                 subscribed.add_done_callback(lambda done: self._confirmed_late(stream, done))
+
+    async def _read_waiting(self, op: wire.Subscribe, *, timeout: float) -> Snapshot:
+        """The subscriber's snapshot; while Redis does not answer, retried for up to ``timeout``.
+
+        A Redis restarting refuses connections for a moment: a resume arriving then waits for
+        it (bounded) rather than losing its position at once.
+
+        Raises:
+            redis.exceptions.RedisError: Redis still could not be read after ``timeout``.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        async with asyncio.timeout_at(deadline):
+            for attempt in range(_READ_ATTEMPTS):
+                try:
+                    return await self.gateway.reads.read(op.stream, since=op.since, epoch=op.epoch)
+                except STORE_ERRORS:
+                    if attempt == _READ_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(min(_READ_RETRY_PAUSE, timeout / 4))
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
     def _current_status(self, stream: str, plan: Replay, raw: bytes | None) -> bytes | None:
         """The stream's latest heartbeat (``raw``), or an offline status if its producer is silent."""

@@ -261,8 +261,8 @@ def test_stream_names_are_quoted_back_safely(target: Bench) -> None:
 
 
 def test_hostile_requests_do_not_take_the_gateways_out_of_nginx(nginx_bench: Bench) -> None:
-    """A request a gateway drops unanswered becomes nginx's 502 *and* marks that gateway failed
-    (``max_fails=1 fail_timeout=2s``): a few such requests would refuse every new client. After
+    """A request a gateway drops unanswered becomes nginx's 502; were that gateway marked failed
+    (nginx's default ``max_fails=1``), a few such requests would refuse every new client. After
     them, a new client must still be upgraded at once, without retrying."""
     for _ in range(4):
         http_exchange(nginx_bench.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")

@@ -1,9 +1,11 @@
-"""A TCP proxy for tests that can freeze a link: connections stay open, no byte moves.
+"""The TCP proxy of the tests and the fault suite: freeze a link (connections stay open, no byte
+moves), thaw it, or cut it.
 
     with running_proxy(redis_server.port) as proxy:
         gateway = start_gateway(redis_url=proxy.redis_url)
         proxy.freeze()   # the gateway's Redis link goes deaf (no error, no EOF)
         proxy.thaw()     # what was held back flows again
+        proxy.cut()      # every current link is reset; new connections still work
 
 It runs its own event loop in a thread, so blocking test code (``gw.get``) cannot stall it.
 A frozen proxy stops reading from both sides; the kernel buffers what was already sent.
@@ -56,6 +58,15 @@ class Proxy:
     def thaw(self) -> None:
         """Move bytes again."""
         self._loop.call_soon_threadsafe(self._flowing.set)
+
+    def cut(self) -> None:
+        """Reset every current link (new connections are still accepted)."""
+
+        def _abort() -> None:
+            for writer in list(self._writers):
+                writer.transport.abort()
+
+        self._loop.call_soon_threadsafe(_abort)
 
     def close(self) -> None:
         """Close the listener and every connection, stop the thread."""

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = [name for name, _ in nginx.VARIABLES]
 VALUES = {
     "LISTEN": "127.0.0.1:18080",
-    "UPSTREAM_SERVERS": "server 127.0.0.1:18001 max_fails=1 fail_timeout=2s;",
+    "UPSTREAM_SERVERS": "server 127.0.0.1:18001 max_fails=0;",
     "NGINX_RESOLVER": "resolver 127.0.0.1:5353 valid=1s;",
     "NGINX_RUNTIME_DIR": "/tmp/framecast-nginx-test",
     "NGINX_WORKERS": "1",

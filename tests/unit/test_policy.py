@@ -266,6 +266,21 @@ def test_stale_buffered_messages_are_dropped_at_go_live() -> None:
     assert joiner.results() == [2]
 
 
+def test_a_joining_client_is_told_once_when_buffered_results_went_stale() -> None:
+    world = World(max_age=2.0)
+    joiner, fresh = world.client("j", joining=True), world.client("f", joining=True)
+    world.result(1)
+    world.result(2)
+    world.wall.now += 1.5
+    world.result(3)
+    world.wall.now += 1.0
+    world.policy.go_live(S, "j")
+    assert joiner.kinds() == ["gap", "result"] and joiner.results() == [3]
+    assert wire.decode(joiner.written[0].data) == wire.Gap(stream=S, reason="stale")
+    world.policy.go_live(S, "f", epoch=EPOCH, seq=2)  # the stale ones were in its replay: nothing owed
+    assert fresh.kinds() == ["result"]
+
+
 def test_previews_go_only_to_clients_that_asked_as_binary() -> None:
     world = World()
     plain, viewer = world.client("p"), world.client("v", previews=True)

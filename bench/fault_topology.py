@@ -1,0 +1,178 @@
+"""The fault suite's topology: valkey, a TCP proxy, gateways, the producer and nginx (bench/faults.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from framecast.embedded import free_port, nginx_binary, valkey_command, wait_for_port
+from framecast.limits import raise_open_files_limit
+from framecast.up import render_nginx_conf
+
+if TYPE_CHECKING:
+    from bench.faults import FaultsConfig
+
+__all__ = ["ROOT", "Topology"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Topology:
+    """valkey, a fault proxy, gateways, the producer and nginx, each a real process."""
+
+    def __init__(self, config: FaultsConfig) -> None:
+        from tests.support.proxy import Proxy  # run from a checkout
+
+        self.config = config
+        self.open_files = raise_open_files_limit()
+        self._tmp = tempfile.TemporaryDirectory(prefix="framecast-faults-")
+        self.workdir = Path(self._tmp.name)
+        self.workdir.chmod(0o755)
+        self.redis_port = free_port()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.ports: dict[str, int] = {}
+        self.start_valkey()
+        self.proxy = Proxy(self.redis_port)
+        self.proxy.start()
+        for i in range(1, config.gateways + 1):
+            self.ports[f"gw{i}"] = free_port()
+            self.start_gateway(f"gw{i}")
+        self.start_producer()
+        self.nginx_port = free_port()
+        self.start_nginx()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.nginx_port}"
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+    def start_valkey(self) -> None:
+        (self.workdir / "valkey").mkdir(exist_ok=True)
+        self._spawn("valkey", valkey_command(self.redis_port, workdir=self.workdir / "valkey"))
+        wait_for_port(self.redis_port, timeout=10)
+
+    def start_gateway(self, name: str) -> None:
+        port = self.ports[name]
+        self._spawn(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--id",
+                name,
+                "--redis-url",
+                f"redis://127.0.0.1:{self.proxy.port}/0",
+                "--max-connections",
+                str(self.config.max_connections),
+                "--log-level",
+                "WARNING",
+            ],
+        )
+        self.wait_http(port, "/readyz")
+
+    def start_producer(self) -> None:
+        self._spawn(
+            "producer",
+            [
+                sys.executable,
+                "-m",
+                "producer",
+                "--source",
+                "synthetic",
+                "--detector",
+                "motion",
+                "--max-fps",
+                "30",
+                "--no-demand",
+                "--stream",
+                "default",
+                "--redis-url",
+                f"redis://127.0.0.1:{self.redis_port}/0",
+                "--log-level",
+                "WARNING",
+            ],
+        )
+
+    def start_nginx(self) -> None:
+        conf = self.workdir / "nginx.conf"
+        conf.write_text(
+            render_nginx_conf(
+                listen=f"127.0.0.1:{self.nginx_port}",
+                upstreams=[f"127.0.0.1:{p}" for p in self.ports.values()],
+                runtime_dir=str(self.workdir),
+                open_files=self.open_files,
+            )
+        )
+        self._spawn(
+            "nginx", [str(nginx_binary()), "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"]
+        )
+        wait_for_port(self.nginx_port, timeout=10)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        process = self.procs[name]
+        if process.poll() is None:
+            process.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            process.wait(timeout=20)
+
+    @staticmethod
+    def wait_http(port: int, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        for _ in range(int(timeout / 0.1) + 1):
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer,
+            ):
+                if answer.status == 200:
+                    return
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"127.0.0.1:{port}{path} never answered 200")
+
+    def gateway_usage(self) -> tuple[int, int]:
+        """Sum of the gateways' RSS (bytes) and open fds now."""
+        rss = fds = 0
+        for name, process in self.procs.items():
+            if not name.startswith("gw") or process.poll() is not None:
+                continue
+            with contextlib.suppress(OSError):
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                # A killed child not yet reaped has no VmRSS line.
+                rss += next(
+                    (int(ln.split()[1]) * 1024 for ln in status.splitlines() if ln.startswith("VmRSS")), 0
+                )
+                fds += len(os.listdir(f"/proc/{process.pid}/fd"))
+        return rss, fds
+
+    def close(self) -> None:
+        for name in reversed(list(self.procs)):
+            process = self.procs[name]
+            if process.poll() is None:
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, signal.SIGCONT)
+                process.terminate()
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=5)
+        self.proxy.close()
+        self._tmp.cleanup()
