@@ -240,8 +240,9 @@ class Reset:
 
     Attributes:
         stream: Stream name.
-        reason: ``"history-expired"``, ``"epoch-changed"``, ``"no-history"`` or
-            ``"history-unavailable"`` (Redis could not be read).
+        reason: ``"history-expired"``, ``"epoch-changed"`` or ``"no-history"``. (Redis
+            unreadable while subscribing is a ``gap`` with ``"history-unavailable"``: the
+            client keeps its position.)
     """
 
     stream: str
