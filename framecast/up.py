@@ -372,18 +372,6 @@ def _producer_finished(child: Child, status: int) -> str | None:
     return None
 
 
-def _add_camera_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--camera",
-        action="append",
-        default=None,
-        metavar="NAME=SOURCE[,key=value...]",
-        help="A camera: one producer publishing stream NAME from SOURCE, with any producer setting as"
-        " key=value (e.g. door=rtsp://10.0.0.7/s1,detector=faces,max_fps=5). Repeat for more; with"
-        " --config, names must differ across both. [env FRAMECAST_CAMERAS, specs separated by ';']",
-    )
-
-
 def resolve_cameras(
     config: UpConfig, args: argparse.Namespace, *, environ: Mapping[str, str]
 ) -> tuple[Camera, ...]:
@@ -399,22 +387,19 @@ def resolve_cameras(
     """
     from producer.config import Config as ProducerConfig  # not at module level: keeps framecast slim
 
-    specs = args.camera
-    if specs is None:
-        specs = [s for s in environ.get("FRAMECAST_CAMERAS", "").split(";") if s.strip()]
-    from_file = cameras.load(config.config) if config.config else ()
-    found = cameras.merge(from_file, [cameras.parse_spec(spec) for spec in specs])
-    if not found:
-        return ()
-    cameras.check_options(found, lambda key, value: settings.check_value(ProducerConfig, key, value))
-    for flag in ("source", "detector", "stream"):
-        if getattr(args, flag) is not None:
+    specs = args.camera if args.camera is not None else cameras.split_specs(environ.get(cameras.ENV, ""))
+    found = cameras.resolve(
+        config.config, specs, check=lambda key, value: settings.check_value(ProducerConfig, key, value)
+    )
+    if found:
+        given = [f"--{flag}" for flag in ("source", "detector", "stream") if getattr(args, flag) is not None]
+        if not config.producer:
+            given.append("--no-producer")
+        if given:
             raise CameraError(
-                f"--{flag} is for the single producer and cannot be combined with --config/--camera:"
-                f" set {flag} per camera instead (e.g. --camera NAME=SOURCE,detector=...)"
+                f"{given[0]} is for the single producer and cannot be combined with --config/--camera:"
+                " set source, detector... per camera instead (e.g. --camera NAME=SOURCE,detector=qr)"
             )
-    if not config.producer:
-        raise CameraError("--no-producer cannot be combined with --config/--camera: drop one of them")
     return found
 
 
@@ -453,16 +438,13 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
         UpConfig,
         argv,
         prog=prog,
-        extra=_add_camera_flag,
+        extra=cameras.add_flag,
         description=(
             "Run framecast's whole topology on this machine: an embedded valkey-server (unless REDIS_URL\n"
             "is set), N gateways on free loopback ports, the producer, and nginx balancing HTTP and\n"
             "WebSocket traffic across the gateways. No Docker, no camera, no root needed.\n\n"
             "Children's output is echoed with a prefix. A child that exits is reported and restarted with\n"
-            "backoff (--no-restart: reported only). Ctrl-C or SIGTERM stops everything.\n\n"
-            "Several cameras: --config framecast.toml and/or repeated --camera NAME=SOURCE[,key=value]\n"
-            "start one producer per camera (child producer-NAME, stream NAME), all behind the same\n"
-            "gateways. Then --source, --detector and --stream are not used, and giving them is an error."
+            "backoff (--no-restart: reported only). Ctrl-C or SIGTERM stops everything.\n\n" + cameras.SUMMARY
         ),
         epilog=(
             "Gateways and the producer also read their own FRAMECAST_* variables from the environment\n"
@@ -472,16 +454,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
             "file or device that cannot be opened, an unknown detector (the producer's own message\n"
             "follows). Retried, not fatal: a network camera that is down (the stream shows offline),\n"
             "a child that dies later (restarted with backoff). Bad flags exit 2; Ctrl-C exits 0.\n\n"
-            "Camera file (framecast.toml):\n"
-            "  [cameras.door]\n"
-            '  source = "rtsp://user:secret@10.0.0.7/stream1"\n'
-            '  detector = "faces"\n'
-            "  max_fps = 5\n\n"
-            "  [cameras.yard]\n"
-            '  source = "synthetic"\n\n'
-            "A camera's keys are 'framecast producer' settings (with _ or -), except stream, redis_url,\n"
-            "metrics_port and metrics_host, which up sets. A bad camera (unknown key, bad value,\n"
-            "duplicate or invalid name, unreadable file) is one line naming it, exit 2, nothing started."
+            + cameras.EXAMPLE
         ),
     )
     try:

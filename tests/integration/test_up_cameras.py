@@ -241,6 +241,18 @@ BAD = {
         {},
         ["no-such-dir/framecast.toml", "cannot read the camera file"],
     ),
+    "unreadable file in FRAMECAST_UP_CONFIG": (
+        None,
+        [],
+        {"FRAMECAST_UP_CONFIG": "/no-such-dir/cams.toml"},
+        ["/no-such-dir/cams.toml", "cannot read the camera file"],
+    ),
+    "--no-producer with cameras": (
+        None,
+        ["--camera", "yard=synthetic", "--no-producer"],
+        {},
+        ["--no-producer", "cannot be combined"],
+    ),
     "--source with cameras": (
         None,
         ["--camera", "yard=synthetic", "--source", "0"],
