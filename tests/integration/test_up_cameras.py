@@ -23,7 +23,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from framecast import wire
+from framecast.cameras import Camera
 from framecast.embedded import free_port
+from framecast.up import running
 from tests.support.producer import kill, start_mjpeg
 from tests.support.wait import wait_until
 
@@ -281,3 +283,33 @@ def test_bad_camera_config_is_one_line_naming_it_and_exit_2_with_nothing_started
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert done.stdout == ""  # nothing started: no child ever printed a line
+
+
+def _epoch(base: str, stream: str) -> str | None:
+    with urllib.request.urlopen(base + "streams", timeout=5) as response:
+        listed = {str(s["stream"]): str(s["epoch"]) for s in json.loads(response.read())}
+    return listed.get(stream)
+
+
+def test_each_camera_is_its_own_child_restarted_alone(child_env: dict[str, str]) -> None:
+    cams = tuple(
+        Camera(name=name, source="synthetic", options=(("max_fps", "5"),)) for name in ("left", "right")
+    )
+    with running(gateways=1, env=child_env, cameras=cams, restart=True) as stack:
+        assert [n for n in stack.children if n.startswith("producer")] == ["producer-left", "producer-right"]
+        assert stack.streams == ["left", "right"]
+        before = {name: _epoch(stack.url, name) for name in stack.streams}
+        right_pid = stack.children["producer-right"].process.pid  # type: ignore[union-attr]
+
+        stack.kill("producer-left")
+        left = stack.children["producer-left"]
+        wait_until(lambda: left.restarts == 1 and left.running(), timeout=30, what="producer-left restarted")
+        # A new run of the left camera (new epoch) publishes again; the right one was never touched.
+        wait_until(
+            lambda: _epoch(stack.url, "left") not in (None, before["left"]),
+            timeout=60,
+            what="the restarted left camera's heartbeat",
+        )
+        assert _epoch(stack.url, "right") == before["right"]
+        right = stack.children["producer-right"]
+        assert right.restarts == 0 and right.process is not None and right.process.pid == right_pid
