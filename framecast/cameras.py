@@ -21,14 +21,54 @@ camera and the key; the caller validates each key's value with the producer's se
 
 from __future__ import annotations
 
+import argparse
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from framecast import wire
 
-__all__ = ["RESERVED", "Camera", "CameraError", "check_options", "load", "merge", "parse_spec"]
+__all__ = [
+    "ENV",
+    "EXAMPLE",
+    "RESERVED",
+    "SUMMARY",
+    "Camera",
+    "CameraError",
+    "add_flag",
+    "check_options",
+    "load",
+    "merge",
+    "parse_spec",
+    "resolve",
+    "split_specs",
+]
+
+ENV = "FRAMECAST_CAMERAS"
+"""Environment variable with ``--camera`` specs separated by ``;`` (used when no ``--camera`` is given)."""
+
+SUMMARY = (
+    "Several cameras: --config framecast.toml and/or repeated --camera NAME=SOURCE[,key=value]\n"
+    "start one producer per camera (child producer-NAME, stream NAME), all behind the same\n"
+    "gateways. Then --source, --detector and --stream are not used, and giving them is an error."
+)
+"""What ``framecast up --help`` says about cameras (description)."""
+
+EXAMPLE = """\
+Camera file (framecast.toml):
+  [cameras.door]
+  source = "rtsp://user:secret@10.0.0.7/stream1"
+  detector = "faces"
+  max_fps = 5
+
+  [cameras.yard]
+  source = "synthetic"
+
+A camera's keys are 'framecast producer' settings (with _ or -), except stream, redis_url,
+metrics_port and metrics_host, which up sets. A bad camera (unknown key, bad value,
+duplicate or invalid name, unreadable file) is one line naming it, exit 2, nothing started."""
+"""What ``framecast up --help`` says about cameras (epilog)."""
 
 RESERVED = frozenset({"stream", "redis_url", "metrics_port", "metrics_host"})
 """Producer settings ``framecast up`` sets itself for every camera: the stream is the camera's name,
@@ -193,3 +233,35 @@ def check_options(cameras: Iterable[Camera], check: Callable[[str, str], None]) 
                 raise CameraError(
                     f"{camera.origin}: camera {camera.name!r}: {key}={value!r}: {exc}"
                 ) from None
+
+
+def split_specs(text: str) -> list[str]:
+    """The ``--camera`` specs in :data:`ENV`'s value: separated by ``;``, blanks ignored."""
+    return [spec.strip() for spec in text.split(";") if spec.strip()]
+
+
+def resolve(
+    path: str | Path | None, specs: Sequence[str], *, check: Callable[[str, str], None]
+) -> tuple[Camera, ...]:
+    """The cameras of the file at ``path`` (if any), then of each ``--camera`` spec, checked.
+
+    Raises:
+        CameraError: As :func:`load`, :func:`parse_spec`, :func:`merge` and :func:`check_options`.
+    """
+    from_file = load(path) if path else ()
+    found = merge(from_file, [parse_spec(spec) for spec in specs])
+    check_options(found, check)
+    return found
+
+
+def add_flag(parser: argparse.ArgumentParser) -> None:
+    """Add the repeatable ``--camera`` flag (the raw specs land in ``args.camera``, None if absent)."""
+    parser.add_argument(
+        "--camera",
+        action="append",
+        default=None,
+        metavar="NAME=SOURCE[,key=value...]",
+        help="A camera: one producer publishing stream NAME from SOURCE, with any producer setting as"
+        " key=value (e.g. door=rtsp://10.0.0.7/s1,detector=faces,max_fps=5). Repeat for more; with"
+        f" --config, names must differ across both. [env {ENV}, specs separated by ';']",
+    )

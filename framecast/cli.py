@@ -7,6 +7,7 @@ only when asked for, so ``framecast gateway`` never imports OpenCV.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -16,7 +17,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "run the whole topology on this machine (valkey, producer, gateways, nginx)",
     ),
     "producer": ("producer.service", "read a camera, run a predictor, publish results to Redis"),
-    "gateway": ("gateway.server", "serve a Redis-fed stream to WebSocket clients"),
+    "gateway": ("gateway.main", "serve a Redis-fed stream to WebSocket clients"),
     "watch": ("framecast.watch", "print the results a gateway serves, one line each"),
     "bench": ("bench.__main__", "measure fan-out strategies, the topology and the predictors"),
 }
@@ -29,17 +30,26 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _print(text: str) -> int:
+    """Print ``text``; a reader that went away (``framecast | head``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at /dev/null so the flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to a subcommand; returns the process exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
-        print(_usage())
-        return 0
+        return _print(_usage())
     if args[0] in ("-V", "--version"):
         from framecast import __version__
 
-        print(f"framecast {__version__}")
-        return 0
+        return _print(f"framecast {__version__}")
     name, rest = args[0], args[1:]
     if name not in _COMMANDS:
         print(f"framecast: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)

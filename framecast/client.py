@@ -17,9 +17,10 @@ gateway's :class:`~framecast.wire.Hello`, :class:`~framecast.wire.Subscribed`,
 :class:`~framecast.wire.Unsubscribed` and :class:`~framecast.wire.Error`).
 Behind it:
 
-* **Reconnect.** A dropped connection, a gateway going away (close 1001), a
-  slow-consumer close (4008) or a 5xx at the handshake is retried after a capped
-  exponential backoff with jitter. HTTP 401/403 at the handshake raises
+* **Reconnect.** A dropped connection, a slow-consumer close (4008) or a 5xx
+  at the handshake is retried after a capped exponential backoff with jitter;
+  a gateway going away (close 1001) or one that lost Redis (1013) is left at
+  once, without a delay, for another gateway behind the load balancer. HTTP 401/403 at the handshake raises
   :class:`AuthError` at once; other 4xx answers raise :class:`ClientError`.
 * **Resume.** Every (re)subscription carries ``since``/``epoch`` of the last
   result seen on that stream, so the gateway replays what was missed within
@@ -223,11 +224,29 @@ def _describe_close(exc: ConnectionClosed) -> _Closed:
     rcvd = exc.rcvd
     if rcvd is None:
         return _Closed("connection lost")
-    text = f"closed by the gateway ({rcvd.code}{': ' + rcvd.reason if rcvd.reason else ''})"
-    if rcvd.code == wire.CLOSE_GOING_AWAY:
-        # The gateway is shutting down: another one behind the load balancer can take us now.
+    return _describe_code(rcvd.code, rcvd.reason)
+
+
+def _describe_ended(ws: ClientConnection) -> _Closed:
+    """Why a session whose message loop ended without an exception is over.
+
+    websockets ends ``async for`` quietly on a clean close (1000, 1001), so the gateway's code
+    is read from the connection rather than from a ``ConnectionClosed``. The frame received is
+    read from the protocol: ``ws.close_code`` stays None until the TCP connection is gone too.
+    """
+    rcvd = ws.protocol.close_rcvd
+    if rcvd is None:
+        return _Closed("connection closed")
+    return _describe_code(rcvd.code, rcvd.reason)
+
+
+def _describe_code(code: int, reason: str) -> _Closed:
+    text = f"closed by the gateway ({code}{': ' + reason if reason else ''})"
+    if code in (wire.CLOSE_GOING_AWAY, wire.CLOSE_TRY_AGAIN_LATER):
+        # The gateway is shutting down (1001) or lost Redis (1013): through the load balancer,
+        # another, ready gateway can take us now, so waiting would only lengthen the outage.
         return _Closed(text, immediate=True)
-    if rcvd.code == wire.CLOSE_BAD_REQUEST:
+    if code == wire.CLOSE_BAD_REQUEST:
         return _Closed(text, retry=False)
     return _Closed(text)
 
@@ -401,7 +420,7 @@ class Subscription:
                             failures = 0
                             delays = self._delays()
                         yield message
-                    closed = _Closed("connection closed")
+                    closed = _describe_ended(ws)
                 except ConnectionClosed as exc:
                     closed = _describe_close(exc)
                 finally:

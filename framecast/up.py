@@ -1,7 +1,8 @@
 """``framecast up``: the production topology on one machine.
 
 Starts, in order, an embedded valkey-server (unless ``REDIS_URL`` points at a
-Redis), N gateway processes on free loopback ports, the producer, and nginx
+Redis), N gateway processes on free loopback ports, the producer (or one producer
+per camera of ``--config``/``--camera``, see :mod:`framecast.cameras`), and nginx
 balancing HTTP and WebSocket traffic across the gateways. Every child's output
 is echoed with a prefix; a child that exits is reported and restarted with
 backoff; Ctrl-C or SIGTERM stops them all and removes the temporary directory.
@@ -14,7 +15,9 @@ The same machinery is a context manager for tests and benchmarks::
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import os
 import signal
 import sys
@@ -22,11 +25,12 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast import settings, wire
+from framecast import cameras, settings, wire
+from framecast.cameras import Camera, CameraError
 from framecast.embedded import free_port, nginx_binary, port_in_use, valkey_command
 from framecast.exceptions import EmbeddedError, UpError
 from framecast.limits import raise_open_files_limit
@@ -35,7 +39,16 @@ from framecast.nginx import render_conf
 from framecast.settings import option
 from framecast.supervisor import Child, Supervisor
 
-__all__ = ["Child", "Stack", "UpConfig", "UpError", "main", "render_nginx_conf", "running"]
+__all__ = [
+    "Child",
+    "Stack",
+    "UpConfig",
+    "UpError",
+    "main",
+    "render_nginx_conf",
+    "resolve_cameras",
+    "running",
+]
 
 render_nginx_conf = render_conf
 """The nginx configuration of a local stack (:func:`framecast.nginx.render_conf`)."""
@@ -64,21 +77,38 @@ class UpConfig:
     )
     source: str = option(
         "synthetic",
-        help="Camera for the producer: device index, file, rtsp:// or http(s):// URL, or 'synthetic'.",
+        help="Camera for the producer: device index, file, rtsp:// or http(s):// URL, or 'synthetic'"
+        " (single-producer mode: not used with cameras).",
         group="producer",
     )
     detector: str = option(
         "motion",
-        help="Predictor: motion, faces, people, qr, onnx:PATH or module:callable.",
+        help="Predictor: motion, faces, people, qr, onnx:PATH or module:callable"
+        " (single-producer mode: with cameras, set detector per camera).",
         group="producer",
     )
-    stream: str = option("default", help="Stream name the producer publishes.", group="producer")
+    stream: str = option(
+        "default",
+        help="Stream name the producer publishes (single-producer mode: a camera's stream is its name).",
+        group="producer",
+    )
     producer: bool = option(
         True,
         help="Start a producer (--no-producer to run only Redis, gateways and nginx).",
         env="FRAMECAST_UP_PRODUCER",
         group="producer",
     )
+    config: str | None = option(
+        None,
+        help="Camera file (TOML, one [cameras.<name>] table per camera): one producer per camera,"
+        " each publishing the stream named after it. Combines with --camera.",
+        env="FRAMECAST_UP_CONFIG",
+        metavar="PATH",
+        group="cameras",
+    )
+    cameras: tuple[Camera, ...] = ()
+    """The cameras to run, one producer each (from ``--config`` and ``--camera``); empty: the
+    single producer of ``source``/``detector``/``stream``. Not a flag: :func:`main` fills it."""
     redis_url: str | None = option(
         None,
         help="Use this Redis instead of starting an embedded valkey-server.",
@@ -144,6 +174,13 @@ class Stack:
         """The gateway children, in start order."""
         return [c for name, c in self.children.items() if name.startswith("gw")]
 
+    @property
+    def streams(self) -> list[str]:
+        """The streams the stack's producers publish (one per camera), in start order."""
+        if not self.config.producer:
+            return []
+        return [stream for _, stream in _producer_names(self.config)]
+
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         """Send ``sig`` to one child (for failure tests); the supervisor reports and may restart it."""
         child = self.children[name]
@@ -175,7 +212,8 @@ class Stack:
         nginx, then valkey.
         """
         self._children.stop_watching()
-        stages = [["producer"], [g.name for g in self.gateways], ["nginx"], ["valkey"]]
+        producers = [name for name, _ in _producer_names(self.config)]
+        stages = [producers, [g.name for g in self.gateways], ["nginx"], ["valkey"]]
         staged = {name for names in stages for name in names}
         # Anything not named above (none today) goes before the gateways' Redis and nginx stop.
         stages.insert(1, [name for name in reversed(self.children) if name not in staged])
@@ -242,23 +280,8 @@ class Stack:
         for gateway in self.gateways:
             self._wait_healthy(gateway)
         if self.config.producer:
-            producer = children.add(
-                "producer",
-                [
-                    python,
-                    "-m",
-                    "producer",
-                    "--stream",
-                    self.config.stream,
-                    "--source",
-                    self.config.source,
-                    "--detector",
-                    self.config.detector,
-                    "--log-level",
-                    level,
-                ],
-            )
-            children.launch(producer)
+            for name, argv in _producer_commands(self.config):
+                children.launch(children.add(name, argv))
         conf = self.workdir / "nginx.conf"
         conf.write_text(
             render_conf(
@@ -276,11 +299,16 @@ class Stack:
         children.launch(nginx)
         children.wait_listening(nginx)
         if self.config.producer:
-            self._wait_producer(self.children["producer"])
+            # Every camera's first heartbeat: one that cannot open its file or load its detector
+            # fails `up` here, naming it, rather than in a log line later.
+            for name, stream in _producer_names(self.config):
+                self._wait_producer(self.children[name], stream)
 
     def _wait_healthy(self, child: Child, timeout: float = 20.0) -> None:
         assert child.port is not None and child.process is not None
-        url = f"http://127.0.0.1:{child.port}/healthz"
+        # /readyz, not /healthz: a gateway refuses WebSocket handshakes until its Redis
+        # subscription is up, and `up` announces the viewer only once clients can connect.
+        url = f"http://127.0.0.1:{child.port}/readyz"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
@@ -294,7 +322,7 @@ class Stack:
             time.sleep(0.1)
         raise UpError(f"{child.name} did not answer {url} within {timeout:.0f} s:\n{child.tail()}")
 
-    def _wait_producer(self, child: Child, timeout: float = 30.0) -> None:
+    def _wait_producer(self, child: Child, stream: str, timeout: float = 30.0) -> None:
         """Wait for the producer's first heartbeat, so bad input fails ``up`` instead of a later log line.
 
         A producer that cannot open its source, or was given an unknown detector, exits at once;
@@ -308,21 +336,71 @@ class Stack:
         try:
             while time.monotonic() < deadline:
                 if child.process.poll() is not None:
-                    raise UpError(f"producer exited with status {child.process.returncode}:\n{child.tail()}")
+                    raise UpError(
+                        f"{child.name} exited with status {child.process.returncode}:\n{child.tail()}"
+                    )
                 with contextlib.suppress(redis.RedisError):
-                    if client.exists(wire.status_key(self.config.stream)):
+                    if client.exists(wire.status_key(stream)):
                         return
                 time.sleep(0.1)
         finally:
             client.close()
-        raise UpError(f"producer sent no heartbeat within {timeout:.0f} s:\n{child.tail()}")
+        raise UpError(f"{child.name} sent no heartbeat within {timeout:.0f} s:\n{child.tail()}")
+
+
+def _producer_names(config: UpConfig) -> list[tuple[str, str]]:
+    """``(child name, stream)`` of every producer: one per camera, or the single ``producer``."""
+    if config.cameras:
+        return [(f"producer-{camera.name}", camera.name) for camera in config.cameras]
+    return [("producer", config.stream)]
+
+
+def _producer_commands(config: UpConfig) -> list[tuple[str, list[str]]]:
+    """``(child name, argv)`` of every producer. Redis reaches them in the environment."""
+    base = [sys.executable, "-m", "producer", "--log-level", config.log_level]
+    if config.cameras:
+        # The camera's own settings come last, so a per-camera log_level wins over up's.
+        return [(f"producer-{camera.name}", [*base, *camera.argv()]) for camera in config.cameras]
+    single = ["--stream", config.stream, "--source", config.source, "--detector", config.detector]
+    return [("producer", [*base, *single])]
 
 
 def _producer_finished(child: Child, status: int) -> str | None:
     """A producer that exits 0 has reached the end of its source: done, not failed."""
-    if child.name == "producer" and status == 0:
-        return "producer finished (its source ended); the rest keeps serving"
+    if (child.name == "producer" or child.name.startswith("producer-")) and status == 0:
+        return f"{child.name} finished (its source ended); the rest keeps serving"
     return None
+
+
+def resolve_cameras(
+    config: UpConfig, args: argparse.Namespace, *, environ: Mapping[str, str]
+) -> tuple[Camera, ...]:
+    """The cameras of ``--config`` and ``--camera`` (or ``FRAMECAST_CAMERAS``), checked.
+
+    Each camera's settings are checked with the producer's own settings class, so a camera
+    accepts exactly what ``framecast producer`` accepts. With cameras, the single-producer flags
+    ``--source``, ``--detector``, ``--stream`` and ``--no-producer`` are refused rather than
+    silently ignored (their environment variables are ignored: children read them too).
+
+    Raises:
+        CameraError: One line naming the file, camera or flag and the key at fault.
+    """
+    from producer.config import Config as ProducerConfig  # not at module level: keeps framecast slim
+
+    specs = args.camera if args.camera is not None else cameras.split_specs(environ.get(cameras.ENV, ""))
+    found = cameras.resolve(
+        config.config, specs, check=lambda key, value: settings.check_value(ProducerConfig, key, value)
+    )
+    if found:
+        given = [f"--{flag}" for flag in ("source", "detector", "stream") if getattr(args, flag) is not None]
+        if not config.producer:
+            given.append("--no-producer")
+        if given:
+            raise CameraError(
+                f"{given[0]} is for the single producer and cannot be combined with --config/--camera:"
+                " set source, detector... per camera instead (e.g. --camera NAME=SOURCE,detector=qr)"
+            )
+    return found
 
 
 @contextlib.contextmanager
@@ -356,16 +434,17 @@ def running(
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> int:
     """Run the local topology until Ctrl-C or SIGTERM."""
-    config = settings.parse(
+    config, args = settings.parse_with_args(
         UpConfig,
         argv,
         prog=prog,
+        extra=cameras.add_flag,
         description=(
             "Run framecast's whole topology on this machine: an embedded valkey-server (unless REDIS_URL\n"
             "is set), N gateways on free loopback ports, the producer, and nginx balancing HTTP and\n"
             "WebSocket traffic across the gateways. No Docker, no camera, no root needed.\n\n"
             "Children's output is echoed with a prefix. A child that exits is reported and restarted with\n"
-            "backoff (--no-restart: reported only). Ctrl-C or SIGTERM stops everything."
+            "backoff (--no-restart: reported only). Ctrl-C or SIGTERM stops everything.\n\n" + cameras.SUMMARY
         ),
         epilog=(
             "Gateways and the producer also read their own FRAMECAST_* variables from the environment\n"
@@ -374,9 +453,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
             "Fatal at start (one line, exit 1): the port is in use, REDIS_URL does not answer, a source\n"
             "file or device that cannot be opened, an unknown detector (the producer's own message\n"
             "follows). Retried, not fatal: a network camera that is down (the stream shows offline),\n"
-            "a child that dies later (restarted with backoff). Bad flags exit 2; Ctrl-C exits 0."
+            "a child that dies later (restarted with backoff). Bad flags exit 2; Ctrl-C exits 0.\n\n"
+            + cameras.EXAMPLE
         ),
     )
+    try:
+        config = dataclasses.replace(config, cameras=resolve_cameras(config, args, environ=os.environ))
+    except CameraError as exc:
+        return settings.fail(prog, str(exc), 2)
 
     def echo(line: str) -> None:
         print(line, flush=True)
@@ -394,8 +478,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
     except (UpError, EmbeddedError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
+    streams = ", ".join(stack.streams) or "none"
     print(
-        f"framecast up: viewer at {stack.url}  (WebSocket: {stack.ws_url(config.stream)}; "
+        f"framecast up: viewer at {stack.url}  (WebSocket: {stack.ws_url()}/<stream>; streams: {streams}; "
         f"{config.gateways} gateways; Redis {redact_url(stack.redis_url)}). Ctrl-C stops.",
         flush=True,
     )

@@ -142,7 +142,8 @@ class Config:
     )
     classes: str | None = option(
         None,
-        help="onnx: text file of class names, one per line (default: COCO's 80 names for 80-class models).",
+        help="onnx: text file of class names, one per line"
+        " (default: the model's names metadata, else COCO's 80 names for 80-class models).",
         metavar="FILE",
         group="predictor",
     )

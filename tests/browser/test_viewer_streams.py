@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page
 
+from framecast.cameras import Camera
+from framecast.up import running
 from tests.support.chromium import chromium, status, wait_status
 from tests.support.feed import Feed
 from tests.support.gateway import GatewayProc, running_gateway
@@ -70,3 +74,27 @@ def test_a_stream_without_a_producer_shows_offline(gateway: GatewayProc, page: P
     assert page.text_content("#stream-state") == "offline"
     assert status(page)["results"] == "0"
     assert page.is_visible("#placeholder")
+
+
+def test_picker_lists_every_camera_of_one_framecast_up(child_env: dict[str, str], page: Page) -> None:
+    cams = tuple(
+        Camera(name=name, source="synthetic", options=(("detector", detector), ("max_fps", "5")))
+        for name, detector in (("porch", "motion"), ("garage", "qr"), ("attic", "motion"))
+    )
+    with running(gateways=2, env=child_env, cameras=cams) as stack:
+        page.goto(stack.url + "?previews=0")
+        # /streams lists them by name: the first one is shown, and the picker offers all three.
+        wait_status(page, "s.stream === 'attic' && s.connection === 'open' && +s.results >= 2")
+        options = page.eval_on_selector_all("#stream option", "opts => opts.map(o => o.value)")
+        assert options == ["attic", "garage", "porch"]
+
+        page.select_option("#stream", "garage")
+        wait_status(page, "s.stream === 'garage' && s.streamState === 'online'")
+        switched_at = int(status(page)["results"])
+        wait_status(page, f"+s.results >= {switched_at + 2}")
+        epochs = {epoch for epoch, _ in page.evaluate("() => window.framecastViewer.seqs")[switched_at:]}
+        with urllib.request.urlopen(stack.url + "streams", timeout=5) as response:
+            listed = {s["stream"]: s["epoch"] for s in json.loads(response.read())}
+        assert sorted(listed) == ["attic", "garage", "porch"]
+        assert epochs == {listed["garage"]}  # only garage's producer's results after the switch
+        assert stack.failure is None

@@ -115,3 +115,20 @@ def test_duplicate_name_across_file_and_flag(tmp_path: Path) -> None:
         "door",
         "yard",
     ]
+
+
+def test_env_specs_are_split_on_semicolons() -> None:
+    assert cameras.split_specs(" door=0,detector=faces ;; yard=synthetic; ") == [
+        "door=0,detector=faces",
+        "yard=synthetic",
+    ]
+    assert cameras.split_specs("") == []
+
+
+def test_resolve_reads_the_file_then_the_specs_and_checks_every_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[cameras.door]\nsource='synthetic'\nmax_fps=5\n")
+    found = cameras.resolve(path, ["yard=synthetic,detector=qr"], check=_check)
+    assert [(c.name, c.origin) for c in found] == [("door", str(path)), ("yard", "--camera")]
+    assert cameras.resolve(None, [], check=_check) == ()
+    with pytest.raises(CameraError, match=r"camera 'yard': max_fps='-1': must be"):
+        cameras.resolve(None, ["yard=synthetic,max_fps=-1"], check=_check)
