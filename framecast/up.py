@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast import settings, wire
+from framecast import monitoring, settings, wire
 from framecast.embedded import free_port, nginx_binary, port_in_use, valkey_command
 from framecast.exceptions import EmbeddedError, UpError
 from framecast.limits import raise_open_files_limit
@@ -98,6 +98,27 @@ class UpConfig:
         choices=settings.LOG_LEVELS,
         group="supervision",
     )
+    monitoring: bool = option(
+        False,
+        help="Also run a real Prometheus (Debian's prometheus package, or $FRAMECAST_PROMETHEUS) "
+        "scraping every gateway and producer, with deploy/prometheus/alerts.yml when present.",
+        env="FRAMECAST_UP_MONITORING",
+        group="monitoring",
+    )
+    monitoring_port: int = option(
+        0,
+        help="Port Prometheus listens on, on 127.0.0.1 (0 picks a free one).",
+        env="FRAMECAST_UP_MONITORING_PORT",
+        check=settings.port_number,
+        group="monitoring",
+    )
+    monitoring_interval: float = option(
+        5.0,
+        help="Seconds between Prometheus scrapes and rule evaluations.",
+        env="FRAMECAST_UP_MONITORING_INTERVAL",
+        check=settings.positive,
+        group="monitoring",
+    )
 
 
 class Stack:
@@ -116,6 +137,8 @@ class Stack:
         self.port = config.port or free_port(config.host)
         self.redis_url = config.redis_url or ""
         self._open_files = 1024
+        self.prometheus: monitoring.PrometheusPlan | None = None
+        """Prometheus's plan (its ``url``) with ``--monitoring``, once started."""
 
     # Public API ------------------------------------------------------------
 
@@ -159,9 +182,10 @@ class Stack:
             )
         if self.redis_url:
             self._check_redis()
+        prometheus_binary = monitoring.prometheus_binary() if self.config.monitoring else None
         self._open_files = raise_open_files_limit()
         try:
-            self._start_all()
+            self._start_all(prometheus_binary)
         except BaseException:
             self.stop()
             raise
@@ -203,7 +227,7 @@ class Stack:
         finally:
             client.close()
 
-    def _start_all(self) -> None:
+    def _start_all(self, prometheus_binary: str | None = None) -> None:
         python = sys.executable
         level = self.config.log_level
         children = self._children
@@ -241,6 +265,7 @@ class Stack:
             children.launch(gateway)
         for gateway in self.gateways:
             self._wait_healthy(gateway)
+        producer_metrics = free_port() if prometheus_binary and self.config.producer else 0
         if self.config.producer:
             producer = children.add(
                 "producer",
@@ -256,6 +281,7 @@ class Stack:
                     self.config.detector,
                     "--log-level",
                     level,
+                    *(["--metrics-port", str(producer_metrics)] if producer_metrics else []),
                 ],
             )
             children.launch(producer)
@@ -275,6 +301,16 @@ class Stack:
         )
         children.launch(nginx)
         children.wait_listening(nginx)
+        if prometheus_binary:
+            self.prometheus = monitoring.plan(
+                binary=prometheus_binary,
+                workdir=self.workdir,
+                port=self.config.monitoring_port or free_port(),
+                gateways=[f"127.0.0.1:{g.port}" for g in self.gateways],
+                producers=[f"127.0.0.1:{producer_metrics}"] if producer_metrics else [],
+                scrape_interval=f"{self.config.monitoring_interval:g}s",
+            )
+            monitoring.launch(children, self.prometheus)
         if self.config.producer:
             self._wait_producer(self.children["producer"])
 
@@ -391,6 +427,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.start()
+    except monitoring.MonitoringError as exc:  # missing prometheus: a setup problem, like a bad flag
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     except (UpError, EmbeddedError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
@@ -399,6 +438,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
         f"{config.gateways} gateways; Redis {redact_url(stack.redis_url)}). Ctrl-C stops.",
         flush=True,
     )
+    if stack.prometheus is not None:
+        print(f"framecast up: Prometheus at {stack.prometheus.url}", flush=True)
     while not stop.wait(0.5):
         if stack.failure and not config.restart:
             break
