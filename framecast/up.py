@@ -410,7 +410,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
             "Fatal at start (one line, exit 1): the port is in use, REDIS_URL does not answer, a source\n"
             "file or device that cannot be opened, an unknown detector (the producer's own message\n"
             "follows). Retried, not fatal: a network camera that is down (the stream shows offline),\n"
-            "a child that dies later (restarted with backoff). Bad flags exit 2; Ctrl-C exits 0."
+            "a child that dies later (restarted with backoff). Bad flags exit 2, and so does\n"
+            "--monitoring without Prometheus (install Debian's prometheus package or set\n"
+            "FRAMECAST_PROMETHEUS); Ctrl-C exits 0."
         ),
     )
 
