@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast import cameras, settings, wire
+from framecast import cameras, monitoring, settings, wire
 from framecast.cameras import Camera, CameraError
 from framecast.embedded import free_port, nginx_binary, port_in_use, valkey_command
 from framecast.exceptions import EmbeddedError, UpError
@@ -128,6 +128,27 @@ class UpConfig:
         choices=settings.LOG_LEVELS,
         group="supervision",
     )
+    monitoring: bool = option(
+        False,
+        help="Also run a real Prometheus (Debian's prometheus package, or $FRAMECAST_PROMETHEUS) "
+        "scraping every gateway and producer, with deploy/prometheus/alerts.yml when present.",
+        env="FRAMECAST_UP_MONITORING",
+        group="monitoring",
+    )
+    monitoring_port: int = option(
+        0,
+        help="Port Prometheus listens on, on 127.0.0.1 (0 picks a free one).",
+        env="FRAMECAST_UP_MONITORING_PORT",
+        check=settings.port_number,
+        group="monitoring",
+    )
+    monitoring_interval: float = option(
+        5.0,
+        help="Seconds between Prometheus scrapes and rule evaluations.",
+        env="FRAMECAST_UP_MONITORING_INTERVAL",
+        check=settings.positive,
+        group="monitoring",
+    )
 
 
 class Stack:
@@ -146,6 +167,8 @@ class Stack:
         self.port = config.port or free_port(config.host)
         self.redis_url = config.redis_url or ""
         self._open_files = 1024
+        self.prometheus: monitoring.PrometheusPlan | None = None
+        """Prometheus's plan (its ``url``) with ``--monitoring``, once started."""
 
     # Public API ------------------------------------------------------------
 
@@ -196,9 +219,10 @@ class Stack:
             )
         if self.redis_url:
             self._check_redis()
+        prometheus_binary = monitoring.prometheus_binary() if self.config.monitoring else None
         self._open_files = raise_open_files_limit()
         try:
-            self._start_all()
+            self._start_all(prometheus_binary)
         except BaseException:
             self.stop()
             raise
@@ -241,7 +265,7 @@ class Stack:
         finally:
             client.close()
 
-    def _start_all(self) -> None:
+    def _start_all(self, prometheus_binary: str | None = None) -> None:
         python = sys.executable
         level = self.config.log_level
         children = self._children
@@ -279,8 +303,13 @@ class Stack:
             children.launch(gateway)
         for gateway in self.gateways:
             self._wait_healthy(gateway)
+        producer_ports: list[int] = []  # metrics ports, one per producer, when Prometheus scrapes them
         if self.config.producer:
             for name, argv in _producer_commands(self.config):
+                port = free_port() if prometheus_binary else 0
+                if port:
+                    producer_ports.append(port)
+                    argv = [*argv, "--metrics-port", str(port)]
                 children.launch(children.add(name, argv))
         conf = self.workdir / "nginx.conf"
         conf.write_text(
@@ -298,6 +327,16 @@ class Stack:
         )
         children.launch(nginx)
         children.wait_listening(nginx)
+        if prometheus_binary:
+            self.prometheus = monitoring.plan(
+                binary=prometheus_binary,
+                workdir=self.workdir,
+                port=self.config.monitoring_port or free_port(),
+                gateways=[f"127.0.0.1:{g.port}" for g in self.gateways],
+                producers=[f"127.0.0.1:{port}" for port in producer_ports],
+                scrape_interval=f"{self.config.monitoring_interval:g}s",
+            )
+            monitoring.launch(children, self.prometheus)
         if self.config.producer:
             # Every camera's first heartbeat: one that cannot open its file or load its detector
             # fails `up` here, naming it, rather than in a log line later.
@@ -453,7 +492,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
             "Fatal at start (one line, exit 1): the port is in use, REDIS_URL does not answer, a source\n"
             "file or device that cannot be opened, an unknown detector (the producer's own message\n"
             "follows). Retried, not fatal: a network camera that is down (the stream shows offline),\n"
-            "a child that dies later (restarted with backoff). Bad flags exit 2; Ctrl-C exits 0.\n\n"
+            "a child that dies later (restarted with backoff). Bad flags exit 2, and so does\n"
+            "--monitoring without Prometheus (install Debian's prometheus package or set\n"
+            "FRAMECAST_PROMETHEUS); Ctrl-C exits 0.\n\n"
             + cameras.EXAMPLE
         ),
     )
@@ -475,6 +516,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.start()
+    except monitoring.MonitoringError as exc:  # missing prometheus: a setup problem, like a bad flag
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
     except (UpError, EmbeddedError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
@@ -484,6 +528,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
         f"{config.gateways} gateways; Redis {redact_url(stack.redis_url)}). Ctrl-C stops.",
         flush=True,
     )
+    if stack.prometheus is not None:
+        print(f"framecast up: Prometheus at {stack.prometheus.url}", flush=True)
     while not stop.wait(0.5):
         if stack.failure and not config.restart:
             break

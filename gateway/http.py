@@ -13,6 +13,12 @@ needs one port and no second web framework:
   the gateway requires tokens, so does this list, and it shows only the
   streams the token allows.
 * anything else: a file of the static directory (``/`` is ``index.html``).
+
+Every answer carries CORS headers for the ``--origins`` allowlist, so a page on
+another origin can import ``/client.js`` and read these endpoints: the
+request's ``Origin`` is echoed when it is allowed (``*`` when the list is
+empty, i.e. open), and a disallowed origin gets none. ``OPTIONS`` answers the
+preflight with 204.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ _TYPES = {
     ".wasm": "application/wasm",
 }
 _SCAN_LIMIT = 10_000  # keys looked at per /streams refresh, at most
+_METHODS = "GET, HEAD, OPTIONS"
+_PREFLIGHT_MAX_AGE = "600"  # seconds a browser may reuse a preflight answer
 
 
 def _response(status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> Response:
@@ -100,6 +108,7 @@ class HttpRoutes:
         allowed: Returns which streams a request's credentials allow (None: all)
             or raises :class:`gateway.auth.AuthError`; None when auth is off.
         streams_ttl: Seconds a ``/streams`` answer is reused.
+        origins: Browser origins given CORS headers (``--origins``); empty: any (``*``).
     """
 
     def __init__(
@@ -113,7 +122,9 @@ class HttpRoutes:
         store: Store,
         allowed: Callable[[Request], Callable[[str], bool]] | None = None,
         streams_ttl: float = 1.0,
+        origins: tuple[str, ...] = (),
     ) -> None:
+        self._origins = frozenset(origins)
         self._id = gateway_id
         self._static = Path(static_dir).resolve()
         self._not_ready = not_ready
@@ -127,13 +138,36 @@ class HttpRoutes:
         self._files: dict[Path, tuple[float, bytes]] = {}
 
     async def respond(self, request: Request) -> Response:
-        """Answer a non-WebSocket request (GET, or HEAD: the same headers, no body)."""
+        """Answer a non-WebSocket request (GET; HEAD: the same headers, no body; OPTIONS: preflight)."""
+        cors = self.cors_headers(request.headers.get("Origin"))
+        if request.method == "OPTIONS":
+            if "Access-Control-Allow-Origin" in cors:
+                cors["Access-Control-Allow-Methods"] = _METHODS
+                cors["Access-Control-Allow-Headers"] = "Authorization"
+                cors["Access-Control-Max-Age"] = _PREFLIGHT_MAX_AGE
+            preflight = _response(204, b"", "text/plain; charset=utf-8", {"Allow": _METHODS, **cors})
+            del preflight.headers["Content-Length"]  # RFC 9110: never on a 204
+            del preflight.headers["Content-Type"]
+            return preflight
         if request.method not in ("GET", "HEAD"):
-            return text_response(405, f"method {request.method} not allowed", {"Allow": "GET, HEAD"})
-        response = await self._route(request)
+            response = text_response(405, f"method {request.method} not allowed", {"Allow": _METHODS})
+        else:
+            response = await self._route(request)
+        for key, value in cors.items():
+            response.headers[key] = value
         if request.method == "HEAD":
             response.body = b""
         return response
+
+    def cors_headers(self, origin: str | None) -> dict[str, str]:
+        """The CORS headers for a request from ``origin`` (none for a disallowed one)."""
+        if not self._origins:
+            return {"Access-Control-Allow-Origin": "*"}
+        # The answer depends on Origin: caches between here and browsers must key on it.
+        headers = {"Vary": "Origin"}
+        if origin is not None and origin in self._origins:
+            headers["Access-Control-Allow-Origin"] = origin
+        return headers
 
     async def _route(self, request: Request) -> Response:
         path = urllib.parse.urlsplit(request.path).path

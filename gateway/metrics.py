@@ -2,7 +2,13 @@
 
 Hot-path counters are plain integers in :class:`gateway.fanout.FanoutStats`,
 read only when ``/metrics`` is scraped; histograms are observed once per
-message, never per client.
+message or once per write batch (a slice of clients, a flushed lagging client),
+never per client.
+
+Two capture-age figures: ``framecast_gateway_write_latency_seconds`` is taken
+where the bytes are written to client sockets (so a lagging client's late
+flush shows), ``framecast_gateway_capture_to_fanout_seconds`` when a message
+enters the fan-out (how late it reached this gateway; blind to slow clients).
 """
 
 from __future__ import annotations
@@ -143,9 +149,17 @@ class GatewayMetrics:
             buckets=_FANOUT_BUCKETS,
             registry=self.registry,
         )
-        self.latency = Histogram(
-            "framecast_gateway_capture_to_send_seconds",
-            "From a result's captured_at to its write to client sockets (clock offsets included).",
+        self.entry_latency = Histogram(
+            "framecast_gateway_capture_to_fanout_seconds",
+            "From a message's captured_at to its arrival at the fan-out (clock offsets included).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.write_latency = Histogram(
+            "framecast_gateway_write_latency_seconds",
+            "From a message's captured_at to its write to client sockets, once per write batch "
+            "(a slice of clients, or one flushed lagging client), by kind (clock offsets included).",
+            ["kind"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -174,14 +188,26 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self._lags: list[tuple[float, float]] = []
+        self._write_kinds: dict[str, Histogram] = {}
         self.registry.register(_Live(self))
+        # Set here, not by the caller: the write-time figure must never be silently unwired.
+        fanout.on_write = self.on_write
 
     def on_message(self, kind: str, seconds: float, age: float | None, sent: int) -> None:
         """The fan-out's per-message hook."""
         if sent:
             self.fanout_seconds.observe(seconds)
             if age is not None:
-                self.latency.observe(max(age, 0.0))
+                self.entry_latency.observe(max(age, 0.0))
+
+    def on_write(self, kind: str, age: float, written: int) -> None:
+        """The fan-out's write-time hook: ``age`` seconds since capture, ``written`` clients."""
+        if written <= 0:
+            return
+        child = self._write_kinds.get(kind)
+        if child is None:  # labels() is a locked lookup; the hot path keeps its own dict
+            child = self._write_kinds[kind] = self.write_latency.labels(kind)
+        child.observe(max(age, 0.0))
 
     def loop_lag_max(self) -> float:
         """Worst loop lag sampled in the last 10 s."""

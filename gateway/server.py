@@ -109,6 +109,7 @@ class Gateway:
             },
             store=self.store,
             allowed=self._allowed if self.auth.enabled else None,
+            origins=config.origins,
         )
         self._open: set[ServerConnection] = set()
         self._handshakes: weakref.WeakKeyDictionary[ServerConnection, Handshake] = weakref.WeakKeyDictionary()

@@ -107,6 +107,7 @@ class Producer:
             status_ttl=max(3.0, 3 * config.heartbeat_interval),
             where=f"Redis at {logs.redact_url(config.redis_url)}",
             on_link=lambda up: self.metrics.redis_connected.set(1 if up else 0),
+            on_publish=self.metrics.capture_to_publish.observe,
             sharded=config.sharded or config.cluster,
         )
         self.workers = Workers(config, predictor=predictor)
@@ -399,6 +400,8 @@ class Producer:
         m.advance(m.publish_errors, self.publisher.errors)
         m.capture_fps.set(self.capture_fps)
         m.process_fps.set(self.process_fps)
+        # Uncapped, the source's own rate is the aim; the grabber measures it as delivered.
+        m.target_fps.set(self.config.max_fps or self.capture_fps)
 
     async def _watch_demand(self) -> None:
         while True:

@@ -36,6 +36,17 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        self.capture_to_publish = Histogram(
+            p + "capture_to_publish_seconds",
+            "From a frame's capture to its result's write to Redis (parked results included).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r,
+        )
+        self.target_fps = Gauge(
+            p + "target_fps",
+            "The rate aimed at: --max-fps, or the measured capture rate when uncapped.",
+            registry=r,
+        )
         self.predict_errors = Counter(
             p + "predict_errors", "Frames on which the predictor raised.", registry=r
         )

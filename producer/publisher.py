@@ -69,6 +69,7 @@ class Publisher:
         on_link: Called with True/False when the link comes up or goes down.
         sharded: Sharded pub/sub: SPUBLISH instead of PUBLISH and PUBSUB SHARDNUMSUB instead
             of PUBSUB NUMSUB (the gateways must SSUBSCRIBE, ``--sharded``).
+        on_publish: Called with the seconds from capture to the write, once per result written.
     """
 
     def __init__(
@@ -84,7 +85,9 @@ class Publisher:
         backoff_cap: float = 5.0,
         on_link: Callable[[bool], None] | None = None,
         sharded: bool = False,
+        on_publish: Callable[[float], None] | None = None,
     ) -> None:
+        self._on_publish = on_publish
         self._redis = redis
         self._sharded = sharded
         self.stream = wire.check_stream_name(stream)
@@ -194,7 +197,7 @@ class Publisher:
                 # was lost with its connection: the result is in history and on the channel.
                 self._attempted = None
                 self.seq = seq
-                self.published += 1
+                self._count(draft)
                 return result
             self._attempted = None
             # Someone wrote newer ids into our history (a second producer on this stream?):
@@ -211,8 +214,13 @@ class Publisher:
             return await self._write(draft)
         self._attempted = None
         self.seq = seq
-        self.published += 1
+        self._count(draft)
         return result
+
+    def _count(self, draft: Draft) -> None:
+        self.published += 1
+        if self._on_publish is not None:
+            self._on_publish(max(time.time() - draft.captured_at, 0.0))
 
     async def _epoch_start(self) -> int:
         """max(now, newest history id's ms + 1): ids keep increasing across producer restarts."""
@@ -242,7 +250,7 @@ class Publisher:
         self._attempted = None
         if landed:
             self.seq = seq
-            self.published += 1
+            self._count(draft)
             if self.parked is draft:
                 self.parked = None
 

@@ -2,7 +2,7 @@
 
 Documented answers (docs/protocol.md "Connecting", docs/guarantees.md "Health"): 400 bad stream
 name / ``since`` / ``previews``, 404 unknown path or a file outside the static directory, 405 a
-method other than GET/HEAD, 426 a plain GET on ``/ws``. Malformed or oversized requests have no
+method other than GET/HEAD/OPTIONS, 426 a plain GET on ``/ws``. Malformed or oversized requests have no
 documented status: they must get a 4xx or a closed connection, never a 5xx (505 for an HTTP
 version excepted) nor an upgrade. Every
 test then checks the witness client kept receiving in order.

@@ -1,71 +1,36 @@
-"""A real Prometheus (Debian's) scraping a real gateway and producer, with deploy/prometheus/alerts.yml
-loaded: every dashboard panel query is evaluated through the HTTP API and must return data, so a
-renamed metric or a broken join fails here.
-
-Queries reading a metric of :data:`tests.support.monitoring.NEW_METRICS` (announced, not exposed
-yet) are evaluated too and must be valid; they are required to return data once the metric lands
-and leaves that list.
+"""A real ``framecast up --monitoring``: its own Prometheus (Debian's) scraping every gateway and the
+producer of the stack, with the configuration ``framecast.monitoring`` generates and
+deploy/prometheus/alerts.yml loaded. Every dashboard panel query is evaluated through the HTTP API
+and must return data, so a renamed metric or a broken join fails here, not on the dashboard.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.up import Stack, running
 from tests.support import monitoring
-from tests.support.gateway import GatewayProc, running_gateway
+from tests.support.gateway import gateway_env
 from tests.support.procs import child_env
-from tests.support.producer import running_producer
-from tests.support.valkey import RedisServer
 from tests.support.wait import wait_until
 
 STREAM = "monitored"
-
-
-def _prometheus_binary() -> str:
-    found = os.environ.get("FRAMECAST_PROMETHEUS") or shutil.which("prometheus")
-    if not found or not Path(found).is_file():
-        pytest.fail(
-            "prometheus not found: install Debian's prometheus package (apt-get install -y prometheus) "
-            "or set FRAMECAST_PROMETHEUS to the binary",
-            pytrace=False,
-        )
-    return found
-
-
-def _config(*, gateway: str, producer: str) -> str:
-    # The jobs deploy/prometheus/prometheus.yml defines, with static targets for local processes.
-    alerts = monitoring.ROOT / "deploy" / "prometheus" / "alerts.yml"
-    return json.dumps(
-        {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(alerts)],
-            "scrape_configs": [
-                {"job_name": "framecast-gateway", "static_configs": [{"targets": [gateway]}]},
-                {"job_name": "framecast-producer", "static_configs": [{"targets": [producer]}]},
-            ],
-        }
-    )  # JSON is YAML: no YAML library needed
+GATEWAYS = 2
 
 
 class _Prometheus:
-    def __init__(self, url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    def __init__(self, url: str, stack: Stack) -> None:
         self.url = url
-        self.process = process
-        self.log = log
+        self.stack = stack
 
     def api(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
@@ -80,8 +45,9 @@ class _Prometheus:
         return data["result"]  # type: ignore[no-any-return]
 
     def ready(self) -> bool:
-        if self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{self.log.read_text(errors='replace')[-3000:]}")
+        child = self.stack.children["prometheus"]
+        if not child.running:
+            raise AssertionError(f"prometheus exited:\n{child.tail(40)}")
         try:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as response:
                 return response.status == 200
@@ -89,26 +55,28 @@ class _Prometheus:
             return False
 
 
-@pytest.fixture
-def producer_metrics(redis_server: RedisServer) -> Iterator[str]:
-    port = free_port()
-    args = ["--stream", STREAM, "--source", "synthetic", "--max-fps", "10", "--no-demand"]
-    args += ["--metrics-port", str(port)]
-    with running_producer(redis_server.url, args, env=child_env()):
-        yield f"127.0.0.1:{port}"
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    # Without Debian's prometheus package this fails with the one line saying how to install it.
+    with running(
+        gateways=GATEWAYS, stream=STREAM, monitoring=True, monitoring_interval=1.0, env=gateway_env()
+    ) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack: Stack) -> _Prometheus:
+    assert stack.prometheus is not None, "--monitoring started no Prometheus"
+    server = _Prometheus(stack.prometheus.url, stack)
+    wait_until(server.ready, timeout=30, what="prometheus ready")
+    return server
 
 
 @pytest.fixture
-def gateway(redis_server: RedisServer) -> Iterator[GatewayProc]:
-    with running_gateway(redis_url=redis_server.url, wait="ready") as gw:
-        yield gw
-
-
-@pytest.fixture
-def viewer(gateway: GatewayProc) -> Iterator[subprocess.Popen[bytes]]:
-    """A real client on the stream, so connections, deliveries and write latency have data."""
+def viewer(stack: Stack) -> Iterator[subprocess.Popen[bytes]]:
+    """A real client on the stream through nginx, so connections, deliveries and write latency have data."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "framecast.cli", "watch", gateway.url, "--stream", STREAM, "--retries", "0"],
+        [sys.executable, "-m", "framecast.cli", "watch", stack.url, "--stream", STREAM, "--retries", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, env=child_env(),
     )  # fmt: skip
     try:
@@ -122,63 +90,51 @@ def viewer(gateway: GatewayProc) -> Iterator[subprocess.Popen[bytes]]:
             process.wait(timeout=5)
 
 
-@pytest.fixture
-def prometheus(gateway: GatewayProc, producer_metrics: str) -> Iterator[_Prometheus]:
-    binary = _prometheus_binary()
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="framecast-prometheus-") as tmp:
-        config = Path(tmp) / "prometheus.yml"
-        config.write_text(_config(gateway=f"127.0.0.1:{gateway.port}", producer=producer_metrics))
-        log = Path(tmp) / "prometheus.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [
-                    binary, f"--config.file={config}", f"--storage.tsdb.path={tmp}/data",
-                    f"--web.listen-address=127.0.0.1:{port}", "--web.enable-lifecycle",
-                ],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-        server = _Prometheus(f"http://127.0.0.1:{port}", process, log)
-        try:
-            wait_until(server.ready, timeout=30, what="prometheus ready")
-            yield server
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+def test_the_generated_config_scrapes_every_gateway_and_the_producer(prometheus: _Prometheus) -> None:
+    def targets() -> dict[str, list[str]]:
+        active = prometheus.api("targets")["activeTargets"]
+        found: dict[str, list[str]] = {}
+        for target in active:
+            if target["health"] == "up":
+                found.setdefault(target["labels"]["job"], []).append(target["labels"]["instance"])
+        return found
+
+    found = wait_until(
+        lambda: (t := targets()) and len(t.get("framecast-gateway", [])) == GATEWAYS and t,
+        timeout=30,
+        what="every gateway and the producer up",
+    )
+    stack = prometheus.stack
+    assert sorted(found["framecast-gateway"]) == sorted(f"127.0.0.1:{g.port}" for g in stack.gateways)
+    assert len(found["framecast-producer"]) == 1
+    assert set(found) == {"framecast-gateway", "framecast-producer"}
 
 
 def test_every_dashboard_panel_returns_data_from_a_real_prometheus(
     prometheus: _Prometheus, viewer: subprocess.Popen[bytes]
 ) -> None:
-    # Both targets up, and enough scrapes for every rate() window to hold two samples.
+    assert not monitoring.NEW_METRICS, "every metric the dashboard reads exists: none is exempt"
+    # Every target up, and enough scrapes for every rate() window to hold two samples.
     wait_until(
-        lambda: len(prometheus.query("count_over_time(up[1m]) >= 5 and up == 1")) == 2,
+        lambda: len(prometheus.query("count_over_time(up[1m]) >= 5 and up == 1")) == GATEWAYS + 1,
         timeout=60,
-        what="five good scrapes of the gateway and the producer",
+        what="five good scrapes of every gateway and the producer",
     )
     wait_until(
-        lambda: prometheus.query("framecast_gateway_connections >= 1"),
+        lambda: prometheus.query("sum(framecast_gateway_connections) >= 1"),
         timeout=30,
         what="the viewer connected",
     )
     queries = monitoring.panel_queries()
-    pending = [q for q in queries if monitoring.metric_names(q.expr) & set(_new_series())]
-    required = [q for q in queries if q not in pending]
-    assert len(required) >= 10, [q.panel for q in required]
+    assert len(queries) >= 10, [q.panel for q in queries]
 
     def empty() -> list[str]:
-        return [f"{q.panel} ({q.ref_id}): {q.expr}" for q in required if not prometheus.query(q.expr)]
+        return [f"{q.panel} ({q.ref_id}): {q.expr}" for q in queries if not prometheus.query(q.expr)]
 
     try:
         wait_until(lambda: not empty(), timeout=30, what="data for every panel query")
     except AssertionError:
         raise AssertionError("panel queries without data:\n" + "\n".join(empty())) from None
-    for query in pending:
-        prometheus.query(query.expr)  # valid, evaluated; data comes when the metric lands
 
 
 def test_alert_rules_load_and_evaluate_in_a_real_prometheus(prometheus: _Prometheus) -> None:
@@ -190,10 +146,3 @@ def test_alert_rules_load_and_evaluate_in_a_real_prometheus(prometheus: _Prometh
     rules = wait_until(loaded, timeout=30, what="every alert rule evaluated once")
     assert {r["name"] for r in rules} == set(monitoring.alert_expressions())
     assert all(r["health"] == "ok" for r in rules), [(r["name"], r.get("lastError")) for r in rules]
-
-
-def _new_series() -> Iterator[str]:
-    kinds = {"histogram": ("_bucket", "_sum", "_count"), "gauge": ("",), "counter": ("_total",)}
-    for name, kind in monitoring.NEW_METRICS.items():
-        for suffix in kinds[kind]:
-            yield name + suffix
