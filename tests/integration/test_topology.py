@@ -5,11 +5,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -22,6 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from framecast import wire
 from framecast.embedded import free_port
 from framecast.up import Stack, running
+from tests.support.procs import OutputLines
 from tests.support.wait import wait_until
 
 CLIENTS = 60
@@ -120,29 +119,6 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
-class _Output:
-    """A child's output lines, read by a thread so that no wait can block past its deadline."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        assert process.stdout is not None
-        stdout = process.stdout
-        threading.Thread(target=lambda: [self.lines.put(line) for line in stdout], daemon=True).start()
-
-    def wait_for(self, needle: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if needle in line:
-                return line
-        raise AssertionError(f"no line with {needle!r} within {timeout:.0f} s:\n{''.join(self.seen)}")
-
-
 def _cmdline(pid: int) -> str:
     return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
 
@@ -156,7 +132,7 @@ def test_framecast_up_cli_serves_reports_a_dead_child_and_stops_cleanly(child_en
         env=child_env,
         text=True,
     )
-    output = _Output(process)
+    output = OutputLines(process)
     try:
         ready = output.wait_for("viewer at", 60)
         assert f"http://127.0.0.1:{port}/" in ready
@@ -203,7 +179,7 @@ def test_stopping_up_closes_clients_with_1001_and_up_restarts_on_its_port(
         env=child_env,
         text=True,
     )
-    output = _Output(process)
+    output = OutputLines(process)
     try:
         output.wait_for("viewer at", 60)
 
@@ -227,7 +203,7 @@ def test_stopping_up_closes_clients_with_1001_and_up_restarts_on_its_port(
             env=child_env,
             text=True,
         )
-        _Output(process).wait_for("viewer at", 60)
+        OutputLines(process).wait_for("viewer at", 60)
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
         assert process.returncode == 0

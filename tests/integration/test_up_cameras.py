@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ from framecast import wire
 from framecast.cameras import Camera
 from framecast.embedded import free_port
 from framecast.up import running
+from tests.support.procs import OutputLines
 from tests.support.producer import kill, start_mjpeg
 from tests.support.wait import wait_until
 
@@ -40,29 +39,6 @@ source = "synthetic"
 detector = "qr"
 max-fps = 5
 """
-
-
-class _Output:
-    """The CLI's output lines, read by a thread so that no wait can block past its deadline."""
-
-    def __init__(self, process: subprocess.Popen[str]) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        assert process.stdout is not None
-        stdout = process.stdout
-        threading.Thread(target=lambda: [self.lines.put(line) for line in stdout], daemon=True).start()
-
-    def wait_for(self, needle: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=remaining)
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if needle in line:
-                return line
-        raise AssertionError(f"no line with {needle!r} within {timeout:.0f} s:\n{''.join(self.seen)}")
 
 
 async def _until(
@@ -134,7 +110,7 @@ def test_three_cameras_each_reach_their_own_clients_and_one_failing_leaves_the_o
         env=child_env,
         text=True,
     )
-    output = _Output(process)
+    output = OutputLines(process)
     base = f"http://127.0.0.1:{port}/"
     try:
         ready = output.wait_for("viewer at", 90)
