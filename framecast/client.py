@@ -116,10 +116,11 @@ class Cursor:
         self._results: dict[str, Position] = {s: Position(*p) for s, p in (since or {}).items()}
         self._previews: dict[str, Position] = {}
         self._retired: dict[str, list[str]] = {}
-        self._before_reset: dict[str, str] = {}
         self._remember = remember_epochs
         self.duplicates = 0
         """Messages dropped because they were already delivered (or older)."""
+        self.resets: dict[str, int] = {}
+        """Resets received per stream: replays the gateway could not serve contiguously."""
 
     @property
     def positions(self) -> dict[str, Position]:
@@ -146,10 +147,8 @@ class Cursor:
         if last is not None and last.epoch == message.epoch and message.seq <= last.seq:
             self.duplicates += 1
             return False
-        if isinstance(message, wire.Result):
-            previous = last.epoch if last is not None else self._before_reset.pop(stream, None)
-            if previous is not None and previous != message.epoch:
-                self._retire(stream, previous)
+        if isinstance(message, wire.Result) and last is not None and last.epoch != message.epoch:
+            self._retire(stream, last.epoch)
         table[stream] = Position(message.epoch, message.seq)
         return True
 
@@ -158,12 +157,15 @@ class Cursor:
         self._results.setdefault(stream, Position(*position))
 
     def reset(self, stream: str) -> None:
-        """Forget where ``stream`` was (after a :class:`~framecast.wire.Reset`): the next result is new."""
-        last = self._results.pop(stream, None)
-        self._previews.pop(stream, None)
-        if last is not None:
-            # Remembered so that, if the next result starts a new epoch, the old one is retired.
-            self._before_reset[stream] = last.epoch
+        """Note a :class:`~framecast.wire.Reset` on ``stream``: the replay could not be served.
+
+        The position is kept. A reset says what follows is not contiguous with it, not that
+        what was delivered is undelivered: ``(epoch, seq)`` names one result for good, so a
+        result already delivered is still dropped (the latest that follows a reset may be one
+        the client got live while its resubscription was in flight), and a new epoch still
+        retires the old one (:meth:`accept`).
+        """
+        self.resets[stream] = self.resets.get(stream, 0) + 1
 
     def _retire(self, stream: str, epoch: str) -> None:
         retired = self._retired.setdefault(stream, [])
@@ -298,6 +300,8 @@ class Subscription:
             **(connect_options or {}),
         }
         self._refused: dict[str, str] = {}
+        # Subscribe ops sent per stream and not yet answered (`subscribed` or `error`).
+        self._unanswered: dict[str, int] = {}
         self._ws: ClientConnection | None = None
         self._raw: str | bytes = b""
         self._iterator = self._run()
@@ -381,6 +385,7 @@ class Subscription:
     # ---------------------------------------------------------------- internals
 
     def _subscribe_op(self, stream: str) -> str:
+        self._unanswered[stream] = self._unanswered.get(stream, 0) + 1
         position = self.cursor.position(stream)
         op = wire.Subscribe(
             stream=stream,
@@ -453,6 +458,7 @@ class Subscription:
 
     async def _session(self, ws: ClientConnection) -> AsyncIterator[Message]:
         self.connected = True
+        self._unanswered.clear()
         for stream in self._streams:
             await ws.send(self._subscribe_op(stream))
         async for raw in ws:
@@ -485,7 +491,19 @@ class Subscription:
         if isinstance(message, wire.Result | wire.Preview):
             if message.stream not in self._streams:
                 return False
+            if self._unanswered.get(message.stream):
+                # Sent before the gateway took the (re)subscription: the replay that follows
+                # `subscribed` holds it again, in order. Taken now, it would move the position
+                # past the hole the replay is about to fill, and the replay would be dropped.
+                return False
             return self.cursor.accept(message)
+        if isinstance(message, wire.Subscribed | wire.Error) and message.stream:
+            # The gateway answers each subscribe with one `subscribed` or one `error` naming it.
+            left = self._unanswered.get(message.stream, 0) - 1
+            if left > 0:
+                self._unanswered[message.stream] = left
+            else:
+                self._unanswered.pop(message.stream, None)
         if isinstance(message, wire.Hello):
             self.gateway = message.gateway
         elif isinstance(message, wire.Reset):

@@ -365,7 +365,7 @@ function show(stream) {
   resetView();
   if (previous) subscription.remove(previous);
   // Coming back to a stream seen earlier: start from its latest result, not a long replay.
-  subscription.cursor.reset(stream);
+  subscription.cursor.forget(stream);
   subscription.add(stream);
 }
 

@@ -60,12 +60,28 @@ def test_cursor_since_marks_earlier_results_as_seen() -> None:
     assert cursor.accept(_result(11))
 
 
-def test_cursor_reset_accepts_the_next_result_whatever_its_seq() -> None:
+def test_cursor_after_reset_still_drops_what_was_delivered() -> None:
+    # The 500-client fault run's duplicates: a resubscription with an old-epoch `since` was in
+    # flight while the new epoch's first results arrived live; the gateway answered `reset
+    # epoch-changed` and the latest result, which this client already had.
+    cursor = Cursor()
+    assert cursor.accept(_result(41, epoch="old"))
+    assert cursor.accept(_result(1, epoch="new"))
+    assert cursor.accept(_result(2, epoch="new"))
+    cursor.reset("cam")
+    assert cursor.position("cam") == Position("new", 2)
+    assert not cursor.accept(_result(2, epoch="new"))
+    assert not cursor.accept(_result(1, epoch="new"))
+    assert cursor.accept(_result(3, epoch="new"))
+    assert (cursor.duplicates, cursor.resets) == (2, {"cam": 1})
+
+
+def test_cursor_after_reset_accepts_the_latest_ahead_of_its_position() -> None:
     cursor = Cursor()
     assert cursor.accept(_result(50))
-    cursor.reset("cam")
-    assert cursor.position("cam") is None
-    assert cursor.accept(_result(3))
+    cursor.reset("cam")  # history-expired: the latest is far ahead, in the same epoch
+    assert cursor.accept(_result(900))
+    assert cursor.position("cam") == Position("e1", 900)
 
 
 def test_cursor_previews_are_deduplicated_apart_from_results() -> None:

@@ -136,16 +136,18 @@ async def test_gap_triggers_a_resubscription_from_the_last_result() -> None:
     async def handler(ws: ServerConnection, _: int) -> None:
         await ws.send(_text(wire.Hello(gateway="gw")))
         await script.recv_op(ws)
+        await ws.send(_text(wire.Subscribed(stream="cam")))
         await ws.send(_result(7))
         await ws.send(_text(wire.Gap(stream="cam")))
         await script.recv_op(ws)
+        await ws.send(_text(wire.Subscribed(stream="cam")))
         await ws.send(_result(8))
         await ws.wait_closed()
 
     script = Script(handler)
     async with script.running() as url, client.subscribe(url, ["cam"], delays=_fast) as sub:
         got = await _collect(sub, until=lambda g: _results(g)[-1:] == [("e1", 8)])
-    assert [type(m).__name__ for m in got] == ["Hello", "Result", "Gap", "Result"]
+    assert [type(m).__name__ for m in got] == ["Hello", "Subscribed", "Result", "Gap", "Subscribed", "Result"]
     assert script.ops[0][1] == {
         "op": "subscribe",
         "stream": "cam",
@@ -155,19 +157,73 @@ async def test_gap_triggers_a_resubscription_from_the_last_result() -> None:
     }
 
 
-async def test_reset_forgets_the_position_so_a_lower_seq_of_a_new_epoch_is_delivered() -> None:
+async def test_live_results_ahead_of_a_resubscription_do_not_skip_the_replay() -> None:
+    # What the 500-client fault run lost: after a `gap`, results the gateway sent live before it
+    # took the resubscription moved the position past the hole, and the replay that filled it
+    # was then dropped as old. A gateway sends `subscribed` first, then the replay.
+    script: Script
+
     async def handler(ws: ServerConnection, _: int) -> None:
         await ws.send(_text(wire.Hello(gateway="gw")))
+        await script.recv_op(ws)
+        await ws.send(_text(wire.Subscribed(stream="cam")))
+        await ws.send(_result(3))
+        await ws.send(_text(wire.Gap(stream="cam", reason="stale")))  # 4 and 5 were dropped
+        await ws.send(_result(6))  # live, already on the wire when the resubscription is read
+        await ws.send(_result(7))
+        assert (await script.recv_op(ws))["since"] == 3
+        await ws.send(_text(wire.Subscribed(stream="cam")))
+        for seq in (4, 5, 6, 7):  # the replay after since=3
+            await ws.send(_result(seq))
+        await ws.send(_result(8))  # live again
+        await ws.wait_closed()
+
+    script = Script(handler)
+    async with script.running() as url, client.subscribe(url, ["cam"], delays=_fast) as sub:
+        got = await _collect(sub, until=lambda g: _results(g)[-1:] == [("e1", 8)])
+    assert _results(got) == [("e1", s) for s in (3, 4, 5, 6, 7, 8)]
+    assert sub.cursor.duplicates == 0
+
+
+async def test_an_error_answering_a_subscribe_ends_the_wait_for_its_replay() -> None:
+    script: Script
+
+    async def handler(ws: ServerConnection, _: int) -> None:
+        await ws.send(_text(wire.Hello(gateway="gw")))
+        await script.recv_op(ws)
+        await ws.send(_text(wire.Error(code="bad-message", message="refused once", stream="cam")))
+        await ws.send(_result(1))
+        await ws.wait_closed()
+
+    script = Script(handler)
+    async with script.running() as url, client.subscribe(url, ["cam"], delays=_fast) as sub:
+        got = await _collect(sub, until=lambda g: _results(g)[-1:] == [("e1", 1)])
+    assert [type(m).__name__ for m in got] == ["Hello", "Error", "Result"]
+
+
+async def test_reset_keeps_the_position_and_a_new_epoch_is_delivered() -> None:
+    script: Script
+
+    async def handler(ws: ServerConnection, _: int) -> None:
+        await ws.send(_text(wire.Hello(gateway="gw")))
+        await script.recv_op(ws)
+        await ws.send(_text(wire.Subscribed(stream="cam")))
         await ws.send(_result(9, epoch="e1"))
-        await ws.send(_text(wire.Reset(stream="cam", reason="epoch-changed")))
-        await ws.send(_result(1, epoch="e2"))
+        await ws.send(_result(1, epoch="e2"))  # the restarted producer's first result, live
+        await ws.send(_text(wire.Gap(stream="cam")))
+        assert (await script.recv_op(ws))["epoch"] == "e2"
+        await ws.send(_text(wire.Subscribed(stream="cam")))
+        await ws.send(_text(wire.Reset(stream="cam", reason="history-expired")))
+        await ws.send(_result(1, epoch="e2"))  # the latest, which this client already has
         await ws.send(_result(9, epoch="e1"))  # a straggler of the replaced epoch
         await ws.send(_result(2, epoch="e2"))
         await ws.wait_closed()
 
-    async with Script(handler).running() as url, client.subscribe(url, ["cam"], delays=_fast) as sub:
+    script = Script(handler)
+    async with script.running() as url, client.subscribe(url, ["cam"], delays=_fast) as sub:
         got = await _collect(sub, until=lambda g: _results(g)[-1:] == [("e2", 2)])
     assert _results(got) == [("e1", 9), ("e2", 1), ("e2", 2)]
+    assert sub.cursor.resets == {"cam": 1}
 
 
 async def test_previews_are_decoded_and_bad_or_unknown_messages_are_skipped() -> None:
@@ -177,6 +233,7 @@ async def test_previews_are_decoded_and_bad_or_unknown_messages_are_skipped() ->
 
     async def handler(ws: ServerConnection, _: int) -> None:
         await ws.send(_text(wire.Hello(gateway="gw")))
+        await ws.send(_text(wire.Subscribed(stream="cam", previews=True)))
         await ws.send('{"type":"from-the-future","v":1}')
         await ws.send("not json")
         await ws.send(b"garbage")
@@ -190,8 +247,8 @@ async def test_previews_are_decoded_and_bad_or_unknown_messages_are_skipped() ->
         client.subscribe(url, ["cam"], previews=True, delays=_fast) as sub,
     ):
         got = await _collect(sub, until=lambda g: bool(_results(g)))
-    assert [type(m).__name__ for m in got] == ["Hello", "Preview", "Result"]
-    assert got[1] == preview
+    assert [type(m).__name__ for m in got] == ["Hello", "Subscribed", "Preview", "Result"]
+    assert got[2] == preview
     assert sub.raw == _result(1)
 
 
@@ -225,6 +282,7 @@ async def test_other_4xx_at_the_handshake_is_a_client_error() -> None:
 async def test_every_stream_refused_is_a_client_error_naming_them() -> None:
     async def handler(ws: ServerConnection, _: int) -> None:
         await ws.send(_text(wire.Hello(gateway="gw")))
+        await ws.send(_text(wire.Subscribed(stream="a")))
         await ws.send(_text(wire.Error(code="forbidden", message="token does not allow b", stream="b")))
         await ws.send(_result(1, stream="a"))
         await ws.send(_text(wire.Error(code="bad-stream", message="no", stream="a")))
@@ -236,7 +294,7 @@ async def test_every_stream_refused_is_a_client_error_naming_them() -> None:
         with pytest.raises(ClientError, match=r"refused every stream \(b: forbidden.*; a: bad-stream"):
             async for message in sub:
                 seen.append(message)
-    assert [type(m).__name__ for m in seen] == ["Hello", "Error", "Result"]
+    assert [type(m).__name__ for m in seen] == ["Hello", "Subscribed", "Error", "Result"]
 
 
 async def test_policy_close_is_not_retried() -> None:

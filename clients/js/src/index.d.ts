@@ -153,8 +153,12 @@ export declare class Cursor {
   position(stream: string): Position | undefined;
   /** Whether `message` (a result or preview) is new; if so it becomes the stream's position. */
   accept(message: { type: string; stream: string; epoch: string; seq: number }): boolean;
-  /** Forget where `stream` was (after a `reset`). */
+  /** Resets received per stream (replays the gateway could not serve contiguously). */
+  readonly resets: Map<string, number>;
+  /** Note a `reset`: the position is kept, so results already delivered are still dropped. */
   reset(stream: string): void;
+  /** Drop the position of `stream`, so that subscribing again starts from its latest result. */
+  forget(stream: string): void;
 }
 
 /** A live subscription, made by {@link subscribe}. */

@@ -138,7 +138,8 @@ export class Cursor {
     this.results = new Map(Object.entries(since));
     this.previews = new Map();
     this.retired = new Map();
-    this.beforeReset = new Map();
+    /** Resets received per stream: replays the gateway could not serve contiguously. */
+    this.resets = new Map();
     /** Messages dropped as already delivered (or older). */
     this.duplicates = 0;
   }
@@ -161,10 +162,8 @@ export class Cursor {
       return false;
     }
     if (msg.type === "result") {
-      const previous = last ? last.epoch : this.beforeReset.get(msg.stream);
-      this.beforeReset.delete(msg.stream);
-      if (previous !== undefined && previous !== msg.epoch) {
-        retired.push(previous);
+      if (last && last.epoch !== msg.epoch) {
+        retired.push(last.epoch);
         this.retired.set(msg.stream, retired.slice(-8));
       }
     }
@@ -172,11 +171,18 @@ export class Cursor {
     return true;
   }
 
-  /** Forget where `stream` was (after a `reset`): the next result is new. */
+  /**
+   * Note a `reset` on `stream`. The position is kept: `(epoch, seq)` names one result for
+   * good, so a result already delivered is still dropped (the latest that follows a reset may
+   * be one this client got live while its resubscription was in flight), and a new epoch
+   * still retires the old one.
+   */
   reset(stream) {
-    const last = this.results.get(stream);
-    // Remembered so that, if the next result starts a new epoch, the old one is retired.
-    if (last) this.beforeReset.set(stream, last.epoch);
+    this.resets.set(stream, (this.resets.get(stream) ?? 0) + 1);
+  }
+
+  /** Drop the position of `stream`, so that subscribing again starts from its latest result. */
+  forget(stream) {
     this.results.delete(stream);
     this.previews.delete(stream);
   }
@@ -221,6 +227,8 @@ export class Subscription {
     this._ws = null;
     this._timer = null;
     this._connected = false;
+    // Subscribe ops sent per stream and not yet answered (`subscribed` or `error`).
+    this._unanswered = new Map();
     this._connect();
   }
 
@@ -253,7 +261,9 @@ export class Subscription {
   }
 
   _send(op) {
-    if (this._ws && this._ws.readyState === 1) this._ws.send(JSON.stringify(op));
+    if (!this._ws || this._ws.readyState !== 1) return;
+    this._ws.send(JSON.stringify(op));
+    if (op.op === "subscribe") this._unanswered.set(op.stream, (this._unanswered.get(op.stream) ?? 0) + 1);
   }
 
   _setState(state, extra = {}) {
@@ -286,6 +296,7 @@ export class Subscription {
       opened = true;
       if (this._connected) this.reconnects += 1;
       this._connected = true;
+      this._unanswered.clear();
       for (const stream of this.streams) this._send(this._subscribeOp(stream));
     };
     ws.onmessage = (event) => this._receive(ws, event.data);
@@ -346,7 +357,12 @@ export class Subscription {
     }
     if (!msg || typeof msg.type !== "string") return;
     if (msg.type === "result" || msg.type === "preview") {
-      if (!this.streams.has(msg.stream) || !this.cursor.accept(msg)) return;
+      if (!this.streams.has(msg.stream)) return;
+      // Sent before the gateway took the (re)subscription: the replay that follows `subscribed`
+      // holds it again, in order. Taken now, it would move the position past the hole the
+      // replay is about to fill, and the replay would be dropped.
+      if (this._unanswered.get(msg.stream)) return;
+      if (!this.cursor.accept(msg)) return;
     } else if (msg.type === "hello") {
       this.gateway = msg.gateway;
       this._failures = 0;
@@ -359,6 +375,12 @@ export class Subscription {
       this._send(this._subscribeOp(msg.stream));
     } else if (msg.type === "error" && msg.stream && REFUSALS.has(msg.code)) {
       this.streams.delete(msg.stream);
+    }
+    if ((msg.type === "subscribed" || msg.type === "error") && msg.stream) {
+      // The gateway answers each subscribe with one `subscribed` or one `error` naming it.
+      const left = (this._unanswered.get(msg.stream) ?? 0) - 1;
+      if (left > 0) this._unanswered.set(msg.stream, left);
+      else this._unanswered.delete(msg.stream);
     }
     this._onMessage(msg);
   }

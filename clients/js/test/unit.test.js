@@ -49,9 +49,15 @@ test("Cursor drops repeats and older seqs, and results of a replaced epoch", () 
   assert.equal(cursor.accept(r("a", 3)), false); // a straggler of the replaced epoch
   assert.equal(cursor.duplicates, 3);
   cursor.reset("s");
-  assert.equal(cursor.position("s"), undefined);
-  assert.equal(cursor.accept(r("b", 1)), true); // after a reset, the next result is new
+  // A reset keeps the position: what was delivered stays delivered, the latest that follows
+  // may be a result this client already got live while its resubscription was in flight.
   assert.deepEqual(cursor.position("s"), { epoch: "b", seq: 1 });
+  assert.equal(cursor.accept(r("b", 1)), false);
+  assert.equal(cursor.accept(r("b", 40)), true); // history-expired: the latest is far ahead
+  assert.equal(cursor.resets.get("s"), 1);
+  cursor.forget("s"); // the viewer, coming back to a stream: start from its latest result
+  assert.equal(cursor.position("s"), undefined);
+  assert.equal(cursor.accept(r("b", 7)), true);
 });
 
 test("defaultWebSocket falls back to the ws package when the runtime has no global WebSocket", async () => {

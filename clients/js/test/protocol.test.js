@@ -1,0 +1,58 @@
+// The client's protocol handling against a scripted in-process server (ws), for orderings a real
+// gateway cannot be made to produce on demand; test/gateway.test.js runs against real gateways.
+
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { test } from "node:test";
+
+import { WebSocketServer } from "ws";
+
+import { Subscription } from "../src/index.js";
+
+const result = (seq, epoch = "e1") =>
+  JSON.stringify({ v: 1, type: "result", stream: "cam", epoch, seq, frame: seq, captured_at: 1, published_at: 1,
+    width: 64, height: 48, detections: [] });
+const text = (message) => JSON.stringify({ v: 1, ...message });
+
+test("live results ahead of a resubscription do not make the client drop the replay", async (t) => {
+  // What the 500-client fault run lost: after a `gap`, results sent live before the gateway took
+  // the resubscription moved the position past the hole, and the replay that filled it was then
+  // dropped as old. A gateway answers `subscribed` first, then the replay.
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  t.after(() => server.close());
+  await once(server, "listening");
+  const ops = [];
+  server.on("connection", (ws) => {
+    ws.send(text({ type: "hello", gateway: "gw" }));
+    ws.on("message", (data) => {
+      const op = JSON.parse(data.toString());
+      ops.push(op);
+      if (ops.length === 1) {
+        ws.send(text({ type: "subscribed", stream: "cam", previews: false }));
+        ws.send(result(3));
+        ws.send(text({ type: "gap", stream: "cam", reason: "stale" })); // 4 and 5 were dropped
+        ws.send(result(6)); // live, already on the wire when the resubscription is read
+        ws.send(result(7));
+      } else {
+        ws.send(text({ type: "subscribed", stream: "cam", previews: false }));
+        for (const seq of [4, 5, 6, 7, 8]) ws.send(result(seq)); // the replay after since=3, then live
+      }
+    });
+  });
+  const seqs = [];
+  let done;
+  const finished = new Promise((resolve) => (done = resolve));
+  const sub = new Subscription(["cam"], {
+    url: `ws://127.0.0.1:${server.address().port}/ws`,
+    onMessage: (msg) => {
+      if (msg.type !== "result") return;
+      seqs.push(msg.seq);
+      if (msg.seq === 8) done();
+    },
+  });
+  t.after(() => sub.close());
+  await Promise.race([finished, new Promise((_, reject) => setTimeout(() => reject(new Error(`got ${seqs}`)), 5000))]);
+  assert.deepEqual(seqs, [3, 4, 5, 6, 7, 8]);
+  assert.deepEqual(ops[1], { op: "subscribe", stream: "cam", previews: false, since: 3, epoch: "e1" });
+  assert.equal(sub.cursor.duplicates, 0);
+});
