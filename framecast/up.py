@@ -494,8 +494,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
             "follows). Retried, not fatal: a network camera that is down (the stream shows offline),\n"
             "a child that dies later (restarted with backoff). Bad flags exit 2, and so does\n"
             "--monitoring without Prometheus (install Debian's prometheus package or set\n"
-            "FRAMECAST_PROMETHEUS); Ctrl-C exits 0.\n\n"
-            + cameras.EXAMPLE
+            "FRAMECAST_PROMETHEUS); Ctrl-C exits 0.\n\n" + cameras.EXAMPLE
         ),
     )
     try:
