@@ -16,17 +16,15 @@ import contextlib
 import functools
 import json
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import websockets
-from websockets.asyncio.client import connect
-
 from bench.fault_clients import Seen, raw_client, resume_client
-from bench.fault_topology import Topology
+from bench.fault_topology import ROOT, Topology
 from framecast import settings
 from framecast.settings import option
 
@@ -129,23 +127,35 @@ async def _stalled_clients(top: Topology, count: int) -> float:
 
 
 async def _storm(top: Topology, count: int) -> tuple[float, dict[str, Any]]:
-    """``count`` WebSocket connects at once through nginx, then all closed."""
+    """``count`` WebSocket connects at once through nginx, then all closed.
+
+    The connections come from a process of their own (:mod:`bench.fault_storm`): from this
+    process's event loop they would starve the clients being measured.
+    """
     before = top.gateway_usage()
-
-    opened: list[Any] = []
-
-    async def one() -> str:
-        try:
-            opened.append(await connect(f"{top.url}/ws/default", open_timeout=60))
-        except websockets.InvalidStatus as exc:
-            return str(exc.response.status_code)
-        except (OSError, websockets.WebSocketException, TimeoutError) as exc:
-            return type(exc).__name__
-        return "101"
-
-    outcomes = await asyncio.gather(*(one() for _ in range(count)))
-    peak = top.gateway_usage()
-    await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
+    storm = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.fault_storm",
+        f"{top.url}/ws/default",
+        str(count),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert storm.stdin is not None and storm.stdout is not None
+    try:
+        counts: dict[str, int] = json.loads(await asyncio.wait_for(storm.stdout.readline(), 300))
+        peak = top.gateway_usage()
+        storm.stdin.write(b"close\n")
+        await storm.stdin.drain()
+        closed = await asyncio.wait_for(storm.stdout.readline(), 120)
+        if closed.strip() != b"closed":
+            raise AssertionError(f"the storm process did not close its connections: {closed!r}")
+    finally:
+        if storm.returncode is None:
+            storm.kill()
+        await storm.wait()
     cleared = time.time()
     after = before
     for _ in range(60):
@@ -153,9 +163,6 @@ async def _storm(top: Topology, count: int) -> tuple[float, dict[str, Any]]:
         after = top.gateway_usage()
         if after[1] <= before[1] + 16:
             break
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome] = counts.get(outcome, 0) + 1
     return cleared, {
         "outcomes": counts,
         "rss_before": before[0],
