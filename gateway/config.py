@@ -249,6 +249,12 @@ class GatewayConfig:
         metavar="PATH",
         group="security",
     )
+    require_auth: bool = option(
+        False,
+        help="Refuse to start unless --jwt-secret or --jwt-public-key is set: where an open gateway "
+        "would be a mistake (a secret missing from the environment must not let every client in).",
+        group="security",
+    )
     origins: tuple[str, ...] = option(
         (),
         help="Comma-separated browser origins allowed to connect (empty = any). "
@@ -265,6 +271,12 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if not self.id:
             object.__setattr__(self, "id", default_id())
+        if self.require_auth and not (self.jwt_secret or self.jwt_public_key):
+            raise ConfigError(
+                "--require-auth (FRAMECAST_REQUIRE_AUTH) is set but neither FRAMECAST_JWT_SECRET "
+                "(--jwt-secret) nor FRAMECAST_JWT_PUBLIC_KEY (--jwt-public-key) is: every client "
+                "would be let in"
+            )
         if self.send_deadline > self.max_lag:
             raise ConfigError(
                 f"--send-deadline ({self.send_deadline}) must not exceed --max-lag ({self.max_lag})"

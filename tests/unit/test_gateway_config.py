@@ -41,6 +41,7 @@ def test_flags_and_environment() -> None:
         (["--id", "has space"], "--id"),
         (["--send-deadline", "5", "--max-lag", "1"], "--send-deadline"),
         (["--jwt-public-key", "/nonexistent.pem"], "--jwt-public-key"),
+        (["--require-auth"], "FRAMECAST_JWT_SECRET"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(
@@ -50,3 +51,8 @@ def test_bad_values_exit_2_naming_the_flag(
         read(argv)
     assert exit_info.value.code == 2
     assert named in capsys.readouterr().err
+
+
+def test_require_auth_with_a_secret_or_key_starts() -> None:
+    assert read(["--require-auth"], {"FRAMECAST_JWT_SECRET": "s"}).auth_required
+    assert read([], {"FRAMECAST_REQUIRE_AUTH": "false"}).require_auth is False
