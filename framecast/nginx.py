@@ -20,7 +20,16 @@ from pathlib import Path
 
 from framecast.exceptions import ConfigError
 
-__all__ = ["TEMPLATE", "VARIABLES", "envsubst_list", "main", "render", "render_conf"]
+__all__ = [
+    "TEMPLATE",
+    "VARIABLES",
+    "client_capacity",
+    "envsubst_list",
+    "main",
+    "render",
+    "render_conf",
+    "worker_connections_for",
+]
 
 TEMPLATE = Path(__file__).resolve().parent / "nginx.conf.template"
 
@@ -77,6 +86,26 @@ def render(values: Mapping[str, str], *, template: str | None = None) -> str:
     return _PLACEHOLDER.sub(substitute, text)
 
 
+# Connections a worker keeps for itself (listeners, resolver, health checks through it).
+_RESERVE = 64
+
+
+def worker_connections_for(open_files: int, wanted: int = 16384) -> int:
+    """``worker_connections`` for a worker with ``open_files`` descriptors: never more than it can open."""
+    return min(wanted, max(512, open_files - _RESERVE))
+
+
+def client_capacity(*, workers: int, worker_connections: int) -> int:
+    """WebSocket clients nginx can proxy at once: two connections each (client, upstream).
+
+    The gateways behind it should accept no more in total (replicas x ``--max-connections``):
+    past this nginx runs out of connections itself ("worker_connections are not enough") and
+    drops clients, where a full gateway would have answered 503 with ``Retry-After``. The
+    compose ``lb`` service checks the same rule at start in shell (docker-compose.yml).
+    """
+    return workers * (worker_connections - _RESERVE) // 2
+
+
 def render_conf(
     *,
     listen: str,
@@ -114,7 +143,7 @@ def render_conf(
             "NGINX_RESOLVER": resolver,
             "NGINX_OPEN_FILES": str(open_files),
             # Never more connections than descriptors: two per proxied client, plus a margin.
-            "NGINX_WORKER_CONNECTIONS": str(min(worker_connections, max(512, open_files - 64))),
+            "NGINX_WORKER_CONNECTIONS": str(worker_connections_for(open_files, worker_connections)),
         }
     )
 

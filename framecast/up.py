@@ -32,10 +32,10 @@ from pathlib import Path
 from framecast import cameras, monitoring, settings, wire
 from framecast.cameras import Camera, CameraError
 from framecast.embedded import free_port, nginx_binary, port_in_use, valkey_command
-from framecast.exceptions import EmbeddedError, UpError
+from framecast.exceptions import ConfigError, EmbeddedError, UpError
 from framecast.limits import raise_open_files_limit
 from framecast.logs import redact_url
-from framecast.nginx import render_conf
+from framecast.nginx import client_capacity, render_conf, worker_connections_for
 from framecast.settings import option
 from framecast.supervisor import Child, Supervisor
 
@@ -63,6 +63,15 @@ class UpConfig:
         help="Gateway processes behind nginx.",
         env="FRAMECAST_UP_GATEWAYS",
         check=settings.positive,
+        group="topology",
+    )
+    max_connections: int = option(
+        0,
+        help="--max-connections of each gateway (503 past it). 0: what nginx can proxy, shared "
+        "among the gateways, at most 10000 each. More in total than nginx can proxy is refused at "
+        "start: nginx would drop the excess itself instead of the gateways answering 503.",
+        env="FRAMECAST_UP_MAX_CONNECTIONS",
+        check=settings.non_negative,
         group="topology",
     )
     port: int = option(
@@ -167,6 +176,7 @@ class Stack:
         self.port = config.port or free_port(config.host)
         self.redis_url = config.redis_url or ""
         self._open_files = 1024
+        self._gateway_connections = 10000
         self.prometheus: monitoring.PrometheusPlan | None = None
         """Prometheus's plan (its ``url``) with ``--monitoring``, once started."""
 
@@ -221,12 +231,28 @@ class Stack:
             self._check_redis()
         prometheus_binary = monitoring.prometheus_binary() if self.config.monitoring else None
         self._open_files = raise_open_files_limit()
+        self._gateway_connections = self._connections_per_gateway()
         try:
             self._start_all(prometheus_binary)
         except BaseException:
             self.stop()
             raise
         self._children.watch()
+
+    def _connections_per_gateway(self) -> int:
+        """Each gateway's --max-connections: all of them together within what nginx can proxy."""
+        gateways = self.config.gateways
+        room = client_capacity(workers=1, worker_connections=worker_connections_for(self._open_files))
+        if not self.config.max_connections:
+            return max(1, min(10000, room // gateways))
+        if gateways * self.config.max_connections > room:
+            raise ConfigError(
+                f"--gateways {gateways} x --max-connections {self.config.max_connections} = "
+                f"{gateways * self.config.max_connections} clients, but nginx can proxy {room} "
+                f"(open-files limit {self._open_files}, two per client): lower --max-connections "
+                "(FRAMECAST_UP_MAX_CONNECTIONS) or raise 'ulimit -n'"
+            )
+        return self.config.max_connections
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop every child in reverse dependency order and remove the temp dir.
@@ -295,6 +321,8 @@ class Stack:
                     str(port),
                     "--id",
                     f"gw{index}",
+                    "--max-connections",
+                    str(self._gateway_connections),
                     "--log-level",
                     level,
                 ],
@@ -515,7 +543,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
     signal.signal(signal.SIGTERM, on_signal)
     try:
         stack.start()
-    except monitoring.MonitoringError as exc:  # missing prometheus: a setup problem, like a bad flag
+    except (monitoring.MonitoringError, ConfigError) as exc:  # a setup problem, like a bad flag
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except (UpError, EmbeddedError) as exc:

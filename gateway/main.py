@@ -7,6 +7,7 @@ drains it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import signal
@@ -20,6 +21,10 @@ from framecast.settings import fail
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig, read_config
 from gateway.server import Gateway
+
+# Descriptors a gateway needs besides its clients: Redis (pub/sub and the command pool), the
+# listening socket, logs, health and metrics requests.
+_FDS_KEPT = 128
 
 __all__ = ["main"]
 
@@ -63,13 +68,26 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m gateway") 
     except ValueError as exc:
         return fail(prog, str(exc), 2)
     open_files = raise_open_files_limit()
-    if open_files < config.max_connections + 64:
+    room = open_files - _FDS_KEPT
+    if config.max_connections > room:
+        default = GatewayConfig.__dataclass_fields__["max_connections"].default
+        if config.max_connections != default:
+            # Past the limit the kernel refuses clients (EMFILE) before the gateway can answer 503.
+            return fail(
+                prog,
+                f"--max-connections (FRAMECAST_MAX_CONNECTIONS) {config.max_connections} needs "
+                f"{config.max_connections + _FDS_KEPT} open files, but the limit is {open_files}: "
+                "lower it or raise the limit ('ulimit -n', the container's nofile)",
+                2,
+            )
         log.warning(
-            "the open-files limit is %d, below --max-connections %d: clients past it will be refused "
-            "by the kernel (raise it with 'ulimit -n' or the container's nofile limit)",
+            "the open-files limit is %d: --max-connections lowered from its default %d to %d "
+            "(raise the limit with 'ulimit -n' or the container's nofile)",
             open_files,
-            config.max_connections,
+            default,
+            max(1, room),
         )
+        config = dataclasses.replace(config, max_connections=max(1, room))
     runner: dict[str, Any] = {}
     if config.uvloop:
         try:

@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
+from framecast import nginx
 from gateway.config import GatewayConfig
 from producer.config import Config as ProducerConfig
 from tests.deploy._settings import default, unknown
@@ -93,6 +94,27 @@ def test_lb_open_files_limit_is_a_variable_with_a_default_under_common_hard_limi
         # This sandbox's hard limit is 20000; a container asking for more does not start.
         assert int(match[1]) <= 20000
         assert SERVICES[name]["environment"]["NGINX_OPEN_FILES"] == nofile
+
+
+def _default(value: object, variable: str) -> int:
+    match = re.fullmatch(r"\$\{" + variable + r":-(\d+)\}", str(value))
+    assert match, value
+    return int(match[1])
+
+
+def test_the_default_replicas_fit_the_balancer_even_on_one_core() -> None:
+    # The lb checks this at start (its command); the defaults must pass it for the three
+    # replicas the README starts, with one nginx worker.
+    per_gateway = _default(
+        SERVICES["gateway"]["environment"]["FRAMECAST_MAX_CONNECTIONS"], "FRAMECAST_MAX_CONNECTIONS"
+    )
+    for name in LBS:
+        env = SERVICES[name]["environment"]
+        assert _default(env["FRAMECAST_MAX_CONNECTIONS"], "FRAMECAST_MAX_CONNECTIONS") == per_gateway, name
+        per_worker = _default(env["NGINX_WORKER_CONNECTIONS"], "FRAMECAST_LB_NOFILE")
+        assert 3 * per_gateway <= nginx.client_capacity(workers=1, worker_connections=per_worker), name
+        assert env["GATEWAY_SERVICE"] in SERVICES, name
+        assert f"server {env['GATEWAY_SERVICE']}:8000 " in env["UPSTREAM_SERVERS"], name
 
 
 def test_envsubst_fills_exactly_the_templates_placeholders() -> None:

@@ -200,6 +200,15 @@ def _ready(container: str) -> bool:
         ("gateway", "REDIS_URL", "valkey:6379", "REDIS_URL"),
         ("gateway", "FRAMECAST_MAX_CONNECTIONS", "0", "FRAMECAST_MAX_CONNECTIONS"),
         ("producer", "FRAMECAST_DETECTOR", "no-such-detector", "no-such-detector"),
+        # The JWT secret left unset where the deployment says tokens are required.
+        ("gateway", "FRAMECAST_REQUIRE_AUTH", "true", "FRAMECAST_JWT_SECRET"),
+        # More clients behind the balancer (replicas x limit) than it can proxy.
+        (
+            "lb",
+            "FRAMECAST_MAX_CONNECTIONS",
+            "1000000",
+            "gateway replicas x FRAMECAST_MAX_CONNECTIONS 1000000",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_container_at_start_with_one_line_naming_it(

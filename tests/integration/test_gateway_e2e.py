@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from tests.support.gateway import (
     FakeProducer,
     GatewayProc,
     gateway_env,
+    limit_open_files,
     running_gateway,
     start_gateway,
 )
@@ -573,6 +575,26 @@ def test_busy_port_and_bad_settings_fail_with_one_line(redis_server: RedisServer
         env=gateway_env(),
     )
     assert run.returncode == 0 and "--client-buffer" in run.stdout and "retries" in run.stdout
+
+
+def test_max_connections_beyond_the_open_files_limit_fails_at_start(redis_server: RedisServer) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "gateway", "--port", "0", "--redis-url", redis_server.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=gateway_env({"FRAMECAST_MAX_CONNECTIONS": "5000"}),
+        preexec_fn=functools.partial(limit_open_files, 1024),
+    )
+    assert run.returncode == 2, run.stderr
+    errors = [line for line in run.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "--max-connections (FRAMECAST_MAX_CONNECTIONS) 5000" in errors[0], run.stderr
+    assert "the limit is 1024" in errors[0]
+
+
+def test_the_default_max_connections_is_lowered_to_the_open_files_limit(redis_server: RedisServer) -> None:
+    with running_gateway(redis_url=redis_server.url, open_files=1024) as gw:
+        assert "--max-connections lowered from its default 10000 to 896" in gw.logs
 
 
 def test_reuse_port_lets_two_gateways_share_one_port(redis_server: RedisServer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 
 from framecast import wire
 from framecast.embedded import free_port
+from framecast.nginx import client_capacity
 from framecast.up import Stack, running
 from tests.support.procs import OutputLines
 from tests.support.wait import wait_until
@@ -272,6 +275,44 @@ def test_bad_input_fails_with_a_message_naming_it(
     )
     assert out.returncode != 0
     assert needle in out.stderr, out.stderr + out.stdout
+
+
+def test_more_gateway_connections_than_nginx_can_proxy_fail_at_start_naming_them(
+    child_env: dict[str, str],
+) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "framecast.cli", "up", "--port", str(free_port()), "--gateways", "3"],
+        capture_output=True,
+        text=True,
+        env={**child_env, "FRAMECAST_UP_MAX_CONNECTIONS": "1000000"},
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 2, out.stderr + out.stdout
+    err = out.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "--gateways 3 x --max-connections 1000000" in err and "nginx can proxy" in err
+
+
+def test_the_gateways_together_accept_no_more_than_nginx_can_proxy(stack: Stack) -> None:
+    limits = [int(g.argv[g.argv.index("--max-connections") + 1]) for g in stack.gateways]
+    nginx_conf = (stack.workdir / "nginx.conf").read_text()
+    per_worker = int(re.search(r"worker_connections (\d+);", nginx_conf)[1])  # type: ignore[index]
+    workers = int(re.search(r"worker_processes (\d+);", nginx_conf)[1])  # type: ignore[index]
+    assert len(limits) == 2 and min(limits) > 0
+    assert sum(limits) <= client_capacity(workers=workers, worker_connections=per_worker)
+
+
+async def test_an_explicit_max_connections_reaches_the_gateways(child_env: dict[str, str]) -> None:
+    with running(gateways=2, max_connections=2, env=child_env) as small:
+        opened = [await connect(f"{small.ws_url()}/default", open_timeout=20) for _ in range(4)]
+        try:
+            with pytest.raises(InvalidStatus) as refused:
+                await connect(f"{small.ws_url()}/default", open_timeout=20)
+            assert refused.value.response.status_code == 503
+        finally:
+            for ws in opened:
+                await ws.close()
 
 
 def test_temp_dir_is_removed_after_the_stack_stops(child_env: dict[str, str]) -> None:

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import re
+import resource
 import secrets
 import signal
 import socket
@@ -207,6 +209,7 @@ def start_gateway(
     port: int | None = None,
     wait: str | None = "healthz",
     timeout: float = 20.0,
+    open_files: int | None = None,
 ) -> GatewayProc:
     """Start ``python -m gateway`` on 127.0.0.1 and wait for it.
 
@@ -218,6 +221,7 @@ def start_gateway(
         port: TCP port (default: a free one).
         wait: ``"healthz"`` (serving), ``"ready"`` (Redis subscription up) or None.
         timeout: Seconds to wait.
+        open_files: Soft and hard open-files limit of the child (default: inherited).
 
     Returns:
         The running gateway; call ``.stop()`` in a ``finally`` (or use :func:`running_gateway`).
@@ -237,6 +241,7 @@ def start_gateway(
         stderr=subprocess.STDOUT,
         env=gateway_env(env),
         cwd=ROOT,
+        preexec_fn=None if open_files is None else functools.partial(limit_open_files, open_files),
     )
     gw = GatewayProc(process, port, gateway_id, Path(name), log_file)
     try:
@@ -248,6 +253,11 @@ def start_gateway(
         gw.stop(signal.SIGKILL)
         raise
     return gw
+
+
+def limit_open_files(limit: int) -> None:
+    """Set this process's open-files limit, soft and hard (a child's ``preexec_fn``)."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
 
 
 @contextlib.contextmanager
