@@ -22,6 +22,7 @@ camera and the key; the caller validates each key's value with the producer's se
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -219,20 +220,28 @@ def merge(*groups: Iterable[Camera]) -> tuple[Camera, ...]:
     return tuple(cameras.values())
 
 
-def check_options(cameras: Iterable[Camera], check: Callable[[str, str], None]) -> None:
+def check_options(cameras: Iterable[Camera], check: Callable[[str, str], object]) -> tuple[Camera, ...]:
     """Validate every camera's settings with ``check(key, value)``, which raises ValueError.
 
     ``framecast up`` passes a check built from the producer's settings class, so an unknown key or
-    a bad value is reported before any process starts, naming the camera and the key.
+    a bad value is reported before any process starts, naming the camera and the key. Returns the
+    cameras with booleans spelled ``true``/``false`` (the check returns converted values): the
+    producer takes a boolean as ``--flag``/``--no-flag``, so ``demand=yes`` must become one.
     """
+    checked: list[Camera] = []
     for camera in cameras:
+        options: list[tuple[str, str]] = []
         for key, value in (("source", camera.source), *camera.options):
             try:
-                check(key, value)
+                converted = check(key, value)
             except ValueError as exc:
                 raise CameraError(
                     f"{camera.origin}: camera {camera.name!r}: {key}={value!r}: {exc}"
                 ) from None
+            if key != "source":
+                options.append((key, _text(converted) if isinstance(converted, bool) else value))
+        checked.append(dataclasses.replace(camera, options=tuple(options)))
+    return tuple(checked)
 
 
 def split_specs(text: str) -> list[str]:
@@ -241,7 +250,7 @@ def split_specs(text: str) -> list[str]:
 
 
 def resolve(
-    path: str | Path | None, specs: Sequence[str], *, check: Callable[[str, str], None]
+    path: str | Path | None, specs: Sequence[str], *, check: Callable[[str, str], object]
 ) -> tuple[Camera, ...]:
     """The cameras of the file at ``path`` (if any), then of each ``--camera`` spec, checked.
 
@@ -250,8 +259,7 @@ def resolve(
     """
     from_file = load(path) if path else ()
     found = merge(from_file, [parse_spec(spec) for spec in specs])
-    check_options(found, check)
-    return found
+    return check_options(found, check)
 
 
 def add_flag(parser: argparse.ArgumentParser) -> None:

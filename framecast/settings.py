@@ -214,12 +214,7 @@ def parse_with_args(
             continue
         try:
             value = given if isinstance(given, bool) else _convert(kind, given)
-            choices = f.metadata["choices"]
-            if choices is not None and value not in choices:
-                raise ValueError(f"expected one of {', '.join(choices)}")
-            check = f.metadata["check"]
-            if check is not None and value is not None:
-                check(value)
+            _accept(f, value)
         except ValueError as exc:
             parser.exit(2, f"{prog}: error: {source}={given!s}: {exc}\n")
         values[f.name] = value
@@ -298,12 +293,16 @@ def check_value(cls: type, name: str, raw: str) -> Any:
     field = fields.get(name)
     if field is None:
         raise ValueError(f"unknown setting (known: {', '.join(sorted(fields))})")
-    kind = get_type_hints(cls)[name]
-    value = _convert(kind, raw)
+    value = _convert(get_type_hints(cls)[name], raw)
+    _accept(field, value)
+    return value
+
+
+def _accept(field: dataclasses.Field[Any], value: Any) -> None:
+    """Apply a setting's ``choices`` and ``check`` to its converted value (raises ValueError)."""
     choices = field.metadata["choices"]
     if choices is not None and value not in choices:
         raise ValueError(f"expected one of {', '.join(choices)}")
     check = field.metadata["check"]
     if check is not None and value is not None:
         check(value)
-    return value

@@ -132,3 +132,14 @@ def test_resolve_reads_the_file_then_the_specs_and_checks_every_key(tmp_path: Pa
     assert cameras.resolve(None, [], check=_check) == ()
     with pytest.raises(CameraError, match=r"camera 'yard': max_fps='-1': must be"):
         cameras.resolve(None, ["yard=synthetic,max_fps=-1"], check=_check)
+
+
+def test_booleans_in_any_accepted_spelling_reach_the_producer_as_flags() -> None:
+    # `demand=yes` passed the check but reached the producer as `--demand yes`, which it refuses.
+    def check(key: str, value: str) -> object:
+        return settings.check_value(ProducerConfig, key, value)
+
+    (camera,) = cameras.check_options([cameras.parse_spec("door=synthetic,demand=yes,max_fps=5")], check)
+    assert camera.argv() == ["--stream", "door", "--source", "synthetic", "--demand", "--max-fps", "5"]
+    (camera,) = cameras.check_options([cameras.parse_spec("door=synthetic,demand=off")], check)
+    assert camera.argv() == ["--stream", "door", "--source", "synthetic", "--no-demand"]
