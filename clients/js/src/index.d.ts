@@ -5,6 +5,8 @@
 export declare const CLOSE_GOING_AWAY: 1001;
 /** A policy (token) no longer holds, or repeated malformed requests: not retried. */
 export declare const CLOSE_POLICY: 1008;
+/** The gateway lost Redis (or stayed unready): reconnect at once, another gateway will answer. */
+export declare const CLOSE_TRY_AGAIN_LATER: 1013;
 /** The client did not read fast enough. */
 export declare const CLOSE_SLOW_CONSUMER: 4008;
 

@@ -43,6 +43,8 @@
 export const CLOSE_GOING_AWAY = 1001;
 /** The gateway rejected repeated malformed requests, or a policy (token) no longer holds. */
 export const CLOSE_POLICY = 1008;
+/** The gateway lost Redis (or stayed unready): reconnect at once, another gateway will answer. */
+export const CLOSE_TRY_AGAIN_LATER = 1013;
 /** The client did not read fast enough. */
 export const CLOSE_SLOW_CONSUMER = 4008;
 
@@ -329,7 +331,8 @@ export class Subscription {
       this._setState("failed", { reason: `${reason}; gave up after ${this._failures} attempts` });
       return;
     }
-    const immediate = opened && event.code === CLOSE_GOING_AWAY && this._failures === 1;
+    const moved = event.code === CLOSE_GOING_AWAY || event.code === CLOSE_TRY_AGAIN_LATER;
+    const immediate = opened && moved && this._failures === 1;
     const delay = immediate ? 0 : this._delayIter.next().value;
     this._setState("reconnecting", { reason, delay });
     this._timer = setTimeout(() => this._connect(), delay * 1000);
@@ -365,8 +368,6 @@ export class Subscription {
       if (!this.cursor.accept(msg)) return;
     } else if (msg.type === "hello") {
       this.gateway = msg.gateway;
-      this._failures = 0;
-      this._delayIter = this._delays();
       this._setState("open");
     } else if (msg.type === "reset") {
       this.cursor.reset(msg.stream);
@@ -381,6 +382,13 @@ export class Subscription {
       const left = (this._unanswered.get(msg.stream) ?? 0) - 1;
       if (left > 0) this._unanswered.set(msg.stream, left);
       else this._unanswered.delete(msg.stream);
+    }
+    if (this._failures && (msg.type === "result" || msg.type === "preview" || msg.type === "status")) {
+      // Stream traffic flows again: the next outage starts a fresh backoff. (A hello alone does
+      // not count, or a gateway that accepts and then drops every connection would be retried
+      // at the shortest delay forever, and maxAttempts would never be reached.)
+      this._failures = 0;
+      this._delayIter = this._delays();
     }
     this._onMessage(msg);
   }

@@ -56,3 +56,33 @@ test("live results ahead of a resubscription do not make the client drop the rep
   assert.deepEqual(ops[1], { op: "subscribe", stream: "cam", previews: false, since: 3, epoch: "e1" });
   assert.equal(sub.cursor.duplicates, 0);
 });
+
+test("a gateway that says hello and drops every connection is given up after maxAttempts", async (t) => {
+  // A hello alone does not reset the backoff (as in the Python client): only stream traffic does.
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  t.after(() => server.close());
+  await once(server, "listening");
+  let connections = 0;
+  server.on("connection", (ws) => {
+    connections += 1;
+    ws.send(text({ type: "hello", gateway: "gw" }));
+    ws.close(1011, "internal error");
+  });
+  const failed = new Promise((resolve) => {
+    const sub = new Subscription(["cam"], {
+      url: `ws://127.0.0.1:${server.address().port}/ws`,
+      maxAttempts: 3,
+      delays: function* () {
+        for (;;) yield 0.01;
+      },
+      onState: (state) => {
+        if (state.state === "failed") resolve(state);
+      },
+    });
+    t.after(() => sub.close());
+  });
+  const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error(`${connections} connections`)), 5000));
+  const state = await Promise.race([failed, timeout]);
+  assert.match(state.reason, /gave up after 3 attempts/);
+  assert.equal(connections, 3);
+});

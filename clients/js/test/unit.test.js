@@ -74,7 +74,7 @@ test("the package name resolves, through package.json's exports, to this module"
   const byPath = await import("../src/index.js");
   assert.equal(byName.subscribe, byPath.subscribe);
   assert.deepEqual(Object.keys(byName).sort(), [
-    "CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_SLOW_CONSUMER", "Cursor", "Subscription", "backoff",
+    "CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_SLOW_CONSUMER", "CLOSE_TRY_AGAIN_LATER", "Cursor", "Subscription", "backoff",
     "decodePreview", "defaultWebSocket", "probeHandshake", "subscribe", "websocketUrl",
   ]);
 });
