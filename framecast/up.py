@@ -54,6 +54,10 @@ render_nginx_conf = render_conf
 """The nginx configuration of a local stack (:func:`framecast.nginx.render_conf`)."""
 
 
+# A gateway's own --max-connections default: the most `framecast up` gives one.
+_GATEWAY_CONNECTIONS = 10000
+
+
 @dataclass(frozen=True, kw_only=True)
 class UpConfig:
     """Settings of ``framecast up``."""
@@ -176,7 +180,7 @@ class Stack:
         self.port = config.port or free_port(config.host)
         self.redis_url = config.redis_url or ""
         self._open_files = 1024
-        self._gateway_connections = 10000
+        self._gateway_connections = _GATEWAY_CONNECTIONS
         self.prometheus: monitoring.PrometheusPlan | None = None
         """Prometheus's plan (its ``url``) with ``--monitoring``, once started."""
 
@@ -244,7 +248,7 @@ class Stack:
         gateways = self.config.gateways
         room = client_capacity(workers=1, worker_connections=worker_connections_for(self._open_files))
         if not self.config.max_connections:
-            return max(1, min(10000, room // gateways))
+            return max(1, min(_GATEWAY_CONNECTIONS, room // gateways))
         if gateways * self.config.max_connections > room:
             raise ConfigError(
                 f"--gateways {gateways} x --max-connections {self.config.max_connections} = "

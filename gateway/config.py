@@ -271,7 +271,7 @@ class GatewayConfig:
     def __post_init__(self) -> None:
         if not self.id:
             object.__setattr__(self, "id", default_id())
-        if self.require_auth and not (self.jwt_secret or self.jwt_public_key):
+        if self.require_auth and not self.auth_required:
             raise ConfigError(
                 "--require-auth (FRAMECAST_REQUIRE_AUTH) is set but neither FRAMECAST_JWT_SECRET "
                 "(--jwt-secret) nor FRAMECAST_JWT_PUBLIC_KEY (--jwt-public-key) is: every client "

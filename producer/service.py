@@ -129,8 +129,6 @@ async def run(
         DetectorError: ``config.detector`` names no usable predictor.
         OSError: The metrics port cannot be bound.
     """
-    if predictor is not None and config.workers:
-        raise ValueError("a predictor object cannot be sent to worker processes: pass config.detector")
     source = parse_source(config.source)
     if open_source is None:
         open_source = opener(source, timeout=config.stall_timeout)
