@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run the fan-out and end-to-end tests against one websockets release (CI calls it for the floor and the newest).
+# Run the fan-out and end-to-end tests against one websockets release (CI calls it for the floor, 17.0; the main suite runs the newest).
 # usage: scripts/test-websockets.sh VERSION [pytest args...]   e.g. scripts/test-websockets.sh 14.2
 # Creates .venv-ws-VERSION once (framecast[test] with websockets==VERSION), then runs the tests in it.
 set -euo pipefail
