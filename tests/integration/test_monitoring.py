@@ -99,8 +99,14 @@ def test_the_generated_config_scrapes_every_gateway_and_the_producer(prometheus:
                 found.setdefault(target["labels"]["job"], []).append(target["labels"]["instance"])
         return found
 
+    # The producer's first scrape can come after the gateways': wait for both jobs, not just one.
     found = wait_until(
-        lambda: (t := targets()) and len(t.get("framecast-gateway", [])) == GATEWAYS and t,
+        lambda: (
+            (t := targets())
+            and len(t.get("framecast-gateway", [])) == GATEWAYS
+            and len(t.get("framecast-producer", [])) == 1
+            and t
+        ),
         timeout=30,
         what="every gateway and the producer up",
     )
