@@ -336,6 +336,8 @@ class Policy:
         self._lagging: dict[_Client, None] = {}
         # Per stream, the messages going out in slices, oldest first (absent: none in flight).
         self._sliced: dict[str, collections.deque[_Job]] = {}
+        # Streams whose live clients were told of a run of stale results (until a fresh one).
+        self._stale_told: set[str] = set()
         self._actions: list[Action] = []
 
     # ------------------------------------------------------------------
@@ -515,17 +517,36 @@ class Policy:
         if joiners:
             self._buffer_joining(joiners, stream, peeked, data)
         clients = self._live.get(stream)
-        if not clients:
-            return peeked
         age = self.clock() - peeked.captured_at
         if self.max_age and age > self.max_age:
-            self.stats.drops["stale"] += len(clients)
+            if clients:
+                self.stats.drops["stale"] += len(clients)
+                self._tell_stale(stream, kind, clients)
+            return peeked
+        if kind == RESULT:
+            self._stale_told.discard(stream)
+        if not clients:
             return peeked
         if kind == RESULT:
             self._fan(clients, _Job((stream, kind), data, False, peeked.captured_at, age))
         else:
             self._fan(clients, _Job((stream, kind), data, False, None, None))
         return peeked
+
+    def _tell_stale(self, stream: str, kind: str, clients: dict[_Client, None]) -> None:
+        """A result arrived already older than ``max_age`` and was dropped for every live client.
+
+        The gateway was late, not the client (a Redis link that thawed, a stalled loop): the
+        live clients are told ``gap`` ``stale`` once per run of such results, before the fresh
+        ones, so a resuming client asks for the hole. Joining clients hold the result in their
+        buffer and are told at :meth:`go_live`, by the same clock: one notice each, not two.
+        """
+        if kind != RESULT or stream in self._stale_told:
+            return
+        self._stale_told.add(stream)
+        self.stats.messages[NOTICE] += 1
+        data = wire.encode(wire.Gap(stream=stream, reason="stale"))
+        self._fan(clients, _Job((stream, NOTICE), data, False, None, None))
 
     def deliver_preview(self, stream: str, data: bytes) -> bool:
         """An encoded binary preview arrived, for the clients that asked. False if malformed."""

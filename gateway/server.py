@@ -21,9 +21,11 @@ from collections.abc import Callable, Sequence
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 from websockets.typing import Origin
 
 from framecast import wire
+from gateway._wsio import close_or_abort
 from gateway.auth import OPEN_GRANT, Authenticator, AuthError
 from gateway.config import DEFAULT_STATIC_DIR, GatewayConfig
 from gateway.connection import Connection
@@ -34,7 +36,7 @@ from gateway.http import HttpRoutes, text_response
 from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.readiness import UnreadySpell
 from gateway.reads import SubscribeReads
-from gateway.session import Session, close_or_abort
+from gateway.session import Session
 from gateway.store import open_store
 from gateway.subscriber import Subscriber
 
@@ -67,7 +69,6 @@ class Gateway:
             chunk=config.fanout_chunk,
             slice_time=config.fanout_slice,
         )
-        self._stale_told: set[str] = set()  # streams whose clients were told of stale drops
         self.store = open_store(
             config.redis_url,
             timeout=max(config.ready_timeout, 1.0),
@@ -97,7 +98,7 @@ class Gateway:
             ready=lambda: self.not_ready_reason() is None,
             history_reads=lambda: self.reads.reads,
         )
-        self.fanout.on_message = self.metrics.on_message  # metrics need the fan-out first
+        self.fanout.policy.on_message = self.metrics.on_message  # metrics need the fan-out first
         self.http = HttpRoutes(
             gateway_id=config.id,
             static_dir=config.static_dir or DEFAULT_STATIC_DIR,
@@ -294,23 +295,6 @@ class Gateway:
         if peeked is None:
             return
         self.heartbeats.seen(stream, peeked)
-        if peeked.type == "result":
-            self._tell_stale(stream, peeked)
-
-    def _tell_stale(self, stream: str, peeked: wire.Peek) -> None:
-        """A result that arrived already older than ``--max-age`` was dropped for every client.
-
-        The gateway was late, not the client (a Redis link that thawed, a stalled loop): the
-        stream's clients are told ``gap`` ``stale`` once per run of such results, in order
-        before the fresh ones, so a resuming client asks for the hole from its last result.
-        """
-        max_age = self.config.max_age
-        if max_age and time.time() - peeked.captured_at > max_age:
-            if stream not in self._stale_told:
-                self._stale_told.add(stream)
-                self.fanout.announce(stream, wire.encode(wire.Gap(stream=stream, reason="stale")))
-        else:
-            self._stale_told.discard(stream)
 
     def _on_preview(self, stream: str, data: bytes) -> None:
         self.fanout.deliver_preview(stream, data)
@@ -337,15 +321,20 @@ class Gateway:
         while not self._draining:
             await asyncio.sleep(0.25)
             reason = self.not_ready_reason()
-            if not spell.due(reason) or self._draining or not self._open:
+            if not spell.due(reason) or self._draining:
+                continue
+            # The spell stays due until ready again (a client that slipped in is moved too), so
+            # pick only connections not yet closing: each is closed, logged and counted once.
+            moving = [c for c in self._open if c.state is State.OPEN]
+            if not moving:
                 continue
             log.warning(
                 "unready for %.1f s (%s): closing %d client(s) with 1013 so they move to a ready gateway",
                 spell.unready_for,
                 reason,
-                len(self._open),
+                len(moving),
             )
-            for connection in list(self._open):
+            for connection in moving:
                 self.metrics.closes.labels("unready").inc()
                 task = asyncio.create_task(
                     close_or_abort(

@@ -252,8 +252,10 @@ async def test_stale_messages_are_dropped_by_capture_time() -> None:
         fanout.deliver(STREAM, result(2, captured_at=997.5))  # 2.5 s old: stale
         now[0] = 1010.0
         fanout.deliver(STREAM, result(3, captured_at=1009.5))  # sent
-        await until(lambda: all(len(r.messages) == 2 for r in readers), what="two messages each")
+        # The stale one is replaced by one `gap` notice, in its place, so a client can resume.
+        await until(lambda: all(len(r.messages) == 3 for r in readers), what="three messages each")
         assert all(r.seqs() == [1, 3] for r in readers)
+        assert all(wire.decode(r.messages[1]) == wire.Gap(stream=STREAM, reason="stale") for r in readers)
         assert fanout.stats.drops["stale"] == 3  # one message, three clients
         for reader in readers:
             await reader.stop()
@@ -277,7 +279,8 @@ async def test_stalled_client_is_conflated_to_the_newest_while_others_get_everyt
         assert fanout.lagging == 1
         assert fanout.stats.drops["conflated"] > 0
         # Memory bound: the stalled client's unsent bytes never exceed the limit plus one message.
-        assert stalled_server_side.transport.get_write_buffer_size() <= fanout.client_buffer + payload + 512
+        unsent = stalled_server_side.transport.get_write_buffer_size()
+        assert unsent <= fanout.policy.client_buffer + payload + 512
 
         stalled = Reader(stalled_ws)
         stalled_ws.transport.resume_reading()
@@ -500,7 +503,7 @@ async def test_a_newer_message_never_overtakes_a_sliced_one_at_any_client() -> N
             readers.append(Reader(await client(server.port)))
             await server.next()
         fanout.deliver(STREAM, result(1))  # first slice: 16 clients, the rest in later loop steps
-        fanout.slice_time = 60.0  # the next message would reach all 40 in one synchronous slice
+        fanout.policy.slice_time = 60.0  # the next message would reach all 40 in one synchronous slice
         fanout.deliver(STREAM, result(2))
         fanout.deliver(STREAM, result(3))
         await until(lambda: all(len(r.messages) == 3 for r in readers), what="three messages each")

@@ -281,6 +281,24 @@ def test_a_joining_client_is_told_once_when_buffered_results_went_stale() -> Non
     assert fresh.kinds() == ["result"]
 
 
+def test_a_run_of_results_that_arrive_stale_is_told_once_to_live_and_once_to_joining_clients() -> None:
+    world = World(max_age=2.0)
+    live, joiner = world.client("l"), world.client("j", joining=True)
+    world.result(1)
+    for seq in (2, 3, 4):  # what a thawed Redis link delivers: captured long ago
+        world.result(seq, age=30.0)
+    world.result(5)
+    world.policy.go_live(S, "j")
+    stale = wire.Gap(stream=S, reason="stale")
+    for sink in (live, joiner):
+        assert sink.kinds() == ["result", "gap", "result"] and sink.results() == [1, 5]
+        assert wire.decode(sink.written[1].data) == stale
+    world.result(6, age=30.0)  # a new run after a fresh result: told again
+    for sink in (live, joiner):
+        assert sink.kinds()[3:] == ["gap"] and sink.results() == [1, 5]
+    assert world.policy.stats.drops["stale"] == 3 + 3 + 2, "live, then at go_live, then both live"
+
+
 def test_previews_go_only_to_clients_that_asked_as_binary() -> None:
     world = World()
     plain, viewer = world.client("p"), world.client("v", previews=True)
