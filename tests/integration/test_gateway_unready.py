@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -11,7 +12,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
-from tests.support.gateway import FakeProducer, running_gateway
+from tests.support.gateway import FakeProducer, raw_websocket, running_gateway
 from tests.support.nginx import running_nginx
 from tests.support.proxy import running_proxy
 from tests.support.wait import poll
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from tests.support.valkey import RedisServer
 
 ARGS = ["--ready-timeout", "1", "--offline-after", "30", "--unready-close-after", "3"]
+# A closing handshake that lingers over many of the readiness ticks (4 a second).
+CLOSE_TIMEOUT = ["--close-timeout", "3"]
 
 
 async def _next_result(ws: ClientConnection, *, timeout: float = 20.0) -> wire.Result:
@@ -37,6 +40,20 @@ async def _open(url: str) -> tuple[ClientConnection, str]:
     hello = wire.decode(await asyncio.wait_for(ws.recv(), 20))
     assert isinstance(hello, wire.Hello)
     return ws, hello.gateway
+
+
+def _read_until_gone(sock: socket.socket) -> bytes:
+    """Read a raw socket until the peer ends it (EOF or reset); what it sent."""
+    received = b""
+    try:
+        for _ in range(100_000):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+    except ConnectionResetError:
+        pass
+    return received
 
 
 async def _read_until_closed(ws: ClientConnection, last: wire.Result) -> tuple[int | None, wire.Result]:
@@ -66,7 +83,7 @@ async def test_a_deaf_gateway_refuses_new_clients_and_moves_its_own_after_the_li
     with (
         running_proxy(redis_server.port) as proxy,
         running_gateway(redis_url=redis_server.url, args=ARGS, wait="ready") as healthy,
-        running_gateway(redis_url=proxy.redis_url, args=ARGS, wait="ready") as deaf,
+        running_gateway(redis_url=proxy.redis_url, args=[*ARGS, *CLOSE_TIMEOUT], wait="ready") as deaf,
         running_nginx([f"127.0.0.1:{healthy.port}", f"127.0.0.1:{deaf.port}"]) as balancer,
     ):
         producer.status(ttl=300)
@@ -79,6 +96,9 @@ async def test_a_deaf_gateway_refuses_new_clients_and_moves_its_own_after_the_li
             on_healthy = [ws for ws, gw in clients if gw == healthy.id]
             assert on_deaf and on_healthy, [gw for _, gw in clients]
             seen = {ws: await _next_result(ws) for ws, _ in clients}
+            # One more on the deaf gateway that never answers a close: it is moved (and counted) once.
+            mute, head = raw_websocket(deaf.port, "/ws/cam")
+            assert head.startswith(b"HTTP/1.1 101"), head
 
             proxy.freeze()  # the deaf gateway's Redis link: open, silent
             await poll(lambda: deaf.get("/readyz")[0] == 503, what="the frozen gateway to turn unready")
@@ -105,7 +125,13 @@ async def test_a_deaf_gateway_refuses_new_clients_and_moves_its_own_after_the_li
                 first = await _next_result(ws)
                 assert (await _next_result(ws)).seq == first.seq + 1
                 await ws.close()
-            assert deaf.metric("framecast_gateway_closes_total", {"reason": "unready"}) == len(on_deaf)
+            # The mute one's closing handshake outlasted a dozen ticks, then it was aborted.
+            mute.settimeout(30)
+            received = await asyncio.to_thread(_read_until_gone, mute)
+            mute.close()
+            assert b"gateway lost redis" in received, "the close frame reached it"
+            closed_total = deaf.metric("framecast_gateway_closes_total", {"reason": "unready"})
+            assert closed_total == len(on_deaf) + 1, "each connection moved once, however long it closes"
         finally:
             stop.set()
             thread.join(10)
