@@ -46,7 +46,7 @@ from websockets.protocol import State
 from framecast import wire
 from gateway.policy import OVER, SKIP, WRITTEN
 
-__all__ = ["Connection", "WsSink", "frame", "raw_send"]
+__all__ = ["Connection", "WsSink", "close_or_abort", "frame", "raw_send"]
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +185,17 @@ class WsSink:
     async def close_slow(self, *, timeout: float) -> None:
         """Close with 4008; abort the TCP connection if the close frame cannot get through in time."""
         log.info("closing slow consumer %s", self.connection.remote_address)
-        try:
-            async with asyncio.timeout(timeout):
-                await self.connection.close(wire.CLOSE_SLOW_CONSUMER, "slow consumer")
-        except (ConnectionError, OSError) as exc:
-            log.debug("closing a slow consumer failed: %s", exc)
-            self.transport.abort()
-        except TimeoutError:
-            # Its buffer is full, so the close frame is stuck behind it: cut the connection.
-            self.transport.abort()
+        # Its buffer is full, so the close frame may be stuck behind it: then the cut.
+        await close_or_abort(self.connection, wire.CLOSE_SLOW_CONSUMER, "slow consumer", timeout)
+
+
+async def close_or_abort(connection: Connection, code: int, reason: str, timeout: float) -> None:
+    """Close with ``code``; abort the transport if the closing handshake fails or takes over ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            await connection.close(code, reason)
+    except (ConnectionError, OSError) as exc:
+        log.debug("closing %s failed: %s", connection.remote_address, exc)
+        connection.transport.abort()
+    except TimeoutError:
+        connection.transport.abort()

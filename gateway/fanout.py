@@ -132,77 +132,12 @@ class Fanout:
         self._closing: dict[Connection, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------
-    # Policy settings and counters (the policy owns them)
+    # Counters (the policy owns them, and its settings: ``fanout.policy.max_age``)
 
     @property
     def stats(self) -> FanoutStats:
         """Counters."""
         return self.policy.stats
-
-    @property
-    def client_buffer(self) -> int:
-        """Unsent bytes above which a client is lagging."""
-        return self.policy.client_buffer
-
-    @property
-    def low_water(self) -> int:
-        """Unsent bytes at or below which a lagging client has caught up."""
-        return self.policy.low_water
-
-    @property
-    def max_lag(self) -> float:
-        """Seconds a client may lag before it is closed."""
-        return self.policy.max_lag
-
-    @property
-    def max_age(self) -> float:
-        """Seconds since capture after which a message is not sent."""
-        return self.policy.max_age
-
-    @max_age.setter
-    def max_age(self, value: float) -> None:
-        self.policy.max_age = value
-
-    @property
-    def chunk(self) -> int:
-        """Clients per slice at most."""
-        return self.policy.chunk
-
-    @chunk.setter
-    def chunk(self, value: int) -> None:
-        self.policy.chunk = value
-
-    @property
-    def slice_time(self) -> float:
-        """Seconds one slice may hold the loop."""
-        return self.policy.slice_time
-
-    @slice_time.setter
-    def slice_time(self, value: float) -> None:
-        self.policy.slice_time = value
-
-    @property
-    def join_limit(self) -> int:
-        """Live messages kept per joining client and stream."""
-        return self.policy.join_limit
-
-    @property
-    def on_message(self) -> MessageHook | None:
-        """The entry-time hook."""
-        return self.policy.on_message
-
-    @on_message.setter
-    def on_message(self, hook: MessageHook | None) -> None:
-        self.policy.on_message = hook
-
-    @property
-    def on_write(self) -> WriteHook | None:
-        """The write-time hook."""
-        return self.policy.on_write
-
-    @on_write.setter
-    def on_write(self, hook: WriteHook | None) -> None:
-        self.policy.on_write = hook
 
     # ------------------------------------------------------------------
     # Membership

@@ -191,7 +191,7 @@ class GatewayMetrics:
         self._write_kinds: dict[str, Histogram] = {}
         self.registry.register(_Live(self))
         # Set here, not by the caller: the write-time figure must never be silently unwired.
-        fanout.on_write = self.on_write
+        fanout.policy.on_write = self.on_write
 
     def on_message(self, kind: str, seconds: float, age: float | None, sent: int) -> None:
         """The fan-out's per-message hook."""
