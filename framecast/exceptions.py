@@ -32,11 +32,13 @@ class WireError(FramecastError, ValueError):
     Attributes:
         code: The protocol's error code for it (``wire.Error.code``): ``"bad-message"``,
             ``"unknown-op"`` or ``"bad-stream"``, so a gateway answers without parsing the text.
+        stream: For ``"bad-stream"``, the name that was refused (so the answer can name it).
     """
 
-    def __init__(self, message: str, *, code: str = "bad-message") -> None:
+    def __init__(self, message: str, *, code: str = "bad-message", stream: str | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.stream = stream
 
 
 class AuthError(FramecastError):

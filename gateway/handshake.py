@@ -21,7 +21,6 @@ __all__ = ["BadRequest", "Handshake", "bearer", "parse_query_token", "parse_ws_p
 # A sequence number is a Redis stream id part: 64 bits, so at most 20 digits (int() of a huge digit
 # string raises past 4300 digits, and a longer one is never a valid position anyway).
 _DIGITS = re.compile(r"[0-9]{1,20}")
-_MAX_SEQ = 2**64 - 1
 
 
 @dataclass(frozen=True)
@@ -73,7 +72,7 @@ def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, 
                 f"since: expected a whole number of 1-20 ASCII digits 0-9, got {since_raw[:40]!r}"
             )
         since = int(since_raw)
-        if since > _MAX_SEQ:
+        if since > wire.MAX_SEQ:
             raise BadRequest(f"since: {since_raw} is above the largest sequence number (2**64 - 1)")
         if not epoch:
             raise BadRequest("since needs epoch (the epoch the seq belongs to)")

@@ -16,6 +16,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
+from gateway._wsio import close_or_abort
 from gateway.auth import Grant
 from gateway.history import Replay
 from gateway.reads import Snapshot
@@ -24,7 +25,7 @@ from gateway.store import STORE_ERRORS
 if TYPE_CHECKING:
     from gateway.server import Gateway
 
-__all__ = ["MAX_BAD_OPS", "Session", "close_or_abort"]
+__all__ = ["MAX_BAD_OPS", "Session"]
 
 log = logging.getLogger("gateway")
 
@@ -53,7 +54,7 @@ class Session:
             try:
                 op = wire.decode_op(message)
             except wire.WireError as exc:
-                code, text = exc.code, str(exc)
+                code, text, refused = exc.code, str(exc), exc.stream
             else:
                 bad = 0
                 if isinstance(op, wire.Subscribe):
@@ -62,7 +63,7 @@ class Session:
                     await self.unsubscribe(op.stream)
                 continue
             bad += 1
-            await self.error(code, text)
+            await self.error(code, text, refused)  # a bad stream name is echoed: clients match it
             if bad >= MAX_BAD_OPS:
                 self.gateway.metrics.closes.labels("bad-requests").inc()
                 await self.connection.close(wire.CLOSE_BAD_REQUEST, f"{bad} bad operations in a row")
@@ -211,12 +212,3 @@ class Session:
         gateway.subscriber.release(stream, previews=previews)
         if not gateway.fanout.clients(stream):
             gateway.heartbeats.unwatch(stream)
-
-
-async def close_or_abort(connection: ServerConnection, code: int, reason: str, timeout: float) -> None:
-    """Close with ``code``; abort the transport if the closing handshake takes over ``timeout``."""
-    try:
-        async with asyncio.timeout(timeout):
-            await connection.close(code, reason)
-    except TimeoutError:
-        connection.transport.abort()

@@ -14,6 +14,7 @@ from typing import Any
 from framecast.exceptions import WireError
 from framecast.wire.keys import check_stream_name
 from framecast.wire.messages import (
+    MAX_SEQ,
     VERSION,
     ClientOp,
     Detection,
@@ -109,8 +110,9 @@ def encode_preview(preview: Preview) -> bytes:
 def _load(data: bytes | str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WireError(f"not UTF-8 JSON: {exc}") from None
+    except ValueError as exc:
+        # JSONDecodeError and UnicodeDecodeError, and int()'s digit limit (over 4300 digits).
+        raise WireError(f"not UTF-8 JSON: {str(exc)[:200]}") from None
     except RecursionError:
         # A few thousand "[" fit in any message-size limit and exhaust the parser's stack.
         raise WireError("not UTF-8 JSON: nested too deeply") from None
@@ -132,8 +134,8 @@ def _int(obj: dict[str, Any], key: str, *, minimum: int = 0, optional: bool = Fa
     value = obj.get(key)
     if value is None and optional:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise WireError(f"{key}: expected an integer >= {minimum}, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_SEQ:
+        raise WireError(f"{key}: expected an integer from {minimum} to 2**64 - 1, got {str(value)[:40]}")
     return value
 
 

@@ -44,6 +44,7 @@ def check_stream_name(name: str) -> str:
             f"stream: {name!r} is not a valid stream name "
             f"(1-64 characters of A-Z a-z 0-9 _ . -, starting with a letter or digit)",
             code="bad-stream",
+            stream=name if isinstance(name, str) else None,
         )
     return name
 

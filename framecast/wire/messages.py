@@ -27,6 +27,7 @@ __all__ = [
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOKEN_EXPIRED",
     "CLOSE_TRY_AGAIN_LATER",
+    "MAX_SEQ",
     "VERSION",
     "ClientOp",
     "Detection",
@@ -54,6 +55,9 @@ VERSION = 1
 A reader accepts messages whose ``v`` it knows; unknown *fields* are ignored
 so that minor additions never break old clients.
 """
+
+MAX_SEQ = 2**64 - 1
+"""The largest ``seq`` (and ``since``): Redis stream ids are pairs of 64-bit unsigned numbers."""
 
 # WebSocket close codes a gateway uses, beyond RFC 6455's own (1001 going
 # away, 1007 invalid UTF-8, 1008 policy violation, 1009 message too big).

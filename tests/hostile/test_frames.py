@@ -108,6 +108,8 @@ def test_bad_operations_get_an_error_and_the_connection_stays_open(
         sock.sendall(frame(opcode, payload))
         error = _reply(reader)
         assert isinstance(error, wire.Error) and error.code == code, error
+        if code == "bad-stream":  # the refused name comes back, so a client can tell which
+            assert error.stream == json.loads(payload)["stream"], error
         # Still open and serving: a good operation after the bad one is answered.
         sock.sendall(frame(OP_TEXT, wire.encode(wire.Unsubscribe(stream="default"))))
         assert isinstance(_reply(reader), wire.Unsubscribed)

@@ -262,3 +262,32 @@ def test_an_op_without_op_is_a_bad_message() -> None:
     with pytest.raises(wire.WireError, match="missing field op") as caught:
         wire.decode_op(b'{"stream": "cam"}')
     assert caught.value.code == "bad-message"
+
+
+@pytest.mark.parametrize("decoder", [wire.decode, wire.decode_op, wire.peek])
+def test_an_integer_past_pythons_digit_limit_is_a_bad_message_not_a_crash(decoder: object) -> None:
+    # json.loads raises a plain ValueError past 4300 digits; a decoder owes a WireError.
+    digits = "9" * 5000
+    data = '{"op":"subscribe","stream":"cam","seq":' + digits + ',"since":' + digits + "}"
+    with pytest.raises(wire.WireError) as caught:
+        decoder(data.encode())  # type: ignore[operator]
+    assert caught.value.code == "bad-message"
+
+
+def test_since_is_bounded_by_the_largest_sequence_number_as_at_the_handshake() -> None:
+    def op(since: int) -> bytes:
+        return json.dumps({"op": "subscribe", "stream": "cam", "since": since, "epoch": "e"}).encode()
+
+    assert wire.decode_op(op(wire.MAX_SEQ)) == wire.Subscribe(stream="cam", since=wire.MAX_SEQ, epoch="e")
+    with pytest.raises(wire.WireError, match="since: expected an integer from 0 to 2\\*\\*64 - 1") as caught:
+        wire.decode_op(op(wire.MAX_SEQ + 1))
+    assert caught.value.code == "bad-message"
+
+
+def test_a_refused_stream_name_is_carried_by_the_error() -> None:
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode_op(b'{"op":"subscribe","stream":"../etc"}')
+    assert (caught.value.code, caught.value.stream) == ("bad-stream", "../etc")
+    with pytest.raises(wire.WireError) as caught:
+        wire.decode_op(b'{"op":"subscribe","stream":7}')
+    assert (caught.value.code, caught.value.stream) == ("bad-message", None)
