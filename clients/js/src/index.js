@@ -231,11 +231,14 @@ export class Subscription {
     this._connected = false;
     // Subscribe ops sent per stream and not yet answered (`subscribed` or `error`).
     this._unanswered = new Map();
+    // Streams the gateway refused (bad-stream, forbidden, too-many-streams), with why.
+    this._refused = new Map();
     this._connect();
   }
 
   /** Start receiving `stream` too (now and after reconnects). */
   add(stream, { since } = {}) {
+    this._refused.delete(stream);
     if (since && !this.cursor.position(stream)) this.cursor.results.set(stream, since);
     this.streams.add(stream);
     this._send(this._subscribeOp(stream));
@@ -324,6 +327,12 @@ export class Subscription {
         this._setState("failed", { reason: `HTTP ${status}: the gateway ${why}`, status });
         return;
       }
+      if (status >= 400 && status < 500 && ![408, 426, 429].includes(status)) {
+        // A wrong path or a bad query is answered the same way every time: retrying cannot help.
+        // (426 is the probe's own answer, a plain GET where the handshake would be taken.)
+        this._setState("failed", { reason: `HTTP ${status}: the gateway refused the request`, status });
+        return;
+      }
       if (status) reason = `cannot connect (HTTP ${status})`;
     }
     this._failures += 1;
@@ -376,6 +385,7 @@ export class Subscription {
       this._send(this._subscribeOp(msg.stream));
     } else if (msg.type === "error" && msg.stream && REFUSALS.has(msg.code)) {
       this.streams.delete(msg.stream);
+      this._refused.set(msg.stream, `${msg.code}: ${msg.message}`);
     }
     if ((msg.type === "subscribed" || msg.type === "error") && msg.stream) {
       // The gateway answers each subscribe with one `subscribed` or one `error` naming it.
@@ -391,6 +401,14 @@ export class Subscription {
       this._delayIter = this._delays();
     }
     this._onMessage(msg);
+    if (msg.type === "error" && !this.streams.size && this._refused.size) {
+      // Nothing left to receive, and a reconnect would be refused the same way.
+      const refused = [...this._refused].map(([stream, why]) => `${stream}: ${why}`).join("; ");
+      this._setState("failed", { reason: `the gateway refused every stream (${refused})` });
+      clearTimeout(this._timer);
+      ws.close(1000, "every stream refused");
+      this._ws = null;
+    }
   }
 }
 

@@ -159,3 +159,43 @@ test("a gateway that is down at first is reached once it starts", async () => {
     await Promise.all([gateway?.stop(), producer.stop()]);
   }
 });
+
+test("a handshake refused with 404 fails at once instead of retrying", async () => {
+  const gateway = await startGateway({ redisUrl: valkey.url });
+  const rec = recorder(`ws://127.0.0.1:${gateway.port}/nowhere`, ["cam"]);
+  try {
+    await withContext(async () => {
+      await waitFor(() => rec.sub.state === "failed", { what: "the subscription to fail" });
+      const failed = rec.states.at(-1);
+      assert.equal(failed.status, 404);
+      assert.match(failed.reason, /HTTP 404/);
+      // Terminal: `failed` is never left, so no attempt follows the first.
+      assert.deepEqual(rec.states.map((s) => s.state), ["failed"]);
+    });
+  } finally {
+    rec.sub.close();
+    await gateway.stop();
+  }
+});
+
+test("when the gateway refuses every stream, the subscription fails and closes its connection", async () => {
+  const gateway = await startGateway({ redisUrl: valkey.url });
+  const rec = recorder(gateway.wsUrl, ["no such/stream", "../etc"]);
+  const connections = async () => {
+    const text = await (await fetch(`${gateway.url}/metrics`)).text();
+    return Number(/^framecast_gateway_connections (\S+)$/m.exec(text)?.[1]);
+  };
+  try {
+    await withContext(async () => {
+      await waitFor(() => rec.sub.state === "failed", { what: "the subscription to fail" });
+      const failed = rec.states.at(-1);
+      assert.match(failed.reason, /refused every stream \(no such\/stream: bad-stream: .*; \.\.\/etc: bad-stream: /);
+      assert.deepEqual(rec.states.map((s) => s.state), ["open", "failed"]);
+      assert.equal(rec.messages.filter((m) => m.type === "error").length, 2);
+      await waitFor(async () => (await connections()) === 0, { what: "the gateway to see the connection closed" });
+    });
+  } finally {
+    rec.sub.close();
+    await gateway.stop();
+  }
+});
