@@ -34,6 +34,7 @@ __all__ = [
     "ENV",
     "EXAMPLE",
     "RESERVED",
+    "SOURCE_ENV",
     "SUMMARY",
     "Camera",
     "CameraError",
@@ -48,6 +49,9 @@ __all__ = [
 
 ENV = "FRAMECAST_CAMERAS"
 """Environment variable with ``--camera`` specs separated by ``;`` (used when no ``--camera`` is given)."""
+
+SOURCE_ENV = "FRAMECAST_SOURCE"
+"""The producer's ``--source`` as an environment variable: how ``up`` hands a producer its source."""
 
 SUMMARY = (
     "Several cameras: --config framecast.toml and/or repeated --camera NAME=SOURCE[,key=value]\n"
@@ -96,9 +100,17 @@ class Camera:
     options: tuple[tuple[str, str], ...] = ()
     origin: str = "--camera"
 
+    def env(self) -> dict[str, str]:
+        """The producer's environment variables for this camera: its source."""
+        return {SOURCE_ENV: self.source}
+
     def argv(self) -> list[str]:
-        """The producer's command-line arguments for this camera (without Redis and metrics)."""
-        args = ["--stream", self.name, "--source", self.source]
+        """The producer's command-line arguments for this camera (without Redis, metrics and source).
+
+        The source travels in :meth:`env`: a camera URL often carries a password, and argv is
+        what ``ps`` shows every user of the machine.
+        """
+        args = ["--stream", self.name]
         for key, value in self.options:
             flag = "--" + key.replace("_", "-")
             if value in ("true", "false"):  # booleans are --flag / --no-flag, as argparse wants

@@ -39,11 +39,13 @@ class Child:
         lines: Its last output lines.
         restarts: Times it was restarted after an unexpected exit.
         expected_exit: Whether an exit is expected (it is being stopped, or it finished).
+        env: Its own environment variables, over :attr:`Supervisor.env` (secrets stay out of argv).
     """
 
     name: str
     argv: list[str]
     port: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
     lines: deque[str] = field(default_factory=lambda: deque(maxlen=500))
     restarts: int = 0
@@ -92,20 +94,22 @@ class Supervisor:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def add(self, name: str, argv: list[str], *, port: int | None = None) -> Child:
+    def add(
+        self, name: str, argv: list[str], *, port: int | None = None, env: dict[str, str] | None = None
+    ) -> Child:
         """Register a child (not started yet)."""
-        child = Child(name, argv, port)
+        child = Child(name, argv, port, dict(env or {}))
         self.children[name] = child
         return child
 
     def launch(self, child: Child) -> None:
-        """Start ``child`` with :attr:`env`; its output is echoed by a thread."""
+        """Start ``child`` with :attr:`env` and its own; its output is echoed by a thread."""
         child.process = subprocess.Popen(
             child.argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env=self.env,
+            env={**self.env, **child.env},
             cwd=self._cwd,
             start_new_session=True,
             preexec_fn=die_with_parent,

@@ -337,12 +337,12 @@ class Stack:
             self._wait_healthy(gateway)
         producer_ports: list[int] = []  # metrics ports, one per producer, when Prometheus scrapes them
         if self.config.producer:
-            for name, argv in _producer_commands(self.config):
+            for name, argv, env in _producer_commands(self.config):
                 port = free_port() if prometheus_binary else 0
                 if port:
                     producer_ports.append(port)
                     argv = [*argv, "--metrics-port", str(port)]
-                children.launch(children.add(name, argv))
+                children.launch(children.add(name, argv, env=env))
         conf = self.workdir / "nginx.conf"
         conf.write_text(
             render_conf(
@@ -426,14 +426,19 @@ def _producer_names(config: UpConfig) -> list[tuple[str, str]]:
     return [("producer", config.stream)]
 
 
-def _producer_commands(config: UpConfig) -> list[tuple[str, list[str]]]:
-    """``(child name, argv)`` of every producer. Redis reaches them in the environment."""
+def _producer_commands(config: UpConfig) -> list[tuple[str, list[str], dict[str, str]]]:
+    """``(child name, argv, env)`` of every producer.
+
+    Redis and the source reach them in the environment: both URLs may hold a password.
+    """
     base = [sys.executable, "-m", "producer", "--log-level", config.log_level]
     if config.cameras:
         # The camera's own settings come last, so a per-camera log_level wins over up's.
-        return [(f"producer-{camera.name}", [*base, *camera.argv()]) for camera in config.cameras]
-    single = ["--stream", config.stream, "--source", config.source, "--detector", config.detector]
-    return [("producer", [*base, *single])]
+        return [
+            (f"producer-{camera.name}", [*base, *camera.argv()], camera.env()) for camera in config.cameras
+        ]
+    single = ["--stream", config.stream, "--detector", config.detector]
+    return [("producer", [*base, *single], {cameras.SOURCE_ENV: config.source})]
 
 
 def _producer_finished(child: Child, status: int) -> str | None:

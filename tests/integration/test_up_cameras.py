@@ -78,6 +78,22 @@ def mjpeg(child_env: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen[byt
         kill(camera)
 
 
+SECRET = "s3cret-pass"
+
+
+def _producer_argvs() -> list[list[str]]:
+    """The command line of every running ``python -m producer`` on this machine."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+        except OSError:  # it exited meanwhile
+            continue
+        if "-m" in argv and "producer" in argv and "--stream" in argv:
+            found.append(argv)
+    return found
+
+
 def _listed(base: str) -> dict[str, str]:
     with urllib.request.urlopen(base + "streams", timeout=5) as response:
         return {str(s["stream"]): str(s["state"]) for s in json.loads(response.read())}
@@ -103,7 +119,7 @@ def test_three_cameras_each_reach_their_own_clients_and_one_failing_leaves_the_o
             "--config",
             str(config),
             "--camera",
-            f"gate=http://127.0.0.1:{camera_port}/,max_fps=5,stall_timeout=2",
+            f"gate=http://viewer:{SECRET}@127.0.0.1:{camera_port}/,max_fps=5,stall_timeout=2",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -117,6 +133,10 @@ def test_three_cameras_each_reach_their_own_clients_and_one_failing_leaves_the_o
         assert "streams: front, yard, gate" in ready
         # up waited for every camera's first heartbeat: all three are listed at once.
         assert set(_listed(base)) == {"front", "yard", "gate"}
+        # The camera's password is in up's own argv (typed there) but in no producer's: `ps` shows argv.
+        producers = _producer_argvs()
+        assert sorted(a[a.index("--stream") + 1] for a in producers) == ["front", "gate", "yard"]
+        assert not [a for a in producers if any(SECRET in part for part in a)], producers
         every = {"front": "online", "yard": "online", "gate": "online"}
         wait_until(lambda: _listed(base) == every, timeout=60, what="every camera online")
 

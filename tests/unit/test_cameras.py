@@ -41,10 +41,9 @@ source = 0
     found = cameras.load(path)
     assert [c.name for c in found] == ["door", "yard", "lobby"]
     assert found[0].options == (("detector", "faces"), ("max_fps", "5"))
-    assert found[0].argv() == [
-        "--stream", "door", "--source", "rtsp://10.0.0.7/stream1", "--detector", "faces", "--max-fps", "5",
-    ]  # fmt: skip
-    assert found[1].argv() == ["--stream", "yard", "--source", "synthetic", "--no-demand"]
+    assert found[0].argv() == ["--stream", "door", "--detector", "faces", "--max-fps", "5"]
+    assert found[0].env() == {"FRAMECAST_SOURCE": "rtsp://10.0.0.7/stream1"}  # not argv: `ps` shows argv
+    assert found[1].argv() == ["--stream", "yard", "--no-demand"]
     assert found[2].source == "0"
     cameras.check_options(found, _check)
 
@@ -140,6 +139,6 @@ def test_booleans_in_any_accepted_spelling_reach_the_producer_as_flags() -> None
         return settings.check_value(ProducerConfig, key, value)
 
     (camera,) = cameras.check_options([cameras.parse_spec("door=synthetic,demand=yes,max_fps=5")], check)
-    assert camera.argv() == ["--stream", "door", "--source", "synthetic", "--demand", "--max-fps", "5"]
+    assert camera.argv() == ["--stream", "door", "--demand", "--max-fps", "5"]
     (camera,) = cameras.check_options([cameras.parse_spec("door=synthetic,demand=off")], check)
-    assert camera.argv() == ["--stream", "door", "--source", "synthetic", "--no-demand"]
+    assert camera.argv() == ["--stream", "door", "--no-demand"]
