@@ -220,10 +220,19 @@ class Producer:
     # ---------------------------------------------------------------- feeder and collector
 
     async def _feed(self) -> None:
-        """Hand the newest frame to the predictor whenever it has room (and --max-fps allows)."""
+        """Hand the newest frame to the predictor whenever it has room (and --max-fps allows).
+
+        --max-fps is a virtual schedule (GCRA): each processed frame moves the next due capture
+        time ``interval`` past the later of its due time and its capture, and a frame captured
+        more than half an interval before that is not taken. So consecutive processed frames are
+        captured at least half an interval apart and ``n`` of them span at least ``n - 1.5``
+        intervals, on any machine, while a camera whose frames do not fall on the schedule
+        still gets the full rate (the half interval absorbs the quantisation).
+        """
         interval = 1.0 / self.config.max_fps if self.config.max_fps else 0.0
+        tolerance = interval / 2
         last = -1
-        next_due = 0.0
+        due = 0.0  # Unix time: captures are stamped with time.time()
         try:
             while True:
                 if not self.active:
@@ -237,20 +246,24 @@ class Producer:
                 await self.capacity.acquire()
                 handed_over = False
                 try:
-                    fresh_since = 0.0
-                    delay = next_due - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                        # Held back by --max-fps: take the first frame captured from now on, not the
-                        # one that has been aging in the slot (half a capture interval on average).
-                        fresh_since = time.time()
-                    frame = await self._next_frame(after=last, fresh_since=fresh_since)
+                    earliest = 0.0
+                    if interval:
+                        now = time.time()
+                        # Never more than this ahead (a frame is taken at most tolerance early):
+                        # a clock stepped back must not stall the feeder.
+                        due = min(due, now + interval + tolerance)
+                        earliest = due - tolerance
+                        if earliest > now:
+                            await asyncio.sleep(earliest - now)
+                    # Held back by --max-fps: the first frame captured from then on, not the
+                    # one that has been aging in the slot (half a capture interval on average).
+                    frame = await self._next_frame(after=last, fresh_since=earliest)
                     if frame is None:
                         if self.slot.closed:
                             return
                         continue
-                    # Keep the --max-fps cadence from the due time, not from when a frame came.
-                    next_due = (next_due if delay > 0 else time.monotonic()) + interval
+                    if interval:
+                        due = max(due, frame.captured_at) + interval
                     last = frame.index
                     future, executor = self.workers.submit(frame.image)
                     self.queue.put_nowait((frame, future, executor))
