@@ -73,8 +73,11 @@ def test_missing_token_stops_with_the_reason_instead_of_retrying(
 
 def test_token_for_another_stream_shows_the_refusal(gateway: GatewayProc, feed: Feed, page: Page) -> None:
     page.goto(f"{gateway.url}/?stream=cam&token={_token(['elsewhere'])}")
+    # The client gives up (every stream it asked for was refused) and the viewer says why.
     page.wait_for_function(
-        "() => document.getElementById('message').textContent.startsWith('forbidden')", timeout=WAIT_MS
+        "() => document.getElementById('message').textContent.startsWith('the gateway refused every stream')",
+        timeout=WAIT_MS,
     )
-    assert "cam" in (page.text_content("#message") or "")
+    assert "cam: forbidden" in (page.text_content("#message") or "")
+    assert status(page)["connection"] == "failed"
     assert status(page)["results"] == "0"

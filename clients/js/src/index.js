@@ -236,11 +236,21 @@ export class Subscription {
     this._connect();
   }
 
-  /** Start receiving `stream` too (now and after reconnects). */
+  /**
+   * Start receiving `stream` too (now and after reconnects). On a subscription that failed
+   * because every stream was refused (or any other failure), this connects again, fresh.
+   */
   add(stream, { since } = {}) {
     this._refused.delete(stream);
     if (since && !this.cursor.position(stream)) this.cursor.results.set(stream, since);
     this.streams.add(stream);
+    if (this.state === "failed" && !this._ws) {
+      this._failures = 0;
+      this._delayIter = this._delays();
+      this._setState("connecting");
+      this._connect(); // its open sends a subscribe for every stream, this one included
+      return;
+    }
     this._send(this._subscribeOp(stream));
   }
 

@@ -178,7 +178,8 @@ test("a handshake refused with 404 fails at once instead of retrying", async () 
   }
 });
 
-test("when the gateway refuses every stream, the subscription fails and closes its connection", async () => {
+test("when the gateway refuses every stream, the subscription fails, closes, and add() revives it", async () => {
+  const producer = startProducer({ redisUrl: valkey.url, stream: "revived" });
   const gateway = await startGateway({ redisUrl: valkey.url });
   const rec = recorder(gateway.wsUrl, ["no such/stream", "../etc"]);
   const connections = async () => {
@@ -193,9 +194,15 @@ test("when the gateway refuses every stream, the subscription fails and closes i
       assert.deepEqual(rec.states.map((s) => s.state), ["open", "failed"]);
       assert.equal(rec.messages.filter((m) => m.type === "error").length, 2);
       await waitFor(async () => (await connections()) === 0, { what: "the gateway to see the connection closed" });
+      // A stream the gateway takes (the viewer's picker does this): connected again, results flow.
+      rec.sub.add("revived");
+      await waitFor(() => rec.results.length >= 3, { what: "results on the added stream" });
+      assert.equal(rec.sub.state, "open");
+      assert.deepEqual(rec.states.map((s) => s.state), ["open", "failed", "connecting", "open"]);
+      assertContiguous(rec.results);
     });
   } finally {
     rec.sub.close();
-    await gateway.stop();
+    await Promise.all([gateway.stop(), producer.stop()]);
   }
 });
