@@ -135,7 +135,7 @@ def _int(obj: dict[str, Any], key: str, *, minimum: int = 0, optional: bool = Fa
     if value is None and optional:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_SEQ:
-        raise WireError(f"{key}: expected an integer from {minimum} to 2**64 - 1, got {str(value)[:40]}")
+        raise WireError(f"{key}: expected an integer from {minimum} to 2**64 - 1, got {repr(value)[:40]}")
     return value
 
 

@@ -378,6 +378,9 @@ export class Subscription {
       }
     }
     if (!msg || typeof msg.type !== "string") return;
+    // The gateway refused one of this subscription's streams: retrying would be refused again.
+    const refusal =
+      msg.type === "error" && msg.stream && REFUSALS.has(msg.code) && this.streams.has(msg.stream);
     if (msg.type === "result" || msg.type === "preview") {
       if (!this.streams.has(msg.stream)) return;
       // Sent before the gateway took the (re)subscription: the replay that follows `subscribed`
@@ -393,7 +396,7 @@ export class Subscription {
     } else if (msg.type === "gap" && this.streams.has(msg.stream)) {
       // Messages may have been lost between Redis and the gateway: ask for a replay.
       this._send(this._subscribeOp(msg.stream));
-    } else if (msg.type === "error" && msg.stream && REFUSALS.has(msg.code)) {
+    } else if (refusal) {
       this.streams.delete(msg.stream);
       this._refused.set(msg.stream, `${msg.code}: ${msg.message}`);
     }
@@ -411,7 +414,7 @@ export class Subscription {
       this._delayIter = this._delays();
     }
     this._onMessage(msg);
-    if (msg.type === "error" && !this.streams.size && this._refused.size) {
+    if (refusal && !this.streams.size) {
       // Nothing left to receive, and a reconnect would be refused the same way.
       const refused = [...this._refused].map(([stream, why]) => `${stream}: ${why}`).join("; ");
       this._setState("failed", { reason: `the gateway refused every stream (${refused})` });
