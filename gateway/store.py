@@ -262,7 +262,7 @@ class _StandaloneSubscription(Subscription):
             after()
 
     async def aclose(self) -> None:
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
         await self._client.aclose()
 
 

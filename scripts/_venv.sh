@@ -1,19 +1,24 @@
-# Sourced by scripts/up.sh and scripts/test.sh: make .venv with the given extras, once per pyproject change.
-# usage: ensure_venv EXTRAS
-ensure_venv() {
-  local extras=$1
+# Sourced by scripts/up.sh and scripts/test.sh: make .venv hold exactly what uv.lock pins.
+# uv itself comes hash-checked from scripts/requirements-uv.txt into .tools/ (once).
+# usage: ensure_venv EXTRA [EXTRA ...]     e.g. ensure_venv test
+# PYTHON picks the interpreter (default python3); FRAMECAST_VENV the folder (default .venv).
+ensure_uv() {
   local python=${PYTHON:-python3}
-  local stamp=".venv/.framecast-${extras//,/-}"
-  local want
-  want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-  if [ ! -x .venv/bin/python ]; then
-    echo "framecast: creating .venv with $($python --version 2>&1)" >&2
-    "$python" -m venv .venv
-    .venv/bin/python -m pip install -q --upgrade pip
+  if [ ! -x .tools/bin/uv ] || ! .tools/bin/uv --version 2>/dev/null | grep -q "^uv $(sed -n 's/^uv==\([^ ]*\).*/\1/p' scripts/requirements-uv.txt)\b"; then
+    echo "framecast: installing uv into .tools (scripts/requirements-uv.txt)" >&2
+    rm -rf .tools
+    "$python" -m venv .tools
+    .tools/bin/python -m pip install -q --require-hashes --no-deps -r scripts/requirements-uv.txt
   fi
-  if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "framecast: installing framecast[$extras] into .venv" >&2
-    .venv/bin/python -m pip install -q -e ".[$extras]"
-    echo "$want" > "$stamp"
-  fi
+}
+
+ensure_venv() {
+  ensure_uv
+  local python=${PYTHON:-python3}
+  local args=() extra
+  for extra in "$@"; do args+=(--extra "$extra"); done
+  # --locked: fail, rather than re-resolve, when uv.lock is out of date with pyproject.toml.
+  # Never download an interpreter: the machine's own Pythons are the ones we test.
+  UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT="${FRAMECAST_VENV:-.venv}" \
+    .tools/bin/uv sync --quiet --locked --python "$python" "${args[@]}"
 }
