@@ -33,13 +33,14 @@ ensure_venv() {
 
 find_python() {
   local version=$1 candidate
-  for candidate in "$(command -v "python$version" 2>/dev/null)" \
-                   "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/"$version"*/bin/python"$version"; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ]; then
+  # pyenv's own builds first: its shims on PATH answer only for the versions selected.
+  for candidate in "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/"$version"*/bin/python"$version" \
+                   "$(command -v "python$version" 2>/dev/null)"; do
+    if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c 'import sys' 2>/dev/null; then
       echo "$candidate"
       return 0
     fi
   done
-  echo "framecast: no CPython $version found (on PATH as python$version, or under pyenv)" >&2
+  echo "framecast: no CPython $version found (under pyenv, or on PATH as python$version)" >&2
   return 1
 }
