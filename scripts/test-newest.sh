@@ -8,18 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-ensure_uv
-uv=$PWD/.tools/bin/uv
 venv=$PWD/.venv-newest
-python=${PYTHON:-python3}
-project=$(mktemp -d)
-trap 'rm -rf "$project"' EXIT
-cp pyproject.toml README.md "$project"/
-# No uv.lock in the copy: `uv lock` resolves everything afresh, newest first.
-(cd "$project" && UV_PYTHON_DOWNLOADS=never "$uv" lock --quiet --python "$python" \
-  && UV_PYTHON_DOWNLOADS=never UV_PROJECT_ENVIRONMENT=$venv \
-     "$uv" sync --quiet --locked --no-install-project --python "$python" --extra test)
-"$uv" pip install --quiet --python "$venv/bin/python" --no-deps --no-build-isolation -e .
+venv_from_copy "$venv" ""
+uv=$PWD/.tools/bin/uv
 # What uv.lock pins for this Python (markers evaluated by the venv's interpreter) against what came.
 newer=$("$uv" export --frozen --quiet --no-hashes --no-header --no-annotate --no-emit-project --extra test \
   | "$venv/bin/python" -c '
