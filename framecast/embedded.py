@@ -15,8 +15,16 @@ import time
 from pathlib import Path
 
 from framecast.exceptions import EmbeddedError
+from framecast.ports import free_port, port_in_use
 
-__all__ = ["EmbeddedError", "free_port", "nginx_binary", "valkey_binary", "wait_for_port"]
+__all__ = [
+    "EmbeddedError",
+    "free_port",
+    "nginx_binary",
+    "port_in_use",
+    "valkey_binary",
+    "wait_for_port",
+]
 
 
 def valkey_binary() -> Path:
@@ -71,29 +79,6 @@ def _make_executable(path: Path) -> None:
     if not mode & 0o100:
         with contextlib.suppress(OSError):
             path.chmod(mode | 0o111)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    """Whether something already listens on ``host:port`` (or it cannot be bound).
-
-    Binds the way nginx, valkey and the gateways do, with ``SO_REUSEADDR``: connections
-    of an earlier run left in TIME_WAIT do not make a free port look busy.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return True
-    return False
 
 
 def wait_for_port(

@@ -508,6 +508,10 @@ def running(
         stack.stop()
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM while ``up`` was starting (a BaseException, like KeyboardInterrupt)."""
+
+
 def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> int:
     """Run the local topology until Ctrl-C or SIGTERM."""
     config, args = settings.parse_with_args(
@@ -544,14 +548,27 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
 
     stack = Stack(config, echo=echo, env=dict(os.environ))
     stop = threading.Event()
+    starting = True
 
     def on_signal(signum: int, _frame: object) -> None:
+        nonlocal starting
         stop.set()
+        if starting:
+            # Start-up waits for children (a producer's first heartbeat: up to 30 s): a signal
+            # that only set `stop` would be obeyed once all of that was over. Raised once only,
+            # so a second signal cannot break off the clean-up the first one started.
+            starting = False
+            raise _Interrupted
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        stack.start()
+        stack.start()  # stops what it started when anything, _Interrupted included, escapes it
+        starting = False
+    except _Interrupted:
+        stack.stop()  # the signal may have come after start() returned: then it stops here
+        print("framecast up: stopped", flush=True)
+        return 0
     except (monitoring.MonitoringError, ConfigError) as exc:  # a setup problem, like a bad flag
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ Usage::
 
     gw = start_gateway(redis_url=..., wait="ready")   # remember gw.stop() in a finally
 
-Each gateway listens on a free 127.0.0.1 port and writes its output to a log
+Each gateway listens on a port of 127.0.0.1 that it picks itself (``--port 0``) and writes its output to a log
 file (``gw.logs``) so a chatty process can never block on a full pipe.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import itertools
 import json
 import os
 import re
@@ -40,7 +41,6 @@ from pathlib import Path
 import redis
 
 from framecast import wire
-from framecast.embedded import free_port
 from tests.support.procs import child_env
 
 __all__ = [
@@ -217,8 +217,8 @@ def start_gateway(
         redis_url: ``--redis-url`` (None: leave it to ``env``/the default).
         args: Extra command-line flags.
         env: Extra environment variables (on top of a clean one, see :func:`gateway_env`).
-        gateway_id: ``--id`` (default ``gw-<port>``).
-        port: TCP port (default: a free one).
+        gateway_id: ``--id`` (default ``gw-<number>``, unique in this test run).
+        port: TCP port (default: one the gateway binds itself, ``--port 0``).
         wait: ``"healthz"`` (serving), ``"ready"`` (Redis subscription up) or None.
         timeout: Seconds to wait.
         open_files: Soft and hard open-files limit of the child (default: inherited).
@@ -226,9 +226,12 @@ def start_gateway(
     Returns:
         The running gateway; call ``.stop()`` in a ``finally`` (or use :func:`running_gateway`).
     """
-    port = port or free_port()
-    gateway_id = gateway_id or f"gw-{port}"
-    argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--id", gateway_id]
+    # Port 0: the gateway binds a port the kernel picks and reports it (`_reported_port`), so no
+    # other process can take it between a check and the bind. An explicit port is for tests that
+    # need to know it first (two gateways sharing one with --reuse-port).
+    gateway_id = gateway_id or f"gw-{next(_ids)}"
+    argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port or 0)]
+    argv += ["--id", gateway_id]
     if redis_url is not None:
         argv += ["--redis-url", redis_url]
     argv += list(args)
@@ -243,7 +246,16 @@ def start_gateway(
         cwd=ROOT,
         preexec_fn=None if open_files is None else functools.partial(limit_open_files, open_files),
     )
-    gw = GatewayProc(process, port, gateway_id, Path(name), log_file)
+    log_path = Path(name)
+    if not port:
+        try:
+            port = _reported_port(process, log_path, timeout=timeout)
+        except BaseException:
+            process.kill()
+            process.wait(timeout=10)
+            log_file.close()
+            raise
+    gw = GatewayProc(process, port, gateway_id, log_path, log_file)
     try:
         if wait == "healthz":
             gw.wait_until("/healthz", 200, timeout=timeout)
@@ -253,6 +265,26 @@ def start_gateway(
         gw.stop(signal.SIGKILL)
         raise
     return gw
+
+
+_ids = itertools.count(os.getpid() * 1000)  # digits only, unique among this run's processes
+_LISTENING = re.compile(rb"gateway \S+ listening on http://[^ ]+:(\d+) ")
+
+
+def _reported_port(process: subprocess.Popen[bytes], log_path: Path, *, timeout: float) -> int:
+    """The port a gateway started with ``--port 0`` bound, from its "listening on" log line."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.02) + 1):
+        match = _LISTENING.search(log_path.read_bytes())
+        if match:
+            return int(match.group(1))
+        if process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    raise RuntimeError(
+        f"gateway reported no port (exit status {process.poll()}; needs --log-level INFO or lower):\n"
+        + log_path.read_text(errors="replace")[-3000:]
+    )
 
 
 def limit_open_files(limit: int) -> None:
