@@ -171,7 +171,28 @@ class GatewayConfig:
         group="delivery",
     )
     max_lag: float = option(
-        10.0, help="A client lagging this many seconds is closed with 4008.", check=positive, group="delivery"
+        10.0,
+        help="A client lagging this many seconds (or leaving a lag probe unanswered this long) is closed "
+        "with 4008.",
+        check=positive,
+        group="delivery",
+    )
+    lag_threshold: float = option(
+        1.0,
+        help="Seconds a lag probe (a WebSocket ping written right behind a client's data, answered only "
+        "once the client has read everything before it, through any proxy) may go unanswered before the "
+        "client counts as lagging and gets only the newest message per stream (0 = no lag probes: only "
+        "the gateway's own buffer level, which a load balancer hides, marks a client as lagging).",
+        check=non_negative,
+        group="delivery",
+    )
+    lag_probe_interval: float = option(
+        0.5,
+        help="Seconds between rounds of lag probes: each client that received something since its last "
+        "answered probe gets one behind its next message (one write per client per interval, only while "
+        "there is traffic).",
+        check=positive,
+        group="delivery",
     )
     max_age: float = option(
         2.0,
@@ -276,6 +297,10 @@ class GatewayConfig:
                 "--require-auth (FRAMECAST_REQUIRE_AUTH) is set but neither FRAMECAST_JWT_SECRET "
                 "(--jwt-secret) nor FRAMECAST_JWT_PUBLIC_KEY (--jwt-public-key) is: every client "
                 "would be let in"
+            )
+        if self.lag_threshold > self.max_lag:
+            raise ConfigError(
+                f"--lag-threshold ({self.lag_threshold}) must not exceed --max-lag ({self.max_lag})"
             )
         if self.send_deadline > self.max_lag:
             raise ConfigError(

@@ -64,6 +64,8 @@ class Gateway:
             client_buffer=config.client_buffer,
             send_deadline=config.send_deadline,
             max_lag=config.max_lag,
+            lag_threshold=config.lag_threshold,
+            probe_interval=config.lag_probe_interval,
             max_age=config.max_age,
             close_timeout=config.close_timeout,
             chunk=config.fanout_chunk,
