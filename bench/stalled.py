@@ -20,23 +20,20 @@ Run it from a checkout (it uses ``tests/support``).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import socket
-import struct
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framecast import settings, wire
+from framecast import settings
 from framecast.settings import option
 
-__all__ = ["StalledConfig", "main", "queued_bytes", "run"]
+__all__ = ["StalledConfig", "main", "run"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,100 +47,12 @@ class StalledConfig:
     output: str = option("", help="Write the rows as JSON here too.")
 
 
-def _inodes(pid: int) -> set[int]:
-    found = set()
-    with contextlib.suppress(OSError):
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    found.add(int(target[8:-1]))
-    return found
-
-
-def queued_bytes(pids: Iterable[int]) -> dict[str, int]:
-    """Bytes in the TCP send and receive queues of every socket of ``pids`` (``/proc/net/tcp``).
-
-    ``tx`` is what was written but not yet acknowledged by the peer, ``rx`` what arrived but
-    was not read yet (the kernel's own accounting, as ``ss`` shows it in Send-Q and Recv-Q).
-    """
-    inodes: set[int] = set()
-    for pid in pids:
-        inodes |= _inodes(pid)
-    tx = rx = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError), open(table) as lines:
-            next(lines, None)
-            for line in lines:
-                fields = line.split()
-                if len(fields) > 9 and int(fields[9]) in inodes:
-                    tx_hex, rx_hex = fields[4].split(":")
-                    tx += int(tx_hex, 16)
-                    rx += int(rx_hex, 16)
-    return {"tx": tx, "rx": rx}
-
-
 def _metric(port: int, name: str) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
         for line in answer.read().decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-def _frames(buffer: bytearray) -> Iterable[tuple[int, bytes]]:
-    """Take whole server frames off the front of ``buffer``."""
-    while len(buffer) >= 2:
-        opcode, length, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
-        if length == 126:
-            if len(buffer) < 4:
-                return
-            length, offset = struct.unpack("!H", buffer[2:4])[0], 4
-        elif length == 127:
-            if len(buffer) < 10:
-                return
-            length, offset = struct.unpack("!Q", buffer[2:10])[0], 10
-        if len(buffer) < offset + length:
-            return
-        payload = bytes(buffer[offset : offset + length])
-        del buffer[: offset + length]
-        yield opcode, payload
-
-
-def drain(sock: socket.socket, *, idle: float = 2.0, limit: float = 20.0) -> dict[str, Any]:
-    """Read what a stalled client was sent: results, their age when read, and how it ended."""
-    sock.settimeout(idle)
-    buffer = bytearray()
-    results = old = previews = 0
-    ended = "still open (nothing more within the idle time)"
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(1 << 16)
-        except TimeoutError:
-            break
-        except ConnectionResetError:
-            ended = "TCP reset, no close frame"
-            break
-        if not chunk:
-            ended = "TCP closed (FIN), no close frame"
-            break
-        buffer += chunk
-        now = time.time()
-        for opcode, payload in _frames(buffer):
-            if opcode == 0x1:
-                with contextlib.suppress(wire.WireError):
-                    message = wire.decode(payload)
-                    if isinstance(message, wire.Result):
-                        results += 1
-                        old += now - message.captured_at > 2.0
-            elif opcode == 0x2:
-                previews += 1
-            elif opcode == 0x8:
-                code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-                ended = f"close {code} {payload[2:].decode(errors='replace')!r}".strip()
-                deadline = 0.0
-    return {"results": results, "older_than_2s": old, "previews": previews, "ended": ended}
 
 
 def _websocket(port: int, path: str, rcvbuf: int) -> socket.socket:
@@ -156,17 +65,21 @@ def _websocket(port: int, path: str, rcvbuf: int) -> socket.socket:
 
 
 def _measure(top: Any, path: str, config: StalledConfig, say: Callable[[str], None]) -> dict[str, Any]:
+    from tests.support.sockets import children, drain, queued_bytes
+
     gateway_ports = [port for name, port in top.ports.items() if name.startswith("gw")]
     gateway_pids = [top.procs[name].pid for name in top.ports if name.startswith("gw")]
-    nginx_pids = [top.procs["nginx"].pid, *_children(top.procs["nginx"].pid)]
+    nginx_pids = [top.procs["nginx"].pid, *children(top.procs["nginx"].pid)]
     pids = gateway_pids + (nginx_pids if path == "nginx" else [])
 
     def held() -> int:
-        queues = queued_bytes(pids)
         buffers = sum(_metric(p, "framecast_gateway_client_buffer_max_bytes") for p in gateway_ports)
-        return queues["tx"] + queues["rx"] + int(buffers)
+        return sum(queued_bytes(pids)) + int(buffers)
 
-    closes_before = sum(_metric(p, "framecast_gateway_slow_consumer_closes_total") for p in gateway_ports)
+    def closes() -> float:
+        return sum(_metric(p, "framecast_gateway_slow_consumer_closes_total") for p in gateway_ports)
+
+    closes_before = closes()
     baseline = held()
     port = top.nginx_port if path == "nginx" else top.ports["gw1"]
     sock = _websocket(port, "/ws/default?previews=1", config.rcvbuf)
@@ -176,30 +89,23 @@ def _measure(top: Any, path: str, config: StalledConfig, say: Callable[[str], No
     try:
         while time.monotonic() - started < config.stall:
             peak = max(peak, held() - baseline)
-            if closed_after is None:
-                closes = sum(
-                    _metric(p, "framecast_gateway_slow_consumer_closes_total") for p in gateway_ports
-                )
-                if closes > closes_before:
-                    closed_after = time.monotonic() - started
+            if closed_after is None and closes() > closes_before:
+                closed_after = time.monotonic() - started
             time.sleep(0.25)
-        row = {"path": path, "bytes_held": peak, **drain(sock)}
+        drained = drain(sock)
     finally:
         sock.close()
-    row["closed_4008_after_s"] = round(closed_after, 2) if closed_after is not None else None
+    row = {
+        "path": path,
+        "bytes_held": peak,
+        "results": len(drained.results),
+        "older_than_2s": drained.older_than_2s,
+        "previews": drained.previews,
+        "ended": drained.describe(),
+        "closed_4008_after_s": round(closed_after, 2) if closed_after is not None else None,
+    }
     say(_format(row))
     return row
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry))
-    return found
 
 
 def _format(row: dict[str, Any]) -> str:

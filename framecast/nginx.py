@@ -21,6 +21,7 @@ from pathlib import Path
 from framecast.exceptions import ConfigError
 
 __all__ = [
+    "CONNECTION_MEMORY",
     "TEMPLATE",
     "VARIABLES",
     "client_capacity",
@@ -107,6 +108,11 @@ def size_bytes(value: str) -> int:
     if not match:
         raise ConfigError(f"nginx template: {value!r} is not a size like 64k, 1m or 4096")
     return int(match.group(1)) << {"": 0, "k": 10, "m": 20}[match.group(2).lower()]
+
+
+CONNECTION_MEMORY = 32 * 1024
+"""nginx's own memory per proxied WebSocket client (two connections, the request, the proxy
+buffer): 25 KiB measured with 2,000 idle clients (docs/capacity.md), rounded up."""
 
 
 def stalled_client_bound(values: Mapping[str, str] | None = None) -> int:
