@@ -190,10 +190,15 @@ def websocket_url(url: str, *, token: str | None = None) -> tuple[str, str | Non
     Raises:
         ClientError: Not an http, https, ws or wss URL, or no host.
     """
-    parts = urllib.parse.urlsplit(url.strip())
+    expected = "expected http://host:port or ws://host:port/ws"
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018 - parsed on access: a bad or out-of-range port raises here
+    except ValueError as exc:  # "Invalid IPv6 URL" ('ws://[::1'), "Port out of range 0-65535"
+        raise ClientError(f"{url!r} is not a gateway URL ({exc}; {expected})") from None
     schemes = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
-    if parts.scheme not in schemes or not parts.netloc:
-        raise ClientError(f"{url!r} is not a gateway URL (expected http://host:port or ws://host:port/ws)")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ClientError(f"{url!r} is not a gateway URL ({expected})")
     segments = [s for s in parts.path.split("/") if s]
     stream = None
     if len(segments) >= 2 and segments[-2] == "ws":

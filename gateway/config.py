@@ -59,6 +59,12 @@ def _dir_check(value: str) -> None:
         raise ValueError("not a directory")
 
 
+def _socket_size(value: int) -> None:
+    non_negative(value)
+    if value > 2**31 - 1:  # setsockopt takes a C int: a larger one raised OverflowError per client
+        raise ValueError("must be at most 2147483647 (a socket option is a 32-bit integer)")
+
+
 def _origin_check(value: tuple[str, ...]) -> None:
     for origin in value:
         if not origin.startswith(("http://", "https://")):
@@ -205,7 +211,7 @@ class GatewayConfig:
         help="Kernel send buffer (SO_SNDBUF) of each client socket, in bytes: bounds the kernel memory a "
         "stalled client holds (autotuning lets it reach megabytes) and exposes stalls sooner. "
         "0 = kernel autotuning.",
-        check=non_negative,
+        check=_socket_size,
         group="delivery",
     )
     fanout_chunk: int = option(
