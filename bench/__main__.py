@@ -33,6 +33,7 @@ PARTS = ("fanout", "topology", "producer")
 EXTRA_PARTS = ("profile", "capacity")
 STRATEGIES = (
     "framecast",
+    "framecast-noprobe",
     "broadcast",
     "sequential",
     "tasks",

@@ -78,8 +78,12 @@ class Fanout:
             unanswered, before it is closed with 4008.
         lag_threshold: Seconds a lag probe may go unanswered before the client
             counts as lagging (0: no lag probes).
-        probe_interval: Seconds between rounds of lag probes (each client with
-            traffic and no probe out gets one behind its next message).
+        probe_interval: Seconds between rounds of lag probes: each client with no
+            probe out, whose streams carried ``probe_messages`` messages or
+            ``probe_bytes`` bytes since its last one, gets one behind its next message.
+        probe_messages: See ``probe_interval``: at most one probe (and one answer to
+            read) per client per this many deliveries.
+        probe_bytes: See ``probe_interval``.
         max_age: Seconds since capture after which a message is not sent
             (0 disables the check).
         close_timeout: Seconds the 4008 closing handshake may take before the
@@ -112,6 +116,8 @@ class Fanout:
         max_lag: float = 10.0,
         lag_threshold: float = 1.0,
         probe_interval: float = 0.5,
+        probe_messages: int = 32,
+        probe_bytes: int = 64 << 10,
         max_age: float = 0.0,
         close_timeout: float = 2.0,
         join_limit: int = 1024,
@@ -131,6 +137,8 @@ class Fanout:
             max_lag=max_lag,
             lag_threshold=lag_threshold if probe_interval > 0 else 0.0,
             ping_framer=_wsio.ping_frame,
+            probe_messages=probe_messages,
+            probe_bytes=probe_bytes,
             max_age=max_age,
             join_limit=join_limit,
             join_bytes=join_bytes,

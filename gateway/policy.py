@@ -27,14 +27,16 @@ Rules, per message and client:
   finds its buffer at ``low_water``: then its pending messages are written, in
   arrival order. A client lagging longer than ``max_lag`` gets a :class:`Close`.
 * Lag measured end to end (``lag_threshold``): every :meth:`Policy.probe` (one per
-  probe interval) marks each client without an unanswered probe as due one; its
-  next write carries a WebSocket ping right behind the data, and the client
-  answers it only once it has read everything before it, through any number of
-  proxies. A probe unanswered for more than ``lag_threshold`` makes the client
-  lagging (as above; catching up also needs the answer, :meth:`Policy.pong`),
-  and one unanswered for more than ``max_lag`` gets a :class:`Close`. Clients
-  that receive nothing are not probed: a probe costs one write per client per
-  interval, and only while there is traffic.
+  probe interval) marks as due a probe each client with no unanswered probe whose
+  streams carried ``probe_messages`` messages or ``probe_bytes`` bytes since its
+  last one; its next write carries a WebSocket ping right behind the data, and the
+  client answers it only once it has read everything before it, through any
+  number of proxies. A probe unanswered for more than ``lag_threshold`` makes the
+  client lagging (as above; catching up also needs the answer,
+  :meth:`Policy.pong`), and one unanswered for more than ``max_lag`` gets a
+  :class:`Close`. The cost is the answer (a frame the gateway must read and
+  parse, tens of microseconds): one per client per ``probe_messages`` deliveries
+  at most, none without traffic.
 * A stream with more than ``chunk`` clients is written in slices; one message
   per stream is in flight at a time so per-client order holds; more than
   ``max_waiting`` waiting behind it shed their oldest result or preview
@@ -230,6 +232,8 @@ class _Client:
         "key",
         "lagging_since",
         "offer",
+        "owed_bytes",
+        "owed_messages",
         "pending",
         "probe_due",
         "probe_sent",
@@ -252,6 +256,8 @@ class _Client:
         self.direct = self.shared
         self.probe_due = False  # the next write carries a lag probe
         self.probe_sent: float | None = None  # monotonic time of the unanswered probe
+        # Traffic of its streams since its last probe (counted per stream, added up per round).
+        self.owed_messages = self.owed_bytes = 0
         # (stream, kind) -> newest held message; dict order = arrival order.
         self.pending: dict[tuple[str, str], _Held] = {}
         self.closing = False
@@ -319,6 +325,10 @@ class Policy:
         lag_threshold: Seconds a lag probe may go unanswered before the client
             counts as lagging (0: no lag probes).
         ping_framer: Frames a lag probe; lag probes need it (None: none are sent).
+        probe_messages: Messages a client's streams must carry after its last probe
+            before it is due another (or ``probe_bytes``, whichever comes first).
+        probe_bytes: Bytes a client's streams must carry after its last probe before
+            it is due another.
         max_age: Seconds since capture after which a message is not sent (0: never).
         join_limit: Live messages kept per joining client and stream while its replay is sent.
         join_bytes: Bytes of live messages kept per joining client and stream (0: no byte bound).
@@ -344,6 +354,8 @@ class Policy:
         max_lag: float = 10.0,
         lag_threshold: float = 0.0,
         ping_framer: PingFramer | None = None,
+        probe_messages: int = 32,
+        probe_bytes: int = 64 << 10,
         max_age: float = 0.0,
         join_limit: int = 1024,
         join_bytes: int = 8 << 20,
@@ -365,6 +377,8 @@ class Policy:
         self.max_lag = max_lag
         self.lag_threshold = lag_threshold if ping_framer is not None else 0.0
         self.ping_framer = ping_framer
+        self.probe_messages = probe_messages
+        self.probe_bytes = probe_bytes
         self.max_age = max_age
         self.join_limit = join_limit
         self.join_bytes = join_bytes
@@ -390,6 +404,8 @@ class Policy:
         # The current probe round: (ping payload, ping frame), renewed by every probe().
         self._round = 0
         self._probe: tuple[bytes, bytes] = (b"", b"")
+        # Per stream, since the last probe round: [messages, bytes, previews, preview bytes].
+        self._traffic: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------------
     # Queries
@@ -663,6 +679,8 @@ class Policy:
             self._sliced[stream] = collections.deque([job])
             self.step(stream)
             return
+        if self.lag_threshold:
+            self._carried(job)
         started = self.timer()
         self._write_all(clients, job)
         job.spent = self.timer() - started
@@ -692,6 +710,8 @@ class Policy:
             queue.popleft()
             self._next(stream, queue)
             return
+        if job.index == 0 and self.lag_threshold:
+            self._carried(job)
         started = self.timer()
         # Membership may have changed since the message arrived: _detach takes leavers out of
         # every message still going out, so the audience needs no look-up per client here.
@@ -923,10 +943,11 @@ class Policy:
     def probe(self) -> None:
         """A probe interval passed: start a round of lag probes, and find the clients that lag.
 
-        Every client with no unanswered probe owes one, written right behind its next
-        message (clients that receive nothing are not probed); a client whose probe has
-        gone unanswered for more than ``lag_threshold`` starts lagging, counted from the
-        probe's send time. Cost: one pass over the clients per interval, no write of its own.
+        A client with no unanswered probe whose streams carried ``probe_messages``
+        messages or ``probe_bytes`` bytes since its last one owes a probe, written right
+        behind its next message; a client whose probe has gone unanswered for more than
+        ``lag_threshold`` starts lagging, counted from the probe's send time. Cost: one
+        pass over the clients per interval, no write of its own.
         """
         if not self.lag_threshold:
             return
@@ -934,18 +955,38 @@ class Policy:
         self._round = (self._round + 1) & 0xFFFFFFFF
         payload = _PROBE_PREFIX + self._round.to_bytes(4, "big")
         self._probe = (payload, self.ping_framer(payload))
+        traffic, self._traffic = self._traffic, {}
         now = self.monotonic()
         threshold = self.lag_threshold
         for client in self._clients.values():
             if client.closing:
                 continue
+            for stream, previews in client.streams.items():
+                carried = traffic.get(stream)
+                if carried is not None:
+                    client.owed_messages += carried[0] + (carried[2] if previews else 0)
+                    client.owed_bytes += carried[1] + (carried[3] if previews else 0)
             sent = client.probe_sent
             if sent is None:
-                if not client.probe_due:
+                if not client.probe_due and (
+                    client.owed_messages >= self.probe_messages or client.owed_bytes >= self.probe_bytes
+                ):
                     client.due(True)
             elif client.lagging_since is None and now - sent > threshold:
                 self.stats.probe_lags += 1
                 self._start_lagging(client, since=sent)
+
+    def _carried(self, job: _Job) -> None:
+        """Count a message whose fan-out starts towards its clients' next probe (per message, not
+        per client). Messages dropped before their fan-out (stale, overload) reach nobody: not counted.
+        """
+        stream = job.slot[0]
+        carried = self._traffic.get(stream)
+        if carried is None:
+            carried = self._traffic[stream] = [0, 0, 0, 0]
+        index = 2 if job.kind == PREVIEW else 0
+        carried[index] += 1
+        carried[index + 1] += len(job.data)
 
     def pong(self, key: Hashable) -> None:
         """A client answered its lag probe: it has read everything written before it.
@@ -965,6 +1006,7 @@ class Policy:
     def _probed(self, client: _Client, payload: bytes) -> None:
         """A probe went out behind the data just written to ``client``."""
         client.due(False)
+        client.owed_messages = client.owed_bytes = 0
         client.probe_sent = self.monotonic()
         self.stats.probes += 1
         client.sink.expect_pong(payload)

@@ -30,12 +30,23 @@ def no_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 class World:
-    """A policy with lag probes on (threshold 1 s, max_lag 10 s), fake clocks and clients."""
+    """A policy with lag probes on (threshold 1 s, max_lag 10 s, a probe after any traffic), fake clocks.
+
+    A probe round marks a client due only once its streams carried something since its last
+    probe: :meth:`probe` with ``status`` first publishes a status, so the round finds traffic.
+    """
 
     def __init__(self, **options: Any) -> None:
         self.wall = Clock(1000.0)
         self.mono = Clock(0.0)
-        options = {"lag_threshold": 1.0, "max_lag": 10.0, "ping_framer": ping_framer, **options}
+        self.statuses = 0
+        options = {
+            "lag_threshold": 1.0,
+            "max_lag": 10.0,
+            "ping_framer": ping_framer,
+            "probe_messages": 1,
+            **options,
+        }
         self.policy = Policy(framer=framer, clock=self.wall, monotonic=self.mono, timer=Clock(0.0), **options)
         self.driver = Driver(self.policy)
 
@@ -56,7 +67,11 @@ class World:
         self.mono.now += seconds
         self.wall.now += seconds
 
-    def probe(self) -> None:
+    def probe(self, *, traffic: bool = True) -> None:
+        """A probe round; with ``traffic``, after a status on the stream (so the round has traffic)."""
+        if traffic:
+            self.statuses += 1
+            self.status(self.statuses)
         self.policy.probe()
         self.driver.collect()
 
@@ -93,8 +108,8 @@ def test_a_probe_rides_right_behind_the_next_message_once_per_round() -> None:
     assert a.pings == [] and b.pings == [], "the probe waits for traffic: no write of its own"
     world.result(1)
     world.result(2)
-    # One ping each, right behind result 1 (index 1 = after the first message), registered.
-    assert a.pings == b.pings and len(a.pings) == 1 and a.pings[0][0] == 1
+    # One ping each, right behind result 1 (index 2: after the round's status and result 1).
+    assert a.pings == b.pings and len(a.pings) == 1 and a.pings[0][0] == 2
     assert a.expected == [a.pings[0][1]] and a.results() == [1, 2]
     assert world.policy.stats.probes == 2
     world.probe()  # the first is still out: no second probe on top of it
@@ -172,19 +187,20 @@ def test_the_answer_catches_a_lagging_client_up_with_the_newest_and_a_new_probe_
     assert sink.results() == [1, 4] and not world.policy.is_lagging("s")
     world.result(5)
     assert sink.results() == [1, 4, 5]
-    # The fresh probe rides behind the first write after the flush.
-    assert [index for index, _ in sink.pings] == [1, 3]
+    # The fresh probe rides behind the first write after the flush (status 1, result 1, status 2,
+    # then the flushed result 4 and result 5).
+    assert [index for index, _ in sink.pings] == [2, 5]
 
 
 def test_an_answer_while_the_buffer_is_still_full_waits_for_the_drain() -> None:
-    world = World(client_buffer=100)
+    world = World(client_buffer=2000)
     sink = world.client("s")
     world.probe()
     world.result(1)
     world.later(1.5)
     world.probe()
     world.result(2)
-    sink.level = 500  # the rest of the way is slow too
+    sink.level = 5000  # the rest of the way is slow too
     world.pong("s")
     assert world.policy.is_lagging("s") and sink.results() == [1]
     sink.level = 0
@@ -235,7 +251,7 @@ def test_deflate_clients_get_the_probe_as_its_own_frame_after_the_message() -> N
     world.probe()
     world.result(1)
     world.result(2)
-    assert sink.results() == [1, 2] and [index for index, _ in sink.pings] == [1]
+    assert sink.results() == [1, 2] and [index for index, _ in sink.pings] == [2]
     assert sink.expected == [sink.pings[0][1]]
 
 
@@ -265,3 +281,34 @@ def test_probe_ages_are_visible_for_the_gauge() -> None:
     world.pong("b")
     assert world.policy.probe_age("a") == pytest.approx(0.25)
     assert world.policy.max_probe_age() == pytest.approx(0.25)
+
+
+def test_a_client_is_probed_once_its_streams_carried_enough_messages_or_bytes() -> None:
+    world = World(probe_messages=3, probe_bytes=10_000)
+    sink = world.client("a")
+    world.result(1)
+    world.result(2)
+    world.probe(traffic=False)
+    world.result(3)
+    assert sink.pings == [], "two messages since the start: not yet"
+    world.probe(traffic=False)  # result 3 makes three
+    world.result(4)
+    assert [index for index, _ in sink.pings] == [4]
+    world.pong("a")
+    # Bytes count too: one big message is enough.
+    world.policy.deliver(S, result(S, 5, captured_at=world.wall.now, pad=12_000))
+    world.probe(traffic=False)
+    world.result(6)
+    assert [index for index, _ in sink.pings] == [4, 6]
+
+
+def test_previews_count_only_for_the_clients_that_receive_them() -> None:
+    from tests.unit.policy_fakes import preview
+
+    world = World(probe_messages=2)
+    plain, viewer = world.client("p"), world.client("v", previews=True)
+    world.policy.deliver_preview(S, preview(S, 1, captured_at=world.wall.now))
+    world.policy.deliver_preview(S, preview(S, 2, captured_at=world.wall.now))
+    world.probe(traffic=False)
+    world.result(1)
+    assert viewer.pings and not plain.pings

@@ -73,6 +73,7 @@ class Model:
             max_lag=5.0,
             lag_threshold=1.0,
             ping_framer=ping_framer,
+            probe_messages=2,
             max_age=MAX_AGE,
             join_limit=8,
             join_bytes=JOIN_BYTES,
