@@ -1,6 +1,6 @@
 """Instructions per delivery of framecast's fan-out, with and without lag probes (callgrind).
 
-``python -m bench.callgrind [--clients 1000] [--messages 50,150]``
+``python -m bench.callgrind [--clients 200] [--messages 256,1024] [--every N]``
 
 CPU time on a shared machine moves by ±20% between runs; instruction counts do not. For each
 variant (lag probes on, off) and each message count, a gateway process runs under
@@ -10,9 +10,11 @@ all of them, and waits until every lag probe was answered. Its start-up cancels 
 two message counts: instructions per delivery = (I(high) - I(low)) / (clients x (high - low)).
 
 Probe rounds are driven by the message count (one per ``--round`` messages, after every client
-answered the last probe), not by the clock, which runs ~50x slower under valgrind: every round
-then probes every client (32 messages is the default ``probe_messages``: the most probes the
-gateway ever sends, one per client per 32 deliveries) and the work is the same on every run.
+answered the last probe), not by the clock, which runs ~50x slower under valgrind, and slices
+end on their count: the work is the same on every run. The gateway's own rule decides who is
+probed (its defaults: once a client's stream carried 256 messages or 64 KiB since its last probe,
+so here, with ~300-byte results, one probe per client per ~220 deliveries); ``--every N`` sets
+``probe_messages`` to N instead, to see the cost at other rates.
 callgrind counts user space only: the kernel's share of a ``send()`` or of reading a
 pong is not in these figures (``framecast bench``'s CPU per delivery has it).
 """
@@ -33,14 +35,24 @@ from typing import Any
 __all__ = ["main"]
 
 
-async def _serve(clients: int, messages: int, probe: bool, round_every: int) -> dict[str, Any]:
+async def _serve(
+    clients: int, messages: int, probe: bool, round_every: int, every: int = 0
+) -> dict[str, Any]:
     from websockets.asyncio.server import ServerConnection, serve
 
     from bench.payload import Payload
     from gateway.fanout import Fanout
 
     # The timer never fires within a run: rounds come every `round_every` messages instead.
-    fanout = Fanout(lag_threshold=1e6 if probe else 0.0, probe_interval=1e9, max_lag=1e7, max_age=0)
+    # Slices end on their count alone (not on a clock valgrind slows down): the same on every run.
+    fanout = Fanout(
+        lag_threshold=1e6 if probe else 0.0,
+        probe_interval=1e9,
+        max_lag=1e7,
+        max_age=0,
+        slice_time=0,
+        **({"probe_messages": every} if every else {}),
+    )
     connected: list[ServerConnection] = []
 
     async def handler(ws: ServerConnection) -> None:
@@ -55,31 +67,36 @@ async def _serve(clients: int, messages: int, probe: bool, round_every: int) -> 
         port = server.sockets[0].getsockname()[1]
         print(json.dumps({"port": port}), flush=True)
         for _ in range(100_000):
-            if len(connected) >= clients:
+            if fanout.clients() >= clients:
                 break
             await asyncio.sleep(0.05)
         payload = Payload()
         policy = fanout.policy
         for seq in range(1, messages + 1):
             fanout.deliver("bench", payload.make(seq, 0.0))
+            await asyncio.sleep(0)
+            for _ in range(100_000):  # all of its slices written before the next message
+                if not fanout.in_flight():
+                    break
+                await asyncio.sleep(0)
             if probe and seq % round_every == 0:
                 # Every client answered its last probe before the round: each round probes every
                 # client, so the probe count is the same on every run (clients x rounds).
                 await _answered(policy)
                 policy.probe()
-            await asyncio.sleep(0)
         await _answered(policy)
         for _ in range(100_000):  # every byte sent
             if not any(ws.transport.get_write_buffer_size() for ws in connected):
                 break
             await asyncio.sleep(0.01)
         stats = fanout.stats
-        return {"deliveries": stats.deliveries, "probes": stats.probes}
+        return {"deliveries": stats.deliveries, "probes": stats.probes, "lagging": stats.probe_lags}
 
 
 async def _answered(policy: Any) -> None:
+    stats = policy.stats
     for _ in range(100_000):
-        if policy.max_probe_age() == 0:
+        if stats.pongs >= stats.probes:
             return
         await asyncio.sleep(0.05)
 
@@ -92,7 +109,9 @@ def _instructions(path: Path) -> int:
     return int(found.group(1))
 
 
-def _run(clients: int, messages: int, probe: bool, round_every: int, workdir: Path) -> dict[str, Any]:
+def _run(
+    clients: int, messages: int, probe: bool, round_every: int, every: int, workdir: Path
+) -> dict[str, Any]:
     from bench.load import Load
     from bench.procs import Children, read_json_line
 
@@ -111,13 +130,25 @@ def _run(clients: int, messages: int, probe: bool, round_every: int, workdir: Pa
         str(messages),
         "--round",
         str(round_every),
+        "--every",
+        str(every),
         *(["--probe"] if probe else []),
     ]
     with Children() as children:
         server = children.start(argv, stderr=open(workdir / "valgrind.log", "a"))  # noqa: SIM115
         port = read_json_line(server, 600, "callgrind server")["port"]
-        load = Load(children, url=f"ws://127.0.0.1:{port}/", connections=clients, processes=2, nice=0)
+        # Handshakes run ~50x slower under valgrind: give the clients all the time they need.
+        load = Load(
+            children,
+            url=f"ws://127.0.0.1:{port}/",
+            connections=clients,
+            processes=2,
+            nice=0,
+            connect_timeout=3000,
+        )
         done = read_json_line(server, 3600, "callgrind server")
+        if done["deliveries"] < clients * messages:
+            raise RuntimeError(f"only {done['deliveries']} of {clients * messages} deliveries: clients left")
         server.wait(timeout=600)
         load.finish(stop=True)
     return {**done, "instructions": _instructions(out)}
@@ -125,21 +156,18 @@ def _run(clients: int, messages: int, probe: bool, round_every: int, workdir: Pa
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.callgrind", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=1000)
-    parser.add_argument("--messages", default="50,150", help="two message counts, low,high")
-    parser.add_argument(
-        "--round",
-        type=int,
-        default=32,
-        help="messages per probe round (default 32, the gateway's probe_messages: every round "
-        "then probes every client, one probe per client per 32 deliveries, the most it sends)",
-    )
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--messages", default="256,1024", help="two message counts, low,high")
+    parser.add_argument("--round", type=int, default=16, help="messages per probe round")
+    parser.add_argument("--every", type=int, default=0, help="probe_messages (0: the gateway's default)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
         print(
-            json.dumps(asyncio.run(_serve(args.clients, int(args.messages), args.probe, args.round))),
+            json.dumps(
+                asyncio.run(_serve(args.clients, int(args.messages), args.probe, args.round, args.every))
+            ),
             flush=True,
         )
         return 0
@@ -153,7 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="framecast-callgrind-") as tmp:
         for probe in (False, True):
-            runs = [_run(args.clients, count, probe, args.round, Path(tmp)) for count in (low, high)]
+            runs = [
+                _run(args.clients, count, probe, args.round, args.every, Path(tmp)) for count in (low, high)
+            ]
             deliveries = runs[1]["deliveries"] - runs[0]["deliveries"]
             per = (runs[1]["instructions"] - runs[0]["instructions"]) / deliveries
             row = {

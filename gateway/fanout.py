@@ -78,9 +78,9 @@ class Fanout:
             unanswered, before it is closed with 4008.
         lag_threshold: Seconds a lag probe may go unanswered before the client
             counts as lagging (0: no lag probes).
-        probe_interval: Seconds between rounds of lag probes: each client with no
-            probe out, whose streams carried ``probe_messages`` messages or
-            ``probe_bytes`` bytes since its last one, gets one behind its next message.
+        probe_interval: Seconds between rounds of lag probes: the clients of a stream
+            whose fan-outs carried ``probe_messages`` messages or ``probe_bytes`` bytes
+            since its last wave of probes each get one behind their next message.
         probe_messages: See ``probe_interval``: at most one probe (and one answer to
             read) per client per this many deliveries.
         probe_bytes: See ``probe_interval``.
@@ -116,7 +116,7 @@ class Fanout:
         max_lag: float = 10.0,
         lag_threshold: float = 1.0,
         probe_interval: float = 0.5,
-        probe_messages: int = 32,
+        probe_messages: int = 256,
         probe_bytes: int = 64 << 10,
         max_age: float = 0.0,
         close_timeout: float = 2.0,

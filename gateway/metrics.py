@@ -103,6 +103,7 @@ class _Live(Collector):
         yield _counter(
             "framecast_gateway_lag_probes", "Lag probes (pings behind the data) written.", stats.probes
         )
+        yield _counter("framecast_gateway_lag_probe_answers", "Lag probes answered (pongs).", stats.pongs)
         yield _counter(
             "framecast_gateway_probe_lags",
             "Clients that started lagging because a lag probe went unanswered past --lag-threshold.",

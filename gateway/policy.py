@@ -27,9 +27,9 @@ Rules, per message and client:
   finds its buffer at ``low_water``: then its pending messages are written, in
   arrival order. A client lagging longer than ``max_lag`` gets a :class:`Close`.
 * Lag measured end to end (``lag_threshold``): every :meth:`Policy.probe` (one per
-  probe interval) marks as due a probe each client with no unanswered probe whose
-  streams carried ``probe_messages`` messages or ``probe_bytes`` bytes since its
-  last one; its next write carries a WebSocket ping right behind the data, and the
+  probe interval) sends a wave of probes to the clients of each stream whose
+  fan-outs carried ``probe_messages`` messages or ``probe_bytes`` bytes since its
+  last wave: each client's next write carries a WebSocket ping right behind the data, and the
   client answers it only once it has read everything before it, through any
   number of proxies. A probe unanswered for more than ``lag_threshold`` makes the
   client lagging (as above; catching up also needs the answer,
@@ -188,6 +188,7 @@ class FanoutStats:
             written to its audience: the oldest waiting ones were skipped).
         slow_closes: Clients closed with 4008.
         probes: Lag probes (pings behind the data) written.
+        pongs: Lag probes answered.
         probe_lags: Clients that started lagging because a probe went unanswered
             for more than ``lag_threshold`` (the others started on their buffer level).
     """
@@ -198,6 +199,7 @@ class FanoutStats:
     drops: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
     slow_closes: int = 0
     probes: int = 0
+    pongs: int = 0
     probe_lags: int = 0
 
 
@@ -232,8 +234,6 @@ class _Client:
         "key",
         "lagging_since",
         "offer",
-        "owed_bytes",
-        "owed_messages",
         "pending",
         "probe_due",
         "probe_sent",
@@ -256,8 +256,6 @@ class _Client:
         self.direct = self.shared
         self.probe_due = False  # the next write carries a lag probe
         self.probe_sent: float | None = None  # monotonic time of the unanswered probe
-        # Traffic of its streams since its last probe (counted per stream, added up per round).
-        self.owed_messages = self.owed_bytes = 0
         # (stream, kind) -> newest held message; dict order = arrival order.
         self.pending: dict[tuple[str, str], _Held] = {}
         self.closing = False
@@ -325,10 +323,10 @@ class Policy:
         lag_threshold: Seconds a lag probe may go unanswered before the client
             counts as lagging (0: no lag probes).
         ping_framer: Frames a lag probe; lag probes need it (None: none are sent).
-        probe_messages: Messages a client's streams must carry after its last probe
-            before it is due another (or ``probe_bytes``, whichever comes first).
-        probe_bytes: Bytes a client's streams must carry after its last probe before
-            it is due another.
+        probe_messages: Messages a stream's fan-outs must carry after its last wave of
+            probes before the next (or ``probe_bytes``, whichever comes first).
+        probe_bytes: Bytes a stream's fan-outs must carry after its last wave of probes
+            before the next.
         max_age: Seconds since capture after which a message is not sent (0: never).
         join_limit: Live messages kept per joining client and stream while its replay is sent.
         join_bytes: Bytes of live messages kept per joining client and stream (0: no byte bound).
@@ -354,7 +352,7 @@ class Policy:
         max_lag: float = 10.0,
         lag_threshold: float = 0.0,
         ping_framer: PingFramer | None = None,
-        probe_messages: int = 32,
+        probe_messages: int = 256,
         probe_bytes: int = 64 << 10,
         max_age: float = 0.0,
         join_limit: int = 1024,
@@ -404,8 +402,10 @@ class Policy:
         # The current probe round: (ping payload, ping frame), renewed by every probe().
         self._round = 0
         self._probe: tuple[bytes, bytes] = (b"", b"")
-        # Per stream, since the last probe round: [messages, bytes, previews, preview bytes].
+        # Per stream, since its last wave of probes: [messages, bytes, previews, preview bytes].
         self._traffic: dict[str, list[int]] = {}
+        # Clients with a probe out, for the rounds' lag check (not a pass over every client).
+        self._outstanding: dict[_Client, None] = {}
 
     # ------------------------------------------------------------------
     # Queries
@@ -474,7 +474,7 @@ class Policy:
 
     def max_probe_age(self) -> float:
         """The oldest unanswered lag probe's age over every client, in seconds (for a gauge; O(clients))."""
-        sent = [c.probe_sent for c in self._clients.values() if c.probe_sent is not None]
+        sent = [c.probe_sent for c in self._outstanding if c.probe_sent is not None]
         return self.monotonic() - min(sent) if sent else 0.0
 
     def held_bytes(self, key: Hashable) -> int:
@@ -943,11 +943,13 @@ class Policy:
     def probe(self) -> None:
         """A probe interval passed: start a round of lag probes, and find the clients that lag.
 
-        A client with no unanswered probe whose streams carried ``probe_messages``
-        messages or ``probe_bytes`` bytes since its last one owes a probe, written right
-        behind its next message; a client whose probe has gone unanswered for more than
-        ``lag_threshold`` starts lagging, counted from the probe's send time. Cost: one
-        pass over the clients per interval, no write of its own.
+        Probes go out in waves per stream: once a stream's fan-outs carried ``probe_messages``
+        messages or ``probe_bytes`` bytes since its last wave, each of its clients with no
+        probe out owes one, written right behind its next message (counting previews too for
+        the clients that take them). A client whose probe has gone unanswered for more than
+        ``lag_threshold`` starts lagging, counted from the probe's send time. Cost per round:
+        the streams, the clients with a probe out, and the audience of a stream due a wave;
+        never a pass over every client, and no write of its own.
         """
         if not self.lag_threshold:
             return
@@ -955,26 +957,34 @@ class Policy:
         self._round = (self._round + 1) & 0xFFFFFFFF
         payload = _PROBE_PREFIX + self._round.to_bytes(4, "big")
         self._probe = (payload, self.ping_framer(payload))
-        traffic, self._traffic = self._traffic, {}
         now = self.monotonic()
         threshold = self.lag_threshold
-        for client in self._clients.values():
-            if client.closing:
-                continue
-            for stream, previews in client.streams.items():
-                carried = traffic.get(stream)
-                if carried is not None:
-                    client.owed_messages += carried[0] + (carried[2] if previews else 0)
-                    client.owed_bytes += carried[1] + (carried[3] if previews else 0)
+        for client in self._outstanding:
             sent = client.probe_sent
-            if sent is None:
-                if not client.probe_due and (
-                    client.owed_messages >= self.probe_messages or client.owed_bytes >= self.probe_bytes
-                ):
-                    client.due(True)
-            elif client.lagging_since is None and now - sent > threshold:
+            if (
+                sent is not None
+                and client.lagging_since is None
+                and not client.closing
+                and now - sent > threshold
+            ):
                 self.stats.probe_lags += 1
                 self._start_lagging(client, since=sent)
+        most, size = self.probe_messages, self.probe_bytes
+        for stream, carried in self._traffic.items():
+            messages, bytes_, previews, preview_bytes = carried
+            if messages >= most or bytes_ >= size:
+                self._wave(self._live.get(stream))
+                carried[:] = (0, 0, 0, 0)
+            elif messages + previews >= most or bytes_ + preview_bytes >= size:
+                # Previews go to their takers only: they may owe a probe before the rest.
+                self._wave(self._previews.get(stream))
+                carried[2] = carried[3] = 0
+
+    @staticmethod
+    def _wave(clients: dict[_Client, None] | None) -> None:
+        for client in clients or ():
+            if client.probe_sent is None and not client.probe_due and not client.closing:
+                client.due(True)
 
     def _carried(self, job: _Job) -> None:
         """Count a message whose fan-out starts towards its clients' next probe (per message, not
@@ -998,6 +1008,8 @@ class Policy:
         if client is None or client.probe_sent is None:
             return
         client.probe_sent = None
+        self._outstanding.pop(client, None)
+        self.stats.pongs += 1
         if client.lagging_since is None or client.closing or client.sink.closed():
             return
         if client.buffered() <= self.low_water:
@@ -1006,8 +1018,8 @@ class Policy:
     def _probed(self, client: _Client, payload: bytes) -> None:
         """A probe went out behind the data just written to ``client``."""
         client.due(False)
-        client.owed_messages = client.owed_bytes = 0
         client.probe_sent = self.monotonic()
+        self._outstanding[client] = None
         self.stats.probes += 1
         client.sink.expect_pong(payload)
 
@@ -1050,6 +1062,7 @@ class Policy:
 
     def _close(self, client: _Client) -> None:
         client.closing = True
+        self._outstanding.pop(client, None)
         client.pending.clear()
         self._lagging.pop(client, None)
         client.lag(None)
@@ -1083,6 +1096,7 @@ class Policy:
 
     def _forget(self, client: _Client) -> None:
         self._clients.pop(client.key, None)
+        self._outstanding.pop(client, None)
         self._lagging.pop(client, None)
         client.lag(None)
         client.pending.clear()

@@ -116,6 +116,8 @@ def test_a_probe_rides_right_behind_the_next_message_once_per_round() -> None:
     world.result(3)
     assert len(a.pings) == 1
     world.pong("a")
+    world.pong("a")  # a second answer to the same probe counts once
+    assert world.policy.stats.pongs == 1
     world.probe()
     world.result(4)
     assert len(a.pings) == 2 and len(b.pings) == 1, "only the client that answered owes a new one"
