@@ -194,9 +194,17 @@ class GatewayConfig:
     )
     lag_probe_interval: float = option(
         0.5,
-        help="Seconds between rounds of lag probes: each client that received something since its last "
-        "answered probe gets one behind its next message (one write per client per interval, only while "
-        "there is traffic).",
+        help="Seconds between rounds of lag probes: a round finds the clients whose probe is overdue, and "
+        "sends a wave of probes to the clients of each stream that carried --lag-probe-messages messages "
+        "(or 64 KiB) since its last wave.",
+        check=positive,
+        group="delivery",
+    )
+    lag_probe_messages: int = option(
+        256,
+        help="Messages a stream carries between two waves of lag probes (or 64 KiB, whichever comes first): "
+        "reading a probe's answer costs about as much as 15 deliveries, so fewer means faster detection "
+        "of a stalled client on a slow stream for more CPU.",
         check=positive,
         group="delivery",
     )

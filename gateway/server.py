@@ -66,6 +66,7 @@ class Gateway:
             max_lag=config.max_lag,
             lag_threshold=config.lag_threshold,
             probe_interval=config.lag_probe_interval,
+            probe_messages=config.lag_probe_messages,
             max_age=config.max_age,
             close_timeout=config.close_timeout,
             chunk=config.fanout_chunk,
