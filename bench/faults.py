@@ -127,20 +127,25 @@ async def _stalled_clients(top: Topology, count: int) -> tuple[float, dict[str, 
 
     nginx = [top.procs["nginx"].pid, *children(top.procs["nginx"].pid)]
 
-    def held() -> int:
-        return rss_bytes(nginx) + sum(queued_bytes(nginx))
+    def held() -> tuple[int, int]:
+        return rss_bytes(nginx), sum(queued_bytes(nginx))
 
     def closes() -> float:
         return sum(top.metric(name, "framecast_gateway_slow_consumer_closes_total") for name in top.ports)
 
-    before, closed_before = held(), await _to_thread(closes)
-    held_peak = before
+    (rss_before, queued_before), closed_before = held(), await _to_thread(closes)
+    rss_peak, queued_peak, held_peak = rss_before, queued_before, rss_before + queued_before
     started = time.time()
     socks = [raw_websocket(top.nginx_port, "/ws/default?previews=1", rcvbuf=4096)[0] for _ in range(count)]
     closed_after: float | None = None
     for _ in range(300):
         await asyncio.sleep(0.1)
-        held_peak = max(held_peak, held())
+        rss, queued = held()
+        rss_peak, queued_peak, held_peak = (
+            max(rss_peak, rss),
+            max(queued_peak, queued),
+            max(held_peak, rss + queued),
+        )
         if await _to_thread(closes) - closed_before >= count:
             closed_after = time.time() - started
             break
@@ -154,8 +159,10 @@ async def _stalled_clients(top: Topology, count: int) -> tuple[float, dict[str, 
         "closed_after_s": round(closed_after, 2) if closed_after is not None else None,
         "close_codes": sorted(str(d.close_code) for d in drained),
         "results_read": sum(len(d.results) for d in drained),
-        "nginx_held_bytes": held_peak - before,
-        "nginx_held_per_client": (held_peak - before) // count,
+        "nginx_held_bytes": held_peak - rss_before - queued_before,
+        "nginx_held_per_client": (held_peak - rss_before - queued_before) // count,
+        "nginx_rss_growth": rss_peak - rss_before,
+        "nginx_queued_peak": queued_peak - queued_before,
     }
 
 

@@ -103,4 +103,7 @@ def test_stalled_clients_behind_nginx_are_closed_with_4008_and_bounded_in_nginx(
     stalled = rows["stalled-clients"]["stalled"]
     assert stalled["closed_after_s"] is not None, stalled
     assert stalled["close_codes"] == ["4008"] * stalled["count"], stalled
-    assert stalled["nginx_held_per_client"] <= nginx.stalled_client_bound() + nginx.CONNECTION_MEMORY, stalled
+    # The sockets' queues are the kernel's exact count; nginx's RSS, with one stalled client among
+    # a dozen readers, moves by more than one connection's share (test_slow_through_nginx.py
+    # bounds RSS + queues over 200 stalled clients).
+    assert stalled["nginx_queued_peak"] <= stalled["count"] * nginx.stalled_client_bound(), stalled
