@@ -165,6 +165,21 @@ def test_a_fifo_source_fails_at_once_saying_what_it_is(tmp_path: Path, child_env
     assert len(lines) == 1 and "named pipe (FIFO)" in lines[0] and str(fifo) in lines[0], done.stderr
 
 
+def test_up_with_a_fifo_camera_fails_naming_it(tmp_path: Path, child_env: dict[str, str]) -> None:
+    fifo = tmp_path / "door.fifo"
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-m", "framecast.cli", "up", "--port", "0", "--gateways", "1"],
+        capture_output=True,
+        text=True,
+        env={**child_env, cameras.ENV: f"door={fifo}"},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done
+    assert "producer-door exited with status 1" in done.stderr and "named pipe (FIFO)" in done.stderr
+
+
 def test_watch_with_an_unparseable_url_is_one_line_and_exit_2(child_env: dict[str, str]) -> None:
     for url in ("ws://[::1", "ws://127.0.0.1:99999/ws"):
         done = subprocess.run(
