@@ -970,7 +970,10 @@ class Policy:
                 self.stats.probe_lags += 1
                 self._start_lagging(client, since=sent)
         most, size = self.probe_messages, self.probe_bytes
-        for stream, carried in self._traffic.items():
+        for stream, carried in list(self._traffic.items()):
+            if stream not in self._live and stream not in self._joining:
+                del self._traffic[stream]  # nobody left to probe: a stream's entry goes with it
+                continue
             messages, bytes_, previews, preview_bytes = carried
             if messages >= most or bytes_ >= size:
                 self._wave(self._live.get(stream))
