@@ -151,13 +151,17 @@ async def _stalled_clients(top: Topology, count: int) -> tuple[float, dict[str, 
             break
         if time.time() - started > 30:
             break
-    drained = await asyncio.gather(*(_to_thread(drain, sock) for sock in socks))
+    # The gateways closed them: each read ends with the close frame or the end of the connection,
+    # however long a loaded machine takes to pass on what was in flight (not at a quiet spell).
+    drained = await asyncio.gather(*(asyncio.to_thread(drain, sock, idle=30.0, limit=60.0) for sock in socks))
     for sock in socks:
         sock.close()
     return time.time(), {
         "count": count,
         "closed_after_s": round(closed_after, 2) if closed_after is not None else None,
         "close_codes": sorted(str(d.close_code) for d in drained),
+        "ended": sorted({d.describe() for d in drained}),
+        "previews_read": sum(d.previews for d in drained),
         "results_read": sum(len(d.results) for d in drained),
         "nginx_held_bytes": held_peak - rss_before - queued_before,
         "nginx_held_per_client": (held_peak - rss_before - queued_before) // count,

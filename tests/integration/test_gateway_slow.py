@@ -14,10 +14,10 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from framecast import wire
-from tests.support.gateway import FakeProducer, raw_websocket, running_gateway
+from tests.support.gateway import Collector, FakeProducer, raw_websocket, running_gateway
 from tests.support.wait import poll
 
 if TYPE_CHECKING:
@@ -26,29 +26,6 @@ if TYPE_CHECKING:
 NORMAL_CLIENTS = 200
 MESSAGES = 300
 PAD = 2000  # bytes of label per result: ~2.1 KB messages
-
-
-class Collector:
-    """A normal client: reads everything, keeps the result seqs."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.seqs: list[int] = []
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        with contextlib.suppress(Exception):
-            async for data in self.ws:
-                message = wire.decode(data)
-                if isinstance(message, wire.Result):
-                    self.seqs.append(message.seq)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), 5)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
 
 
 def read_frames(sock: socket.socket, *, until_seq: int, max_bytes: int, timeout: float = 30.0) -> list[int]:

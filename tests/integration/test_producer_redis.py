@@ -151,8 +151,8 @@ def test_a_write_redis_refuses_is_logged_and_counted_as_refused_not_as_an_outage
     """
     from framecast import wire
     from framecast.embedded import free_port
-    from tests.integration.test_producer_metrics import P, _scrape
     from tests.support.gateway import metric
+    from tests.support.producer import scrape
 
     admin = redis.Redis.from_url(redis_server.url)
     port = free_port()
@@ -165,7 +165,7 @@ def test_a_write_redis_refuses_is_logged_and_counted_as_refused_not_as_an_outage
             ) as producer,
         ):
             refused = wait_until(
-                lambda: metric(_scrape(port), P + "publish_refused_total") >= 3,
+                lambda: metric(scrape(port), "framecast_producer_publish_refused_total") >= 3,
                 what="refused writes counted",
             )
             assert refused

@@ -9,14 +9,13 @@ template's socket and proxy buffer sizes bound what nginx holds meanwhile.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from framecast import nginx, wire
-from tests.support.gateway import FakeProducer, raw_websocket, running_gateway
+from tests.support.gateway import Collector, FakeProducer, raw_websocket, running_gateway
 from tests.support.nginx import running_nginx
 from tests.support.sockets import children, drain, queued_bytes, rss_bytes
 from tests.support.wait import poll
@@ -27,35 +26,14 @@ if TYPE_CHECKING:
 STREAM = "slow"
 
 
-class Reader:
-    """A healthy client through nginx: reads everything, keeps the result seqs."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.seqs: list[int] = []
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        with contextlib.suppress(Exception):
-            async for data in self.ws:
-                message = wire.decode(data)
-                if isinstance(message, wire.Result):
-                    self.seqs.append(message.seq)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), 5)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
-
-
-async def _readers(url: str, count: int) -> list[Reader]:
-    return [Reader(await connect(url, open_timeout=20, max_queue=None, max_size=None)) for _ in range(count)]
+async def _readers(url: str, count: int) -> list[Collector]:
+    return [
+        Collector(await connect(url, open_timeout=20, max_queue=None, max_size=None)) for _ in range(count)
+    ]
 
 
 async def _publish_in_windows(
-    producer: FakeProducer, readers: list[Reader], count: int, *, pad: int, window: int = 5
+    producer: FakeProducer, readers: list[Collector], count: int, *, pad: int, window: int = 5
 ) -> None:
     """Publish ``count`` results, waiting for the readers every ``window``: only a stalled client lags."""
     for _ in range(count):

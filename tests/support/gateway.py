@@ -17,6 +17,7 @@ file (``gw.logs``) so a chatty process can never block on a full pipe.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from websockets.asyncio.client import ClientConnection
 
 from framecast import wire
 from framecast.embedded import free_port
@@ -410,3 +412,26 @@ def raw_websocket(
             break
         head += chunk
     return sock, head
+
+
+class Collector:
+    """A reading client on an open connection: reads everything in a task, keeps the result seqs."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seqs: list[int] = []
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        with contextlib.suppress(Exception):
+            async for data in self.ws:
+                message = wire.decode(data)
+                if isinstance(message, wire.Result):
+                    self.seqs.append(message.seq)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 5)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
