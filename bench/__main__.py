@@ -33,6 +33,7 @@ PARTS = ("fanout", "topology", "producer")
 EXTRA_PARTS = ("profile", "capacity")
 STRATEGIES = (
     "framecast",
+    "framecast-noprobe",
     "broadcast",
     "sequential",
     "tasks",
@@ -362,6 +363,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench") ->
         from bench import faults
 
         return faults.main(args[1:], prog=f"{prog} faults")
+    if args[:1] == ["stalled"]:  # one stalled client, direct and through nginx (issue 20)
+        from bench import stalled
+
+        return stalled.main(args[1:], prog=f"{prog} stalled")
     config = settings.parse(BenchConfig, argv, prog=prog, description=DESCRIPTION, epilog=EPILOG)
     from bench import report
 

@@ -147,6 +147,18 @@ class Topology:
             time.sleep(0.1)
         raise RuntimeError(f"127.0.0.1:{port}{path} never answered 200")
 
+    def metric(self, name: str, metric: str) -> float:
+        """One unlabelled metric of gateway ``name`` (0 when it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith(metric + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
     def gateway_usage(self) -> tuple[int, int]:
         """Sum of the gateways' RSS (bytes) and open fds now."""
         rss = fds = 0

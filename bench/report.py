@@ -32,6 +32,7 @@ _NONE = "\u2013"  # en dash: no value
 
 _LABELS = {
     "framecast": "framecast Fanout",
+    "framecast-noprobe": "framecast Fanout, lag probes off",
     "broadcast": "websockets.broadcast()",
     "sequential": "sequential await send()",
     "tasks": "asyncio.wait(task per client)",
@@ -42,6 +43,7 @@ _LABELS = {
 }
 _COLORS = {
     "framecast": "#1b7837",
+    "framecast-noprobe": "#7fbc41",
     "broadcast": "#2166ac",
     "sequential": "#b2182b",
     "tasks": "#e08214",

@@ -8,6 +8,8 @@ awaitable when the caller has to wait for it.
 * ``sequential``: ``await ws.send(m)`` for each client in turn.
 * ``tasks``: the article's recipe made valid: ``asyncio.wait`` over one task per client.
 * ``framecast``: :class:`gateway.fanout.Fanout`, the gateway's own fan-out.
+* ``framecast-noprobe``: the same with its lag probes off (``lag_threshold=0``): the
+  cost of measuring every client's lag end to end is the difference between the two.
 * ``floor-transport``: the cost floor of an asyncio gateway: the message framed
   once by hand and ``transport.write()`` to every connection, nothing else (no
   state check, no backpressure, no policy).
@@ -36,6 +38,7 @@ __all__ = ["NAMES", "Strategy", "make"]
 
 NAMES = (
     "framecast",
+    "framecast-noprobe",
     "broadcast",
     "sequential",
     "tasks",
@@ -233,6 +236,8 @@ def make(name: str, *, framecast_options: dict[str, Any] | None = None) -> Strat
         return _Set(_tasks)
     if name == "framecast":
         return _Framecast(framecast_options or {})
+    if name == "framecast-noprobe":
+        return _Framecast({**(framecast_options or {}), "lag_threshold": 0.0})
     if name == "floor-transport":
         return _Floor(raw=False)
     if name == "floor-socket":

@@ -33,6 +33,7 @@ from framecast import wire
 __all__ = [
     "ENV",
     "EXAMPLE",
+    "MAX_CAMERAS",
     "RESERVED",
     "SOURCE_ENV",
     "SUMMARY",
@@ -60,7 +61,11 @@ SUMMARY = (
 )
 """What ``framecast up --help`` says about cameras (description)."""
 
-EXAMPLE = """\
+MAX_CAMERAS = 64
+"""Most cameras one ``framecast up`` runs: each is a producer process (OpenCV and a predictor,
+about 100 MB and a share of a core at least), so more than this is beyond one machine."""
+
+EXAMPLE = f"""\
 Camera file (framecast.toml):
   [cameras.door]
   source = "rtsp://user:secret@10.0.0.7/stream1"
@@ -72,7 +77,8 @@ Camera file (framecast.toml):
 
 A camera's keys are 'framecast producer' settings (with _ or -), except stream, redis_url,
 metrics_port and metrics_host, which up sets. A bad camera (unknown key, bad value,
-duplicate or invalid name, unreadable file) is one line naming it, exit 2, nothing started."""
+duplicate or invalid name, unreadable file) is one line naming it, exit 2, nothing started.
+At most {MAX_CAMERAS} cameras; they start a few at a time (as many as this machine has cores)."""
 """What ``framecast up --help`` says about cameras (epilog)."""
 
 RESERVED = frozenset({"stream", "redis_url", "metrics_port", "metrics_host"})
@@ -181,6 +187,14 @@ def load(path: str | Path) -> tuple[Camera, ...]:
         raise CameraError(f"{origin}: cannot read the camera file: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise CameraError(f"{origin}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CameraError(
+            f"{origin}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}):"
+            " a TOML file must be UTF-8"
+        ) from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively: a deep one exhausts the stack.
+        raise CameraError(f"{origin}: not valid TOML: arrays or tables nested too deeply") from None
     for key in document:
         if key != "cameras":
             raise CameraError(f"{origin}: unknown top-level key {key!r} (expected [cameras.<name>] tables)")
@@ -218,7 +232,11 @@ def parse_spec(spec: str) -> Camera:
 
 
 def merge(*groups: Iterable[Camera]) -> tuple[Camera, ...]:
-    """All cameras of every group, in order; a name defined twice anywhere is an error."""
+    """All cameras of every group, in order; a name defined twice anywhere is an error.
+
+    Raises:
+        CameraError: A duplicate name, or more than :data:`MAX_CAMERAS` cameras.
+    """
     cameras: dict[str, Camera] = {}
     for group in groups:
         for camera in group:
@@ -229,6 +247,12 @@ def merge(*groups: Iterable[Camera]) -> tuple[Camera, ...]:
                     " camera names are stream names and must be unique"
                 )
             cameras[camera.name] = camera
+            if len(cameras) > MAX_CAMERAS:
+                raise CameraError(
+                    f"more than {MAX_CAMERAS} cameras (at {camera.name!r}, {camera.origin}): framecast up "
+                    f"runs at most {MAX_CAMERAS}, one producer process each; run more on other machines "
+                    "(docker compose services or Kubernetes producers, one per camera)"
+                )
     return tuple(cameras.values())
 
 

@@ -54,8 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in _COMMANDS:
         print(f"framecast: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(_COMMANDS[name][0])
-    status: int = module.main(rest, prog=f"framecast {name}")
+    try:
+        # A subcommand's import can take seconds (OpenCV, numpy): Ctrl-C then, or in a command
+        # that does not handle it itself, is one line and the shell's 130, not a traceback.
+        module = importlib.import_module(_COMMANDS[name][0])
+        status: int = module.main(rest, prog=f"framecast {name}")
+    except KeyboardInterrupt:
+        print(f"framecast {name}: interrupted", file=sys.stderr, flush=True)
+        return 130
     return status
 
 

@@ -53,6 +53,7 @@ from framecast.exceptions import AuthError, ClientError, ConnectError
 from framecast.retry import backoff
 
 __all__ = [
+    "POSITION_AHEAD",
     "AuthError",
     "ClientError",
     "ConnectError",
@@ -96,6 +97,10 @@ class Position(NamedTuple):
 
     epoch: str
     seq: int
+
+
+POSITION_AHEAD = "position-ahead"
+"""The :class:`~framecast.wire.Reset` reason for a ``since`` beyond the stream's newest result."""
 
 
 class Cursor:
@@ -156,16 +161,21 @@ class Cursor:
         """Set where ``stream`` starts, unless results were already delivered on it."""
         self._results.setdefault(stream, Position(*position))
 
-    def reset(self, stream: str) -> None:
+    def reset(self, stream: str, reason: str = "") -> None:
         """Note a :class:`~framecast.wire.Reset` on ``stream``: the replay could not be served.
 
         The position is kept. A reset says what follows is not contiguous with it, not that
         what was delivered is undelivered: ``(epoch, seq)`` names one result for good, so a
         result already delivered is still dropped (the latest that follows a reset may be one
         the client got live while its resubscription was in flight), and a new epoch still
-        retires the old one (:meth:`accept`).
+        retires the old one (:meth:`accept`). Except for ``position-ahead``: the position is
+        beyond anything the stream numbered, so no result was delivered past the stream's
+        newest and the position is dropped, or every result up to it would be dropped as seen.
         """
         self.resets[stream] = self.resets.get(stream, 0) + 1
+        if reason == POSITION_AHEAD:
+            self._results.pop(stream, None)
+            self._previews.pop(stream, None)
 
     def _retire(self, stream: str, epoch: str) -> None:
         retired = self._retired.setdefault(stream, [])
@@ -190,10 +200,15 @@ def websocket_url(url: str, *, token: str | None = None) -> tuple[str, str | Non
     Raises:
         ClientError: Not an http, https, ws or wss URL, or no host.
     """
-    parts = urllib.parse.urlsplit(url.strip())
+    expected = "expected http://host:port or ws://host:port/ws"
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018 - parsed on access: a bad or out-of-range port raises here
+    except ValueError as exc:  # "Invalid IPv6 URL" ('ws://[::1'), "Port out of range 0-65535"
+        raise ClientError(f"{url!r} is not a gateway URL ({exc}; {expected})") from None
     schemes = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
-    if parts.scheme not in schemes or not parts.netloc:
-        raise ClientError(f"{url!r} is not a gateway URL (expected http://host:port or ws://host:port/ws)")
+    if parts.scheme not in schemes or not parts.hostname:
+        raise ClientError(f"{url!r} is not a gateway URL ({expected})")
     segments = [s for s in parts.path.split("/") if s]
     stream = None
     if len(segments) >= 2 and segments[-2] == "ws":
@@ -507,7 +522,7 @@ class Subscription:
         if isinstance(message, wire.Hello):
             self.gateway = message.gateway
         elif isinstance(message, wire.Reset):
-            self.cursor.reset(message.stream)
+            self.cursor.reset(message.stream, message.reason)
         elif isinstance(message, wire.Error) and message.stream and message.code in _REFUSALS:
             self._streams.pop(message.stream, None)
             self._refused[message.stream] = f"{message.code}: {message.message}"

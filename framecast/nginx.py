@@ -21,6 +21,7 @@ from pathlib import Path
 from framecast.exceptions import ConfigError
 
 __all__ = [
+    "CONNECTION_MEMORY",
     "TEMPLATE",
     "VARIABLES",
     "client_capacity",
@@ -28,6 +29,8 @@ __all__ = [
     "main",
     "render",
     "render_conf",
+    "size_bytes",
+    "stalled_client_bound",
     "worker_connections_for",
 ]
 
@@ -42,12 +45,17 @@ VARIABLES: tuple[tuple[str, str | None], ...] = (
     ("NGINX_WORKER_CONNECTIONS", "16384"),
     ("NGINX_LOG_LEVEL", "warn"),
     ("NGINX_OPEN_FILES", "65536"),
+    ("NGINX_CLIENT_SNDBUF", "64k"),
+    ("NGINX_PROXY_BUFFER", "8k"),
+    ("NGINX_UPSTREAM_RCVBUF", "64k"),
 )
 """Every placeholder of the template with its default (None: it must be given).
 
 ``LISTEN`` is nginx's ``listen`` argument (``port`` or ``host:port``);
 ``UPSTREAM_SERVERS`` the ``server ...;`` lines of the gateways' upstream;
 ``NGINX_RESOLVER`` a ``resolver`` directive for upstreams named by DNS (or nothing).
+``NGINX_CLIENT_SNDBUF``, ``NGINX_PROXY_BUFFER`` and ``NGINX_UPSTREAM_RCVBUF`` bound what nginx
+holds for one client that stops reading (:func:`stalled_client_bound`).
 """
 
 _NAMES = tuple(name for name, _ in VARIABLES)
@@ -88,6 +96,42 @@ def render(values: Mapping[str, str], *, template: str | None = None) -> str:
 
 # Connections a worker keeps for itself (listeners, resolver, health checks through it).
 _RESERVE = 64
+
+
+def size_bytes(value: str) -> int:
+    """An nginx size (``64k``, ``1m``, ``4096``) in bytes.
+
+    Raises:
+        ConfigError: Not an nginx size.
+    """
+    match = re.fullmatch(r"([0-9]+)([kKmM]?)", value.strip())
+    if not match:
+        raise ConfigError(f"nginx template: {value!r} is not a size like 64k, 1m or 4096")
+    return int(match.group(1)) << {"": 0, "k": 10, "m": 20}[match.group(2).lower()]
+
+
+CONNECTION_MEMORY = 32 * 1024
+"""nginx's own memory per proxied WebSocket client (two connections, the request, the proxy
+buffer): 25 KiB measured with 2,000 idle clients (docs/capacity.md), rounded up."""
+
+
+def stalled_client_bound(values: Mapping[str, str] | None = None) -> int:
+    """Most bytes nginx's sockets and buffer hold for one client that stops reading.
+
+    Linux doubles a socket buffer size set with ``SO_SNDBUF``/``SO_RCVBUF`` (the other half is
+    its bookkeeping), so: twice the client socket's send buffer, one proxy buffer, twice the
+    upstream socket's receive buffer. nginx's own memory per connection comes on top
+    (docs/capacity.md).
+    """
+    values = values or {}
+    defaults = dict(VARIABLES)
+
+    def size(name: str) -> int:
+        value = values.get(name, defaults[name])
+        assert value is not None
+        return size_bytes(value)
+
+    return 2 * size("NGINX_CLIENT_SNDBUF") + size("NGINX_PROXY_BUFFER") + 2 * size("NGINX_UPSTREAM_RCVBUF")
 
 
 def worker_connections_for(open_files: int, wanted: int = 16384) -> int:

@@ -28,6 +28,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from framecast import cameras, monitoring, settings, wire
 from framecast.cameras import Camera, CameraError
@@ -56,6 +57,9 @@ render_nginx_conf = render_conf
 
 # A gateway's own --max-connections default: the most `framecast up` gives one.
 _GATEWAY_CONNECTIONS = 10000
+
+# Seconds a producer has to send its first heartbeat once launched.
+_PRODUCER_START = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -335,14 +339,11 @@ class Stack:
             children.launch(gateway)
         for gateway in self.gateways:
             self._wait_healthy(gateway)
-        producer_ports: list[int] = []  # metrics ports, one per producer, when Prometheus scrapes them
-        if self.config.producer:
-            for name, argv, env in _producer_commands(self.config):
-                port = free_port() if prometheus_binary else 0
-                if port:
-                    producer_ports.append(port)
-                    argv = [*argv, "--metrics-port", str(port)]
-                children.launch(children.add(name, argv, env=env))
+        # Metrics ports first: Prometheus's configuration names every producer's.
+        commands = [
+            (name, argv, env, free_port() if prometheus_binary else 0)
+            for name, argv, env in (_producer_commands(self.config) if self.config.producer else [])
+        ]
         conf = self.workdir / "nginx.conf"
         conf.write_text(
             render_conf(
@@ -365,15 +366,67 @@ class Stack:
                 workdir=self.workdir,
                 port=self.config.monitoring_port or free_port(),
                 gateways=[f"127.0.0.1:{g.port}" for g in self.gateways],
-                producers=[f"127.0.0.1:{port}" for port in producer_ports],
+                producers=[f"127.0.0.1:{port}" for *_, port in commands if port],
                 scrape_interval=f"{self.config.monitoring_interval:g}s",
             )
             monitoring.launch(children, self.prometheus)
-        if self.config.producer:
-            # Every camera's first heartbeat: one that cannot open its file or load its detector
-            # fails `up` here, naming it, rather than in a log line later.
-            for name, stream in _producer_names(self.config):
-                self._wait_producer(self.children[name], stream)
+        self._start_producers(commands)
+
+    def _start_producers(self, commands: list[tuple[str, list[str], dict[str, str], int]]) -> None:
+        """Start the producers a few at a time, each counted as started at its first heartbeat.
+
+        A producer's start (importing OpenCV and numpy, loading its predictor, opening its
+        source) takes a core for a second or more: all at once, a few dozen cameras made the
+        machine unusable (load 45 on two cores) and the stack slow to answer a signal. At most
+        one per core starts at a time; each of them has ``_PRODUCER_START`` seconds to send its
+        first heartbeat, so a camera that cannot open its file or load its detector fails
+        ``up`` here, naming it, rather than in a log line later.
+        """
+        import redis
+
+        window = max(1, os.cpu_count() or 1)
+        streams = dict(_producer_names(self.config))
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        starting: dict[str, float] = {}  # child name -> deadline of its first heartbeat
+        queue = list(commands)
+        try:
+            for _ in range(100_000):
+                while queue and len(starting) < window:
+                    name, argv, env, port = queue.pop(0)
+                    if port:
+                        argv = [*argv, "--metrics-port", str(port)]
+                    self._children.launch(self._children.add(name, argv, env=env))
+                    starting[name] = time.monotonic() + _PRODUCER_START
+                if not starting:
+                    return
+                for name, deadline in list(starting.items()):
+                    if self._producer_started(self.children[name], streams[name], client, deadline):
+                        del starting[name]
+                time.sleep(0.1)
+        finally:
+            client.close()
+
+    def _producer_started(self, child: Child, stream: str, client: Any, deadline: float) -> bool:
+        """Whether ``child`` has sent its first heartbeat; raises UpError if it exited or never will."""
+        import redis
+
+        assert child.process is not None
+        if child.process.poll() is not None:
+            raise UpError(f"{child.name} exited with status {child.process.returncode}:\n{child.tail()}")
+        with contextlib.suppress(redis.RedisError):
+            if client.exists(wire.status_key(stream)):
+                return True
+        if time.monotonic() < deadline:
+            return False
+        output = child.tail()
+        if not output.strip():
+            # Nothing printed and no heartbeat: it is stuck before its first line, most likely in
+            # opening its source (a named pipe with no writer, a device or URL that never answers).
+            output = (
+                "(it printed nothing: it is stuck starting, most likely opening its source -- a "
+                "named pipe (FIFO) with no writer, or a device or URL that never answers)"
+            )
+        raise UpError(f"{child.name} sent no heartbeat within {_PRODUCER_START:.0f} s:\n{output}")
 
     def _wait_healthy(self, child: Child, timeout: float = 20.0) -> None:
         assert child.port is not None and child.process is not None
@@ -392,31 +445,6 @@ class Stack:
                     return
             time.sleep(0.1)
         raise UpError(f"{child.name} did not answer {url} within {timeout:.0f} s:\n{child.tail()}")
-
-    def _wait_producer(self, child: Child, stream: str, timeout: float = 30.0) -> None:
-        """Wait for the producer's first heartbeat, so bad input fails ``up`` instead of a later log line.
-
-        A producer that cannot open its source, or was given an unknown detector, exits at once;
-        one whose network camera is down keeps heartbeating ``offline`` and counts as started.
-        """
-        import redis
-
-        assert child.process is not None
-        client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                if child.process.poll() is not None:
-                    raise UpError(
-                        f"{child.name} exited with status {child.process.returncode}:\n{child.tail()}"
-                    )
-                with contextlib.suppress(redis.RedisError):
-                    if client.exists(wire.status_key(stream)):
-                        return
-                time.sleep(0.1)
-        finally:
-            client.close()
-        raise UpError(f"{child.name} sent no heartbeat within {timeout:.0f} s:\n{child.tail()}")
 
 
 def _producer_names(config: UpConfig) -> list[tuple[str, str]]:
@@ -509,7 +537,7 @@ def running(
 
 
 class _Interrupted(BaseException):
-    """SIGINT or SIGTERM while ``up`` was starting (a BaseException, like KeyboardInterrupt)."""
+    """SIGINT or SIGTERM during start-up (a BaseException: no ``except Exception`` may swallow it)."""
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> int:
@@ -535,46 +563,48 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
             "follows). Retried, not fatal: a network camera that is down (the stream shows offline),\n"
             "a child that dies later (restarted with backoff). Bad flags exit 2, and so does\n"
             "--monitoring without Prometheus (install Debian's prometheus package or set\n"
-            "FRAMECAST_PROMETHEUS); Ctrl-C exits 0.\n\n" + cameras.EXAMPLE
+            "FRAMECAST_PROMETHEUS); Ctrl-C or SIGTERM exits 0, also during start-up (what had\n"
+            "started is stopped).\n\n" + cameras.EXAMPLE
         ),
     )
-    try:
-        config = dataclasses.replace(config, cameras=resolve_cameras(config, args, environ=os.environ))
-    except CameraError as exc:
-        return settings.fail(prog, str(exc), 2)
+    stop = threading.Event()
+    starting = [True]
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+        if starting[0]:
+            # Interrupt start-up wherever it is (a child starting, a wait): Stack.start stops what
+            # it started. Once only, so a second Ctrl-C cannot interrupt that clean-up.
+            starting[0] = False
+            raise _Interrupted(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
 
     def echo(line: str) -> None:
         print(line, flush=True)
 
-    stack = Stack(config, echo=echo, env=dict(os.environ))
-    stop = threading.Event()
-    starting = True
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal starting
-        stop.set()
-        if starting:
-            # Start-up waits for children (a producer's first heartbeat: up to 30 s): a signal
-            # that only set `stop` would be obeyed once all of that was over. Raised once only,
-            # so a second signal cannot break off the clean-up the first one started.
-            starting = False
-            raise _Interrupted
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    stack: Stack | None = None
     try:
-        stack.start()  # stops what it started when anything, _Interrupted included, escapes it
-        starting = False
-    except _Interrupted:
-        stack.stop()  # the signal may have come after start() returned: then it stops here
-        print("framecast up: stopped", flush=True)
+        config = dataclasses.replace(config, cameras=resolve_cameras(config, args, environ=os.environ))
+        stack = Stack(config, echo=echo, env=dict(os.environ))
+        stack.start()
+        starting[0] = False
+    except _Interrupted as exc:
+        if stack is not None:
+            stack.stop()  # start() stopped what it had started; this covers a signal just after it
+        print(f"{prog}: {exc} during start-up: stopped", file=sys.stderr, flush=True)
         return 0
+    except CameraError as exc:
+        return settings.fail(prog, str(exc), 2)
     except (monitoring.MonitoringError, ConfigError) as exc:  # a setup problem, like a bad flag
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except (UpError, EmbeddedError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        starting[0] = False
     streams = ", ".join(stack.streams) or "none"
     print(
         f"framecast up: viewer at {stack.url}  (WebSocket: {stack.ws_url()}/<stream>; streams: {streams}; "

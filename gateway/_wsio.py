@@ -17,6 +17,11 @@ check (``scripts/test-websockets.sh VERSION`` runs the fan-out tests against one
 * ``connection.paused`` and ``connection.drain_waiters``: the flow-control state
   behind ``drain()``, which lets many clients be awaited with one
   ``asyncio.wait`` instead of one ``drain()`` task each;
+* ``connection.pending_pings`` (websockets' table of pings awaiting a pong,
+  ``{payload: (future, loop time)}``, what :meth:`Connection.ping` fills): a lag
+  probe is a ping frame written by the fan-out right behind the data, without
+  ``ping()``'s wait for the buffer to drain, and registered here so that
+  websockets' own pong handling resolves it (:meth:`WsSink.expect_pong`);
 * ``transport._sock`` (asyncio's selector transport: the real socket; the public
   ``get_extra_info("socket")`` is a wrapper with no ``send()``): while the
   transport holds no bytes, a shared frame goes out with one non-blocking
@@ -46,7 +51,7 @@ from websockets.protocol import State
 from framecast import wire
 from gateway.policy import OVER, SKIP, WRITTEN
 
-__all__ = ["Connection", "WsSink", "close_or_abort", "frame", "raw_send"]
+__all__ = ["Connection", "WsSink", "close_or_abort", "frame", "ping_frame", "raw_send"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,11 @@ def frame(data: bytes, binary: bool) -> bytes:
     return Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
 
 
+def ping_frame(payload: bytes) -> bytes:
+    """One unmasked server ping frame (a :data:`gateway.policy.PingFramer`)."""
+    return Frame(Opcode.PING, payload).serialize(mask=False)
+
+
 class WsSink:
     """A websockets connection as a :class:`gateway.policy.Sink`.
 
@@ -82,12 +92,23 @@ class WsSink:
         low: Low-water mark: the transport resumes, and waiters wake, at or below it.
         raw: Send shared frames with the socket's own ``send()`` while the
             transport's buffer is empty (ignored where :func:`raw_send` finds no socket).
+        on_pong: Called (with no argument) when a lag probe registered with
+            :meth:`expect_pong` is answered.
     """
 
-    __slots__ = ("buffered", "connection", "protocol", "send", "shared", "transport", "write")
+    __slots__ = ("_answered", "buffered", "connection", "protocol", "send", "shared", "transport", "write")
 
-    def __init__(self, connection: Connection, *, high: int, low: int, raw: bool = True) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        high: int,
+        low: int,
+        raw: bool = True,
+        on_pong: Callable[[], None] | None = None,
+    ) -> None:
         self.connection = connection
+        self._answered = _answered(on_pong) if on_pong is not None else None
         self.protocol = connection.protocol
         transport = self.transport = connection.transport
         # permessage-deflate compresses with per-connection state: no shared frame possible.
@@ -161,6 +182,19 @@ class WsSink:
         self.connection.send_data()
         return len(data)
 
+    def expect_pong(self, payload: bytes) -> None:
+        """A lag probe (a ping with ``payload``) was written: have websockets report its pong.
+
+        Registered where :meth:`Connection.ping` registers its own pings, so websockets'
+        pong handling resolves it (a pong also answers every earlier ping) and a closing
+        connection fails it; only a real answer reaches ``on_pong``.
+        """
+        connection = self.connection
+        waiter: asyncio.Future[float] = connection.loop.create_future()
+        if self._answered is not None:
+            waiter.add_done_callback(self._answered)
+        connection.pending_pings[payload] = (waiter, connection.loop.time())
+
     def drain_waiter(self) -> asyncio.Future[None] | None:
         """A future done when the transport resumes writing (buffer at low water), or None if not paused.
 
@@ -187,6 +221,15 @@ class WsSink:
         log.info("closing slow consumer %s", self.connection.remote_address)
         # Its buffer is full, so the close frame may be stuck behind it: then the cut.
         await close_or_abort(self.connection, wire.CLOSE_SLOW_CONSUMER, "slow consumer", timeout)
+
+
+def _answered(on_pong: Callable[[], None]) -> Callable[[asyncio.Future[float]], None]:
+    def done(waiter: asyncio.Future[float]) -> None:
+        # A closing connection fails every pending ping: retrieved here, so asyncio does not warn.
+        if not waiter.cancelled() and waiter.exception() is None:
+            on_pong()
+
+    return done
 
 
 async def close_or_abort(connection: Connection, code: int, reason: str, timeout: float) -> None:

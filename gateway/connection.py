@@ -8,6 +8,12 @@ always counts as a failed attempt: two such requests took every gateway out of t
 (issue 12). :class:`Connection` replaces that first parsing step with one that answers 413
 (a body: the gateway serves GET only) or 400 (anything else malformed), then half-closes and
 reads the rest of the request away, as websockets does after any refusal.
+
+A request that repeats a header which must appear once (:data:`SINGLE_HEADERS`: ``Host``,
+``Origin``, ``Authorization``, ``Sec-WebSocket-Key``, ``Sec-WebSocket-Version``) is malformed
+too, and gets the same 400 on every path: reading one of them later raised
+``MultipleValuesError`` (a 500 and a logged traceback per request, issue 20), and which of the
+values counted would be a guess (RFC 9112 section 3.2 asks for a 400 on a second ``Host``).
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ from websockets.http11 import Request
 from websockets.protocol import CONNECTING, Protocol
 from websockets.server import ServerProtocol
 
-__all__ = ["Connection", "refusal"]
+__all__ = ["SINGLE_HEADERS", "Connection", "refusal"]
+
+SINGLE_HEADERS = ("Host", "Origin", "Authorization", "Sec-WebSocket-Key", "Sec-WebSocket-Version")
+"""Headers a request may carry at most once; a second one is answered with 400."""
 
 _BODY = "unsupported request body"  # websockets' ValueError text for a Content-Length above 0
 
@@ -69,8 +78,24 @@ def _parse(protocol: ServerProtocol) -> Generator[None]:
         protocol.send_response(protocol.reject(status, text + "\n"))
         yield
         return
+    repeated = _repeated(request)
+    if repeated is not None:
+        protocol.handshake_exc = InvalidMessage(f"more than one {repeated} header")
+        protocol.send_response(
+            protocol.reject(http.HTTPStatus.BAD_REQUEST, f"bad request: {repeated} sent twice\n")
+        )
+        yield
+        return
     protocol.events.append(request)
     yield from Protocol.parse(protocol)
+
+
+def _repeated(request: Request) -> str | None:
+    """The first of :data:`SINGLE_HEADERS` the request carries more than once, if any."""
+    for name in SINGLE_HEADERS:
+        if len(request.headers.get_all(name)) > 1:
+            return name
+    return None
 
 
 def _status_for(exc: Exception) -> tuple[http.HTTPStatus, str]:

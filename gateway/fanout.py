@@ -19,7 +19,13 @@ for, the driver awaits:
   This is the founding "push with ``asyncio.wait`` and a deadline" recipe, kept
   where awaiting is real (no task per client, none per message);
 * a :class:`~gateway.policy.Close` becomes a close with 4008 (aborted after
-  ``close_timeout``).
+  ``close_timeout``);
+* lag probes: a task calls :meth:`~gateway.policy.Policy.probe` every
+  ``probe_interval``; the probes themselves ride on the next write of each client
+  (a ping behind the data), and websockets' pong handling reports each answer
+  back to :meth:`~gateway.policy.Policy.pong`. A balancer between gateway and
+  client buffers what the gateway writes, so the gateway's own buffer level
+  alone cannot see a client stall behind it; the pong's delay can.
 
 Example (standalone, e.g. in a benchmark)::
 
@@ -40,6 +46,8 @@ plain :class:`FanoutStats`, and timings go to optional callbacks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -66,7 +74,16 @@ class Fanout:
             least this often the lagging clients are checked (stale pending
             messages dropped, ``max_lag`` enforced); a client that drains sooner
             is flushed at once.
-        max_lag: Seconds a client may stay lagging before it is closed with 4008.
+        max_lag: Seconds a client may stay lagging, or leave a lag probe
+            unanswered, before it is closed with 4008.
+        lag_threshold: Seconds a lag probe may go unanswered before the client
+            counts as lagging (0: no lag probes).
+        probe_interval: Seconds between rounds of lag probes: the clients of a stream
+            whose fan-outs carried ``probe_messages`` messages or ``probe_bytes`` bytes
+            since its last wave of probes each get one behind their next message.
+        probe_messages: See ``probe_interval``: at most one probe (and one answer to
+            read) per client per this many deliveries.
+        probe_bytes: See ``probe_interval``.
         max_age: Seconds since capture after which a message is not sent
             (0 disables the check).
         close_timeout: Seconds the 4008 closing handshake may take before the
@@ -97,6 +114,10 @@ class Fanout:
         low_water: int | None = None,
         send_deadline: float = 1.0,
         max_lag: float = 10.0,
+        lag_threshold: float = 1.0,
+        probe_interval: float = 0.5,
+        probe_messages: int = 256,
+        probe_bytes: int = 64 << 10,
         max_age: float = 0.0,
         close_timeout: float = 2.0,
         join_limit: int = 1024,
@@ -114,6 +135,10 @@ class Fanout:
             client_buffer=client_buffer,
             low_water=low_water,
             max_lag=max_lag,
+            lag_threshold=lag_threshold if probe_interval > 0 else 0.0,
+            ping_framer=_wsio.ping_frame,
+            probe_messages=probe_messages,
+            probe_bytes=probe_bytes,
             max_age=max_age,
             join_limit=join_limit,
             join_bytes=join_bytes,
@@ -127,6 +152,8 @@ class Fanout:
         self.send_deadline = send_deadline
         self.raw_send = raw_send
         self.close_timeout = close_timeout
+        self.probe_interval = probe_interval
+        self._prober: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
         self._closing: dict[Connection, asyncio.Task[None]] = {}
@@ -158,7 +185,16 @@ class Fanout:
         policy = self.policy
         sink = policy.sink(connection)
         if sink is None:
-            sink = WsSink(connection, high=policy.client_buffer, low=policy.low_water, raw=self.raw_send)
+            sink = WsSink(
+                connection,
+                high=policy.client_buffer,
+                low=policy.low_water,
+                raw=self.raw_send,
+                on_pong=functools.partial(self._pong, connection),
+            )
+            if policy.lag_threshold and (self._prober is None or self._prober.done()):
+                with contextlib.suppress(RuntimeError):  # no running loop: no probes
+                    self._prober = asyncio.get_running_loop().create_task(self._probe_every())
         policy.add(stream, connection, sink, previews=previews, joining=joining)
 
     def go_live(self, stream: str, connection: Connection, *, epoch: str | None = None, seq: int = 0) -> None:
@@ -268,6 +304,19 @@ class Fanout:
             if not actions:
                 return
 
+    def _pong(self, connection: Connection) -> None:
+        self.policy.pong(connection)
+        self._act()
+
+    async def _probe_every(self) -> None:
+        """One round of lag probes per ``probe_interval`` (each is a pass over the clients)."""
+        policy = self.policy
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            if policy.clients():
+                policy.probe()
+                self._act()
+
     def _step(self, stream: str) -> None:
         self.policy.step(stream)
         self._act()
@@ -319,9 +368,11 @@ class Fanout:
 
     async def aclose(self) -> None:
         """Cancel the fan-out's own tasks (at shutdown)."""
-        tasks = [t for t in (self._ticker, *self._closing.values()) if t is not None and not t.done()]
+        tasks = [
+            t for t in (self._ticker, self._prober, *self._closing.values()) if t is not None and not t.done()
+        ]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._ticker = None
+        self._ticker = self._prober = None

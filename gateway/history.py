@@ -54,7 +54,9 @@ async def replay(
     every result after ``since`` in that epoch, or, when the history cannot
     provide them contiguously, a reset reason and the latest result:
     ``no-history`` (nothing stored), ``epoch-changed`` (the producer restarted),
-    ``history-expired`` (trimmed past ``since``, or more than ``limit`` behind).
+    ``history-expired`` (trimmed past ``since``, or more than ``limit`` behind),
+    ``position-ahead`` (``since`` is beyond the newest result of that epoch: a
+    corrupt or foreign position, which the client must drop to receive anything).
 
     Raises:
         redis.exceptions.RedisError: Redis could not be read.
@@ -68,9 +70,12 @@ async def replay(
         return Replay([data], None, peeked.epoch, peeked.seq)
     if peeked.epoch != epoch:
         return Replay([data], "epoch-changed", peeked.epoch, peeked.seq)
-    if since >= peeked.seq:
-        # Up to date (a cursor beyond the newest entry is treated the same).
-        return Replay([], None, peeked.epoch, peeked.seq)
+    if since > peeked.seq:
+        # No result of this epoch was ever numbered past the newest: the position is not one
+        # this stream gave. Kept, it would make the client drop every result up to it as seen.
+        return Replay([data], "position-ahead", peeked.epoch, peeked.seq)
+    if since == peeked.seq:
+        return Replay([], None, peeked.epoch, peeked.seq)  # up to date
     if peeked.seq - since > limit:
         return Replay([data], "history-expired", peeked.epoch, peeked.seq)
     epoch_ms = entry_id.split(b"-", 1)[0].decode()

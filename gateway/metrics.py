@@ -47,7 +47,16 @@ class _Live(Collector):
             "framecast_gateway_subscriptions", "Client-stream subscriptions.", fanout.subscriptions()
         )
         yield _gauge("framecast_gateway_streams", "Streams with local clients.", len(fanout.streams()))
-        yield _gauge("framecast_gateway_lagging_clients", "Clients over --client-buffer.", fanout.lagging)
+        yield _gauge(
+            "framecast_gateway_lagging_clients",
+            "Clients lagging (over --client-buffer, or a lag probe unanswered past --lag-threshold).",
+            fanout.lagging,
+        )
+        yield _gauge(
+            "framecast_gateway_client_lag_max_seconds",
+            "Age of the oldest unanswered lag probe over every client (0: none out).",
+            fanout.policy.max_probe_age(),
+        )
         yield _gauge(
             "framecast_gateway_client_buffer_max_bytes",
             "Largest unsent byte count of any client socket.",
@@ -90,6 +99,15 @@ class _Live(Collector):
         yield drops
         yield _counter(
             "framecast_gateway_slow_consumer_closes", "Clients closed with 4008.", stats.slow_closes
+        )
+        yield _counter(
+            "framecast_gateway_lag_probes", "Lag probes (pings behind the data) written.", stats.probes
+        )
+        yield _counter("framecast_gateway_lag_probe_answers", "Lag probes answered (pongs).", stats.pongs)
+        yield _counter(
+            "framecast_gateway_probe_lags",
+            "Clients that started lagging because a lag probe went unanswered past --lag-threshold.",
+            stats.probe_lags,
         )
         yield _counter(
             "framecast_gateway_redis_reconnects", "Redis subscription re-established.", subscriber.reconnects

@@ -26,6 +26,17 @@ Rules, per message and client:
   only the newest message per stream and kind (``conflated``), until a tick
   finds its buffer at ``low_water``: then its pending messages are written, in
   arrival order. A client lagging longer than ``max_lag`` gets a :class:`Close`.
+* Lag measured end to end (``lag_threshold``): every :meth:`Policy.probe` (one per
+  probe interval) sends a wave of probes to the clients of each stream whose
+  fan-outs carried ``probe_messages`` messages or ``probe_bytes`` bytes since its
+  last wave: each client's next write carries a WebSocket ping right behind the data, and the
+  client answers it only once it has read everything before it, through any
+  number of proxies. A probe unanswered for more than ``lag_threshold`` makes the
+  client lagging (as above; catching up also needs the answer,
+  :meth:`Policy.pong`), and one unanswered for more than ``max_lag`` gets a
+  :class:`Close`. The cost is the answer (a frame the gateway must read and
+  parse, tens of microseconds): one per client per ``probe_messages`` deliveries
+  at most, none without traffic.
 * A stream with more than ``chunk`` clients is written in slices; one message
   per stream is in flight at a time so per-client order holds; more than
   ``max_waiting`` waiting behind it shed their oldest result or preview
@@ -55,6 +66,7 @@ __all__ = [
     "FanoutStats",
     "Framer",
     "MessageHook",
+    "PingFramer",
     "Policy",
     "Sink",
     "Step",
@@ -85,6 +97,13 @@ WriteHook = Callable[[str, float, int], None]
 
 Framer = Callable[[bytes, bool], bytes]
 """Frames a message once for every client that can share the bytes: ``(data, binary) -> frame``."""
+
+PingFramer = Callable[[bytes], bytes]
+"""Frames a lag probe (a WebSocket ping) with the given payload: ``payload -> frame``."""
+
+# Lag probes carry 8 bytes, this prefix and a round number: never equal to the 4 random bytes of
+# websockets' own keepalive pings, so both can be outstanding on one connection.
+_PROBE_PREFIX = b"fcl:"
 
 
 class Sink(Protocol):
@@ -119,6 +138,12 @@ class Sink(Protocol):
 
         Raises:
             Exception: The connection is dying (the policy skips it).
+        """
+
+    def expect_pong(self, payload: bytes) -> None:
+        """A lag probe with ``payload`` was written behind the data: report its pong.
+
+        The driver calls :meth:`Policy.pong` with the client's key when the answer comes.
         """
 
 
@@ -162,6 +187,10 @@ class FanoutStats:
             ``overload`` (the stream's messages arrived faster than they could be
             written to its audience: the oldest waiting ones were skipped).
         slow_closes: Clients closed with 4008.
+        probes: Lag probes (pings behind the data) written.
+        pongs: Lag probes answered.
+        probe_lags: Clients that started lagging because a probe went unanswered
+            for more than ``lag_threshold`` (the others started on their buffer level).
     """
 
     messages: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
@@ -169,6 +198,9 @@ class FanoutStats:
     bytes_out: int = 0
     drops: dict[str, int] = field(default_factory=lambda: collections.defaultdict(int))
     slow_closes: int = 0
+    probes: int = 0
+    pongs: int = 0
+    probe_lags: int = 0
 
 
 # One pending or buffered message: (data, binary, captured_at or None).
@@ -189,8 +221,9 @@ class _Join:
 class _Client:
     """Policy state of one client; the sink's methods are bound once, for the hot loop.
 
-    ``direct`` is the hot loop's one test per client: it shares the pre-framed bytes and
-    is not lagging, so :meth:`Sink.offer` alone decides. Only :meth:`lag` changes it.
+    ``direct`` is the hot loop's one test per client: it shares the pre-framed bytes, is
+    not lagging and is not due a lag probe, so :meth:`Sink.offer` alone decides. Only
+    :meth:`lag` and :meth:`due` change it.
     """
 
     __slots__ = (
@@ -202,6 +235,8 @@ class _Client:
         "lagging_since",
         "offer",
         "pending",
+        "probe_due",
+        "probe_sent",
         "shared",
         "sink",
         "streams",
@@ -219,6 +254,8 @@ class _Client:
         self.offer = sink.offer
         self.lagging_since: float | None = None
         self.direct = self.shared
+        self.probe_due = False  # the next write carries a lag probe
+        self.probe_sent: float | None = None  # monotonic time of the unanswered probe
         # (stream, kind) -> newest held message; dict order = arrival order.
         self.pending: dict[tuple[str, str], _Held] = {}
         self.closing = False
@@ -228,7 +265,12 @@ class _Client:
     def lag(self, since: float | None) -> None:
         """Start (``since``: a monotonic time) or end (None) lagging."""
         self.lagging_since = since
-        self.direct = since is None and self.shared
+        self.direct = since is None and self.shared and not self.probe_due
+
+    def due(self, due: bool) -> None:
+        """Owe (or no longer owe) a lag probe with the next write."""
+        self.probe_due = due
+        self.direct = not due and self.lagging_since is None and self.shared
 
 
 class _Job:
@@ -245,6 +287,7 @@ class _Job:
         "index",
         "kind",
         "members",
+        "probe",
         "sent",
         "slot",
         "spent",
@@ -260,6 +303,7 @@ class _Job:
         self.captured = captured
         self.age = age
         self.frame: bytes | None = None
+        self.probe: tuple[bytes, bytes] | None = None  # (ping payload, frame + ping frame)
         self.members: list[_Client] = []
         self.index = 0
         self.sent = self.conflated = self.framed_bytes = 0
@@ -274,7 +318,15 @@ class Policy:
         client_buffer: Unsent bytes above which a client is lagging.
         low_water: Unsent bytes at or below which a lagging client has caught up
             (default ``client_buffer // 4``).
-        max_lag: Seconds a client may stay lagging before it gets a :class:`Close`.
+        max_lag: Seconds a client may stay lagging, or leave a lag probe unanswered,
+            before it gets a :class:`Close`.
+        lag_threshold: Seconds a lag probe may go unanswered before the client
+            counts as lagging (0: no lag probes).
+        ping_framer: Frames a lag probe; lag probes need it (None: none are sent).
+        probe_messages: Messages a stream's fan-outs must carry after its last wave of
+            probes before the next (or ``probe_bytes``, whichever comes first).
+        probe_bytes: Bytes a stream's fan-outs must carry after its last wave of probes
+            before the next.
         max_age: Seconds since capture after which a message is not sent (0: never).
         join_limit: Live messages kept per joining client and stream while its replay is sent.
         join_bytes: Bytes of live messages kept per joining client and stream (0: no byte bound).
@@ -298,6 +350,10 @@ class Policy:
         client_buffer: int = 1 << 20,
         low_water: int | None = None,
         max_lag: float = 10.0,
+        lag_threshold: float = 0.0,
+        ping_framer: PingFramer | None = None,
+        probe_messages: int = 256,
+        probe_bytes: int = 64 << 10,
         max_age: float = 0.0,
         join_limit: int = 1024,
         join_bytes: int = 8 << 20,
@@ -317,6 +373,10 @@ class Policy:
         self.client_buffer = client_buffer
         self.low_water = client_buffer // 4 if low_water is None else min(low_water, client_buffer)
         self.max_lag = max_lag
+        self.lag_threshold = lag_threshold if ping_framer is not None else 0.0
+        self.ping_framer = ping_framer
+        self.probe_messages = probe_messages
+        self.probe_bytes = probe_bytes
         self.max_age = max_age
         self.join_limit = join_limit
         self.join_bytes = join_bytes
@@ -339,6 +399,13 @@ class Policy:
         # Streams whose live clients were told of a run of stale results (until a fresh one).
         self._stale_told: set[str] = set()
         self._actions: list[Action] = []
+        # The current probe round: (ping payload, ping frame), renewed by every probe().
+        self._round = 0
+        self._probe: tuple[bytes, bytes] = (b"", b"")
+        # Per stream, since its last wave of probes: [messages, bytes, previews, preview bytes].
+        self._traffic: dict[str, list[int]] = {}
+        # Clients with a probe out, for the rounds' lag check (not a pass over every client).
+        self._outstanding: dict[_Client, None] = {}
 
     # ------------------------------------------------------------------
     # Queries
@@ -397,6 +464,18 @@ class Policy:
         """Whether a client is currently lagging."""
         client = self._clients.get(key)
         return client is not None and client.lagging_since is not None
+
+    def probe_age(self, key: Hashable) -> float | None:
+        """Seconds a client's lag probe has gone unanswered, or None if it has none out."""
+        client = self._clients.get(key)
+        if client is None or client.probe_sent is None:
+            return None
+        return self.monotonic() - client.probe_sent
+
+    def max_probe_age(self) -> float:
+        """The oldest unanswered lag probe's age over every client, in seconds (for a gauge; O(clients))."""
+        sent = [c.probe_sent for c in self._outstanding if c.probe_sent is not None]
+        return self.monotonic() - min(sent) if sent else 0.0
 
     def held_bytes(self, key: Hashable) -> int:
         """Bytes the policy itself holds for a client: pending (lagging) and join buffers."""
@@ -600,6 +679,8 @@ class Policy:
             self._sliced[stream] = collections.deque([job])
             self.step(stream)
             return
+        if self.lag_threshold:
+            self._carried(job)
         started = self.timer()
         self._write_all(clients, job)
         job.spent = self.timer() - started
@@ -629,6 +710,8 @@ class Policy:
             queue.popleft()
             self._next(stream, queue)
             return
+        if job.index == 0 and self.lag_threshold:
+            self._carried(job)
         started = self.timer()
         # Membership may have changed since the message arrived: _detach takes leavers out of
         # every message still going out, so the audience needs no look-up per client here.
@@ -689,10 +772,26 @@ class Policy:
                     self._hold(client, slot, data, binary, captured)
                     self._start_lagging(client)
                 continue
-            # The slow path: lagging, or framed (compressed) per connection.
+            # The slow path: lagging, due a lag probe, or framed (compressed) per connection.
             if client.lagging_since is not None:
                 if self._hold(client, slot, data, binary, captured):
                     conflated += 1
+                continue
+            if client.shared:
+                # Due a lag probe: the same frame with the round's ping right behind it, built
+                # once per message, written in the same call (no extra write per probe).
+                probe = job.probe
+                if probe is None:
+                    payload, ping = self._probe
+                    probe = job.probe = (payload, frame + ping)
+                outcome = client.offer(probe[1], limit)
+                if not outcome:
+                    sent += 1
+                    framed_bytes += size
+                    self._probed(client, probe[0])
+                elif outcome == OVER:
+                    self._hold(client, slot, data, binary, captured)
+                    self._start_lagging(client)
                 continue
             if not client.writable():
                 continue
@@ -701,11 +800,11 @@ class Policy:
                 self._start_lagging(client)
                 continue
             try:
-                if client.shared:
-                    client.write_frame(frame)
-                    framed_bytes += size
-                else:
-                    framed_bytes += client.sink.write_message(data, binary)
+                framed_bytes += client.sink.write_message(data, binary)
+                if client.probe_due:
+                    payload, ping = self._probe
+                    client.write_frame(ping)  # control frames are never compressed
+                    self._probed(client, payload)
             except Exception as exc:  # a dying connection: its handler will clean up
                 log.debug("write failed: %s", exc)
                 continue
@@ -753,16 +852,22 @@ class Policy:
         return self._write(client, slot[1], data, binary, captured)
 
     def _write(self, client: _Client, kind: str, data: bytes, binary: bool, captured: float | None) -> bool:
+        probe = client.probe_due
+        payload, ping = self._probe
         try:
             if client.shared:
                 frame = self.framer(data, binary)
-                client.write_frame(frame)
                 written = len(frame)
+                client.write_frame(frame + ping if probe else frame)
             else:
                 written = client.sink.write_message(data, binary)
+                if probe:
+                    client.write_frame(ping)
         except Exception as exc:
             log.debug("write failed: %s", exc)
             return False
+        if probe:
+            self._probed(client, payload)
         self.stats.deliveries += 1
         self.stats.bytes_out += written
         if captured is not None and self.on_write is not None:
@@ -798,18 +903,19 @@ class Policy:
     # ------------------------------------------------------------------
     # Lagging clients
 
-    def _start_lagging(self, client: _Client) -> None:
-        client.lag(self.monotonic())
+    def _start_lagging(self, client: _Client, since: float | None = None) -> None:
+        client.lag(self.monotonic() if since is None else since)
         self._lagging[client] = None
         self._actions.append(Wait(key=client.key))
 
     def tick(self) -> None:
         """A lagging client drained, or the deadline of a wait passed: check every lagging client.
 
-        A client at or below ``low_water`` is flushed (its newest pending messages,
-        minus the stale ones) and is back on the synchronous path; the others drop
-        what went stale meanwhile, and one lagging longer than ``max_lag`` gets a
-        :class:`Close`. Buffer levels decide, not which wait ended the tick.
+        A client at or below ``low_water`` with no overdue lag probe is flushed (its
+        newest pending messages, minus the stale ones) and is back on the synchronous
+        path; the others drop what went stale meanwhile, and one lagging (or with a
+        probe unanswered) longer than ``max_lag`` gets a :class:`Close`. Buffer levels
+        and probe ages decide, not which wait ended the tick.
         """
         now = self.monotonic()
         for client in list(self._lagging):
@@ -819,16 +925,115 @@ class Policy:
                 client.lag(None)
                 client.pending.clear()
                 continue
-            if client.buffered() <= self.low_water:
+            probed = client.probe_sent
+            overdue = probed is not None and now - probed > self.lag_threshold
+            if not overdue and client.buffered() <= self.low_water:
                 self._flush(client)
                 continue
             self._expire(client)
             since = client.lagging_since
+            if since is not None and probed is not None:
+                since = min(since, probed)
             if since is not None and now - since > self.max_lag:
                 self._close(client)
 
+    # ------------------------------------------------------------------
+    # Lag probes
+
+    def probe(self) -> None:
+        """A probe interval passed: start a round of lag probes, and find the clients that lag.
+
+        Probes go out in waves per stream: once a stream's fan-outs carried ``probe_messages``
+        messages or ``probe_bytes`` bytes since its last wave, each of its clients with no
+        probe out owes one, written right behind its next message (counting previews too for
+        the clients that take them). A client whose probe has gone unanswered for more than
+        ``lag_threshold`` starts lagging, counted from the probe's send time. Cost per round:
+        the streams, the clients with a probe out, and the audience of a stream due a wave;
+        never a pass over every client, and no write of its own.
+        """
+        if not self.lag_threshold:
+            return
+        assert self.ping_framer is not None
+        self._round = (self._round + 1) & 0xFFFFFFFF
+        payload = _PROBE_PREFIX + self._round.to_bytes(4, "big")
+        self._probe = (payload, self.ping_framer(payload))
+        now = self.monotonic()
+        threshold = self.lag_threshold
+        for client in self._outstanding:
+            sent = client.probe_sent
+            if (
+                sent is not None
+                and client.lagging_since is None
+                and not client.closing
+                and now - sent > threshold
+            ):
+                self.stats.probe_lags += 1
+                self._start_lagging(client, since=sent)
+        most, size = self.probe_messages, self.probe_bytes
+        for stream, carried in list(self._traffic.items()):
+            if stream not in self._live and stream not in self._joining:
+                del self._traffic[stream]  # nobody left to probe: a stream's entry goes with it
+                continue
+            messages, bytes_, previews, preview_bytes = carried
+            if messages >= most or bytes_ >= size:
+                self._wave(self._live.get(stream))
+                carried[:] = (0, 0, 0, 0)
+            elif messages + previews >= most or bytes_ + preview_bytes >= size:
+                # Previews go to their takers only: they may owe a probe before the rest.
+                self._wave(self._previews.get(stream))
+                carried[2] = carried[3] = 0
+
+    @staticmethod
+    def _wave(clients: dict[_Client, None] | None) -> None:
+        for client in clients or ():
+            if client.probe_sent is None and not client.probe_due and not client.closing:
+                client.due(True)
+
+    def _carried(self, job: _Job) -> None:
+        """Count a message whose fan-out starts towards its clients' next probe (per message, not
+        per client). Messages dropped before their fan-out (stale, overload) reach nobody: not counted.
+        """
+        stream = job.slot[0]
+        carried = self._traffic.get(stream)
+        if carried is None:
+            carried = self._traffic[stream] = [0, 0, 0, 0]
+        index = 2 if job.kind == PREVIEW else 0
+        carried[index] += 1
+        carried[index + 1] += len(job.data)
+
+    def pong(self, key: Hashable) -> None:
+        """A client answered its lag probe: it has read everything written before it.
+
+        A lagging client whose buffer is at ``low_water`` has caught up: its newest
+        pending messages are written now, and it owes a fresh probe behind them.
+        """
+        client = self._clients.get(key)
+        if client is None or client.probe_sent is None:
+            return
+        client.probe_sent = None
+        self._outstanding.pop(client, None)
+        self.stats.pongs += 1
+        if client.lagging_since is None or client.closing or client.sink.closed():
+            return
+        if client.buffered() <= self.low_water:
+            self._flush(client)
+
+    def _probed(self, client: _Client, payload: bytes) -> None:
+        """A probe went out behind the data just written to ``client``."""
+        client.due(False)
+        client.probe_sent = self.monotonic()
+        self._outstanding[client] = None
+        self.stats.probes += 1
+        client.sink.expect_pong(payload)
+
     def _flush(self, client: _Client) -> None:
-        """Write a caught-up client's pending messages (newest per slot), skipping stale ones."""
+        """Write a caught-up client's pending messages (newest per slot), skipping stale ones.
+
+        With lag probes on, a probe follows the flushed messages (with the next write, as
+        for any client that owes one), so a client that stalls again is found as soon as
+        one that never lagged.
+        """
+        client.due(False)  # not in the middle of the flush: behind all of it
         client.lag(None)
         self._lagging.pop(client, None)
         now = self.clock()
@@ -845,6 +1050,8 @@ class Policy:
             if client.buffered() > self.client_buffer and client.pending:
                 self._start_lagging(client)
                 return
+        if self.lag_threshold and client.probe_sent is None and client.lagging_since is None:
+            client.due(True)
 
     def _expire(self, client: _Client) -> None:
         """Drop pending messages that went stale while the client lagged."""
@@ -858,6 +1065,7 @@ class Policy:
 
     def _close(self, client: _Client) -> None:
         client.closing = True
+        self._outstanding.pop(client, None)
         client.pending.clear()
         self._lagging.pop(client, None)
         client.lag(None)
@@ -891,6 +1099,7 @@ class Policy:
 
     def _forget(self, client: _Client) -> None:
         self._clients.pop(client.key, None)
+        self._outstanding.pop(client, None)
         self._lagging.pop(client, None)
         client.lag(None)
         client.pending.clear()

@@ -411,6 +411,7 @@ class Producer:
         m.advance(m.reconnects, self.grabber.reconnects)
         m.advance(m.published, self.publisher.published)
         m.advance(m.publish_errors, self.publisher.errors)
+        m.advance(m.publish_refused, self.publisher.refused)
         m.capture_fps.set(self.capture_fps)
         m.process_fps.set(self.process_fps)
         # Uncapped, the source's own rate is the aim; the grabber measures it as delivered.

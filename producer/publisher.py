@@ -10,6 +10,13 @@ stream (all of its names share one hash tag, so one slot) and SHARDNUMSUB asks t
 When Redis cannot be reached the publisher keeps only the newest result (older ones would be
 stale by the time Redis is back), retries with capped exponential backoff and jitter, and logs
 once when the link is lost and once when it is back, never per result.
+
+A Redis that *answers* with an error (``WRONGTYPE``, ``ERR value is out of range``...) is not a
+lost link: retrying the same command cannot help, so the result is dropped (counted in
+:attr:`Publisher.refused`), the link stays up, and the error is logged once per distinct reply,
+as what it is: Redis refusing the write. Replies that do mean "try elsewhere or later" (a
+read-only replica after a failover, a cluster that is down or moving a slot, a server out of
+memory) count as the link being down.
 """
 
 from __future__ import annotations
@@ -26,7 +33,16 @@ from typing import Any, Literal
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 
 from framecast import wire
 from framecast.retry import backoff
@@ -51,6 +67,15 @@ class Draft:
 
 def _is_id_conflict(exc: ResponseError) -> bool:
     return "equal or smaller than the target stream top item" in str(exc)
+
+
+# Error replies that say "not here, not now" rather than "never": handled like a lost link.
+_TRANSIENT_REPLIES = (ReadOnlyError, ClusterDownError, TryAgainError, MasterDownError, OutOfMemoryError)
+
+
+def _refusal(exc: BaseException) -> bool:
+    """Whether Redis answered with an error that retrying the same command cannot fix."""
+    return isinstance(exc, ResponseError) and not isinstance(exc, _TRANSIENT_REPLIES)
 
 
 class Publisher:
@@ -102,7 +127,10 @@ class Publisher:
         self.seq = 0
         """``seq`` of the last result written."""
         self.errors = 0
-        """Failed Redis calls so far."""
+        """Failed Redis calls so far (unreachable or refused)."""
+        self.refused = 0
+        """Redis calls Redis answered with an error reply (see the module docstring)."""
+        self._refusals: dict[str, str] = {}  # what was refused -> the error reply, logged once
         self.published = 0
         """Results written so far (all epochs)."""
         self.parked: Draft | None = None
@@ -144,10 +172,14 @@ class Publisher:
         try:
             result = await self._write(draft)
         except (RedisError, RedisClusterException, OSError) as exc:
-            self._park(draft)
-            self._lost(exc)
+            if _refusal(exc):
+                self.dropped += 1  # the same write would be refused again
+            else:
+                self._park(draft)
+            self._failed(exc, "result")
             return None
         self._up()
+        self._accepted("result")
         return result
 
     def _park(self, draft: Draft) -> None:
@@ -276,9 +308,10 @@ class Publisher:
                 # A cluster pipeline would ask every node: ask the shard owning the channel.
                 replies.append(await self._numsub(self._redis, self._preview_channel))
         except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
+            self._failed(exc, "heartbeat")
             return None
         self._up()
+        self._accepted("heartbeat")
         return _count(replies[2]) if previews else 0
 
     async def subscribers(self) -> int | None:
@@ -288,7 +321,7 @@ class Publisher:
         try:
             reply = await self._numsub(self._redis, self._channel)
         except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
+            self._failed(exc, "subscriber count")
             return None
         self._up()
         return _count(reply)
@@ -300,7 +333,7 @@ class Publisher:
         try:
             await self._publish(self._redis, self._preview_channel, data)
         except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
+            self._failed(exc, "preview")
             return False
         return True
 
@@ -353,6 +386,30 @@ class Publisher:
         return target.pubsub_numsub(channel)
 
     # ----------------------------------------------------------------- link state
+
+    def _failed(self, exc: BaseException, what: str) -> None:
+        """A Redis call failed: a refusal (Redis answered) or a lost link."""
+        if not _refusal(exc):
+            self._lost(exc)
+            return
+        self.errors += 1
+        self.refused += 1
+        reply = str(exc).strip() or type(exc).__name__
+        if self._refusals.get(what) != reply:
+            self._refusals[what] = reply
+            log.error(
+                "%s refused the %s of stream %s: %s (Redis answered, the link is fine: a setting "
+                "or data problem, e.g. --history, or a key of another type)%s",
+                self._where,
+                what,
+                self.stream,
+                reply,
+                "; dropping each refused result" if what == "result" else "",
+            )
+
+    def _accepted(self, what: str) -> None:
+        if self._refusals.pop(what, None) is not None:
+            log.info("%s accepts the %s of stream %s again", self._where, what, self.stream)
 
     def _up(self) -> None:
         if self._state == "up":

@@ -244,9 +244,11 @@ class Reset:
 
     Attributes:
         stream: Stream name.
-        reason: ``"history-expired"``, ``"epoch-changed"`` or ``"no-history"``. (Redis
-            unreadable while subscribing is a ``gap`` with ``"history-unavailable"``: the
-            client keeps its position.)
+        reason: ``"history-expired"``, ``"epoch-changed"``, ``"no-history"`` or
+            ``"position-ahead"`` (``since`` is beyond the newest result of its epoch: the
+            client drops its position for the stream, or it would drop every result up to
+            it as already seen). (Redis unreadable while subscribing is a ``gap`` with
+            ``"history-unavailable"``: the client keeps its position.)
     """
 
     stream: str

@@ -33,6 +33,7 @@ from tests.support.wait import poll
 
 STRATEGIES = (
     "framecast",
+    "framecast-noprobe",
     "broadcast",
     "sequential",
     "tasks",

@@ -42,7 +42,12 @@ async def test_replay_plans(redis_server: RedisServer) -> None:
         assert (resumed.epoch, resumed.seq) == (producer.epoch, 10)
 
         up_to_date = await replay(store, "cam", since=10, epoch=producer.epoch)
-        assert up_to_date.messages == [] and up_to_date.seq == 10
+        assert up_to_date.messages == [] and up_to_date.seq == 10 and up_to_date.reset is None
+
+        # Known defect (issue 20): a position beyond the newest result of the epoch was taken as
+        # up to date; the client then dropped every result up to it, silently.
+        ahead = await replay(store, "cam", since=11, epoch=producer.epoch)
+        assert ahead.reset == "position-ahead" and seqs(ahead.messages) == [10] and ahead.seq == 10
 
         assert (await replay(store, "cam", since=4, epoch="old")).reset == "epoch-changed"
         limited = await replay(store, "cam", since=0, epoch=producer.epoch, limit=5)

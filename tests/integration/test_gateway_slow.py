@@ -14,10 +14,10 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from framecast import wire
-from tests.support.gateway import FakeProducer, raw_websocket, running_gateway
+from tests.support.gateway import Collector, FakeProducer, raw_websocket, running_gateway
 from tests.support.wait import poll
 
 if TYPE_CHECKING:
@@ -26,38 +26,6 @@ if TYPE_CHECKING:
 NORMAL_CLIENTS = 200
 MESSAGES = 300
 PAD = 2000  # bytes of label per result: ~2.1 KB messages
-
-
-class Collector:
-    """A normal client: reads everything, keeps the result seqs, and says why it stopped early."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.seqs: list[int] = []
-        self.trouble: list[str] = []
-        """What a reader that keeps up must never see: a gap or reset notice, its connection ending."""
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        try:
-            async for data in self.ws:
-                message = wire.decode(data)
-                if isinstance(message, wire.Result):
-                    self.seqs.append(message.seq)
-                elif isinstance(message, wire.Gap | wire.Reset):
-                    self.trouble.append(f"{type(message).__name__.lower()} ({message.reason})")
-            self.trouble.append(f"closed ({self.ws.close_code} {self.ws.close_reason})")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self.trouble.append(f"ended by {exc!r}")
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), 5)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
 
 
 def reached(collectors: list[Collector], count: int) -> bool:

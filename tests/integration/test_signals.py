@@ -17,11 +17,9 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
@@ -233,70 +231,4 @@ def test_a_gateway_serving_a_live_stream_stops_on_a_signal(sig: int, redis_serve
         feed.stop()
 
 
-# ------------------------------------------------------------------ framecast up
-
-_HANGS_ON_IMPORT = """
-import os
-import time
-
-# A detector whose module takes forever to load: `up` waits for the producer's first heartbeat.
-with open(os.environ["HANG_MARKER"], "a") as marker:
-    marker.write(f"{os.getpid()}\\n")
-time.sleep(3600)
-
-def predict(frame):
-    return []
-"""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _descendants(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                    found.append(int(entry.name))
-    return found
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_up_stops_on_a_signal_while_it_is_still_starting(
-    sig: int, tmp_path: Path, child_env: dict[str, str]
-) -> None:
-    """Start-up waits up to 30 s for a producer's first heartbeat: a signal must not wait for that."""
-
-    def run(index: int) -> None:
-        plugins = tmp_path / f"run{index}"
-        plugins.mkdir()
-        (plugins / "hangs_on_import.py").write_text(textwrap.dedent(_HANGS_ON_IMPORT))
-        marker = plugins / "importing"
-        env = {
-            **child_env,
-            "PYTHONPATH": f"{plugins}{os.pathsep}{child_env['PYTHONPATH']}",
-            "HANG_MARKER": str(marker),
-        }
-        argv = [sys.executable, "-m", "framecast.cli", "up", "--port", "0", "--gateways", "1"]
-        child = _Child([*argv, "--detector", "hangs_on_import:predict"], env)
-        children: list[int] = []
-
-        def loading() -> bool:
-            children[:] = _descendants(child.process.pid)
-            return marker.exists()
-
-        status = child.signal_when(loading, sig, what="while up waits for the producer")
-        assert status == 0, f"status {status}:\n{child.log}"
-        assert "framecast up: stopped" in child.out.text, child.log
-        assert "viewer at" not in child.out.text, child.log
-        assert "Traceback" not in child.log, child.log
-        for pid in children:
-            wait_until(lambda pid=pid: not _alive(pid), timeout=10, what=f"up's child {pid} to exit")
-
-    _each(max(1, RUNS // 10), run)
+# framecast up on a signal during start-up: tests/integration/test_up_startup.py.

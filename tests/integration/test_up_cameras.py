@@ -249,6 +249,34 @@ BAD = {
         {"FRAMECAST_UP_CONFIG": "/no-such-dir/cams.toml"},
         ["/no-such-dir/cams.toml", "cannot read the camera file"],
     ),
+    # Known defects (issue 20): tracebacks, or a value Redis refuses accepted, or a failure only
+    # after valkey and the gateways had started.
+    "history beyond Redis's 64-bit integers": (
+        '[cameras.door]\nsource = "synthetic"\nhistory = 99999999999999999999\n',
+        [],
+        {},
+        ["camera 'door'", "history=", "64 bits"],
+    ),
+    "max_fps nan": (
+        '[cameras.door]\nsource = "synthetic"\nmax_fps = nan\n',
+        [],
+        {},
+        ["max_fps='nan'", "finite"],
+    ),
+    "max_fps inf": (
+        '[cameras.door]\nsource = "synthetic"\nmax_fps = inf\n',
+        [],
+        {},
+        ["max_fps='inf'", "finite"],
+    ),
+    "NUL in the source": ('[cameras.door]\nsource = "synth\\u0000etic"\n', [], {}, ["source=", "NUL"]),
+    "nested 3000 levels": (
+        '[cameras.door]\nsource = "synthetic"\nx = ' + "[" * 3000 + "]" * 3000 + "\n",
+        [],
+        {},
+        ["framecast.toml", "nested too deeply"],
+    ),
+    "not UTF-8": (b'[cameras.door]\nsource = "\xff\xfe"\n', [], {}, ["framecast.toml", "not UTF-8"]),
     "--no-producer with cameras": (
         None,
         ["--camera", "yard=synthetic", "--no-producer"],
@@ -273,7 +301,10 @@ def test_bad_camera_config_is_one_line_naming_it_and_exit_2_with_nothing_started
         args = ["--config", str(tmp_path / "no-such-dir" / "framecast.toml"), *args]
     elif text is not None:
         config = tmp_path / "framecast.toml"
-        config.write_text(text)
+        if isinstance(text, bytes):
+            config.write_bytes(text)
+        else:
+            config.write_text(text)
         args = ["--config", str(config), *args]
     done = _up(args, env={**child_env, **env})
     assert done.returncode == 2, done

@@ -17,6 +17,7 @@ file (``gw.logs``) so a chatty process can never block on a full pipe.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from websockets.asyncio.client import ClientConnection
 
 from framecast import wire
 from tests.support.procs import child_env
@@ -442,3 +444,38 @@ def raw_websocket(
             break
         head += chunk
     return sock, head
+
+
+class Collector:
+    """A reading client on an open connection: reads everything in a task, keeps the result seqs.
+
+    It also says why it stopped early (``trouble``), so a wait for it fails at once, naming why.
+    """
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seqs: list[int] = []
+        self.trouble: list[str] = []
+        """What a reader that keeps up must never see: a gap or reset notice, its connection ending."""
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for data in self.ws:
+                message = wire.decode(data)
+                if isinstance(message, wire.Result):
+                    self.seqs.append(message.seq)
+                elif isinstance(message, wire.Gap | wire.Reset):
+                    self.trouble.append(f"{type(message).__name__.lower()} ({message.reason})")
+            self.trouble.append(f"closed ({self.ws.close_code} {self.ws.close_reason})")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.trouble.append(f"ended by {exc!r}")
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 5)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -299,3 +300,12 @@ if __name__ == "__main__":
         _serve_mjpeg(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 0)
     else:
         sys.exit("usage: tests/support/producer.py mjpeg PORT [HANG_AFTER]")
+
+
+def scrape(port: int) -> str:
+    """A producer's ``--metrics-port`` exposition text; empty while it is not listening yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
