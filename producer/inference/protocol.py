@@ -178,6 +178,7 @@ async def recv_hello(sock: socket.socket) -> tuple[dict[str, Any], int]:
     when it becomes readable; everything after it goes through a stream.
 
     Raises:
+        EOFError: The peer closed without sending anything (``framecast up`` probing the socket).
         ProtocolError: No descriptor, or not a hello.
     """
     loop = asyncio.get_running_loop()
@@ -193,6 +194,8 @@ async def recv_hello(sock: socket.socket) -> tuple[dict[str, Any], int]:
             finally:
                 loop.remove_reader(sock.fileno())
     if not fds:
+        if not data:
+            raise EOFError("closed without a word (a probe of the socket)")
         raise ProtocolError("the hello carried no shared memory")
     fd = fds[0]
     try:

@@ -151,6 +151,9 @@ class Worker:
         try:
             async with asyncio.timeout(HELLO_TIMEOUT):
                 hello, fd = await protocol.recv_hello(connection)
+        except EOFError:
+            connection.close()  # a probe: someone checking that we listen
+            return
         except (TimeoutError, protocol.ProtocolError, OSError) as exc:
             log.warning("connection %d: no valid hello (%s); closing it", number, exc or type(exc).__name__)
             connection.close()

@@ -278,3 +278,40 @@ def test_a_device_that_is_not_installed_is_one_line_and_exit_2(
         assert len(lines) == 1, done.stderr
         assert "--device=cuda: " in lines[0] and "no CUDAExecutionProvider" in lines[0]
         assert "devices installed: cpu" in lines[0] and "onnxruntime-gpu" in lines[0]
+
+
+def test_up_fails_naming_a_shared_predictor_whose_device_is_not_installed(
+    tmp_path: Path, model: Path, child_env: dict[str, str]
+) -> None:
+    config = tmp_path / "framecast.toml"
+    config.write_text(
+        f'[predictors.yolo]\ndetector = "onnx:{model}"\ninput_size = {SIZE}\ndevice = "cuda"\n\n'
+        '[cameras.door]\nsource = "synthetic"\npredictor = "yolo"\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "framecast.cli", "up", "--port", "0", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "framecast up: error: predictor-yolo exited with status 2" in done.stderr
+    assert "--device=cuda: onnxruntime" in done.stderr and "no CUDAExecutionProvider" in done.stderr
+
+
+def test_workers_and_a_shared_predictor_exclude_each_other(child_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "producer", "--predictor-socket", "/tmp/x.sock", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "python -m producer: error: --workers and --predictor-socket exclude each other:"
+        " the shared worker predicts"
+    )
