@@ -159,7 +159,7 @@ class Config:
     )
     device: str = option(
         "auto",
-        help="onnx: where the model runs: auto, cpu, cuda[:N], tensorrt[:N], openvino[:CPU|GPU|NPU], "
+        help="onnx: where the model runs: auto, cpu, cuda[:N], tensorrt[:N], openvino[:CPU/GPU/NPU], "
         "rocm[:N], migraphx[:N], coreml, directml[:N] (onnxruntime execution providers). auto: the "
         "first of cuda, migraphx, rocm, openvino, coreml, directml, cpu that is installed and starts.",
         metavar="DEVICE",

@@ -163,7 +163,8 @@ class Producer:
             runs = f"the shared inference worker at {self.config.predictor_socket}"
         else:
             where = f"{self.config.workers} worker processes" if self.config.workers else "1 worker thread"
-            runs = f"detector {self.config.detector}, {where}"
+            on = f" on {self.workers.provider}" if self.workers.provider else ""
+            runs = f"detector {self.config.detector}{on}, {where}"
         log.info(
             "stream %s: source %s, %s, epoch %s",
             self.config.stream,

@@ -41,10 +41,13 @@ MODEL_KEYS = ("detector", "device", "engine", "threads", "confidence", "nms", "c
 """Producer settings that belong to the shared worker when a camera uses one."""
 
 
-def _producer_option(name: str, **changes: Any) -> Any:
+def _producer_option(name: str, *, default: Any = dataclasses.MISSING, **changes: Any) -> Any:
     """The producer's declaration of setting ``name`` (help, default, check, variable), reused."""
     field = next(f for f in dataclasses.fields(ProducerConfig) if f.name == name)
-    return dataclasses.field(default=field.default, metadata={**field.metadata, "group": "model", **changes})
+    return dataclasses.field(
+        default=field.default if default is dataclasses.MISSING else default,
+        metadata={**field.metadata, "group": "model", **changes},
+    )
 
 
 def _batch(value: int) -> None:
@@ -86,7 +89,8 @@ class Config:
     )
     detector: str = _producer_option(
         "detector",
-        help="The model: onnx:PATH (or module:callable whose objects have a batch(frames) method).",
+        default="",
+        help="The model (required): onnx:PATH, or module:callable whose objects have a batch(frames) method.",
     )
     device: str = _producer_option("device")
     engine: str = _producer_option("engine")
@@ -121,3 +125,7 @@ class Config:
     def __post_init__(self) -> None:
         if not self.socket:
             raise settings.ConfigError("--socket is required (or FRAMECAST_INFERENCE_SOCKET)")
+        if not self.detector:
+            raise settings.ConfigError(
+                "--detector is required (or FRAMECAST_DETECTOR), e.g. onnx:yolov8n.onnx"
+            )
