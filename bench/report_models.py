@@ -138,7 +138,9 @@ def shared_section(results: dict[str, Any]) -> list[str]:
         f"warm-up. *separate*: each producer loads the model (`--detector onnx:...`); *shared*: one "
         f"`framecast inference` worker, the producers with `--predictor-socket` (batches of up to 8 "
         f"within {_num((options.get('batch_wait') or 0) * 1e3, 0)} ms, or 1). RSS adds up every process "
-        "of the mode; CPU per prediction is every process's CPU over the predictions published.",
+        "of the mode; CPU per prediction is every process's CPU over the predictions published. "
+        "The load average is the machine's at the window's end: other work there takes CPU from a mode "
+        "with few threads (one worker) more than from one with many (a model per camera).",
         "",
         _model_note(options.get("model", "")),
         "",
@@ -160,6 +162,7 @@ def shared_section(results: dict[str, Any]) -> list[str]:
                 _num(latency["p50"]),
                 _num(latency["p99"]),
                 _num(e.get("mean_batch"), 2) if "mean_batch" in e else _NONE,
+                _num(e.get("load_average"), 1),
             ]
         )
     lines += _table(
@@ -173,6 +176,7 @@ def shared_section(results: dict[str, Any]) -> list[str]:
             "capture->publish p50 ms",
             "p99 ms",
             "mean batch",
+            "load average",
         ],
         rows,
     )

@@ -14,6 +14,7 @@ producer.inference``. After every camera's first result and a warm-up, one windo
 
 from __future__ import annotations
 
+import os
 import socket
 import tempfile
 import time
@@ -36,11 +37,13 @@ __all__ = ["MODES", "SharingOptions", "run"]
 MODES: dict[str, dict[str, Any]] = {
     "separate": {"shared": False, "threads": 0},
     "separate, 1 thread each": {"shared": False, "threads": 1},
-    "shared": {"shared": True, "max_batch": 8},
-    "shared, no batching": {"shared": True, "max_batch": 1},
+    "shared": {"shared": True, "max_batch": 8, "concurrency": 1},
+    "shared, 2 inferences at once": {"shared": True, "max_batch": 8, "concurrency": 2},
+    "shared, no batching": {"shared": True, "max_batch": 1, "concurrency": 1},
 }
 """Each mode: its own model per producer (onnxruntime's default threads, or one each), or one
-shared worker batching up to 8 frames (or 1: the same worker without batching)."""
+shared worker batching up to 8 frames (or 1: the same worker without batching), one inference
+at a time or two."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,6 +125,8 @@ def _mode(
                     str(mode["max_batch"]),
                     "--batch-wait",
                     str(options.batch_wait),
+                    "--concurrency",
+                    str(mode["concurrency"]),
                     "--metrics-port",
                     str(metrics_port),
                 ],
@@ -191,6 +196,9 @@ def _mode(
         "cpu_ms_per_prediction": round(cpu / predictions * 1e3, 2) if predictions else None,
         "cpu_cores": round(cpu / (end - start), 2),
         "capture_to_publish_ms": percentiles(latencies, scale=1e3),
+        # Other work on the machine takes CPU from a mode with few threads more than from one with
+        # many: a high load average makes predictions/s a statement about that, not the design.
+        "load_average": round(os.getloadavg()[0], 2),
     }
     if batches_after:
         count = batches_after["batches"] - batches_before.get("batches", 0.0)

@@ -87,6 +87,14 @@ class Config:
         check=non_negative,
         group="batching",
     )
+    concurrency: int = option(
+        1,
+        help="Inferences at once, on one copy of the model (2: the next batch is letterboxed and "
+        "decoded while one computes; more threads in all).",
+        metavar="N",
+        check=_batch,
+        group="batching",
+    )
     detector: str = _producer_option(
         "detector",
         default="",

@@ -121,7 +121,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer.i
             prog, f"--metrics-port={config.metrics_port}: cannot listen: {exc.strerror or exc}", 1
         )
     worker = Worker(
-        predict, describe=describe, max_batch=config.max_batch, batch_wait=config.batch_wait, metrics=metrics
+        predict,
+        describe=describe,
+        max_batch=config.max_batch,
+        batch_wait=config.batch_wait,
+        concurrency=config.concurrency,
+        metrics=metrics,
     )
     log.info(
         "inference worker %s: %s on %s (%s), batches of up to %d within %g ms; listening on %s",

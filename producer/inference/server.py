@@ -27,7 +27,7 @@ import numpy as np
 from framecast import wire
 from producer import detectors
 from producer.inference import protocol
-from producer.inference.batcher import Batcher
+from producer.inference.batcher import Batcher, Waiting
 from producer.inference.metrics import WorkerMetrics
 
 __all__ = ["HELLO_TIMEOUT", "MAX_SLOT_BYTES", "Worker"]
@@ -91,6 +91,8 @@ class Worker:
         describe: What the ready message tells producers (``engine``, ``provider``, ``device``).
         max_batch: Most frames per inference.
         batch_wait: Seconds the oldest frame may wait for others to join its batch.
+        concurrency: Inferences that may run at once (each on its own thread, one model): a
+            second one letterboxes and decodes while the first computes.
         metrics: Where to count (None: nowhere).
     """
 
@@ -101,14 +103,16 @@ class Worker:
         describe: dict[str, str],
         max_batch: int,
         batch_wait: float,
+        concurrency: int = 1,
         metrics: WorkerMetrics | None = None,
     ) -> None:
         self._predict_batch = predict
+        self._concurrency = concurrency
         self._describe = describe
         self._metrics = metrics
         self.batcher: Batcher[_Request] = Batcher(max_batch=max_batch, wait=batch_wait)
         self._wake = asyncio.Event()
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="infer")
+        self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="infer")
         self._connections = 0
         self._sessions: set[asyncio.Task[None]] = set()
         self.id = os.urandom(4).hex()
@@ -228,52 +232,70 @@ class Worker:
     # ------------------------------------------------------------------ batches
 
     async def _infer(self) -> None:
-        loop = asyncio.get_running_loop()
+        """Take batches as they become ready; up to ``concurrency`` run at once."""
+        slots = asyncio.Semaphore(self._concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await slots.acquire()
+                batch = await self._next_batch()
+                task = asyncio.create_task(self._run(batch), name="batch")
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _next_batch(self) -> list[Waiting[_Request]]:
         while True:
             now = time.monotonic()
-            if not self.batcher.ready(now):
-                self._wake.clear()
-                due = self.batcher.due()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(None if due is None else max(0.0, due - now)):
-                        await self._wake.wait()
-                continue
-            batch = self.batcher.take()
-            for waiting in batch:
-                waiting.item.client.in_batch += 1
-            started = time.monotonic()
-            images = [w.item.image for w in batch]
-            error: str | None = None
-            found: Sequence[tuple[wire.Detection, ...]] = ()
-            try:
-                found = await loop.run_in_executor(self._executor, self._predict, images)
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                log.error("inference on %d frames failed: %s", len(batch), error, exc_info=self.batches == 0)
-            seconds = time.monotonic() - started
-            self.batches += 1
-            if self._metrics is not None:
-                self._metrics.observe(
-                    len(batch), seconds, [started - w.arrived for w in batch], failed=bool(error)
-                )
-            for index, waiting in enumerate(batch):
-                request = waiting.item
-                request.client.in_batch -= 1
-                reply: dict[str, Any] = {
-                    "op": "result",
-                    "id": request.id,
-                    "frame": request.frame,
-                    "captured_at": request.captured_at,
-                    "batch": len(batch),
-                    "waited": round(started - waiting.arrived, 6),
-                    "inference": round(seconds, 6),
-                }
-                if error is not None:
-                    reply["error"] = error
-                else:
-                    reply["detections"] = [[d.label, d.confidence, *d.box] for d in found[index]]
-                self._send(request.client, reply)
-                request.client.release()
+            if self.batcher.ready(now):
+                batch = self.batcher.take()
+                for waiting in batch:
+                    waiting.item.client.in_batch += 1
+                return batch
+            self._wake.clear()
+            due = self.batcher.due()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(None if due is None else max(0.0, due - now)):
+                    await self._wake.wait()
+
+    async def _run(self, batch: list[Waiting[_Request]]) -> None:
+        """One inference on the inference threads, then each frame's result to its camera."""
+        started = time.monotonic()
+        images = [w.item.image for w in batch]
+        error: str | None = None
+        found: Sequence[tuple[wire.Detection, ...]] = ()
+        try:
+            found = await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, images)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("inference on %d frames failed: %s", len(batch), error, exc_info=self.batches == 0)
+        seconds = time.monotonic() - started
+        self.batches += 1
+        if self._metrics is not None:
+            self._metrics.observe(
+                len(batch), seconds, [started - w.arrived for w in batch], failed=bool(error)
+            )
+        for index, waiting in enumerate(batch):
+            request = waiting.item
+            request.client.in_batch -= 1
+            reply: dict[str, Any] = {
+                "op": "result",
+                "id": request.id,
+                "frame": request.frame,
+                "captured_at": request.captured_at,
+                "batch": len(batch),
+                "waited": round(started - waiting.arrived, 6),
+                "inference": round(seconds, 6),
+            }
+            if error is not None:
+                reply["error"] = error
+            else:
+                reply["detections"] = [[d.label, d.confidence, *d.box] for d in found[index]]
+            self._send(request.client, reply)
+            request.client.release()
 
     def _predict(self, images: list[np.ndarray]) -> list[tuple[wire.Detection, ...]]:
         """Runs on the inference thread: one inference, outputs checked and clipped like a producer's."""
