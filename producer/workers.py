@@ -110,6 +110,8 @@ def for_config(
     if config.predictor_socket:
         from producer.inference.client import SharedWorkers
 
+        if predictor is not None:
+            raise ValueError("a predictor object cannot be used with a shared worker (predictor_socket)")
         return SharedWorkers(config, on_state=on_state)
     return Workers(config, predictor=predictor)
 

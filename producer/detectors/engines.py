@@ -12,6 +12,7 @@ onnxruntime's CPU provider is about 1.8x OpenCV DNN at 2 threads, which is why i
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -181,7 +182,9 @@ def _loads_on_cpu(ort: Any, path: str, options: Any) -> bool:
 class CvEngine:
     """OpenCV DNN on the CPU, one frame per forward pass (its batch support varies by model).
 
-    ``threads`` sets OpenCV's thread count for the whole process (``cv2.setNumThreads``).
+    ``threads`` sets OpenCV's thread count for the whole process (``cv2.setNumThreads``). A
+    ``cv2.dnn.Net`` holds its input between ``setInput`` and ``forward``: calls from several
+    threads (a shared worker's ``--concurrency``) take turns.
     """
 
     name = "opencv"
@@ -199,16 +202,18 @@ class CvEngine:
         if threads:
             cv2.setNumThreads(threads)
         self._names = list(self._net.getUnconnectedOutLayersNames())
+        self._lock = threading.Lock()
 
     def run(self, blob: np.ndarray) -> list[np.ndarray]:
         import cv2
 
         per_frame: list[list[np.ndarray]] = []
         for index in range(blob.shape[0]):
-            self._net.setInput(np.ascontiguousarray(blob[index : index + 1], dtype=np.float32))
-            try:
-                outs = self._net.forward(self._names)
-            except cv2.error as exc:
-                raise RuntimeError(_first_line(exc)) from None
+            with self._lock:
+                self._net.setInput(np.ascontiguousarray(blob[index : index + 1], dtype=np.float32))
+                try:
+                    outs = self._net.forward(self._names)
+                except cv2.error as exc:
+                    raise RuntimeError(_first_line(exc)) from None
             per_frame.append([np.asarray(o) for o in outs])
         return [np.concatenate(parts) for parts in zip(*per_frame, strict=True)]

@@ -4,8 +4,9 @@ The rule, the same as Triton's dynamic batcher (``max_queue_delay``) and DeepStr
 (``batched-push-timeout``) with one shortcut:
 
 * a batch goes as soon as it holds ``max_batch`` frames;
-* or as soon as every connected camera has a frame waiting: each camera has at most its own few
-  frames in flight, so nobody else is coming and waiting longer would only add latency;
+* or as soon as every connected camera has a frame waiting, except cameras whose frame is in an
+  inference running now: each camera has one frame in flight, so nobody else is coming and
+  waiting longer would only add latency;
 * else once its oldest frame has waited ``wait`` seconds (the latency budget, e.g. 10 ms).
 
 So a camera whose source stalls costs the others at most ``wait`` per batch, never a stall of
@@ -14,7 +15,7 @@ their own; frames go in arrival order, so no camera is starved by busier ones.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -48,6 +49,7 @@ class Batcher(Generic[T]):
         self.wait = wait
         self._waiting: deque[Waiting[T]] = deque()
         self._clients: set[Hashable] = set()
+        self._running: Counter[Hashable] = Counter()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -59,6 +61,7 @@ class Batcher(Generic[T]):
     def disconnect(self, client: Hashable) -> list[T]:
         """A client is gone: no longer waited for; its waiting frames are dropped and returned."""
         self._clients.discard(client)
+        del self._running[client]
         dropped = [w.item for w in self._waiting if w.client == client]
         if dropped:
             self._waiting = deque(w for w in self._waiting if w.client != client)
@@ -78,9 +81,19 @@ class Batcher(Generic[T]):
             return False
         if len(self._waiting) >= self.max_batch or now >= self._waiting[0].arrived + self.wait:
             return True
-        return self._clients <= {w.client for w in self._waiting}
+        expected = {c for c in self._clients if not self._running[c]}
+        return expected <= {w.client for w in self._waiting}
 
     def take(self) -> list[Waiting[T]]:
-        """The next batch: up to ``max_batch`` frames, oldest first."""
+        """The next batch: up to ``max_batch`` frames, oldest first; call :meth:`finished` for each."""
         count = min(self.max_batch, len(self._waiting))
-        return [self._waiting.popleft() for _ in range(count)]
+        batch = [self._waiting.popleft() for _ in range(count)]
+        for waiting in batch:
+            if waiting.client in self._clients:
+                self._running[waiting.client] += 1
+        return batch
+
+    def finished(self, client: Hashable) -> None:
+        """One of ``client``'s frames taken by :meth:`take` is done (its inference ended)."""
+        if self._running[client] > 0:
+            self._running[client] -= 1

@@ -112,6 +112,7 @@ class SharedWorkers:
             return future, self
         if image.nbytes > self._slots.size:
             # A bigger camera than the slots: reconnect with slots that fit it; this frame is lost.
+            log.info("a %dx%d frame: reconnecting with larger shared memory", image.shape[1], image.shape[0])
             self._slot_bytes = image.nbytes
             self._writer.close()
             future.set_exception(WorkerLost(f"a {image.shape[1]}x{image.shape[0]} frame needs larger slots"))
@@ -178,6 +179,7 @@ class SharedWorkers:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         slots: protocol.Slots | None = None
+        writer: asyncio.StreamWriter | None = None
         try:
             sock.setblocking(False)
             async with asyncio.timeout(CONNECT_TIMEOUT):
@@ -187,7 +189,10 @@ class SharedWorkers:
                 reader, writer = await asyncio.open_unix_connection(sock=sock)
                 answer = await protocol.read_message(reader)
         except BaseException:
-            sock.close()
+            if writer is not None:
+                writer.close()  # it owns the socket now
+            else:
+                sock.close()
             if slots is not None:
                 slots.close()
             raise

@@ -280,6 +280,7 @@ class Worker:
             )
         for index, waiting in enumerate(batch):
             request = waiting.item
+            self.batcher.finished(request.client)
             request.client.in_batch -= 1
             reply: dict[str, Any] = {
                 "op": "result",

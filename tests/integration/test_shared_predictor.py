@@ -180,7 +180,7 @@ def test_a_camera_whose_source_dies_does_not_hold_up_the_others(
     camera = start_mjpeg(camera_port, env=child_env)
     try:
         with (
-            _worker(socket, model, ["--max-batch", "4"], env=child_env),
+            _worker(socket, model, ["--max-batch", "4", "--concurrency", "2"], env=child_env),
             Listener(redis_server.url, "dark") as dark,
             Listener(redis_server.url, "gate") as gate,
             running_producer(redis_server.url, _camera_args("dark", clips["dark"], socket), env=child_env),

@@ -30,6 +30,23 @@ def test_a_batch_goes_as_soon_as_every_connected_camera_has_a_frame_waiting() ->
     assert [w.item for w in batcher.take()] == ["a1", "b1"]
 
 
+def test_cameras_whose_frame_is_being_inferred_are_not_waited_for() -> None:
+    """With two inferences at once: while a's frame runs, b's frame need not wait for a."""
+    batcher: Batcher[str] = Batcher(max_batch=8, wait=10.0)
+    batcher.connect("a")
+    batcher.connect("b")
+    batcher.add("a", "a1", 0.0)
+    assert not batcher.ready(0.0) and batcher.ready(10.0)  # b never came: the budget
+    assert [w.item for w in batcher.take()] == ["a1"]
+    batcher.add("b", "b1", 10.1)
+    assert batcher.ready(10.1)  # a's frame is in the running inference: nobody else can come
+    assert [w.item for w in batcher.take()] == ["b1"]
+    batcher.finished("a")
+    batcher.finished("b")
+    batcher.add("a", "a2", 10.2)
+    assert not batcher.ready(10.2)  # both idle again: a2 waits for b (or the budget)
+
+
 def test_a_silent_camera_costs_the_others_at_most_the_budget() -> None:
     batcher: Batcher[str] = Batcher(max_batch=8, wait=0.010)
     batcher.connect("stalled")
@@ -96,10 +113,15 @@ def test_every_frame_goes_once_in_order_within_its_budget(
             assert 1 <= len(batch) <= max_batch
             assert all(now - w.arrived <= wait + 1e-9 for w in batch)
             sent += [w.item for w in batch]
+            for w in batch:  # one inference at a time: it ends before the next arrival
+                batcher.finished(w.client)
         now = max(now, at)
         batcher.add(client, index, at)
         while batcher.ready(now):
-            sent += [w.item for w in batcher.take()]
+            batch = batcher.take()
+            sent += [w.item for w in batch]
+            for w in batch:
+                batcher.finished(w.client)
     while batcher.due() is not None:
         now = max(now, batcher.due() or now)
         sent += [w.item for w in batcher.take()]
