@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,19 +38,27 @@ class EngineOptions:
     transport_frames: int = 300
 
 
-def _timed(call: Callable[[], Any], *, seconds: float, max_calls: int) -> list[float]:
+class _Times(list[float]):
+    """Wall seconds of each call, and the process's CPU seconds over all of them."""
+
+    cpu: float = 0.0
+
+
+def _timed(call: Callable[[], Any], *, seconds: float, max_calls: int) -> _Times:
     for _ in range(2):  # warm-up: allocations, first-run graph optimisation
         call()
-    times: list[float] = []
+    times = _Times()
+    cpu = time.process_time()
     end = time.perf_counter() + seconds
     while len(times) < max_calls and (len(times) < 3 or time.perf_counter() < end):
         started = time.perf_counter()
         call()
         times.append(time.perf_counter() - started)
+    times.cpu = time.process_time() - cpu
     return times
 
 
-def _entry(engine: str, provider: str, threads: int, batch: int, times: list[float]) -> dict[str, Any]:
+def _entry(engine: str, provider: str, threads: int, batch: int, times: _Times) -> dict[str, Any]:
     call_ms = percentiles(times, scale=1e3)
     return {
         "engine": engine,
@@ -60,6 +69,8 @@ def _entry(engine: str, provider: str, threads: int, batch: int, times: list[flo
         "fps": round(batch * len(times) / sum(times), 2),
         "call_ms": call_ms,
         "ms_per_frame": round(float(np.median(times)) * 1e3 / batch, 2),
+        # CPU (all threads) per frame: what other work on a shared machine does not inflate.
+        "cpu_ms_per_frame": round(times.cpu * 1e3 / (batch * len(times)), 2),
     }
 
 
@@ -203,7 +214,12 @@ def run(options: EngineOptions, *, say: Callable[[str], None]) -> dict[str, Any]
     else:
         fixed, dynamic = str(models.yolov8n(say=say)), str(models.yolov8n(dynamic=True, say=say))
     say(f"predictors: {options.model} on each engine")
-    results: dict[str, Any] = {"model": options.model, "engines": _engines(options, fixed, dynamic, say)}
+    results: dict[str, Any] = {
+        "model": options.model,
+        "load_average_before": round(os.getloadavg()[0], 2),
+        "engines": _engines(options, fixed, dynamic, say),
+        "load_average_after": round(os.getloadavg()[0], 2),
+    }
     say("predictors: letterbox and decode")
     results["pre_post"] = _pre_post(fixed, options)
     say("predictors: frame transport between processes")

@@ -11,6 +11,12 @@ COPY pyproject.toml README.md ./
 COPY framecast ./framecast
 COPY producer ./producer
 RUN /opt/framecast/bin/pip install ".[producer]"
+# onnxruntime's GPU builds replace the CPU one (same module): --build-arg ONNXRUNTIME=onnxruntime-gpu
+# (with a CUDA 12 + cuDNN 9 base: --build-arg PYTHON_IMAGE=...), onnxruntime-openvino...
+ARG ONNXRUNTIME=onnxruntime
+RUN if [ "$ONNXRUNTIME" != onnxruntime ]; then \
+      /opt/framecast/bin/pip uninstall -y onnxruntime && /opt/framecast/bin/pip install "$ONNXRUNTIME"; \
+    fi
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 PATH=/opt/framecast/bin:$PATH
