@@ -22,7 +22,7 @@ import numpy as np
 from bench import models, transport
 from bench.stats import percentiles
 
-__all__ = ["EngineOptions", "run"]
+__all__ = ["EngineOptions", "letterbox_before", "run"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +117,7 @@ def _engines(
     return entries
 
 
-def _letterbox_before(frame: np.ndarray, size: int) -> np.ndarray:
+def letterbox_before(frame: np.ndarray, size: int) -> np.ndarray:
     """The producer's letterbox + blob before the vectorised one (for the comparison)."""
     import cv2
 
@@ -181,7 +181,7 @@ def _pre_post(model: str, options: EngineOptions) -> dict[str, Any]:
     frame = Scene(width=640, height=480).render(10)
     quick = {"seconds": min(1.0, options.seconds), "max_calls": 100}
     out: dict[str, Any] = {
-        "letterbox_before_ms": percentiles(_timed(lambda: _letterbox_before(frame, 640), **quick), scale=1e3),
+        "letterbox_before_ms": percentiles(_timed(lambda: letterbox_before(frame, 640), **quick), scale=1e3),
         "letterbox_ms": percentiles(_timed(lambda: blob([frame], 640), **quick), scale=1e3),
         "decode": [],
     }

@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from bench import machine, models
-from bench.procs import BenchError, Children
+from bench.procs import BenchError, Children, start_valkey
 from bench.stats import percentiles
 from framecast import wire
-from framecast.embedded import free_port, valkey_command, wait_for_port
+from framecast.embedded import free_port
 
 __all__ = ["MODES", "SharingOptions", "run"]
 
@@ -229,13 +229,7 @@ def run(options: SharingOptions, *, say: Callable[[str], None]) -> list[dict[str
     model = str(models.standin() if options.model == "standin" else models.yolov8n(dynamic=True, say=say))
     results: list[dict[str, Any]] = []
     with Children() as children, tempfile.TemporaryDirectory(prefix="framecast-bench-shared-") as work:
-        port = free_port()
-        valkey = children.start(valkey_command(port, workdir=work), stdout=False)
-        try:
-            wait_for_port(port, process=valkey, timeout=10)  # type: ignore[arg-type]
-        except Exception as exc:
-            raise BenchError(f"valkey-server did not start: {exc}") from None
-        redis_url = f"redis://127.0.0.1:{port}/0"
+        redis_url = start_valkey(children, work)
         for name in options.modes:
             say(f"shared: {options.cameras} cameras at {options.fps:g} fps, {name}")
             try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from framecast import settings
-from framecast.settings import non_negative, option, port_number
+from framecast.settings import non_negative, option
 from producer.config import Config as ProducerConfig
 
 __all__ = ["DESCRIPTION", "EPILOG", "MODEL_KEYS", "Config"]
@@ -107,28 +107,13 @@ class Config:
     nms: float = _producer_option("nms")
     classes: str | None = _producer_option("classes")
     input_size: int = _producer_option("input_size")
-    metrics_port: int = option(
-        0,
-        help="Serve Prometheus metrics on this port (0: off).",
-        env="FRAMECAST_INFERENCE_METRICS_PORT",
-        metavar="PORT",
-        check=port_number,
-        group="operations",
+    metrics_port: int = _producer_option(
+        "metrics_port", env="FRAMECAST_INFERENCE_METRICS_PORT", group="operations"
     )
-    metrics_host: str = option(
-        "127.0.0.1",
-        help="Address the metrics server listens on.",
-        env="FRAMECAST_INFERENCE_METRICS_HOST",
-        metavar="ADDR",
-        group="operations",
+    metrics_host: str = _producer_option(
+        "metrics_host", env="FRAMECAST_INFERENCE_METRICS_HOST", group="operations"
     )
-    log_level: str = option(
-        "INFO",
-        help="DEBUG, INFO, WARNING or ERROR.",
-        metavar="LEVEL",
-        check=settings.log_level,
-        group="operations",
-    )
+    log_level: str = _producer_option("log_level", group="operations")
 
     def __post_init__(self) -> None:
         if not self.socket:

@@ -7,30 +7,11 @@ import numpy as np
 import onnx
 import pytest
 
+from bench.engines import letterbox_before
 from producer.detectors import Options, clip, load
 from producer.detectors.boxes import Letterbox, blob, letterbox, nms
 from producer.synthetic import Scene
 from tests.support.onnx_models import SIZE, conv_model
-
-
-def _blob_before(frame: np.ndarray, size: int) -> np.ndarray:
-    """The letterbox + blob the producer used before: copyMakeBorder, then blobFromImage."""
-    height, width = frame.shape[:2]
-    scale = min(size / width, size / height)
-    new_w, new_h = round(width * scale), round(height * scale)
-    resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    square = cv2.copyMakeBorder(
-        resized,
-        pad_y,
-        size - new_h - pad_y,
-        pad_x,
-        size - new_w - pad_x,
-        cv2.BORDER_CONSTANT,
-        value=(114,) * 3,
-    )
-    out: np.ndarray = cv2.dnn.blobFromImage(square, 1 / 255.0, (size, size), swapRB=True)
-    return out
 
 
 @pytest.mark.parametrize("shape", [(480, 640), (720, 1280), (640, 480), (100, 100), (1080, 1920)])
@@ -39,7 +20,7 @@ def test_the_batched_blob_equals_the_former_per_frame_blob(shape: tuple[int, int
     tensor, boxes = blob(frames, 320)
     assert tensor.shape == (2, 3, 320, 320) and tensor.dtype == np.float32
     for frame, one, box in zip(frames, tensor, boxes, strict=True):
-        np.testing.assert_allclose(one, _blob_before(frame, 320)[0], atol=1e-6)
+        np.testing.assert_allclose(one, letterbox_before(frame, 320)[0], atol=1e-6)
         square, same = letterbox(frame, 320)
         assert same == box and (box.width, box.height) == (shape[1], shape[0])
         np.testing.assert_allclose(square[..., ::-1].transpose(2, 0, 1) / np.float32(255), one, atol=1e-6)
