@@ -9,6 +9,7 @@ import pytest
 
 from bench.engines import letterbox_before
 from producer.detectors import Options, clip, load
+from producer.detectors import boxes as boxes_module
 from producer.detectors.boxes import Letterbox, blob, letterbox, nms
 from producer.synthetic import Scene
 from tests.support.onnx_models import SIZE, conv_model
@@ -32,7 +33,10 @@ def test_frames_of_different_sizes_share_one_batch() -> None:
     assert tensor.shape == (2, 3, 64, 64)
 
 
-def test_nms_keeps_what_opencvs_nms_keeps() -> None:
+@pytest.mark.parametrize("many", [False, True], ids=["opencv", "rounds"])
+def test_nms_keeps_what_opencvs_nms_keeps(many: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if many:  # the bounded rounds, which serve above OPENCV_NMS_MAX candidates
+        monkeypatch.setattr(boxes_module, "OPENCV_NMS_MAX", 0)
     rng = np.random.default_rng(3)
     for _ in range(20):
         count = int(rng.integers(1, 200))
@@ -48,7 +52,10 @@ def test_nms_keeps_what_opencvs_nms_keeps() -> None:
         assert list(scores[ours]) == sorted(scores[ours], reverse=True)  # best first
 
 
-def test_nms_is_per_class_and_bounded_by_max_detections() -> None:
+@pytest.mark.parametrize("many", [False, True], ids=["opencv", "rounds"])
+def test_nms_is_per_class_and_bounded_by_max_detections(many: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    if many:
+        monkeypatch.setattr(boxes_module, "OPENCV_NMS_MAX", 0)
     same = np.array([[0, 0, 10, 10], [0, 0, 10, 10]], np.float32)
     assert nms(same, np.array([0.9, 0.8]), np.array([0, 0]), iou=0.5).tolist() == [0]
     assert nms(same, np.array([0.9, 0.8]), np.array([0, 1]), iou=0.5).tolist() == [0, 1]
