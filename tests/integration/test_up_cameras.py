@@ -81,13 +81,19 @@ def mjpeg(child_env: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen[byt
 SECRET = "s3cret-pass"
 
 
-def _producer_argvs() -> list[list[str]]:
-    """The command line of every running ``python -m producer`` on this machine."""
+def _producer_argvs(parent: int) -> list[list[str]]:
+    """The command line of every running ``python -m producer`` child of process ``parent``.
+
+    Only ``up``'s own children: the machine may run other producers (other test runs) meanwhile.
+    """
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
+            status = (cmdline.parent / "status").read_text()
             argv = cmdline.read_bytes().decode(errors="replace").split("\0")
         except OSError:  # it exited meanwhile
+            continue
+        if f"\nPPid:\t{parent}\n" not in status:
             continue
         if "-m" in argv and "producer" in argv and "--stream" in argv:
             found.append(argv)
@@ -134,7 +140,7 @@ def test_three_cameras_each_reach_their_own_clients_and_one_failing_leaves_the_o
         # up waited for every camera's first heartbeat: all three are listed at once.
         assert set(_listed(base)) == {"front", "yard", "gate"}
         # The camera's password is in up's own argv (typed there) but in no producer's: `ps` shows argv.
-        producers = _producer_argvs()
+        producers = _producer_argvs(process.pid)
         assert sorted(a[a.index("--stream") + 1] for a in producers) == ["front", "gate", "yard"]
         assert not [a for a in producers if any(SECRET in part for part in a)], producers
         every = {"front": "online", "yard": "online", "gate": "online"}
