@@ -1,7 +1,7 @@
 """``python -m bench`` / ``framecast bench``: every measurement in one run, one command.
 
-Runs the three parts (fan-out strategies in one gateway process, the real
-topology, the producer's predictors), writes the raw results as JSON under
+Runs the parts (fan-out strategies in one gateway process, the real topology,
+the producer's predictors, the ONNX engines, cameras sharing one model), writes the raw results as JSON under
 ``bench/results/`` and regenerates ``docs/performance.md`` with its plots in
 ``docs/perf/``. ``--quick`` is a tiny configuration (seconds) that keeps the
 harness working in CI; its report goes to ``bench/results/quick/`` so it never
@@ -27,7 +27,7 @@ from framecast.settings import option
 
 __all__ = ["BenchConfig", "main"]
 
-PARTS = ("fanout", "topology", "producer")
+PARTS = ("fanout", "topology", "producer", "predictors", "shared")
 # Run only when asked (--parts ...,profile): it needs py-spy (the bench extra) and root or ptrace rights.
 # capacity (docs/capacity.md's own inputs) holds ~12k connections open: only when asked, too.
 EXTRA_PARTS = ("profile", "capacity")
@@ -59,6 +59,14 @@ Measure framecast, with numbers anyone can rerun:
   topology  Redis -> 1, 2, 4 real gateways -> nginx -> clients (framecast up).
   producer  each built-in predictor on 640x480 frames: fps, frame age at
             inference, event-loop lag while predicting.
+  predictors  a YOLOv8n graph (Ultralytics' own definition, random weights, built
+            in its own environment: python -m bench.models) on OpenCV DNN and on
+            onnxruntime, per thread count and batch size: frames/s and call
+            latency; letterbox and NMS costs; a frame's trip to another process
+            through shared memory vs pickled through a pipe.
+  shared    4 cameras at 15 fps, each producer loading the model vs one shared
+            inference worker batching them: total RSS, predictions/s per camera,
+            CPU per prediction, capture->publish p50/p99.
   capacity  (only when named in --parts) RSS per idle connection of a gateway (10k
             connections) and of nginx, and Redis PUBLISH messages/s per valkey core:
             the inputs of docs/capacity.md that the other parts do not measure.
@@ -204,12 +212,24 @@ class BenchConfig:
         group="producer",
     )
 
+    onnx_model: str = option(
+        "",
+        help="predictors, shared: yolov8n (built once with Ultralytics in .venv-yolo-export, a few "
+        "minutes and ~1.6 GB) or standin (YOLOv8n's output shape, a fraction of its compute). "
+        "Default: yolov8n, standin with --quick.",
+        choices=("yolov8n", "standin"),
+        env="FRAMECAST_BENCH_ONNX_MODEL",
+        group="predictors",
+    )
+
 
 def _plan(config: BenchConfig) -> dict[str, Any]:
     """The options of each part, from the mode and the flags given."""
     from bench.capacity import CapacityOptions
+    from bench.engines import EngineOptions
     from bench.predictors import PredictorOptions
     from bench.profile import ProfileOptions
+    from bench.sharing import SharingOptions
     from bench.single import SingleOptions
     from bench.topology import TopologyOptions
 
@@ -222,6 +242,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
     clients = tuple(int(c) for c in config.clients) or ((20,) if quick else (100, 1000, 5000))
     gateways = tuple(int(g) for g in config.gateways) or ((1, 2) if quick else (1, 2, 4))
     topology_clients = int(config.topology_clients or (20 if quick else 1000))
+    model = config.onnx_model or ("standin" if quick else "yolov8n")
     if quick:
         single = SingleOptions(
             clients=clients,
@@ -249,6 +270,12 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
             settle=0.3,
         )
         producer = PredictorOptions(names=config.predictors, alone=0.2 * scale, service=0.6 * scale)
+        engines = EngineOptions(
+            model=model, threads=(1,), batches=(1, 2), seconds=0.2 * scale, max_calls=5, transport_frames=30
+        )
+        sharing = SharingOptions(
+            model=model, cameras=2, fps=5.0, modes=("separate", "shared"), warmup=0.3, seconds=1.5 * scale
+        )
     else:
         single = SingleOptions(
             clients=clients,
@@ -269,6 +296,8 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
             rate=config.rate,
         )
         producer = PredictorOptions(names=config.predictors, alone=3.0 * scale, service=5.0 * scale)
+        engines = EngineOptions(model=model, seconds=4.0 * scale)
+        sharing = SharingOptions(model=model, warmup=8.0 * scale, seconds=20.0 * scale)
     profile = ProfileOptions(
         clients=clients[-1] if config.clients else (20 if quick else 1000),
         processes=config.client_processes,
@@ -285,6 +314,8 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
         "fanout": single,
         "topology": topology,
         "producer": producer,
+        "predictors": engines,
+        "shared": sharing,
         "profile": profile,
         "capacity": capacity,
     }
@@ -332,6 +363,14 @@ def measure(config: BenchConfig) -> dict[str, Any]:
                 from bench import predictors
 
                 results["producer"] = predictors.run(plan["producer"], say=_say)
+            elif part == "predictors":
+                from bench import engines
+
+                results["predictors"] = engines.run(plan["predictors"], say=_say)
+            elif part == "shared":
+                from bench import sharing
+
+                results["shared"] = sharing.run(plan["shared"], say=_say)
             elif part == "capacity":
                 from bench import capacity
 

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from framecast import procs
 
-__all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line"]
+__all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line", "start_valkey"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,3 +141,20 @@ class Children:
         for process in reversed(self._procs):
             self.stop(process, timeout=5.0)
         self._procs.clear()
+
+
+def start_valkey(children: Children, workdir: str) -> str:
+    """Start a valkey-server among ``children`` (data in ``workdir``); returns its URL once it listens.
+
+    Raises:
+        BenchError: It did not start.
+    """
+    from framecast.embedded import free_port, valkey_command, wait_for_port
+
+    port = free_port()
+    valkey = children.start(valkey_command(port, workdir=workdir), stdout=False)
+    try:
+        wait_for_port(port, process=valkey, timeout=10)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise BenchError(f"valkey-server did not start: {exc}") from None
+    return f"redis://127.0.0.1:{port}/0"

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import ratios
+from bench import ratios, report_models
 
 __all__ = ["PLOTS", "write"]
 
@@ -910,6 +910,8 @@ def write(results: dict[str, Any], docs: Path) -> None:
         _fanout_section,
         _topology_section,
         _producer_section,
+        report_models.predictors_section,
+        report_models.shared_section,
         _method_section,
     ):
         lines += section(results)

@@ -13,7 +13,20 @@ are the producer's own settings (``framecast producer --help``), spelt with ``_`
     source = "synthetic"
 
 or on the command line, ``--camera door=rtsp://10.0.0.7/stream1,detector=faces,max_fps=5`` (a
-source that contains a comma must go in the file). Everything here is pure parsing and checking:
+source that contains a comma must go in the file).
+
+Cameras may share one model: a ``[predictors.<name>]`` table is one inference worker (its keys
+are ``framecast inference`` settings: ``detector``, ``device``, ``max_batch``...; read by
+:mod:`framecast.predictors`), and a camera with ``predictor = "<name>"`` sends its frames there
+instead of loading a model of its own::
+
+    [predictors.yolo]
+    detector = "onnx:yolov8n.onnx"
+    device = "auto"
+
+    [cameras.door]
+    source = "rtsp://10.0.0.7/stream1"
+    predictor = "yolo" Everything here is pure parsing and checking:
 :func:`load` and :func:`parse_spec` raise :class:`CameraError` with one line naming the file, the
 camera and the key; the caller validates each key's value with the producer's settings class
 (see :func:`check_options`), so a camera accepts exactly what ``framecast producer`` accepts.
@@ -74,16 +87,23 @@ Camera file (framecast.toml):
 
   [cameras.yard]
   source = "synthetic"
+  predictor = "yolo"          # one model for several cameras: batched, in one worker
+
+  [predictors.yolo]           # 'framecast inference' settings
+  detector = "onnx:yolov8n.onnx"
+  device = "auto"             # cuda, tensorrt, openvino... (onnxruntime execution providers)
 
 A camera's keys are 'framecast producer' settings (with _ or -), except stream, redis_url,
-metrics_port and metrics_host, which up sets. A bad camera (unknown key, bad value,
+metrics_port and metrics_host, which up sets; with 'predictor', the model's own settings
+(detector, device, threads...) go in the [predictors.NAME] table. A bad camera (unknown key, bad value,
 duplicate or invalid name, unreadable file) is one line naming it, exit 2, nothing started.
 At most {MAX_CAMERAS} cameras; they start a few at a time (as many as this machine has cores)."""
 """What ``framecast up --help`` says about cameras (epilog)."""
 
-RESERVED = frozenset({"stream", "redis_url", "metrics_port", "metrics_host"})
+RESERVED = frozenset({"stream", "redis_url", "metrics_port", "metrics_host", "predictor_socket"})
 """Producer settings ``framecast up`` sets itself for every camera: the stream is the camera's name,
-Redis is the topology's, and metrics ports are allocated per camera."""
+Redis is the topology's, metrics ports are allocated per camera, and a shared predictor's socket
+is up's own (name the predictor with ``predictor``)."""
 
 
 class CameraError(ValueError):
@@ -99,12 +119,14 @@ class Camera:
         source: What the producer reads (``--source``).
         options: Other producer settings as ``(field_name, value)`` pairs, in the order given.
         origin: Where it was defined, for messages (``framecast.toml`` or ``--camera``).
+        predictor: The ``[predictors.<name>]`` it sends its frames to, or None (its own model).
     """
 
     name: str
     source: str
     options: tuple[tuple[str, str], ...] = ()
     origin: str = "--camera"
+    predictor: str | None = None
 
     def env(self) -> dict[str, str]:
         """The producer's environment variables for this camera: its source."""
@@ -149,6 +171,7 @@ def _camera(name: str, table: Mapping[str, object], *, origin: str) -> Camera:
         ) from None
     options: list[tuple[str, str]] = []
     source: str | None = None
+    predictor: str | None = None
     seen: set[str] = set()
     for raw_key, value in table.items():
         key = _key(raw_key)
@@ -163,13 +186,15 @@ def _camera(name: str, table: Mapping[str, object], *, origin: str) -> Camera:
             ) from None
         if key == "source":
             source = text
+        elif key == "predictor":
+            predictor = text
         elif key in RESERVED:
             raise CameraError(f"{where}: {raw_key!r} cannot be set per camera (framecast up sets it)")
         else:
             options.append((key, text))
     if not source:
         raise CameraError(f"{where}: 'source' is missing (a device index, file, URL or 'synthetic')")
-    return Camera(name=name, source=source, options=tuple(options), origin=origin)
+    return Camera(name=name, source=source, options=tuple(options), origin=origin, predictor=predictor)
 
 
 def load(path: str | Path) -> tuple[Camera, ...]:
@@ -196,8 +221,11 @@ def load(path: str | Path) -> tuple[Camera, ...]:
         # tomllib parses nested arrays and inline tables recursively: a deep one exhausts the stack.
         raise CameraError(f"{origin}: not valid TOML: arrays or tables nested too deeply") from None
     for key in document:
-        if key != "cameras":
-            raise CameraError(f"{origin}: unknown top-level key {key!r} (expected [cameras.<name>] tables)")
+        if key not in ("cameras", "predictors"):
+            raise CameraError(
+                f"{origin}: unknown top-level key {key!r} (expected [cameras.<name>] and"
+                " [predictors.<name>] tables)"
+            )
     tables = document.get("cameras")
     if not isinstance(tables, dict) or not tables:
         raise CameraError(f"{origin}: no cameras (add a [cameras.<name>] table with a 'source')")

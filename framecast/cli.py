@@ -17,6 +17,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "run the whole topology on this machine (valkey, producer, gateways, nginx)",
     ),
     "producer": ("producer.service", "read a camera, run a predictor, publish results to Redis"),
+    "inference": (
+        "producer.inference.main",
+        "one model for many cameras: the shared, batched inference worker",
+    ),
     "gateway": ("gateway.main", "serve a Redis-fed stream to WebSocket clients"),
     "watch": ("framecast.watch", "print the results a gateway serves, one line each"),
     "bench": ("bench.__main__", "measure fan-out strategies, the topology and the predictors"),

@@ -30,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framecast import cameras, monitoring, settings, wire
+from framecast import cameras, monitoring, predictors, settings, wire
 from framecast.cameras import Camera, CameraError
 from framecast.embedded import free_port, nginx_binary, port_in_use, valkey_command
 from framecast.exceptions import ConfigError, EmbeddedError, UpError
 from framecast.limits import raise_open_files_limit
 from framecast.logs import redact_url
 from framecast.nginx import client_capacity, render_conf, worker_connections_for
+from framecast.predictors import SharedPredictor
 from framecast.settings import option
 from framecast.supervisor import Child, Supervisor
 
@@ -126,6 +127,9 @@ class UpConfig:
     cameras: tuple[Camera, ...] = ()
     """The cameras to run, one producer each (from ``--config`` and ``--camera``); empty: the
     single producer of ``source``/``detector``/``stream``. Not a flag: :func:`main` fills it."""
+    predictors: tuple[SharedPredictor, ...] = ()
+    """The shared inference workers the cameras use (``[predictors.<name>]`` of ``--config``), one
+    child ``predictor-<name>`` each, started before the producers. Not a flag: :func:`main` fills it."""
     redis_url: str | None = option(
         None,
         help="Use this Redis instead of starting an embedded valkey-server.",
@@ -271,7 +275,8 @@ class Stack:
         """
         self._children.stop_watching()
         producers = [name for name, _ in _producer_names(self.config)]
-        stages = [producers, [g.name for g in self.gateways], ["nginx"], ["valkey"]]
+        shared = [f"predictor-{p.name}" for p in self.config.predictors]
+        stages = [producers, shared, [g.name for g in self.gateways], ["nginx"], ["valkey"]]
         staged = {name for names in stages for name in names}
         # Anything not named above (none today) goes before the gateways' Redis and nginx stop.
         stages.insert(1, [name for name in reversed(self.children) if name not in staged])
@@ -339,10 +344,13 @@ class Stack:
             children.launch(gateway)
         for gateway in self.gateways:
             self._wait_healthy(gateway)
-        # Metrics ports first: Prometheus's configuration names every producer's.
+        # Metrics ports first: Prometheus's configuration names every producer's (and every
+        # inference worker's, scraped with the producers).
+        worker_ports: list[int] = []
+        sockets = self._start_predictors(worker_ports if prometheus_binary else None)
         commands = [
             (name, argv, env, free_port() if prometheus_binary else 0)
-            for name, argv, env in (_producer_commands(self.config) if self.config.producer else [])
+            for name, argv, env in (_producer_commands(self.config, sockets) if self.config.producer else [])
         ]
         conf = self.workdir / "nginx.conf"
         conf.write_text(
@@ -366,7 +374,7 @@ class Stack:
                 workdir=self.workdir,
                 port=self.config.monitoring_port or free_port(),
                 gateways=[f"127.0.0.1:{g.port}" for g in self.gateways],
-                producers=[f"127.0.0.1:{port}" for *_, port in commands if port],
+                producers=[f"127.0.0.1:{port}" for port in [*worker_ports, *(p for *_, p in commands if p)]],
                 scrape_interval=f"{self.config.monitoring_interval:g}s",
             )
             monitoring.launch(children, self.prometheus)
@@ -428,6 +436,29 @@ class Stack:
             )
         raise UpError(f"{child.name} sent no heartbeat within {_PRODUCER_START:.0f} s:\n{output}")
 
+    def _start_predictors(self, metrics_ports: list[int] | None) -> dict[str, str]:
+        """Start one inference worker per shared predictor and wait until each answers on its socket.
+
+        Before the producers, so a model that cannot be loaded (or a device that is not installed)
+        fails ``up`` naming it. Returns each predictor's socket by name.
+        """
+        sockets: dict[str, str] = {}
+        for index, predictor in enumerate(self.config.predictors, 1):
+            argv, sockets[predictor.name] = predictor.command(
+                self.workdir, index=index, log_level=self.config.log_level
+            )
+            if metrics_ports is not None:
+                metrics_ports.append(free_port())
+                argv += ["--metrics-port", str(metrics_ports[-1])]
+            self._children.launch(self._children.add(f"predictor-{predictor.name}", argv))
+        for predictor in self.config.predictors:
+            child = self.children[f"predictor-{predictor.name}"]
+            assert child.process is not None
+            why = predictors.wait_listening(sockets[predictor.name], child.process)
+            if why:
+                raise UpError(f"{child.name} {why}:\n{child.tail()}")
+        return sockets
+
     def _wait_healthy(self, child: Child, timeout: float = 20.0) -> None:
         assert child.port is not None and child.process is not None
         # /readyz, not /healthz: a gateway refuses WebSocket handshakes until its Redis
@@ -454,17 +485,22 @@ def _producer_names(config: UpConfig) -> list[tuple[str, str]]:
     return [("producer", config.stream)]
 
 
-def _producer_commands(config: UpConfig) -> list[tuple[str, list[str], dict[str, str]]]:
+def _producer_commands(
+    config: UpConfig, sockets: Mapping[str, str] | None = None
+) -> list[tuple[str, list[str], dict[str, str]]]:
     """``(child name, argv, env)`` of every producer.
 
-    Redis and the source reach them in the environment: both URLs may hold a password.
+    Redis and the source reach them in the environment: both URLs may hold a password. A camera
+    with a shared predictor gets the socket of its worker (``sockets``, by predictor name).
     """
     base = [sys.executable, "-m", "producer", "--log-level", config.log_level]
     if config.cameras:
         # The camera's own settings come last, so a per-camera log_level wins over up's.
-        return [
-            (f"producer-{camera.name}", [*base, *camera.argv()], camera.env()) for camera in config.cameras
-        ]
+        commands = []
+        for camera in config.cameras:
+            shared = ["--predictor-socket", (sockets or {})[camera.predictor]] if camera.predictor else []
+            commands.append((f"producer-{camera.name}", [*base, *shared, *camera.argv()], camera.env()))
+        return commands
     single = ["--stream", config.stream, "--detector", config.detector]
     return [("producer", [*base, *single], {cameras.SOURCE_ENV: config.source})]
 
@@ -587,6 +623,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
     stack: Stack | None = None
     try:
         config = dataclasses.replace(config, cameras=resolve_cameras(config, args, environ=os.environ))
+        config = dataclasses.replace(config, predictors=predictors.resolve(config.config, config.cameras))
         stack = Stack(config, echo=echo, env=dict(os.environ))
         stack.start()
         starting[0] = False

@@ -22,7 +22,11 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         p = "framecast_producer_"
-        self.info = Info(p[:-1], "The producer's stream, source, detector and epoch.", registry=r)
+        self.info = Info(
+            p[:-1],
+            "The producer's stream, source, detector, epoch and the execution provider running its model.",
+            registry=r,
+        )
         self.captured = Counter(p + "frames_captured", "Frames read from the source.", registry=r)
         self.skipped = Counter(
             p + "frames_skipped", "Frames replaced by a newer one before the predictor took them.", registry=r

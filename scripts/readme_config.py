@@ -23,10 +23,12 @@ def section() -> str:
     from framecast.watch import WatchConfig
     from gateway.config import GatewayConfig
     from producer.config import Config as ProducerConfig
+    from producer.inference.config import Config as InferenceConfig
 
     parts = [
         ("`framecast up` — the local topology", UpConfig),
         ("`framecast producer` — capture, predict, publish", ProducerConfig),
+        ("`framecast inference` — one model for many cameras", InferenceConfig),
         ("`framecast gateway` — subscribe, fan out, serve", GatewayConfig),
         ("`framecast watch URL` — print what a gateway serves", WatchConfig),
     ]

@@ -206,6 +206,9 @@ def _status(obj: dict[str, Any]) -> Status:
     state = obj.get("state", "online")
     if state not in ("online", "offline"):
         raise WireError(f"state: expected 'online' or 'offline', got {state!r}")
+    predictor = obj.get("predictor")
+    if predictor not in (None, "ready", "down"):
+        raise WireError(f"predictor: expected 'ready' or 'down', got {predictor!r}")
     return Status(
         stream=check_stream_name(_str(obj, "stream")),
         epoch=_str(obj, "epoch"),
@@ -218,6 +221,8 @@ def _status(obj: dict[str, Any]) -> Status:
         skipped=_int(obj, "skipped", optional=True) or 0,
         active=_bool(obj, "active", True),
         source=_str(obj, "source", optional=True) or "",
+        predictor=predictor,
+        predictor_restarts=_int(obj, "predictor_restarts", optional=True),
     )
 
 

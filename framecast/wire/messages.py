@@ -36,6 +36,7 @@ __all__ = [
     "GatewayReply",
     "Hello",
     "Peek",
+    "PredictorState",
     "Preview",
     "Reset",
     "Result",
@@ -124,6 +125,7 @@ class Result:
 
 
 StreamState = Literal["online", "offline"]
+PredictorState = Literal["ready", "down"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,6 +149,11 @@ class Status:
         skipped: Frames dropped to stay real-time, in this epoch.
         active: False while the predictor is paused for lack of viewers.
         source: A short, credential-free description of the source.
+        predictor: For a producer whose predictor is a shared inference worker: ``"ready"``,
+            or ``"down"`` while the worker is unreachable (restarting) and no frame is predicted.
+            None (absent on the wire) when the predictor runs in the producer.
+        predictor_restarts: With ``predictor``: times the shared worker was lost and found
+            again in this epoch.
     """
 
     stream: str
@@ -160,6 +167,8 @@ class Status:
     skipped: int = 0
     active: bool = True
     source: str = ""
+    predictor: PredictorState | None = None
+    predictor_restarts: int | None = None
     type: Literal["status"] = field(default="status", init=False)
 
 

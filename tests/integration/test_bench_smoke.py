@@ -133,6 +133,40 @@ def test_producer_measures_every_predictor(smoke: tuple[dict[str, Any], str, Pat
         assert service["loop_lag_ms"]["n"] > 0
 
 
+def test_predictors_part_measures_each_engine_batch_and_the_transport(
+    smoke: tuple[dict[str, Any], str, Path],
+) -> None:
+    results, _, _ = smoke
+    part = results["predictors"]
+    assert part["model"] == "standin"  # --quick: YOLOv8n's shape without PyTorch
+    seen = {(e["engine"], e["threads"], e["batch"]) for e in part["engines"]}
+    assert seen == {("opencv", 1, 1), ("onnxruntime", 1, 1), ("onnxruntime", 1, 2)}
+    for entry in part["engines"]:
+        assert entry["calls"] >= 3 and entry["fps"] > 0
+        assert entry["ms_per_frame"] == pytest.approx(entry["call_ms"]["p50"] / entry["batch"], rel=0.01)
+    decode = {d["table"]: d for d in part["pre_post"]["decode"]}
+    assert decode["8400 candidates"]["kept"] == 300 and decode["10 objects"]["kept"] == 10
+    transport = part["transport"]
+    assert transport["frame_bytes"] == 640 * 480 * 3
+    assert transport["shared_memory_us"]["n"] == transport["pickle_pipe_us"]["n"] > 0
+
+
+def test_shared_part_runs_cameras_separately_and_on_one_worker(
+    smoke: tuple[dict[str, Any], str, Path],
+) -> None:
+    results, _, _ = smoke
+    modes = {e["mode"]: e for e in results["shared"]}
+    assert set(modes) == {"separate", "shared"}
+    for name, entry in modes.items():
+        assert "error" not in entry, entry
+        assert len(entry["predictions_per_s_per_camera"]) == 2
+        assert all(rate > 0 for rate in entry["predictions_per_s_per_camera"]), name
+        assert entry["rss_mb"] > 0 and entry["cpu_ms_per_prediction"] > 0
+        assert entry["capture_to_publish_ms"]["n"] > 0
+    assert modes["separate"]["processes"] == 2 and modes["shared"]["processes"] == 3  # + the worker
+    assert modes["shared"]["mean_batch"] >= 1
+
+
 def test_report_has_every_table_and_plot(smoke: tuple[dict[str, Any], str, Path]) -> None:
     _, markdown, plots = smoke
     for heading in (
@@ -144,6 +178,8 @@ def test_report_has_every_table_and_plot(smoke: tuple[dict[str, Any], str, Path]
         "### With 10% of the clients stalled",
         "## 2. Through the real topology",
         "## 3. The producer's predictors",
+        "## 4. ONNX detectors: engines, threads, batches",
+        "## 5. One model for many cameras",
         "Quick smoke configuration",
     ):
         assert heading in markdown
