@@ -13,9 +13,9 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from framecast.embedded import free_port, nginx_binary, valkey_command, wait_for_port
 from framecast.limits import raise_open_files_limit
-from framecast.up import render_nginx_conf
+from framecast.local.embedded import free_port, nginx_binary, valkey_command, wait_for_port
+from framecast.local.up import render_nginx_conf
 
 if TYPE_CHECKING:
     from bench.faults import FaultsConfig

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from framecast import procs
+from framecast.local import procs
 
 __all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line", "start_valkey"]
 
@@ -31,7 +31,7 @@ class BenchError(RuntimeError):
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """:func:`framecast.procs.child_env`, with children logging at WARNING unless ``extra`` says otherwise."""
+    """:func:`framecast.local.procs.child_env`; children log at WARNING unless ``extra`` says otherwise."""
     return procs.child_env({"FRAMECAST_LOG_LEVEL": "WARNING", **(extra or {})})
 
 
@@ -149,7 +149,7 @@ def start_valkey(children: Children, workdir: str) -> str:
     Raises:
         BenchError: It did not start.
     """
-    from framecast.embedded import free_port, valkey_command, wait_for_port
+    from framecast.local.embedded import free_port, valkey_command, wait_for_port
 
     port = free_port()
     valkey = children.start(valkey_command(port, workdir=workdir), stdout=False)

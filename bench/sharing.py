@@ -30,7 +30,7 @@ from bench import machine, models
 from bench.procs import BenchError, Children, start_valkey
 from bench.stats import percentiles
 from framecast import wire
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 
 __all__ = ["MODES", "SharingOptions", "run"]
 

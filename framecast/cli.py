@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 _COMMANDS: dict[str, tuple[str, str]] = {
     "up": (
-        "framecast.up",
+        "framecast.local.up",
         "run the whole topology on this machine (valkey, producer, gateways, nginx)",
     ),
     "producer": ("producer.service", "read a camera, run a predictor, publish results to Redis"),
@@ -22,7 +22,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "one model for many cameras: the shared, batched inference worker",
     ),
     "gateway": ("gateway.main", "serve a Redis-fed stream to WebSocket clients"),
-    "watch": ("framecast.watch", "print the results a gateway serves, one line each"),
+    "watch": ("framecast.client.watch", "print the results a gateway serves, one line each"),
     "bench": ("bench.__main__", "measure fan-out strategies, the topology and the predictors"),
 }
 

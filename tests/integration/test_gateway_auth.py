@@ -16,7 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from framecast import wire
-from framecast.embedded import free_port, valkey_command, wait_for_port
+from framecast.local.embedded import free_port, valkey_command, wait_for_port
 from tests.support.gateway import FakeProducer, GatewayProc, raw_websocket, running_gateway
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"

@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.gateway import (
     FakeProducer,
     GatewayProc,
@@ -448,7 +448,7 @@ async def test_deaf_subscription_makes_gateway_unready_then_heals(redis_server: 
 
 
 async def test_starts_without_redis_and_becomes_ready_when_it_appears(tmp_path: Path) -> None:
-    from framecast.embedded import valkey_command, wait_for_port
+    from framecast.local.embedded import valkey_command, wait_for_port
 
     port = free_port()
     with running_gateway(redis_url=f"redis://127.0.0.1:{port}/0", wait="healthz") as gw:

@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from framecast.embedded import free_port, valkey_command, wait_for_port
+from framecast.local.embedded import free_port, valkey_command, wait_for_port
 
 __all__ = ["Cluster", "running_cluster"]
 

@@ -3,7 +3,7 @@
     with running_nginx(["127.0.0.1:8001", "127.0.0.1:8002"]) as balancer:
         connect(balancer.ws_url + "/ws/cam")
 
-The configuration is :func:`framecast.up.render_nginx_conf` (the template shipped for
+The configuration is :func:`framecast.local.up.render_nginx_conf` (the template shipped for
 ``framecast up`` and docker compose), so a test exercises what users run.
 """
 
@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast.embedded import free_port, nginx_binary, wait_for_port
-from framecast.up import render_nginx_conf
+from framecast.local.embedded import free_port, nginx_binary, wait_for_port
+from framecast.local.up import render_nginx_conf
 
 __all__ = ["Balancer", "running_nginx"]
 

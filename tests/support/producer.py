@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from framecast import wire
-from framecast.embedded import wait_for_port
+from framecast.local.embedded import wait_for_port
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 
-from framecast.embedded import valkey_command, wait_for_port
+from framecast.local.embedded import valkey_command, wait_for_port
 
 
 @dataclass

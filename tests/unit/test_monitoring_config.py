@@ -1,4 +1,4 @@
-"""``framecast.monitoring``: the generated Prometheus configuration and finding Prometheus.
+"""``framecast.local.monitoring``: the generated Prometheus configuration and finding Prometheus.
 
 The configuration is checked by Debian's real ``promtool``; a real ``framecast up --monitoring``
 is in tests/integration/test_monitoring.py.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from framecast import monitoring
+from framecast.local import monitoring
 from tests.support.procs import child_env
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from framecast import cameras, predictors
-from framecast.cameras import CameraError
+from framecast.local import cameras, predictors
+from framecast.local.cameras import CameraError
 
 FILE = """\
 [predictors.yolo]

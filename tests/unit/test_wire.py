@@ -231,7 +231,8 @@ def test_wire_errors_carry_the_protocol_error_code(data: bytes, code: str) -> No
 
 
 def test_every_framecast_error_has_one_root() -> None:
-    from framecast import client, embedded, exceptions, settings, up
+    from framecast import client, exceptions, settings
+    from framecast.local import embedded, up
     from gateway import auth
 
     # The gateway's token check and the client's handshake raise the same AuthError.

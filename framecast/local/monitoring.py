@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from framecast.exceptions import UpError
 
 if TYPE_CHECKING:
-    from framecast.supervisor import Supervisor
+    from framecast.local.supervisor import Supervisor
 
 __all__ = [
     "ALERTS",
@@ -35,7 +35,7 @@ __all__ = [
 ]
 
 ENV = "FRAMECAST_PROMETHEUS"
-ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 """The alert rules loaded when present (a source checkout; an installed wheel has none)."""
 
 GATEWAY_JOB = "framecast-gateway"

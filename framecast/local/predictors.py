@@ -1,8 +1,8 @@
 """The shared predictors of a camera file: ``[predictors.<name>]`` tables, one inference worker each.
 
-A camera with ``predictor = "<name>"`` (:mod:`framecast.cameras`) sends its frames to that worker
+A camera with ``predictor = "<name>"`` (:mod:`framecast.local.cameras`) sends its frames to that worker
 instead of loading the model itself: one model in memory for all of them, their frames batched.
-Pure parsing and checking, like :mod:`framecast.cameras`; ``framecast up`` validates each key's
+Pure parsing and checking, like :mod:`framecast.local.cameras`; ``framecast up`` validates each key's
 value with the worker's own settings class (``framecast inference --help``).
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecast import wire
-from framecast.cameras import Camera, CameraError, _key, _text
+from framecast.local.cameras import Camera, CameraError, _key, _text
 
 __all__ = ["RESERVED", "SharedPredictor", "check", "load", "resolve", "wait_listening"]
 

@@ -2,7 +2,7 @@
 
 Starts, in order, an embedded valkey-server (unless ``REDIS_URL`` points at a
 Redis), N gateway processes on free loopback ports, the producer (or one producer
-per camera of ``--config``/``--camera``, see :mod:`framecast.cameras`), and nginx
+per camera of ``--config``/``--camera``, see :mod:`framecast.local.cameras`), and nginx
 balancing HTTP and WebSocket traffic across the gateways. Every child's output
 is echoed with a prefix; a child that exits is reported and restarted with
 backoff; Ctrl-C or SIGTERM stops them all and removes the temporary directory.
@@ -30,16 +30,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framecast import cameras, monitoring, predictors, settings, wire
-from framecast.cameras import Camera, CameraError
-from framecast.embedded import free_port, nginx_binary, port_in_use, valkey_command
+from framecast import settings, wire
 from framecast.exceptions import ConfigError, EmbeddedError, UpError
 from framecast.limits import raise_open_files_limit
+from framecast.local import cameras, monitoring, predictors
+from framecast.local.cameras import Camera, CameraError
+from framecast.local.embedded import free_port, nginx_binary, port_in_use, valkey_command
+from framecast.local.nginx import client_capacity, render_conf, worker_connections_for
+from framecast.local.predictors import SharedPredictor
+from framecast.local.supervisor import Child, Supervisor
 from framecast.logs import redact_url
-from framecast.nginx import client_capacity, render_conf, worker_connections_for
-from framecast.predictors import SharedPredictor
 from framecast.settings import option
-from framecast.supervisor import Child, Supervisor
 
 __all__ = [
     "Child",
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 render_nginx_conf = render_conf
-"""The nginx configuration of a local stack (:func:`framecast.nginx.render_conf`)."""
+"""The nginx configuration of a local stack (:func:`framecast.local.nginx.render_conf`)."""
 
 
 # A gateway's own --max-connections default: the most `framecast up` gives one.

@@ -17,7 +17,7 @@ source that contains a comma must go in the file).
 
 Cameras may share one model: a ``[predictors.<name>]`` table is one inference worker (its keys
 are ``framecast inference`` settings: ``detector``, ``device``, ``max_batch``...; read by
-:mod:`framecast.predictors`), and a camera with ``predictor = "<name>"`` sends its frames there
+:mod:`framecast.local.predictors`), and a camera with ``predictor = "<name>"`` sends its frames there
 instead of loading a model of its own::
 
     [predictors.yolo]
