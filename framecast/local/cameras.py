@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecast import wire
+from framecast.exceptions import FramecastError
 
 __all__ = [
     "ENV",
@@ -106,7 +107,7 @@ Redis is the topology's, metrics ports are allocated per camera, and a shared pr
 is up's own (name the predictor with ``predictor``)."""
 
 
-class CameraError(ValueError):
+class CameraError(FramecastError, ValueError):
     """A camera definition is wrong; the text names where (file, camera, key) and why."""
 
 
