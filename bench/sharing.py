@@ -30,7 +30,8 @@ from bench import machine, models
 from bench.procs import BenchError, Children, start_valkey
 from bench.stats import percentiles
 from framecast import wire
-from framecast.embedded import free_port
+from framecast.local import launch
+from framecast.local.embedded import free_port
 
 __all__ = ["MODES", "SharingOptions", "run"]
 
@@ -114,22 +115,15 @@ def _mode(
         if mode["shared"]:
             path = workdir / f"{tag}.sock"
             metrics_port = free_port()
-            worker = children.python(
-                "producer.inference",
-                [
-                    "--socket",
-                    str(path),
-                    "--detector",
-                    f"onnx:{model}",
-                    "--max-batch",
-                    str(mode["max_batch"]),
-                    "--batch-wait",
-                    str(options.batch_wait),
-                    "--concurrency",
-                    str(mode["concurrency"]),
-                    "--metrics-port",
-                    str(metrics_port),
-                ],
+            worker = children.launch(
+                launch.Inference(
+                    socket=str(path),
+                    metrics_port=metrics_port,
+                    args=(
+                        *("--detector", f"onnx:{model}", "--max-batch", str(mode["max_batch"])),
+                        *("--batch-wait", str(options.batch_wait), "--concurrency", str(mode["concurrency"])),
+                    ),
+                ),
                 stdout=False,
             )
             _wait(lambda: _listening(path) or worker.poll() is not None, 120, "the worker's socket")
@@ -139,24 +133,16 @@ def _mode(
             shared_args = ["--predictor-socket", str(path)]
         for stream in streams:
             own = ["--detector", f"onnx:{model}", "--threads", str(mode.get("threads", 0))]
-            producer = children.python(
-                "producer",
-                [
-                    "--redis-url",
-                    redis_url,
-                    "--stream",
-                    stream,
-                    "--source",
-                    "synthetic",
-                    "--no-demand",
-                    "--max-fps",
-                    f"{options.fps:g}",
-                    "--preview-fps",
-                    "0",
-                    "--history",
-                    "100000",
-                    *(shared_args or own),
-                ],
+            producer = children.launch(
+                launch.Producer(
+                    redis_url=redis_url,
+                    stream=stream,
+                    source="synthetic",
+                    args=(
+                        *("--no-demand", "--max-fps", f"{options.fps:g}", "--preview-fps", "0"),
+                        *("--history", "100000", *(shared_args or own)),
+                    ),
+                ),
                 stdout=False,
             )
             pids.append(producer.pid)

@@ -36,7 +36,7 @@ async def _run(config: GatewayConfig, auth: Authenticator, prog: str) -> int:
     try:
         await gateway.start()
     except OSError as exc:
-        await gateway.store.aclose()
+        await gateway.broker.aclose()
         if exc.errno == errno.EADDRINUSE:
             return fail(
                 prog, f"port {config.port} is in use ({exc.strerror}); stop the other server or pick --port"

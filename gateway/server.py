@@ -3,7 +3,7 @@
 One process runs one :class:`Gateway`: a websockets server whose ``process_request`` hook
 answers plain HTTP (:mod:`gateway.http`) and checks handshakes (:mod:`gateway.handshake`:
 connection limit, JWT, stream name), a :class:`~gateway.subscriber.Subscriber` on the
-:class:`~gateway.store.Store` feeding a :class:`~gateway.fanout.Fanout`, and one
+:class:`~framecast.broker.Broker` feeding a :class:`~gateway.fanout.Fanout`, and one
 :class:`~gateway.session.Session` per connection. The entry point is :mod:`gateway.main`.
 """
 
@@ -25,6 +25,7 @@ from websockets.protocol import State
 from websockets.typing import Origin
 
 from framecast import wire
+from framecast.broker import open_broker
 from gateway._wsio import close_or_abort
 from gateway.auth import OPEN_GRANT, Authenticator, AuthError
 from gateway.config import DEFAULT_STATIC_DIR, GatewayConfig
@@ -37,7 +38,6 @@ from gateway.metrics import CONTENT_TYPE, GatewayMetrics
 from gateway.readiness import UnreadySpell
 from gateway.reads import SubscribeReads
 from gateway.session import Session
-from gateway.store import open_store
 from gateway.subscriber import Subscriber
 
 __all__ = ["GATEWAY_HEADER", "Gateway", "main"]
@@ -72,18 +72,18 @@ class Gateway:
             chunk=config.fanout_chunk,
             slice_time=config.fanout_slice,
         )
-        self.store = open_store(
+        self.broker = open_broker(
             config.redis_url,
             timeout=max(config.ready_timeout, 1.0),
             cluster=config.cluster,
             sharded=config.sharded,
         )
         self.reads = SubscribeReads(
-            self.store, concurrency=config.history_reads, replay_limit=config.replay_limit
+            self.broker, concurrency=config.history_reads, replay_limit=config.replay_limit
         )
         self.heartbeats = Heartbeats(offline_after=config.offline_after)
         self.subscriber = Subscriber(
-            store=self.store,
+            broker=self.broker,
             gateway_id=config.id,
             on_message=self._on_message,
             on_preview=self._on_preview,
@@ -111,7 +111,7 @@ class Gateway:
                 "connections": len(self._open),
                 "uptime": round(time.monotonic() - self._started, 3),
             },
-            store=self.store,
+            broker=self.broker,
             allowed=self._allowed if self.auth.enabled else None,
             origins=config.origins,
         )
@@ -202,7 +202,7 @@ class Gateway:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.fanout.aclose()
         with contextlib.suppress(Exception):
-            await self.store.aclose()
+            await self.broker.aclose()
 
     # ------------------------------------------------------------------
     # Handshake

@@ -16,11 +16,11 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
+from framecast.exceptions import BrokerError
 from gateway._wsio import close_or_abort
 from gateway.auth import Grant
 from gateway.history import Replay
 from gateway.reads import Snapshot
-from gateway.store import STORE_ERRORS
 
 if TYPE_CHECKING:
     from gateway.server import Gateway
@@ -105,7 +105,7 @@ class Session:
             snapshot = await self._read_waiting(op, timeout=config.ready_timeout)
             plan = snapshot.plan
             status = self._current_status(stream, plan, snapshot.status)
-        except STORE_ERRORS as exc:  # TimeoutError is an OSError
+        except (BrokerError, TimeoutError) as exc:
             log.info("stream %s: history unavailable for a subscriber: %s", stream, exc)
             # The resume position is kept (live from `since` on) and the client told `gap`: it
             # subscribes again with `since`, and that replay fills the hole once Redis answers.
@@ -150,14 +150,14 @@ class Session:
         it (bounded) rather than losing its position at once.
 
         Raises:
-            redis.exceptions.RedisError: Redis still could not be read after ``timeout``.
+            BrokerError: Redis still could not be read after ``timeout``.
         """
         deadline = asyncio.get_running_loop().time() + timeout
         async with asyncio.timeout_at(deadline):
             for attempt in range(_READ_ATTEMPTS):
                 try:
                     return await self.gateway.reads.read(op.stream, since=op.since, epoch=op.epoch)
-                except STORE_ERRORS:
+                except BrokerError:
                     if attempt == _READ_ATTEMPTS - 1:
                         raise
                     await asyncio.sleep(min(_READ_RETRY_PAUSE, timeout / 4))

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from framecast.exceptions import FramecastError
+
 __all__ = [
     "AUTO_ORDER",
     "DEVICES",
@@ -76,7 +78,7 @@ ENGINES = ("auto", "onnxruntime", "opencv")
 """``--engine`` values: ``auto`` is onnxruntime when installed, else OpenCV DNN."""
 
 
-class DeviceError(ValueError):
+class DeviceError(FramecastError, ValueError):
     """A ``--device`` (or ``--engine``) that cannot be used here; the text names what is installed."""
 
 

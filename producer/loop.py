@@ -16,13 +16,8 @@ import time
 from concurrent.futures import BrokenExecutor
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from framecast import logs, wire
+from framecast.broker import open_broker
 from producer.capture import Grabber
 from producer.config import Config
 from producer.detectors import Predictor
@@ -89,26 +84,21 @@ class Producer:
             description=description,
             on_state=self._source_state,
         )
-        # One immediate retry, on a fresh connection, for a connection found dead: after a Redis
-        # restart every idle pooled connection is, and each would otherwise count as an outage
-        # the first time it is handed out. Timeouts are not retried (a down Redis would cost
-        # twice the timeout per call); real outages are the publisher's job (with backoff,
-        # keeping only the newest result).
-        redis: Redis | RedisCluster = (RedisCluster if config.cluster else Redis).from_url(
+        # Outages are the publisher's job (with backoff, keeping only the newest result).
+        broker = open_broker(
             config.redis_url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            timeout=REDIS_TIMEOUT,
+            cluster=config.cluster,
+            sharded=config.sharded or config.cluster,
         )
         self.publisher = Publisher(
-            redis,
+            broker,
             stream=config.stream,
             history=config.history,
             status_ttl=max(3.0, 3 * config.heartbeat_interval),
             where=f"Redis at {logs.redact_url(config.redis_url)}",
             on_link=lambda up: self.metrics.redis_connected.set(1 if up else 0),
             on_publish=self.metrics.capture_to_publish.observe,
-            sharded=config.sharded or config.cluster,
         )
         self.workers = for_config(config, predictor=predictor, on_state=self.beat_now.set)
         self.capacity = asyncio.Semaphore(self.workers.slots)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from framecast.exceptions import FramecastError
 from producer.synthetic import Scene
 
 __all__ = [
@@ -36,7 +37,7 @@ SYNTHETIC_FPS = 30.0
 _NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 
 
-class SourceError(RuntimeError):
+class SourceError(FramecastError, RuntimeError):
     """A source that cannot be used; the text says which and why."""
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support import procs
 from tests.support.valkey import RedisServer, spawn_valkey
 

@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from framecast.exceptions import FramecastError
 from framecast.wire import Detection
 
 __all__ = [
@@ -45,7 +46,7 @@ Predictor: TypeAlias = Callable[[np.ndarray], Iterable[Any] | None]
 ENTRY_POINT_GROUP = "framecast.detectors"
 
 
-class DetectorError(ValueError):
+class DetectorError(FramecastError, ValueError):
     """A ``--detector`` value that names no usable predictor; the text says why."""
 
 

@@ -23,6 +23,7 @@ from concurrent.futures import BrokenExecutor
 from typing import Any
 
 from framecast import wire
+from framecast.exceptions import FramecastError
 from framecast.retry import backoff
 from producer import detectors
 from producer.config import Config
@@ -41,7 +42,7 @@ CONNECT_TIMEOUT = 5.0
 """Seconds to connect and get the worker's answer to the hello."""
 
 
-class WorkerLost(BrokenExecutor):
+class WorkerLost(FramecastError, BrokenExecutor):
     """The shared worker went away with this frame; it is not predicted (the next one will be)."""
 
 

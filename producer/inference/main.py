@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from framecast import logs, settings
+from framecast.exceptions import FramecastError
 from producer import detectors
 from producer.devices import DeviceError
 from producer.inference.config import DESCRIPTION, EPILOG, Config
@@ -26,7 +27,7 @@ __all__ = ["batch_predictor", "bind", "main"]
 log = logging.getLogger("producer.inference")
 
 
-class SocketInUse(OSError):
+class SocketInUse(FramecastError, OSError):
     """Another worker answers on the socket path."""
 
 

@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from framecast.exceptions import FramecastError
+
 __all__ = [
     "MAX_MESSAGE",
     "VERSION",
@@ -60,7 +62,7 @@ MAX_MESSAGE = 4 << 20
 _LENGTH = struct.Struct(">I")
 
 
-class ProtocolError(ConnectionError):
+class ProtocolError(FramecastError, ConnectionError):
     """The peer sent something that is not this protocol; the connection is dropped."""
 
 

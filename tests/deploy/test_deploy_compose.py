@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from framecast import nginx
+from framecast.local import nginx
 from gateway.config import GatewayConfig
 from producer.config import Config as ProducerConfig
 from tests.deploy._settings import default, unknown
@@ -118,7 +118,7 @@ def test_the_default_replicas_fit_the_balancer_even_on_one_core() -> None:
 
 
 def test_envsubst_fills_exactly_the_templates_placeholders() -> None:
-    template = (ROOT / "framecast/nginx.conf.template").read_text()
+    template = (ROOT / "framecast/local/nginx.conf.template").read_text()
     placeholders = set(re.findall(r"\$\{([A-Z_]+)\}", template))
     for name in LBS:
         command = " ".join(SERVICES[name]["command"])

@@ -18,7 +18,7 @@ import pytest
 
 from framecast import client, wire
 from framecast.client import AuthError, ClientError
-from framecast.up import running
+from framecast.local.up import running
 from tests.support.feed import Feed
 from tests.support.gateway import GatewayProc, gateway_env, running_gateway, start_gateway
 from tests.support.valkey import RedisServer

@@ -98,7 +98,7 @@ def test_stalled_clients_behind_nginx_are_closed_with_4008_and_bounded_in_nginx(
 ) -> None:
     """Known defect (issue 20): through nginx a stalled client was never seen lagging, nginx held
     megabytes for it, and it ended with 1011 (keepalive) instead of 4008."""
-    from framecast import nginx
+    from framecast.local import nginx
 
     stalled = rows["stalled-clients"]["stalled"]
     assert stalled["closed_after_s"] is not None, stalled

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.gateway import metric
 from tests.support.procs import child_env
 from tests.support.producer import running_producer, scrape

@@ -150,7 +150,7 @@ def test_a_write_redis_refuses_is_logged_and_counted_as_refused_not_as_an_outage
     is fine (heartbeats keep going), the results are refused, and once the key is gone they flow.
     """
     from framecast import wire
-    from framecast.embedded import free_port
+    from framecast.local.embedded import free_port
     from tests.support.gateway import metric
     from tests.support.producer import scrape
 

@@ -24,10 +24,10 @@ import onnx
 import pytest
 
 from framecast import wire
-from framecast.cameras import Camera
-from framecast.embedded import free_port
-from framecast.predictors import SharedPredictor
-from framecast.up import running
+from framecast.local.cameras import Camera
+from framecast.local.embedded import free_port
+from framecast.local.predictors import SharedPredictor
+from framecast.local.up import running
 from tests.support.gateway import metric
 from tests.support.onnx_models import SIZE, brightness_model, shifted_box
 from tests.support.producer import ROOT, Listener, history, kill, running_producer, start_mjpeg

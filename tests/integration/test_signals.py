@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.feed import Feed
 from tests.support.gateway import GatewayProc, raw_websocket, running_gateway, start_gateway
 from tests.support.valkey import RedisServer

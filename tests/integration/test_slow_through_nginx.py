@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from websockets.asyncio.client import connect
 
-from framecast import nginx, wire
+from framecast import wire
+from framecast.local import nginx
 from tests.support.gateway import Collector, FakeProducer, raw_websocket, running_gateway
 from tests.support.nginx import running_nginx
 from tests.support.sockets import children, drain, queued_bytes, rss_bytes

@@ -21,9 +21,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from framecast import wire
-from framecast.cameras import Camera
-from framecast.embedded import free_port
-from framecast.up import running
+from framecast.local.cameras import Camera
+from framecast.local.embedded import free_port
+from framecast.local.up import running
 from tests.support.procs import OutputLines
 from tests.support.producer import kill, start_mjpeg
 from tests.support.wait import wait_until

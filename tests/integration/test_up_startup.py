@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from framecast import cameras
+from framecast.local import cameras
 from tests.support.wait import wait_until
 
 _STUCK_CV2 = """\

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import jwt
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.feed import Feed
 from tests.support.gateway import GatewayProc, running_gateway
 from tests.support.valkey import RedisServer

@@ -30,7 +30,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -43,6 +42,7 @@ import redis
 from websockets.asyncio.client import ClientConnection
 
 from framecast import wire
+from framecast.local import launch
 from tests.support.procs import child_env
 
 __all__ = [
@@ -216,7 +216,7 @@ def start_gateway(
     """Start ``python -m gateway`` on 127.0.0.1 and wait for it.
 
     Args:
-        redis_url: ``--redis-url`` (None: leave it to ``env``/the default).
+        redis_url: Its Redis (``REDIS_URL``; None: leave it to ``env``/the default).
         args: Extra command-line flags.
         env: Extra environment variables (on top of a clean one, see :func:`gateway_env`).
         gateway_id: ``--id`` (default ``gw-<number>``, unique in this test run).
@@ -232,19 +232,15 @@ def start_gateway(
     # other process can take it between a check and the bind. An explicit port is for tests that
     # need to know it first (two gateways sharing one with --reuse-port).
     gateway_id = gateway_id or f"gw-{next(_ids)}"
-    argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port or 0)]
-    argv += ["--id", gateway_id]
-    if redis_url is not None:
-        argv += ["--redis-url", redis_url]
-    argv += list(args)
+    spec = launch.Gateway(id=gateway_id, port=port or 0, redis_url=redis_url, args=tuple(args))
     handle, name = tempfile.mkstemp(prefix=f"framecast-{gateway_id}-", suffix=".log")
     log_file = os.fdopen(handle, "wb")
     process = subprocess.Popen(
-        argv,
+        spec.argv(),
         stdin=subprocess.DEVNULL,
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        env=gateway_env(env),
+        env=gateway_env({**(env or {}), **spec.env()}),
         cwd=ROOT,
         preexec_fn=None if open_files is None else functools.partial(limit_open_files, open_files),
     )

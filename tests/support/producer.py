@@ -35,7 +35,8 @@ from typing import Any
 import redis
 
 from framecast import wire
-from framecast.embedded import wait_for_port
+from framecast.local import launch
+from framecast.local.embedded import wait_for_port
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,15 +94,16 @@ class ProducerProc:
 def start_producer(
     redis_url: str, args: Sequence[str] = (), *, env: Mapping[str, str], log_dir: str | None = None
 ) -> ProducerProc:
-    """Start ``python -m producer --redis-url URL ARGS...`` (stop it in a ``finally``)."""
+    """Start ``python -m producer ARGS...`` publishing to ``redis_url`` (stop it in a ``finally``)."""
+    spec = launch.Producer(redis_url=redis_url, args=tuple(args))
     fd, path = tempfile.mkstemp(prefix="producer-", suffix=".log", dir=log_dir)
     os.close(fd)
     log_file = open(path, "wb")  # noqa: SIM115 - closed by ProducerProc.stop/wait
     process = subprocess.Popen(
-        [sys.executable, "-m", "producer", "--redis-url", redis_url, *args],
+        spec.argv(),
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        env=dict(env),
+        env={**env, **spec.env()},
         cwd=ROOT,
     )
     return ProducerProc(process, Path(path), log_file)
@@ -122,7 +124,7 @@ def running_producer(
 def run_producer(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 60.0) -> tuple[int, str]:
     """Run a producer to completion; returns (exit status, stderr)."""
     done = subprocess.run(
-        [sys.executable, "-m", "producer", *args],
+        launch.Producer(args=tuple(args)).argv(),
         capture_output=True,
         env=dict(env),
         cwd=ROOT,

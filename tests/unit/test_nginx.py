@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from framecast import nginx
-from framecast.embedded import nginx_binary
 from framecast.exceptions import ConfigError
+from framecast.local import nginx
+from framecast.local.embedded import nginx_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = [name for name, _ in nginx.VARIABLES]
@@ -56,7 +56,7 @@ def test_render_matches_envsubst_given_the_same_variable_list() -> None:
 
 def test_cli_prints_the_envsubst_list_and_renders_from_the_environment(tmp_path: Path) -> None:
     listed = subprocess.run(
-        [sys.executable, "-m", "framecast.nginx", "vars"],
+        [sys.executable, "-m", "framecast.local.nginx", "vars"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -65,7 +65,7 @@ def test_cli_prints_the_envsubst_list_and_renders_from_the_environment(tmp_path:
     assert listed.stdout.split() == [f"${{{name}}}" for name in NAMES]
 
     rendered = subprocess.run(
-        [sys.executable, "-m", "framecast.nginx", "render"],
+        [sys.executable, "-m", "framecast.local.nginx", "render"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **VALUES, "NGINX_RUNTIME_DIR": str(tmp_path)},
@@ -87,7 +87,7 @@ def test_cli_prints_the_envsubst_list_and_renders_from_the_environment(tmp_path:
 
 def test_cli_render_without_upstreams_fails_in_one_line() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "framecast.nginx", "render"],
+        [sys.executable, "-m", "framecast.local.nginx", "render"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin"},

@@ -1,4 +1,4 @@
-"""framecast.ports: ports for servers that cannot bind port 0, never handed out twice at once."""
+"""framecast.local.ports: ports for servers that cannot bind port 0, never handed out twice at once."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from framecast.exceptions import EmbeddedError
-from framecast.ports import _ephemeral, free_port, port_range
+from framecast.local.ports import _ephemeral, free_port, port_range
 
 
 def test_the_range_lies_outside_the_kernels_ephemeral_range() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from framecast import cameras, predictors
-from framecast.cameras import CameraError
+from framecast.local import cameras, predictors
+from framecast.local.cameras import CameraError
 
 FILE = """\
 [predictors.yolo]
@@ -46,9 +46,10 @@ def test_a_camera_names_a_shared_predictor_and_the_worker_gets_its_settings(tmp_
     assert "--predictor" not in door.argv() and "--max-fps" in door.argv()  # up adds the socket itself
     (yolo,) = shared
     assert yolo.name == "yolo"
-    argv, socket = yolo.command(tmp_path, index=1, log_level="INFO")
+    spec = yolo.spec(tmp_path, index=1, log_level="INFO")
+    socket = spec.socket
     assert socket == str(tmp_path / "predictor-1.sock")
-    assert argv[1:] == [
+    assert spec.argv()[1:] == [
         "-m", "producer.inference", "--socket", socket, "--name", "yolo", "--log-level", "INFO",
         "--detector", "onnx:yolov8n.onnx", "--device", "auto", "--max-batch", "4", "--batch-wait", "0.005",
     ]  # fmt: skip

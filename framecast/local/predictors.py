@@ -1,8 +1,8 @@
 """The shared predictors of a camera file: ``[predictors.<name>]`` tables, one inference worker each.
 
-A camera with ``predictor = "<name>"`` (:mod:`framecast.cameras`) sends its frames to that worker
+A camera with ``predictor = "<name>"`` (:mod:`framecast.local.cameras`) sends its frames to that worker
 instead of loading the model itself: one model in memory for all of them, their frames batched.
-Pure parsing and checking, like :mod:`framecast.cameras`; ``framecast up`` validates each key's
+Pure parsing and checking, like :mod:`framecast.local.cameras`; ``framecast up`` validates each key's
 value with the worker's own settings class (``framecast inference --help``).
 """
 
@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import sys
 import time
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast import wire
-from framecast.cameras import Camera, CameraError, _key, _text
+from framecast import settings, wire
+from framecast.local.cameras import Camera, CameraError, _key, _text
+from framecast.local.launch import Inference
+from producer.inference.config import MODEL_KEYS
+from producer.inference.config import Config as InferenceConfig
 
 __all__ = ["RESERVED", "SharedPredictor", "check", "load", "resolve", "wait_listening"]
 
@@ -48,15 +50,13 @@ class SharedPredictor:
             args += ["--" + key.replace("_", "-"), value]
         return args
 
-    def command(self, workdir: Path, *, index: int, log_level: str) -> tuple[list[str], str]:
-        """The worker's full command line and its socket's path, in ``workdir``.
+    def spec(self, workdir: Path, *, index: int, log_level: str) -> Inference:
+        """The worker to launch, its socket in ``workdir``; its own settings win over ``log_level``.
 
-        The path is numbered, not named: a Unix socket's path is limited to ~100 bytes.
+        The socket is numbered, not named: a Unix socket's path is limited to ~100 bytes.
         """
         path = str(workdir / f"predictor-{index}.sock")
-        base = [sys.executable, "-m", "producer.inference", "--socket", path, "--name", self.name]
-        # The predictor's own settings come last, so its log_level wins over up's.
-        return [*base, "--log-level", log_level, *self.argv()], path
+        return Inference(socket=path, name=self.name, log_level=log_level, args=tuple(self.argv()))
 
 
 def load(path: str | Path | None) -> tuple[SharedPredictor, ...]:
@@ -152,16 +152,11 @@ def check(
 def resolve(path: str | Path | None, cameras: Sequence[Camera]) -> tuple[SharedPredictor, ...]:
     """The ``[predictors.<name>]`` of the camera file at ``path`` that ``cameras`` use, checked.
 
-    Each key is checked with the inference worker's own settings class (imported here, not at
-    module level: ``framecast`` stays free of the producer's dependencies).
+    Each key is checked with the inference worker's own settings class.
 
     Raises:
         CameraError: As :func:`load` and :func:`check`.
     """
-    from framecast import settings
-    from producer.inference.config import MODEL_KEYS
-    from producer.inference.config import Config as InferenceConfig
-
     return check(
         load(path),
         cameras,

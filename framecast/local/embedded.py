@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from framecast.exceptions import EmbeddedError
-from framecast.ports import free_port, port_in_use
+from framecast.local.ports import free_port, port_in_use
 
 __all__ = [
     "EmbeddedError",

@@ -3,11 +3,11 @@
 ``framecast up`` and the docker compose ``lb`` service fill in the same
 ``nginx.conf.template`` with the same variables, so the local tests exercise
 the production configuration. :data:`VARIABLES` is the one list; :func:`render`
-substitutes exactly those names, as ``envsubst "$(python -m framecast.nginx vars)"``
+substitutes exactly those names, as ``envsubst "$(python -m framecast.local.nginx vars)"``
 does, and leaves nginx's own ``$variables`` alone::
 
-    python -m framecast.nginx vars     # ${LISTEN} ${UPSTREAM_SERVERS} ... (envsubst's list)
-    python -m framecast.nginx render   # the config, from these variables in the environment
+    python -m framecast.local.nginx vars     # ${LISTEN} ${UPSTREAM_SERVERS} ... (envsubst's list)
+    python -m framecast.local.nginx render   # the config, from these variables in the environment
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def render(values: Mapping[str, str], *, template: str | None = None) -> str:
     Args:
         values: A value per variable name; missing names take their default. Other keys
             are ignored, so ``os.environ`` can be passed as it is.
-        template: The template text (default: ``framecast/nginx.conf.template``).
+        template: The template text (default: ``framecast/local/nginx.conf.template``).
 
     Raises:
         ConfigError: A variable without a default has no value.
@@ -192,7 +192,7 @@ def render_conf(
     )
 
 
-_USAGE = "usage: python -m framecast.nginx {vars|render}"
+_USAGE = "usage: python -m framecast.local.nginx {vars|render}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -205,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             sys.stdout.write(render(os.environ))
         except ConfigError as exc:
-            print(f"python -m framecast.nginx: error: {exc}", file=sys.stderr)
+            print(f"python -m framecast.local.nginx: error: {exc}", file=sys.stderr)
             return 2
         return 0
     print(f"{_USAGE}: pass 'vars' or 'render'", file=sys.stderr)

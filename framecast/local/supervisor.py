@@ -1,7 +1,7 @@
 """Child processes kept running: started, echoed, restarted with backoff, stopped.
 
 :class:`Supervisor` knows nothing of what its children are; ``framecast up``
-(:mod:`framecast.up`) decides which to start, in which order, and how to tell
+(:mod:`framecast.local.up`) decides which to start, in which order, and how to tell
 that each is ready.
 """
 
@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from framecast.embedded import wait_for_port
 from framecast.exceptions import EmbeddedError, UpError
-from framecast.procs import die_with_parent
+from framecast.local.embedded import wait_for_port
+from framecast.local.procs import die_with_parent
 from framecast.retry import backoff
 
 __all__ = ["Child", "Supervisor"]

@@ -14,28 +14,20 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from framecast.exceptions import UpError
-
-if TYPE_CHECKING:
-    from framecast.supervisor import Supervisor
 
 __all__ = [
     "ALERTS",
     "ENV",
     "MonitoringError",
-    "PrometheusPlan",
-    "launch",
-    "plan",
     "prometheus_binary",
     "render_config",
 ]
 
 ENV = "FRAMECAST_PROMETHEUS"
-ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
+ALERTS = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 """The alert rules loaded when present (a source checkout; an installed wheel has none)."""
 
 GATEWAY_JOB = "framecast-gateway"
@@ -96,67 +88,3 @@ def render_config(
         "scrape_configs": jobs,
     }
     return json.dumps(config, indent=2) + "\n"
-
-
-@dataclass(frozen=True, kw_only=True)
-class PrometheusPlan:
-    """How to run Prometheus for one stack.
-
-    Attributes:
-        argv: The command line.
-        config: The configuration file's text.
-        config_path: Where ``argv`` expects the configuration.
-        port: The port it listens on, on 127.0.0.1.
-    """
-
-    argv: list[str]
-    config: str
-    config_path: Path
-    port: int
-
-    @property
-    def url(self) -> str:
-        """Prometheus's web UI and HTTP API."""
-        return f"http://127.0.0.1:{self.port}"
-
-
-def plan(
-    *,
-    binary: str,
-    workdir: Path,
-    port: int,
-    gateways: Sequence[str],
-    producers: Sequence[str],
-    scrape_interval: str = "5s",
-) -> PrometheusPlan:
-    """The Prometheus of a local stack: config and data under ``workdir``, on ``127.0.0.1:port``."""
-    directory = workdir / "prometheus"
-    directory.mkdir(exist_ok=True)
-    config_path = directory / "prometheus.yml"
-    config = render_config(
-        gateways=gateways,
-        producers=producers,
-        rule_files=[ALERTS] if ALERTS.is_file() else [],
-        scrape_interval=scrape_interval,
-        evaluation_interval=scrape_interval,
-    )
-    argv = [
-        binary,
-        f"--config.file={config_path}",
-        f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        # Its own logs are noise next to framecast's; warnings and errors still show.
-        "--log.level=warn",
-    ]
-    return PrometheusPlan(argv=argv, config=config, config_path=config_path, port=port)
-
-
-def launch(children: Supervisor, prometheus: PrometheusPlan) -> None:
-    """Write the configuration, start Prometheus as a supervised child and wait for its port.
-
-    It is stopped with the rest of the stack (the supervisor stops every child it added).
-    """
-    prometheus.config_path.write_text(prometheus.config)
-    child = children.add("prometheus", prometheus.argv, port=prometheus.port)
-    children.launch(child)
-    children.wait_listening(child, timeout=30.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 __all__ = ["ROOT", "child_env", "die_with_parent"]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 """The directory holding the ``framecast`` package (the checkout, for an editable install)."""
 
 # Loaded before any fork: a child must not dlopen() between fork and exec (threads may hold its lock).

@@ -17,7 +17,7 @@ source that contains a comma must go in the file).
 
 Cameras may share one model: a ``[predictors.<name>]`` table is one inference worker (its keys
 are ``framecast inference`` settings: ``detector``, ``device``, ``max_batch``...; read by
-:mod:`framecast.predictors`), and a camera with ``predictor = "<name>"`` sends its frames there
+:mod:`framecast.local.predictors`), and a camera with ``predictor = "<name>"`` sends its frames there
 instead of loading a model of its own::
 
     [predictors.yolo]
@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from framecast import wire
+from framecast.exceptions import FramecastError
 
 __all__ = [
     "ENV",
@@ -106,7 +107,7 @@ Redis is the topology's, metrics ports are allocated per camera, and a shared pr
 is up's own (name the predictor with ``predictor``)."""
 
 
-class CameraError(ValueError):
+class CameraError(FramecastError, ValueError):
     """A camera definition is wrong; the text names where (file, camera, key) and why."""
 
 

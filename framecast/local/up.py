@@ -2,7 +2,7 @@
 
 Starts, in order, an embedded valkey-server (unless ``REDIS_URL`` points at a
 Redis), N gateway processes on free loopback ports, the producer (or one producer
-per camera of ``--config``/``--camera``, see :mod:`framecast.cameras`), and nginx
+per camera of ``--config``/``--camera``, see :mod:`framecast.local.cameras`), and nginx
 balancing HTTP and WebSocket traffic across the gateways. Every child's output
 is echoed with a prefix; a child that exits is reported and restarted with
 backoff; Ctrl-C or SIGTERM stops them all and removes the temporary directory.
@@ -30,31 +30,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from framecast import cameras, monitoring, predictors, settings, wire
-from framecast.cameras import Camera, CameraError
-from framecast.embedded import free_port, nginx_binary, port_in_use, valkey_command
+from framecast import settings, wire
 from framecast.exceptions import ConfigError, EmbeddedError, UpError
 from framecast.limits import raise_open_files_limit
+from framecast.local import cameras, launch, monitoring, predictors
+from framecast.local.cameras import Camera, CameraError
+from framecast.local.embedded import free_port, port_in_use
+from framecast.local.nginx import client_capacity, worker_connections_for
+from framecast.local.predictors import SharedPredictor
+from framecast.local.supervisor import Child, Supervisor
 from framecast.logs import redact_url
-from framecast.nginx import client_capacity, render_conf, worker_connections_for
-from framecast.predictors import SharedPredictor
 from framecast.settings import option
-from framecast.supervisor import Child, Supervisor
+from producer.config import Config as ProducerConfig
 
-__all__ = [
-    "Child",
-    "Stack",
-    "UpConfig",
-    "UpError",
-    "main",
-    "render_nginx_conf",
-    "resolve_cameras",
-    "running",
-]
-
-render_nginx_conf = render_conf
-"""The nginx configuration of a local stack (:func:`framecast.nginx.render_conf`)."""
-
+__all__ = ["Stack", "UpConfig", "main", "resolve_cameras", "running"]
 
 # A gateway's own --max-connections default: the most `framecast up` gives one.
 _GATEWAY_CONNECTIONS = 10000
@@ -189,8 +178,8 @@ class Stack:
         self.redis_url = config.redis_url or ""
         self._open_files = 1024
         self._gateway_connections = _GATEWAY_CONNECTIONS
-        self.prometheus: monitoring.PrometheusPlan | None = None
-        """Prometheus's plan (its ``url``) with ``--monitoring``, once started."""
+        self.prometheus: launch.Prometheus | None = None
+        """Prometheus (its ``url``) with ``--monitoring``, once started."""
 
     # Public API ------------------------------------------------------------
 
@@ -304,83 +293,65 @@ class Stack:
         finally:
             client.close()
 
+    def _start(self, name: str, spec: launch.Spec, *, wait: bool = False, timeout: float = 15.0) -> Child:
+        """Start one child from its spec; with ``wait``, return once its port answers."""
+        spec.prepare()
+        child = self._children.add(name, spec.argv(), port=spec.port, env=spec.env())
+        self._children.launch(child)
+        if wait:
+            self._children.wait_listening(child, timeout=timeout)
+        return child
+
     def _start_all(self, prometheus_binary: str | None = None) -> None:
-        python = sys.executable
-        level = self.config.log_level
-        children = self._children
         valkey_port = None if self.redis_url else free_port()
         if valkey_port is not None:
             self.redis_url = f"redis://127.0.0.1:{valkey_port}/0"
         # REDIS_URL travels in the environment, not argv, where `ps` would show its password.
-        children.env = {**self._env, "REDIS_URL": self.redis_url}
+        self._children.env = {**self._env, "REDIS_URL": self.redis_url}
         if valkey_port is not None:
-            port = valkey_port
-            redis_dir = self.workdir / "valkey"
-            redis_dir.mkdir()
-            valkey = children.add("valkey", valkey_command(port, workdir=redis_dir), port=port)
-            children.launch(valkey)
-            children.wait_listening(valkey)
+            valkey = launch.Valkey(port=valkey_port, workdir=self.workdir / "valkey")
+            self._start("valkey", valkey, wait=True)
         for index in range(1, self.config.gateways + 1):
-            port = free_port()
-            gateway = children.add(
-                f"gw{index}",
-                [
-                    python,
-                    "-m",
-                    "gateway",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                    "--id",
-                    f"gw{index}",
-                    "--max-connections",
-                    str(self._gateway_connections),
-                    "--log-level",
-                    level,
-                ],
-                port=port,
+            name = f"gw{index}"
+            spec = launch.Gateway(
+                id=name,
+                port=free_port(),
+                max_connections=self._gateway_connections,
+                log_level=self.config.log_level,
             )
-            children.launch(gateway)
+            self._start(name, spec)
         for gateway in self.gateways:
             self._wait_healthy(gateway)
         # Metrics ports first: Prometheus's configuration names every producer's (and every
         # inference worker's, scraped with the producers).
         worker_ports: list[int] = []
         sockets = self._start_predictors(worker_ports if prometheus_binary else None)
-        commands = [
-            (name, argv, env, free_port() if prometheus_binary else 0)
-            for name, argv, env in (_producer_commands(self.config, sockets) if self.config.producer else [])
+        producers = [
+            (name, dataclasses.replace(spec, metrics_port=free_port()) if prometheus_binary else spec)
+            for name, spec in (_producer_specs(self.config, sockets) if self.config.producer else [])
         ]
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(
-            render_conf(
-                listen=f"{self.config.host}:{self.port}",
-                upstreams=[f"127.0.0.1:{g.port}" for g in self.gateways],
-                runtime_dir=str(self.workdir),
-                open_files=self._open_files,
-            )
-        )
-        nginx = children.add(
-            "nginx",
-            [str(nginx_binary()), "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"],
+        nginx = launch.Nginx(
             port=self.port,
+            host=self.config.host,
+            upstreams=tuple(f"127.0.0.1:{g.port}" for g in self.gateways),
+            workdir=self.workdir,
+            open_files=self._open_files,
         )
-        children.launch(nginx)
-        children.wait_listening(nginx)
+        self._start("nginx", nginx, wait=True)
         if prometheus_binary:
-            self.prometheus = monitoring.plan(
+            metrics = [*worker_ports, *(spec.metrics_port for _, spec in producers if spec.metrics_port)]
+            self.prometheus = launch.Prometheus(
                 binary=prometheus_binary,
                 workdir=self.workdir,
                 port=self.config.monitoring_port or free_port(),
-                gateways=[f"127.0.0.1:{g.port}" for g in self.gateways],
-                producers=[f"127.0.0.1:{port}" for port in [*worker_ports, *(p for *_, p in commands if p)]],
+                gateways=tuple(f"127.0.0.1:{g.port}" for g in self.gateways),
+                producers=tuple(f"127.0.0.1:{port}" for port in metrics),
                 scrape_interval=f"{self.config.monitoring_interval:g}s",
             )
-            monitoring.launch(children, self.prometheus)
-        self._start_producers(commands)
+            self._start("prometheus", self.prometheus, wait=True, timeout=30.0)
+        self._start_producers(producers)
 
-    def _start_producers(self, commands: list[tuple[str, list[str], dict[str, str], int]]) -> None:
+    def _start_producers(self, producers: list[tuple[str, launch.Producer]]) -> None:
         """Start the producers a few at a time, each counted as started at its first heartbeat.
 
         A producer's start (importing OpenCV and numpy, loading its predictor, opening its
@@ -396,14 +367,12 @@ class Stack:
         streams = dict(_producer_names(self.config))
         client = redis.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
         starting: dict[str, float] = {}  # child name -> deadline of its first heartbeat
-        queue = list(commands)
+        queue = list(producers)
         try:
             for _ in range(100_000):
                 while queue and len(starting) < window:
-                    name, argv, env, port = queue.pop(0)
-                    if port:
-                        argv = [*argv, "--metrics-port", str(port)]
-                    self._children.launch(self._children.add(name, argv, env=env))
+                    name, spec = queue.pop(0)
+                    self._start(name, spec)
                     starting[name] = time.monotonic() + _PRODUCER_START
                 if not starting:
                     return
@@ -444,13 +413,12 @@ class Stack:
         """
         sockets: dict[str, str] = {}
         for index, predictor in enumerate(self.config.predictors, 1):
-            argv, sockets[predictor.name] = predictor.command(
-                self.workdir, index=index, log_level=self.config.log_level
-            )
+            spec = predictor.spec(self.workdir, index=index, log_level=self.config.log_level)
             if metrics_ports is not None:
                 metrics_ports.append(free_port())
-                argv += ["--metrics-port", str(metrics_ports[-1])]
-            self._children.launch(self._children.add(f"predictor-{predictor.name}", argv))
+                spec = dataclasses.replace(spec, metrics_port=metrics_ports[-1])
+            sockets[predictor.name] = spec.socket
+            self._start(f"predictor-{predictor.name}", spec)
         for predictor in self.config.predictors:
             child = self.children[f"predictor-{predictor.name}"]
             assert child.process is not None
@@ -485,24 +453,31 @@ def _producer_names(config: UpConfig) -> list[tuple[str, str]]:
     return [("producer", config.stream)]
 
 
-def _producer_commands(
+def _producer_specs(
     config: UpConfig, sockets: Mapping[str, str] | None = None
-) -> list[tuple[str, list[str], dict[str, str]]]:
-    """``(child name, argv, env)`` of every producer.
+) -> list[tuple[str, launch.Producer]]:
+    """``(child name, spec)`` of every producer.
 
-    Redis and the source reach them in the environment: both URLs may hold a password. A camera
-    with a shared predictor gets the socket of its worker (``sockets``, by predictor name).
+    A camera's own settings come last, so a per-camera log_level wins over up's. A camera with a
+    shared predictor gets the socket of its worker (``sockets``, by predictor name).
     """
-    base = [sys.executable, "-m", "producer", "--log-level", config.log_level]
     if config.cameras:
-        # The camera's own settings come last, so a per-camera log_level wins over up's.
-        commands = []
-        for camera in config.cameras:
-            shared = ["--predictor-socket", (sockets or {})[camera.predictor]] if camera.predictor else []
-            commands.append((f"producer-{camera.name}", [*base, *shared, *camera.argv()], camera.env()))
-        return commands
-    single = ["--stream", config.stream, "--detector", config.detector]
-    return [("producer", [*base, *single], {cameras.SOURCE_ENV: config.source})]
+        return [
+            (
+                f"producer-{camera.name}",
+                launch.Producer(
+                    log_level=config.log_level,
+                    predictor_socket=(sockets or {})[camera.predictor] if camera.predictor else None,
+                    args=tuple(camera.argv()),
+                    extra_env=camera.env(),
+                ),
+            )
+            for camera in config.cameras
+        ]
+    single = launch.Producer(
+        log_level=config.log_level, stream=config.stream, detector=config.detector, source=config.source
+    )
+    return [("producer", single)]
 
 
 def _producer_finished(child: Child, status: int) -> str | None:
@@ -525,8 +500,6 @@ def resolve_cameras(
     Raises:
         CameraError: One line naming the file, camera or flag and the key at fault.
     """
-    from producer.config import Config as ProducerConfig  # not at module level: keeps framecast slim
-
     specs = args.camera if args.camera is not None else cameras.split_specs(environ.get(cameras.ENV, ""))
     found = cameras.resolve(
         config.config, specs, check=lambda key, value: settings.check_value(ProducerConfig, key, value)
