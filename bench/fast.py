@@ -34,8 +34,8 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection
 from websockets.frames import Frame, Opcode
 
-from bench.strategies import raw_socket
 from framecast import wire
+from gateway._wsio import raw_send
 
 __all__ = ["FastFanout"]
 
@@ -53,8 +53,7 @@ class _Client:
     def __init__(self, ws: ServerConnection, *, raw: bool) -> None:
         self.ws = ws
         transport = ws.transport
-        sock = raw_socket(ws) if raw else None
-        self.send: Callable[[bytes], int] | None = sock.send if sock is not None else None
+        self.send: Callable[[bytes], int] | None = raw_send(transport) if raw else None
         self.write: Callable[[bytes], None] = transport.write
         self.buffered: Callable[[], int] = transport.get_write_buffer_size
         self.lagging_since: float | None = None

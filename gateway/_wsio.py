@@ -22,6 +22,11 @@ check (``scripts/test-websockets.sh VERSION`` runs the fan-out tests against one
   probe is a ping frame written by the fan-out right behind the data, without
   ``ping()``'s wait for the buffer to drain, and registered here so that
   websockets' own pong handling resolves it (:meth:`WsSink.expect_pong`);
+* the handshake parser of :class:`~websockets.server.ServerProtocol`: ``protocol.parser``
+  (the generator bytes are fed to), ``protocol.reader``, ``protocol.events``,
+  ``protocol.handshake_exc``, ``protocol.discard()`` and ``Protocol.parse``:
+  :class:`AnsweringConnection` swaps in a first parsing step that answers every malformed
+  request (:mod:`gateway.connection` says with what) where websockets closes without one;
 * ``transport._sock`` (asyncio's selector transport: the real socket; the public
   ``get_extra_info("socket")`` is a wrapper with no ``send()``): while the
   transport holds no bytes, a shared frame goes out with one non-blocking
@@ -40,18 +45,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.exceptions import InvalidMessage
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
+from websockets.http11 import Request
+from websockets.protocol import CONNECTING, Protocol, State
+from websockets.server import ServerProtocol
 
 from framecast import wire
+from gateway.connection import answer_for, repeated
 from gateway.policy import OVER, SKIP, WRITTEN
 
-__all__ = ["Connection", "WsSink", "close_or_abort", "frame", "ping_frame", "raw_send"]
+__all__ = [
+    "AnsweringConnection",
+    "Connection",
+    "WsSink",
+    "abort",
+    "buffered",
+    "close_or_abort",
+    "frame",
+    "ping_frame",
+    "raw_send",
+    "set_send_buffer",
+    "writers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +263,83 @@ async def close_or_abort(connection: Connection, code: int, reason: str, timeout
             await connection.close(code, reason)
     except (ConnectionError, OSError) as exc:
         log.debug("closing %s failed: %s", connection.remote_address, exc)
-        connection.transport.abort()
+        abort(connection)
     except TimeoutError:
-        connection.transport.abort()
+        abort(connection)
+
+
+def abort(connection: Connection) -> None:
+    """Cut the TCP connection now, without a closing handshake."""
+    connection.transport.abort()
+
+
+def buffered(connection: Connection) -> int:
+    """Bytes written to the connection and not yet sent."""
+    return int(connection.transport.get_write_buffer_size())
+
+
+Writers = tuple[Callable[[bytes], int] | None, Callable[[bytes], None], Callable[[], int]]
+
+
+def writers(connection: Connection) -> Writers:
+    """The raw ``send`` (see :func:`raw_send`), ``transport.write`` and buffer level of a connection.
+
+    For the benchmark's cost floors, which write with nothing else around.
+    """
+    transport = connection.transport
+    return raw_send(transport), transport.write, transport.get_write_buffer_size
+
+
+def set_send_buffer(connection: Connection, size: int) -> None:
+    """Set the kernel send buffer (SO_SNDBUF) of the connection's socket, where it has one."""
+    sock = connection.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+class AnsweringConnection(ServerConnection):
+    """A :class:`~websockets.asyncio.server.ServerConnection` whose protocol answers bad requests.
+
+    Pass it as ``serve(..., create_connection=AnsweringConnection)``.
+    """
+
+    def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
+        super().__init__(protocol, server, **kwargs)
+        # No byte has been received yet: the protocol's parser can be swapped safely.
+        protocol.parser = _parse(protocol)
+        next(protocol.parser)
+
+
+def _parse(protocol: ServerProtocol) -> Generator[None]:
+    """``ServerProtocol.parse`` with an answer where the original closes without one."""
+    assert protocol.state is CONNECTING
+    try:
+        request = yield from Request.parse(protocol.reader.read_line)
+    except EOFError as exc:
+        # The client went away mid-request: nobody to answer.
+        protocol.handshake_exc = InvalidMessage("did not receive a valid HTTP request")
+        protocol.handshake_exc.__cause__ = exc
+        protocol.send_eof()
+        protocol.parser = protocol.discard()
+        next(protocol.parser)
+        yield
+        return
+    except Exception as exc:
+        protocol.handshake_exc = InvalidMessage("did not receive a valid HTTP request")
+        protocol.handshake_exc.__cause__ = exc
+        status, text = answer_for(exc)
+        # send_response half-closes and swaps in the parser that reads the rest away.
+        protocol.send_response(protocol.reject(status, text + "\n"))
+        yield
+        return
+    twice = repeated(request)
+    if twice is not None:
+        protocol.handshake_exc = InvalidMessage(f"more than one {twice} header")
+        protocol.send_response(
+            protocol.reject(http.HTTPStatus.BAD_REQUEST, f"bad request: {twice} sent twice\n")
+        )
+        yield
+        return
+    protocol.events.append(request)
+    yield from Protocol.parse(protocol)
