@@ -16,10 +16,6 @@ awaitable when the caller has to wait for it.
 * ``floor-socket``: the same frame written with the raw non-blocking
   ``socket.send()`` of each connection, the transport taking only what the
   kernel did not (a partial write, ``EAGAIN``, or bytes already queued there).
-* ``framecast-flat`` and ``framecast-fast``: an experiment (:mod:`bench.fast`):
-  framecast's policy on a flat list of ready clients, written through the
-  transport (flat) or with the raw ``socket.send()`` when its buffer is empty
-  (fast), to measure which fast-path idea pays before it is ported.
 """
 
 from __future__ import annotations
@@ -44,8 +40,6 @@ NAMES = (
     "tasks",
     "floor-transport",
     "floor-socket",
-    "framecast-flat",
-    "framecast-fast",
 )
 """Every strategy, framecast's first."""
 
@@ -235,8 +229,4 @@ def make(name: str, *, framecast_options: dict[str, Any] | None = None) -> Strat
         return _Floor(raw=False)
     if name == "floor-socket":
         return _Floor(raw=True)
-    if name in ("framecast-flat", "framecast-fast"):
-        from bench.fast import FastFanout
-
-        return FastFanout(raw=name == "framecast-fast", **(framecast_options or {}))
     raise ValueError(f"unknown strategy {name!r} (expected one of {', '.join(NAMES)})")

@@ -44,11 +44,12 @@ once (:func:`frame`) and the same bytes are written to each.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import http
 import logging
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sized
 from typing import Any
 
 from websockets.asyncio.connection import Connection
@@ -80,6 +81,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _OPEN = State.OPEN
+
+# Stands for a transport buffer that always holds bytes: every write goes through the transport.
+_THROUGH_TRANSPORT: Sized = (b"",)
+
+
+def _no_send(frame: bytes) -> int:
+    raise AssertionError("no raw path: every write goes through the transport")  # pragma: no cover
 
 
 def raw_send(transport: asyncio.BaseTransport) -> Callable[[bytes], int] | None:
@@ -120,7 +128,18 @@ class WsSink:
             :meth:`expect_pong` is answered.
     """
 
-    __slots__ = ("_answered", "buffered", "connection", "protocol", "send", "shared", "transport", "write")
+    __slots__ = (
+        "_answered",
+        "buffered",
+        "connection",
+        "protocol",
+        "queue",
+        "raw",
+        "send",
+        "shared",
+        "transport",
+        "write",
+    )
 
     def __init__(
         self,
@@ -139,7 +158,15 @@ class WsSink:
         self.shared = not connection.protocol.extensions
         self.buffered = transport.get_write_buffer_size
         self.write = transport.write
-        self.send = raw_send(transport) if raw and self.shared else None
+        send = raw_send(transport) if raw and self.shared else None
+        # The selector transport's own buffer (a bytearray, or a deque from Python 3.12), made
+        # once for the transport's life: its truth says whether bytes wait, without the
+        # get_write_buffer_size() call (a Python method) per write. With no raw path, a
+        # non-empty stand-in sends every write through the transport.
+        queue = getattr(transport, "_buffer", None)
+        self.raw = send is not None and isinstance(queue, bytearray | collections.deque)
+        self.queue: Sized = queue if self.raw and queue is not None else _THROUGH_TRANSPORT
+        self.send: Callable[[bytes], int] = send if send is not None and self.raw else _no_send
         with contextlib.suppress(AttributeError, RuntimeError):
             transport.set_write_buffer_limits(high=high, low=low)
 
@@ -154,15 +181,14 @@ class WsSink:
         # protocol._state: the `state` property's own slot, read without the property call.
         if self.protocol._state is not _OPEN or self.connection.send_in_progress is not None:
             return SKIP
-        queued = self.buffered()
-        send = self.send
-        if queued or send is None:
-            if queued > limit:
+        if self.queue:
+            # Bytes wait in the transport (or there is no raw path): behind them, through it.
+            if self.buffered() > limit:
                 return OVER
-            self.write(frame)  # behind what is queued: order kept
+            self.write(frame)
             return WRITTEN
         try:
-            sent = send(frame)
+            sent = self.send(frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -175,12 +201,11 @@ class WsSink:
 
     def write_frame(self, frame: bytes) -> None:
         """Write shared frame bytes, unchecked (flushes, joins): the same order rule as :meth:`offer`."""
-        send = self.send
-        if send is None or self.buffered():
+        if self.queue:
             self.write(frame)
             return
         try:
-            sent = send(frame)
+            sent = self.send(frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:

@@ -20,7 +20,7 @@ all write through :meth:`Writer.write`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection
 
 from gateway.policy.lag import Lag
 from gateway.policy.limits import Limits
@@ -67,7 +67,7 @@ class Writer:
         self._observer = observer
         self._clock = clock
 
-    def write(self, clients: Iterable[Client], job: Job) -> None:
+    def write(self, clients: Collection[Client], job: Job) -> None:
         """Write ``job``'s message to ``clients`` (see the module docstring); adds to its counts."""
         frame = job.frame
         if frame is None:
@@ -75,16 +75,19 @@ class Writer:
             # a per-client "framed yet?" test in the loop.
             frame = job.frame = self._framer(job.data, job.binary)
         limit = self._limit
-        ready = 0
+        # The hot loop counts what it did not write (rare), not what it wrote.
+        missed = 0
         for client in clients:
             if client.direct:
                 outcome = client.offer(frame, limit)
-                if not outcome:
-                    ready += 1
-                elif outcome == OVER:
-                    self._over(client, job)
+                if outcome:
+                    missed += 1
+                    if outcome == OVER:
+                        self._over(client, job)
             else:
+                missed += 1
                 self._other(client, job, frame)
+        ready = len(clients) - missed
         if ready:
             job.sent += ready
             job.framed_bytes += ready * len(frame)

@@ -180,7 +180,7 @@ async def test_partial_writes_keep_every_byte_in_order_on_both_write_paths(raw: 
         await server.next()
         sink = fanout.policy.sink(paused_server_side)
         assert isinstance(sink, WsSink)
-        assert (sink.send is not None) is raw, "the raw path is taken exactly when asked for"
+        assert sink.raw is raw, "the raw path is taken exactly when asked for"
         paused_ws.transport.pause_reading()
         sent = [result(seq, pad=3000) for seq in range(1, 201)]
         # Until the small socket buffers fill, frames go out raw; then the transport holds a remainder.
@@ -215,8 +215,8 @@ async def test_compressed_and_plain_clients_choose_their_write_path() -> None:
         plain = await client(server.port)
         plain_sink = fanout.policy.sink(await server.next())
         assert isinstance(deflated_sink, WsSink) and isinstance(plain_sink, WsSink)
-        assert not deflated_sink.shared and deflated_sink.send is None
-        assert plain_sink.shared and plain_sink.send is not None
+        assert not deflated_sink.shared and not deflated_sink.raw
+        assert plain_sink.shared and plain_sink.raw
         await deflated.close()
         await plain.close()
 
