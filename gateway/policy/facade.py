@@ -1,52 +1,23 @@
-"""The fan-out policy, sans I/O: who gets which message, when, and what to do with a slow client.
+"""The fan-out policy's façade, sans I/O: who gets which message, when, and what to do with a slow client.
 
-Like websockets' own protocol core, :class:`Policy` does no I/O of its own: no
-asyncio, no sockets, no websockets. Events go in as method calls (a message
-arrived, a client joined, went live or left, a slice's turn came, a clock
-tick, a probe round, a probe's answer); the effects come out two ways:
+Like websockets' own protocol core, :class:`Policy` does no I/O of its own: no asyncio, no
+sockets, no websockets. Events go in as method calls (a message arrived, a client joined, went
+live or left, a slice's turn came, a tick, a probe round, a probe's answer); effects come out
+two ways: **writes** straight to each client's :class:`~gateway.policy.state.Sink`,
+synchronously (a write to a buffer with room cannot block, and the hot path must not allocate
+an action per client per message), and **actions** that need waiting, collected with
+:meth:`Policy.actions`: :class:`Step` (the next slice of a stream on the next loop turn),
+:class:`Wait` (await this client's drain) and :class:`Close` (close this client with 4008).
+What it did besides goes to one :class:`~gateway.policy.observer.Observer`. The driver
+(:class:`gateway.fanout.Fanout`) turns sinks into websockets connections and actions into loop
+callbacks and one ``asyncio.wait``; tests drive the policy with fake sinks and fake clocks.
 
-* **Writes** go straight to each client's :class:`~gateway.policy.state.Sink`,
-  synchronously, because a write to a buffer with room cannot block and the hot
-  path must not allocate an action per client per message. A sink reports its
-  buffer level and state.
-* **Actions** that need waiting are queued and collected with
-  :meth:`Policy.actions`: :class:`Step` (write the next slice of a stream on the
-  next loop turn), :class:`Wait` (this client must drain: await it) and
-  :class:`Close` (close this client with 4008, it lagged too long).
-
-What it did besides (counts, timings, drops) goes to one
-:class:`~gateway.policy.observer.Observer`. The driver
-(:class:`gateway.fanout.Fanout`) turns sinks into websockets connections and
-actions into loop callbacks and one ``asyncio.wait``; tests drive the policy with
-fake sinks and fake clocks.
-
-The rules live in its sub-machines, each a module of this package, which this
-façade wires together and feeds:
-
-* :mod:`~gateway.policy.membership`: the clients and each stream's audiences;
-* :mod:`~gateway.policy.joins`: a joining client's live messages, buffered (at
-  most ``join_limit`` messages and ``join_bytes`` bytes, oldest dropped first and a
-  gap announced) until :meth:`Policy.go_live`;
-* :mod:`~gateway.policy.slicing`: a stream with more than ``chunk`` clients is
-  written in slices; one message per stream is in flight at a time so per-client
-  order holds; more than ``max_waiting`` waiting behind it shed their oldest
-  result or preview (``overload``);
-* :mod:`~gateway.policy.writer`: the one write rule, for a whole audience (the hot
-  loop) and for one client (a flush, a join);
-* :mod:`~gateway.policy.lag`: a client with more than ``client_buffer`` bytes unsent
-  is lagging: it keeps only the newest message per stream and kind
-  (``conflated``), until a tick finds its buffer at ``low_water``: then its pending
-  messages are written, in arrival order. A client lagging longer than ``max_lag``
-  gets a :class:`Close`;
-* :mod:`~gateway.policy.probes`: lag measured end to end (``lag_threshold``): waves
-  of lag probes, a ping right behind a client's next write, answered only once the
-  client read everything before it, through any proxy; unanswered past
-  ``lag_threshold``, the client lags; past ``max_lag``, it gets a :class:`Close`.
-
-Staleness is everywhere: a message older than ``max_age`` by its capture time is
-dropped (``stale``) when it arrives, when its turn comes after waiting behind a
-sliced one, and when a lagging client's pending copy is flushed or expires; the
-live clients of a stream are told once per run of results that arrive stale.
+The rules live in the sub-machines this façade wires and feeds (see :mod:`gateway.policy`):
+membership, join buffers, slicing and overload, the one write rule, lag and conflation, lag
+probes. It keeps the flows that cross them: a message's arrival (staleness on arrival, and the
+one ``gap`` notice per run of results that arrive stale), go-live (a join buffer released
+through the write rule), a flush (a caught-up client's pending messages, through the write
+rule) and a close.
 """
 
 from __future__ import annotations
