@@ -39,8 +39,6 @@ STRATEGIES = (
     "tasks",
     "floor-transport",
     "floor-socket",
-    "framecast-flat",
-    "framecast-fast",
 )
 PREDICTORS = ("motion", "faces", "people", "qr")
 
@@ -54,8 +52,7 @@ Measure framecast, with numbers anyone can rerun:
             and the same with 10% of the clients stalled. Two cost floors frame each
             message once by hand and write it to every connection with nothing else:
             floor-transport (asyncio transport.write) and floor-socket (the raw
-            socket.send, the transport taking what the kernel did not);
-            framecast-flat/-fast are bench-only experiments toward that floor.
+            socket.send, the transport taking what the kernel did not).
   topology  Redis -> 1, 2, 4 real gateways -> nginx -> clients (framecast up).
   producer  each built-in predictor on 640x480 frames: fps, frame age at
             inference, event-loop lag while predicting.

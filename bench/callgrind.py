@@ -1,19 +1,22 @@
-"""Instructions per delivery of framecast's fan-out, with and without lag probes (callgrind).
+"""Instructions per delivery of the fan-out strategies on a fixed workload (callgrind).
 
-``python -m bench.callgrind [--clients 200] [--messages 256,1024] [--every N]``
+``python -m bench.callgrind [--clients 200] [--messages 256,1024] [--strategies ...] [--every N]``
 
 CPU time on a shared machine moves by ±20% between runs; instruction counts do not. For each
-variant (lag probes on, off) and each message count, a gateway process runs under
-``valgrind --tool=callgrind``: it accepts ``--clients`` connections from ``bench.client``
-processes (real sockets; they answer pings, as browsers do), fans ``--messages`` results out to
-all of them, and waits until every lag probe was answered. Its start-up cancels out between the
-two message counts: instructions per delivery = (I(high) - I(low)) / (clients x (high - low)).
+strategy and each message count, a bench gateway runs under ``valgrind --tool=callgrind``: it
+accepts ``--clients`` connections from ``bench.client`` processes (real sockets; they answer
+pings, as browsers do), fans ``--messages`` results of ~300 bytes out to all of them and, for
+framecast, waits until every lag probe was answered. Its start-up cancels out between the two
+message counts: instructions per delivery = (I(high) - I(low)) / (clients x (high - low)).
 
-Probe rounds are driven by the message count (one per ``--round`` messages, after every client
-answered the last probe), not by the clock, which runs ~50x slower under valgrind, and slices
-end on their count: the work is the same on every run. The gateway's own rule decides who is
-probed (its defaults: once a client's stream carried 256 messages or 64 KiB since its last probe,
-so here, with ~300-byte results, one probe per client per ~220 deliveries); ``--every N`` sets
+The strategies are ``bench.strategies``' (the ones ``framecast bench`` compares): framecast's
+fan-out with its lag probes off (``framecast-noprobe``) and on (``framecast``), the two cost
+floors (``floor-socket``, ``floor-transport``) and ``broadcast``. For framecast, probe rounds are
+driven by the message count (one per ``--round`` messages, after every client answered the last
+probe), not by the clock, which runs ~50x slower under valgrind, and slices end on their count:
+the work is the same on every run. The gateway's own rule decides who is probed (its defaults:
+once a client's stream carried 256 messages or 64 KiB since its last probe, so here, with
+~300-byte results, one probe per client per ~220 deliveries); ``--every N`` sets
 ``probe_messages`` to N instead, to see the cost at other rates.
 callgrind counts user space only: the kernel's share of a ``send()`` or of reading a
 pong is not in these figures (``framecast bench``'s CPU per delivery has it).
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import re
 import shutil
@@ -32,71 +36,103 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["STRATEGIES", "main"]
+
+STRATEGIES = ("framecast-noprobe", "framecast", "floor-socket", "floor-transport", "broadcast")
+"""What may be counted, in the order of the printed table."""
+
+_FRAMECAST = ("framecast", "framecast-noprobe")
 
 
-async def _serve(
-    clients: int, messages: int, probe: bool, round_every: int, every: int = 0
-) -> dict[str, Any]:
-    from websockets.asyncio.server import ServerConnection, serve
-
-    from bench.payload import Payload
+def _framecast(probe: bool, every: int) -> Any:
+    """The gateway's fan-out, made deterministic: probe rounds by count, slices by count."""
     from gateway.fanout import Fanout
+    from gateway.policy import Counters, Limits
 
     # The timer never fires within a run: rounds come every `round_every` messages instead.
     # Slices end on their count alone (not on a clock valgrind slows down): the same on every run.
-    fanout = Fanout(
+    limits = dataclasses.replace(
+        Limits(),
         lag_threshold=1e6 if probe else 0.0,
         probe_interval=1e9,
         max_lag=1e7,
-        max_age=0,
-        slice_time=0,
+        max_age=0.0,
+        slice_time=0.0,
         **({"probe_messages": every} if every else {}),
     )
+    return Fanout(limits, observer=Counters())
+
+
+async def _serve(strategy: str, clients: int, messages: int, round_every: int, every: int) -> dict[str, Any]:
+    from websockets.asyncio.server import ServerConnection, serve
+
+    from bench import strategies
+    from bench.payload import Payload
+
+    fanout = _framecast(strategy == "framecast", every) if strategy in _FRAMECAST else None
+    other = strategies.make(strategy) if fanout is None else None
     connected: list[ServerConnection] = []
 
     async def handler(ws: ServerConnection) -> None:
         connected.append(ws)
-        fanout.add("bench", ws)
+        if fanout is not None:
+            fanout.add("bench", ws)
+        else:
+            other.add(ws)
         try:
             await ws.wait_closed()
         finally:
-            fanout.discard(ws)
+            if fanout is not None:
+                fanout.discard(ws)
+            else:
+                other.remove(ws)
 
     async with serve(handler, "127.0.0.1", 0, compression=None, ping_interval=None) as server:
         port = server.sockets[0].getsockname()[1]
         print(json.dumps({"port": port}), flush=True)
         for _ in range(100_000):
-            if fanout.clients() >= clients:
+            if len(connected) >= clients:
                 break
             await asyncio.sleep(0.05)
         payload = Payload()
-        policy = fanout.policy
         for seq in range(1, messages + 1):
-            fanout.deliver("bench", payload.make(seq, 0.0))
+            data = payload.make(seq, 0.0)
+            if fanout is None:
+                other.deliver(data)
+                await asyncio.sleep(0)
+                continue
+            fanout.deliver("bench", data)
             await asyncio.sleep(0)
             for _ in range(100_000):  # all of its slices written before the next message
                 if not fanout.in_flight():
                     break
                 await asyncio.sleep(0)
-            if probe and seq % round_every == 0:
+            if strategy == "framecast" and seq % round_every == 0:
                 # Every client answered its last probe before the round: each round probes every
                 # client, so the probe count is the same on every run (clients x rounds).
-                await _answered(policy)
-                policy.probe()
-        await _answered(policy)
+                await _answered(fanout.observer)
+                fanout.policy.probe()
+        if fanout is not None:
+            await _answered(fanout.observer)
         for _ in range(100_000):  # every byte sent
-            if not any(ws.transport.get_write_buffer_size() for ws in connected):
+            if not any(_wsio_buffered(ws) for ws in connected):
                 break
             await asyncio.sleep(0.01)
-        stats = fanout.stats
-        return {"deliveries": stats.deliveries, "probes": stats.probes, "lagging": stats.probe_lags}
+        if fanout is None:
+            return {"deliveries": clients * messages, "probes": 0, "lagging": 0}
+        counts = fanout.observer
+        return {"deliveries": counts.deliveries, "probes": counts.probes, "lagging": counts.probe_lags}
 
 
-async def _answered(policy: Any) -> None:
-    stats = policy.stats
+def _wsio_buffered(ws: Any) -> int:
+    from gateway import _wsio
+
+    return _wsio.buffered(ws)
+
+
+async def _answered(counts: Any) -> None:
     for _ in range(100_000):
-        if stats.pongs >= stats.probes:
+        if counts.pongs >= counts.probes:
             return
         await asyncio.sleep(0.05)
 
@@ -110,12 +146,12 @@ def _instructions(path: Path) -> int:
 
 
 def _run(
-    clients: int, messages: int, probe: bool, round_every: int, every: int, workdir: Path
+    strategy: str, clients: int, messages: int, round_every: int, every: int, workdir: Path
 ) -> dict[str, Any]:
     from bench.load import Load
     from bench.procs import Children, read_json_line
 
-    out = workdir / f"callgrind.{'probe' if probe else 'noprobe'}.{messages}"
+    out = workdir / f"callgrind.{strategy}.{messages}"
     argv = [
         "valgrind",
         "--tool=callgrind",
@@ -124,6 +160,7 @@ def _run(
         "-m",
         "bench.callgrind",
         "--serve",
+        strategy,
         "--clients",
         str(clients),
         "--messages",
@@ -132,7 +169,6 @@ def _run(
         str(round_every),
         "--every",
         str(every),
-        *(["--probe"] if probe else []),
     ]
     with Children() as children:
         server = children.start(argv, stderr=open(workdir / "valgrind.log", "a"))  # noqa: SIM115
@@ -154,22 +190,31 @@ def _run(
     return {**done, "instructions": _instructions(out)}
 
 
+def _strategies(value: str) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in STRATEGIES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(STRATEGIES)}")
+    return names
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.callgrind", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--messages", default="256,1024", help="two message counts, low,high")
+    parser.add_argument(
+        "--strategies",
+        type=_strategies,
+        default=list(STRATEGIES),
+        help=f"comma-separated, some of {', '.join(STRATEGIES)} (default: all)",
+    )
     parser.add_argument("--round", type=int, default=16, help="messages per probe round")
     parser.add_argument("--every", type=int, default=0, help="probe_messages (0: the gateway's default)")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=STRATEGIES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        print(
-            json.dumps(
-                asyncio.run(_serve(args.clients, int(args.messages), args.probe, args.round, args.every))
-            ),
-            flush=True,
-        )
+        done = asyncio.run(_serve(args.serve, args.clients, int(args.messages), args.round, args.every))
+        print(json.dumps(done), flush=True)
         return 0
     if shutil.which("valgrind") is None:
         print(
@@ -178,31 +223,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     low, high = (int(m) for m in args.messages.split(","))
-    rows = []
+    rows: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="framecast-callgrind-") as tmp:
-        for probe in (False, True):
+        for strategy in args.strategies:
             runs = [
-                _run(args.clients, count, probe, args.round, args.every, Path(tmp)) for count in (low, high)
+                _run(strategy, args.clients, count, args.round, args.every, Path(tmp))
+                for count in (low, high)
             ]
             deliveries = runs[1]["deliveries"] - runs[0]["deliveries"]
             per = (runs[1]["instructions"] - runs[0]["instructions"]) / deliveries
-            row = {
-                "lag_probes": probe,
+            row = rows[strategy] = {
+                "strategy": strategy,
                 "clients": args.clients,
                 "deliveries": deliveries,
                 "probes": runs[1]["probes"] - runs[0]["probes"],
                 "instructions_per_delivery": round(per),
             }
-            rows.append(row)
             print(json.dumps(row), flush=True)
-    off, on = rows
-    change = on["instructions_per_delivery"] / off["instructions_per_delivery"] - 1
-    print(
-        f"instructions per delivery, {args.clients} clients: "
-        f"lag probes off {off['instructions_per_delivery']}, "
-        f"on {on['instructions_per_delivery']} ({change:+.1%}; {on['probes']} probes for "
-        f"{on['deliveries']} deliveries)"
-    )
+    print(f"instructions per delivery, {args.clients} clients, {low}..{high} messages:")
+    base = rows.get("floor-socket")
+    for strategy, row in rows.items():
+        per = row["instructions_per_delivery"]
+        versus = f"  ({per / base['instructions_per_delivery']:.2f}x floor-socket)" if base else ""
+        probes = f"; {row['probes']} probes" if row["probes"] else ""
+        print(f"  {strategy:<18} {per:>7}{versus}{probes}")
     return 0
 
 

@@ -38,8 +38,6 @@ _LABELS = {
     "tasks": "asyncio.wait(task per client)",
     "floor-transport": "floor: hand-framed transport.write",
     "floor-socket": "floor: hand-framed socket.send",
-    "framecast-flat": "experiment: framecast-flat",
-    "framecast-fast": "experiment: framecast-fast",
 }
 _COLORS = {
     "framecast": "#1b7837",
@@ -49,8 +47,6 @@ _COLORS = {
     "tasks": "#e08214",
     "floor-transport": "#999999",
     "floor-socket": "#555555",
-    "framecast-flat": "#a6dba0",
-    "framecast-fast": "#5aae61",
 }
 
 

@@ -2,8 +2,9 @@
 # lowest versions pyproject.toml allows, another websockets). One place names each part.
 # shellcheck disable=SC2034  # used by the scripts that source this file
 FANOUT_TESTS=(
-  tests/unit/test_fanout.py tests/unit/test_policy.py tests/unit/test_policy_properties.py
-  tests/integration/test_gateway_slow.py
+  tests/unit/test_fanout.py tests/unit/test_policy.py tests/unit/test_policy_lag.py
+  tests/unit/test_policy_properties.py tests/integration/test_gateway_slow.py
+  tests/integration/test_gateway_inprocess.py tests/integration/test_gateway_requests.py
 )
 PRODUCER_TESTS=(
   tests/unit/test_capture.py tests/unit/test_detectors.py tests/unit/test_producer_pieces.py

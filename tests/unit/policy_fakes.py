@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from framecast import wire
-from gateway.policy import OVER, SKIP, WRITTEN, Close, Policy, Step, Wait
+from gateway.policy import OVER, SKIP, WRITTEN, Close, Counters, Policy, Step, Wait
 
 EPOCH = "e1"
 
@@ -159,6 +159,22 @@ def preview(stream: str, seq: int, *, captured_at: float) -> bytes:
             jpeg=b"\xff\xd8jpeg\xff\xd9",
         )
     )
+
+
+class Recorder(Counters):
+    """The policy's counters, and every batch written and fan-out ended, as the observer saw them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, float | None, int]] = []
+        self.fanouts: list[tuple[str, float | None, int]] = []
+
+    def written(self, kind: str, clients: int, nbytes: int, age: float | None) -> None:
+        super().written(kind, clients, nbytes, age)
+        self.writes.append((kind, age, clients))
+
+    def fanned_out(self, kind: str, seconds: float, age: float | None, clients: int) -> None:
+        self.fanouts.append((kind, age, clients))
 
 
 class Driver:

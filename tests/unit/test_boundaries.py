@@ -118,11 +118,6 @@ def test_imports_stay_within_the_map(module: str) -> None:
     assert not wrong, f"{module} ({room}) imports what its room may not: {wrong}"
 
 
-# The gateway's back-reference from the session to the server is removed by the other half of
-# issue 18 (the gateway's wiring); drop this entry when the two halves meet.
-KNOWN_CIRCLES: set[tuple[str, ...]] = {("gateway.server", "gateway.session")}
-
-
 def test_no_import_circle() -> None:
     graph: dict[str, set[str]] = {}
     for module, path in MODULES.items():
@@ -135,7 +130,7 @@ def test_no_import_circle() -> None:
             if imported and imported != module:
                 targets.add(imported)
         graph[module] = targets
-    assert {tuple(c) for c in _circles(graph)} == KNOWN_CIRCLES
+    assert _circles(graph) == []
 
 
 def _circles(graph: dict[str, set[str]]) -> list[list[str]]:

@@ -71,6 +71,8 @@ def test_every_raised_class_of_the_packages_is_defined_under_the_root() -> None:
                     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                     if name and name[0].isupper() and not hasattr(builtins, name):
                         raised.add(name)
+    # argparse's own signal from a type function: argparse turns it into a usage error (exit 2).
+    raised.discard("ArgumentTypeError")
     assert raised, "the scan found nothing"
     assert raised <= ours, f"raised but not defined in the packages: {sorted(raised - ours)}"
 

@@ -26,7 +26,7 @@ _PROFILE = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 _SECRET = "s" * 64
 
 
-def _fields(parsed: tuple[str | None, int | None, str | None, bool, str | None]) -> dict[str, Any]:
+def _fields(parsed: tuple[Any, ...]) -> dict[str, Any]:
     """(stream, since, epoch, previews, token) by name."""
     return dict(zip(("stream", "since", "epoch", "previews", "token"), parsed, strict=True))
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from gateway.policy import Policy
-from tests.unit.policy_fakes import Clock, Driver, FakeSink, framer, ping_framer, result, status
+from gateway.policy import Limits, Policy
+from tests.unit.policy_fakes import Clock, Driver, FakeSink, Recorder, framer, ping_framer, result, status
 
 S = "cam1"
 
@@ -40,14 +40,20 @@ class World:
         self.wall = Clock(1000.0)
         self.mono = Clock(0.0)
         self.statuses = 0
-        options = {
-            "lag_threshold": 1.0,
-            "max_lag": 10.0,
-            "ping_framer": ping_framer,
-            "probe_messages": 1,
-            **options,
-        }
-        self.policy = Policy(framer=framer, clock=self.wall, monotonic=self.mono, timer=Clock(0.0), **options)
+        pinging = options.pop("ping_framer", ping_framer)
+        limits = Limits(
+            **{"lag_threshold": 1.0, "max_lag": 10.0, "probe_messages": 1, "max_age": 0.0, **options}
+        )
+        self.counts = Recorder()
+        self.policy = Policy(
+            limits,
+            framer=framer,
+            ping_framer=pinging,
+            observer=self.counts,
+            clock=self.wall,
+            monotonic=self.mono,
+            timer=Clock(0.0),
+        )
         self.driver = Driver(self.policy)
 
     def client(self, key: str, *, shared: bool = True, previews: bool = False) -> FakeSink:
@@ -111,13 +117,13 @@ def test_a_probe_rides_right_behind_the_next_message_once_per_round() -> None:
     # One ping each, right behind result 1 (index 2: after the round's status and result 1).
     assert a.pings == b.pings and len(a.pings) == 1 and a.pings[0][0] == 2
     assert a.expected == [a.pings[0][1]] and a.results() == [1, 2]
-    assert world.policy.stats.probes == 2
+    assert world.counts.probes == 2
     world.probe()  # the first is still out: no second probe on top of it
     world.result(3)
     assert len(a.pings) == 1
     world.pong("a")
     world.pong("a")  # a second answer to the same probe counts once
-    assert world.policy.stats.pongs == 1
+    assert world.counts.pongs == 1
     world.probe()
     world.result(4)
     assert len(a.pings) == 2 and len(b.pings) == 1, "only the client that answered owes a new one"
@@ -162,15 +168,15 @@ def test_an_unanswered_probe_past_the_threshold_makes_the_client_lag_with_an_emp
     world.later(0.1)
     world.probe()
     assert world.policy.is_lagging("s") and world.driver.waits == ["s"]
-    assert world.policy.stats.probe_lags == 1
-    assert 0 < stalled.level < world.policy.low_water, "its gateway buffer never filled"
+    assert world.counts.probe_lags == 1
+    assert 0 < stalled.level < world.policy.limits.low_water, "its gateway buffer never filled"
     # Lagging: newest per stream and kind only, held; the reader gets everything.
     for seq in range(2, 6):
         world.result(seq)
     world.status(5)
     assert stalled.results() == [1]
     assert world.policy.pending("s") == [(S, "result"), (S, "status")]
-    assert world.policy.stats.drops["conflated"] == 3
+    assert world.counts.drops["conflated"] == 3
     assert reader.results() == [1, 2, 3, 4, 5]
 
 
@@ -227,7 +233,7 @@ def test_a_probe_unanswered_past_max_lag_closes_the_client_counted_from_the_prob
     world.later(0.2)
     world.tick()
     assert world.driver.closes == ["s"]
-    assert world.policy.stats.slow_closes == 1 and world.policy.pending("s") == []
+    assert world.counts.slow_closes == 1 and world.policy.pending("s") == []
     assert reader.results() == list(range(1, 12))
     world.pong("s")  # an answer after the close changes nothing
     assert world.policy.discard("s") is True

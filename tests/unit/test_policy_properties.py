@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from framecast import wire
-from gateway.policy import Close, Policy, Step, Wait
+from gateway.policy import Close, Limits, Policy, Step, Wait
 from tests.unit.policy_fakes import Clock, FakeSink, framer, ping_framer, preview, result, status
 
 STREAMS = ("a", "b")
@@ -67,12 +67,10 @@ class Model:
     def __init__(self, chunk: int, max_waiting: int) -> None:
         self.wall = Clock(1000.0)
         self.mono = Clock(0.0)
-        self.policy = Policy(
-            framer=framer,
+        limits = Limits(
             client_buffer=CLIENT_BUFFER,
             max_lag=5.0,
             lag_threshold=1.0,
-            ping_framer=ping_framer,
             probe_messages=2,
             max_age=MAX_AGE,
             join_limit=8,
@@ -80,6 +78,11 @@ class Model:
             chunk=chunk,
             slice_time=0.0,
             max_waiting=max_waiting,
+        )
+        self.policy = Policy(
+            limits,
+            framer=framer,
+            ping_framer=ping_framer,
             clock=self.wall,
             monotonic=self.mono,
             timer=lambda: 0.0,
