@@ -66,3 +66,9 @@ venv_from_copy() {
   rm -rf "$project"
   "$uv" pip install --quiet --python "$venv/bin/python" --no-deps --no-build-isolation -e .
 }
+
+# How many pytest processes (pytest-xdist's -n): the tests mostly wait on real servers, so one
+# more than the cores keeps them busy. FRAMECAST_TEST_WORKERS overrides it; 0 runs in one process.
+test_workers() {
+  echo "${FRAMECAST_TEST_WORKERS:-$(( $(nproc) + 1 ))}"
+}

@@ -12,4 +12,4 @@ venv_from_copy "$venv" scripts/lowest/uv.lock --resolution lowest-direct
 uv=$PWD/.tools/bin/uv
 echo "== lowest direct dependencies in .venv-lowest: $("$uv" pip list --python "$venv/bin/python" 2>/dev/null \
   | awk '$1 ~ /^(websockets|redis|prometheus-client|pyjwt|numpy|opencv-python-headless)$/ {printf "%s %s, ", $1, $2}')" >&2
-exec "$venv/bin/python" -m pytest -p no:cacheprovider "${FANOUT_TESTS[@]}" "${PRODUCER_TESTS[@]}" "${E2E_TESTS[@]}" "$@"
+exec "$venv/bin/python" -m pytest -p no:cacheprovider -n "$(test_workers)" "${FANOUT_TESTS[@]}" "${PRODUCER_TESTS[@]}" "${E2E_TESTS[@]}" "$@"

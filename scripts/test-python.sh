@@ -16,4 +16,4 @@ source scripts/_subsets.sh
 PYTHON=$(find_python "$version")
 FRAMECAST_VENV=".venv-$version" PYTHON=$PYTHON ensure_venv test
 echo "== $(".venv-$version/bin/python" --version) (.venv-$version): unit tests and the end-to-end subset" >&2
-exec ".venv-$version/bin/python" -m pytest -p no:cacheprovider tests/unit "${E2E_TESTS[@]}" "$@"
+exec ".venv-$version/bin/python" -m pytest -p no:cacheprovider -n "$(test_workers)" tests/unit "${E2E_TESTS[@]}" "$@"
