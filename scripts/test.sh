@@ -15,4 +15,4 @@ ensure_test_packages
 
 echo "== ruff" && .venv/bin/ruff check .
 echo "== mypy" && .venv/bin/mypy
-echo "== pytest ($(test_workers) processes)" && exec .venv/bin/python -m pytest -n "$(test_workers)" "$@"
+echo "== pytest" && exec .venv/bin/python -m pytest -n "$(test_workers)" "$@"
