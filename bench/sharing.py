@@ -91,12 +91,9 @@ def _batches(port: int) -> dict[str, float]:
         for name in ("framecast_inference_batch_size_sum", "framecast_inference_batch_size_count"):
             if line.startswith(name + " "):
                 values[name] = float(line.split()[1])
-    count = values.get("framecast_inference_batch_size_count", 0.0)
     return {
-        "batches": count,
-        "mean_batch": round(values.get("framecast_inference_batch_size_sum", 0.0) / count, 2)
-        if count
-        else 0.0,
+        "batches": values.get("framecast_inference_batch_size_count", 0.0),
+        "frames": values.get("framecast_inference_batch_size_sum", 0.0),
     }
 
 
@@ -189,7 +186,10 @@ def _mode(
     if batches_after:
         count = batches_after["batches"] - batches_before.get("batches", 0.0)
         entry["batches_per_s"] = round(count / (end - start), 2)
-        entry["mean_batch"] = round(predictions / count, 2) if count else None
+        # Frames per batch from the worker's own histogram, over the same two scrapes: the results
+        # in the window are another window's count (a batch's results published after it ends).
+        frames = batches_after["frames"] - batches_before.get("frames", 0.0)
+        entry["mean_batch"] = round(frames / count, 2) if count else None
     say(
         f"  {name}: {entry['rss_mb']} MB RSS, {entry['predictions_per_s_per_camera_mean']} predictions/s per "
         f"camera, {entry['cpu_ms_per_prediction']} ms CPU per prediction, capture->publish p50 "
