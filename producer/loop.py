@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import BrokenExecutor, Executor
+from concurrent.futures import BrokenExecutor, Executor, ThreadPoolExecutor
 from typing import Any
 
 from redis.asyncio import Redis
@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from framecast import logs, wire
+from producer.analytics import Analysis, Analyzer
 from producer.capture import Grabber
 from producer.config import Config
 from producer.detectors import Predictor
@@ -71,8 +72,12 @@ class Producer:
         description: str,
         finite: bool,
         metrics: Metrics,
+        analyzer: Analyzer | None = None,
     ) -> None:
         self.config = config
+        self.analyzer = analyzer
+        # Tracking is stateful and ordered: one thread of its own, off the event loop, in frame order.
+        self.tracking_pool = ThreadPoolExecutor(1, thread_name_prefix="track") if analyzer else None
         self.loop = asyncio.get_running_loop()
         self.description = description
         self.metrics = metrics
@@ -109,6 +114,8 @@ class Producer:
             on_link=lambda up: self.metrics.redis_connected.set(1 if up else 0),
             on_publish=self.metrics.capture_to_publish.observe,
             sharded=config.sharded or config.cluster,
+            events=bool(analyzer and analyzer.analytics),
+            event_history=config.event_history,
         )
         self.workers = Workers(config, predictor=predictor)
         self.capacity = asyncio.Semaphore(self.workers.slots)
@@ -189,6 +196,8 @@ class Producer:
             await self.loop.run_in_executor(None, self.grabber.stop)
             await self.publisher.close(self._status(state="offline"))
             self._sync_metrics()
+            if self.tracking_pool is not None:
+                self.tracking_pool.shutdown(wait=False, cancel_futures=True)
             await self.workers.stop()
             self.metrics.close()
         return status
@@ -310,11 +319,39 @@ class Producer:
                 self.metrics.predict_seconds.observe(seconds)
                 height, width = frame.image.shape[:2]
                 draft = Draft(frame.index, frame.captured_at, width, height, detections)
+                if self.analyzer is not None:
+                    draft = await self._analyze(draft)
                 result = await self.publisher.publish(draft)
                 if result is not None and self._preview_due():
                     await self._send_preview(frame, result)
             finally:
                 self.capacity.release()
+
+    async def _analyze(self, draft: Draft) -> Draft:
+        """Track the draft's detections and derive its events (off the loop, in frame order)."""
+        assert self.analyzer is not None
+        analysis: Analysis = await self.loop.run_in_executor(
+            self.tracking_pool,
+            self.analyzer.step,
+            draft.detections,
+            draft.captured_at,
+            draft.width,
+            draft.height,
+        )
+        self.metrics.track_seconds.observe(analysis.seconds)
+        self.metrics.active_tracks.set(analysis.active)
+        for event in analysis.events:
+            self.metrics.events.labels(event.kind).inc()
+        return Draft(
+            draft.frame,
+            draft.captured_at,
+            draft.width,
+            draft.height,
+            analysis.detections,
+            events=analysis.events,
+            occupancy=analysis.occupancy,
+            crossings=analysis.crossings,
+        )
 
     def _predict_failed(self, frame: Frame, exc: BaseException) -> None:
         self.failures += 1
@@ -386,6 +423,7 @@ class Producer:
             skipped=self.slot.skipped,
             active=self.active,
             source=self.description,
+            event_seq=self.publisher.event_seq,
         )
 
     async def _heartbeat(self) -> None:
@@ -411,6 +449,7 @@ class Producer:
         m.advance(m.reconnects, self.grabber.reconnects)
         m.advance(m.published, self.publisher.published)
         m.advance(m.publish_errors, self.publisher.errors)
+        m.advance(m.events_dropped, self.publisher.events_dropped)
         m.capture_fps.set(self.capture_fps)
         m.process_fps.set(self.process_fps)
         # Uncapped, the source's own rate is the aim; the grabber measures it as delivered.
