@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast import wire
+from framecast import wire, zones
 
 __all__ = [
     "ENV",
@@ -70,12 +70,19 @@ Camera file (framecast.toml):
   [cameras.yard]
   source = "synthetic"
 
+  [cameras.door.zones.hall]          # zones and lines: enter/leave/cross events
+  polygon = [[100, 240], [540, 240], [540, 470], [100, 470]]
+  [cameras.door.lines.door]
+  points = [[120, 230], [520, 230]]
+
 A camera's keys are 'framecast producer' settings (with _ or -), except stream, redis_url,
-metrics_port and metrics_host, which up sets. A bad camera (unknown key, bad value,
-duplicate or invalid name, unreadable file) is one line naming it, exit 2, nothing started."""
+metrics_port, metrics_host and zones (a camera's zones and lines are its own tables), which up
+sets. A bad camera (unknown key, bad value, duplicate or invalid name, a bad zone or line,
+unreadable file) is one line naming it, exit 2, nothing started."""
 """What ``framecast up --help`` says about cameras (epilog)."""
 
 RESERVED = frozenset({"stream", "redis_url", "metrics_port", "metrics_host"})
+# `zones` and `lines` are tables of their own in a camera (zones.parse): not producer options.
 """Producer settings ``framecast up`` sets itself for every camera: the stream is the camera's name,
 Redis is the topology's, and metrics ports are allocated per camera."""
 
@@ -93,12 +100,15 @@ class Camera:
         source: What the producer reads (``--source``).
         options: Other producer settings as ``(field_name, value)`` pairs, in the order given.
         origin: Where it was defined, for messages (``framecast.toml`` or ``--camera``).
+        layout: Its zones and lines (``[cameras.<name>.zones.<zone>]``, ``...lines.<line>``),
+            checked; ``framecast up`` hands them to the producer as a ``--zones`` file.
     """
 
     name: str
     source: str
     options: tuple[tuple[str, str], ...] = ()
     origin: str = "--camera"
+    layout: zones.Layout = zones.NO_LAYOUT
 
     def env(self) -> dict[str, str]:
         """The producer's environment variables for this camera: its source."""
@@ -144,11 +154,17 @@ def _camera(name: str, table: Mapping[str, object], *, origin: str) -> Camera:
     options: list[tuple[str, str]] = []
     source: str | None = None
     seen: set[str] = set()
+    try:
+        layout = zones.parse(table.get("zones"), table.get("lines"), where=where)
+    except zones.ZoneError as exc:
+        raise CameraError(str(exc)) from None
     for raw_key, value in table.items():
         key = _key(raw_key)
         if key in seen:
             raise CameraError(f"{where}: {raw_key!r} is given twice")
         seen.add(key)
+        if key in ("zones", "lines"):
+            continue  # checked above; a --zones file is made of them for the producer
         try:
             text = _text(value)
         except TypeError as exc:
@@ -163,7 +179,7 @@ def _camera(name: str, table: Mapping[str, object], *, origin: str) -> Camera:
             options.append((key, text))
     if not source:
         raise CameraError(f"{where}: 'source' is missing (a device index, file, URL or 'synthetic')")
-    return Camera(name=name, source=source, options=tuple(options), origin=origin)
+    return Camera(name=name, source=source, options=tuple(options), origin=origin, layout=layout)
 
 
 def load(path: str | Path) -> tuple[Camera, ...]:

@@ -337,7 +337,7 @@ class Stack:
             self._wait_healthy(gateway)
         producer_ports: list[int] = []  # metrics ports, one per producer, when Prometheus scrapes them
         if self.config.producer:
-            for name, argv, env in _producer_commands(self.config):
+            for name, argv, env in _producer_commands(self.config, self.workdir):
                 port = free_port() if prometheus_binary else 0
                 if port:
                     producer_ports.append(port)
@@ -426,19 +426,32 @@ def _producer_names(config: UpConfig) -> list[tuple[str, str]]:
     return [("producer", config.stream)]
 
 
-def _producer_commands(config: UpConfig) -> list[tuple[str, list[str], dict[str, str]]]:
+def _producer_commands(
+    config: UpConfig, workdir: Path | None = None
+) -> list[tuple[str, list[str], dict[str, str]]]:
     """``(child name, argv, env)`` of every producer.
 
-    Redis and the source reach them in the environment: both URLs may hold a password.
+    Redis and the source reach them in the environment: both URLs may hold a password. A camera's
+    zones and lines become a ``--zones`` file in ``workdir``.
     """
     base = [sys.executable, "-m", "producer", "--log-level", config.log_level]
     if config.cameras:
         # The camera's own settings come last, so a per-camera log_level wins over up's.
         return [
-            (f"producer-{camera.name}", [*base, *camera.argv()], camera.env()) for camera in config.cameras
+            (f"producer-{camera.name}", [*base, *camera.argv(), *_zones_file(camera, workdir)], camera.env())
+            for camera in config.cameras
         ]
     single = ["--stream", config.stream, "--detector", config.detector]
     return [("producer", [*base, *single], {cameras.SOURCE_ENV: config.source})]
+
+
+def _zones_file(camera: Camera, workdir: Path | None) -> list[str]:
+    """``--zones FILE`` for a camera with zones or lines (written into ``workdir``), else nothing."""
+    if not camera.layout or workdir is None:
+        return []
+    path = workdir / f"zones-{camera.name}.toml"
+    path.write_text(camera.layout.to_toml())
+    return ["--zones", str(path)]
 
 
 def _producer_finished(child: Child, status: int) -> str | None:

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_LINES",
     "MAX_POINTS",
     "MAX_ZONES",
+    "NO_LAYOUT",
     "Layout",
     "Line",
     "Zone",
@@ -143,6 +144,10 @@ class Layout:
         return "\n".join(out)
 
 
+NO_LAYOUT = Layout()
+"""No zones and no lines."""
+
+
 def _quote(text: str) -> str:
     # A TOML basic string: backslash, quote and control characters escaped.
     escaped = "".join(
@@ -236,7 +241,7 @@ def _zone(name: str, table: Mapping[str, object], *, where: str) -> Zone:
         raise ZoneError(f"{where}: polygon: {len(polygon)} corners; a zone needs at least 3")
     if len(polygon) > MAX_POINTS:
         raise ZoneError(f"{where}: polygon: {len(polygon)} corners; at most {MAX_POINTS}")
-    if abs(_area(polygon)) < 1.0:
+    if all(_orient(polygon[0], polygon[1], p) == 0 for p in polygon[2:]):
         raise ZoneError(f"{where}: polygon: degenerate (it encloses no area: its corners are on one line)")
     crossing = _self_intersection(polygon)
     if crossing is not None:
@@ -245,6 +250,8 @@ def _zone(name: str, table: Mapping[str, object], *, where: str) -> Zone:
             f"{where}: polygon: self-intersecting (edge {a + 1} crosses edge {b + 1}); list the corners"
             " in order around the zone"
         )
+    if abs(_area(polygon)) < 1.0:
+        raise ZoneError(f"{where}: polygon: degenerate (it encloses less than one square pixel)")
     return Zone(name=name, polygon=polygon, labels=_labels(table, where), anchor=_anchor(table, where))
 
 

@@ -96,33 +96,33 @@ SCENES: dict[str, Scene] = {
     # Three figures cross the door line one at a time: left to right (in), back (out), again (in).
     "line": Scene(
         1,
-        420,
+        300,
         (
             Actor(_walk(0, 40, 600, 420)),
-            Actor(_walk(140, 600, 40, 420)),
-            Actor(_walk(280, 40, 600, 420)),
+            Actor(_walk(95, 600, 40, 420)),
+            Actor(_walk(190, 40, 600, 420)),
         ),
         _LINE,
     ),
     # Two figures of one class cross each other's path in the middle of the picture.
     "crossing": Scene(
         2,
-        300,
+        160,
         (
-            Actor(_walk(0, 40, 600, 400, speed=4.0)),
-            Actor(_walk(0, 600, 40, 420, speed=4.0), color=(45, 45, 90)),
+            Actor(_walk(0, 40, 600, 400)),
+            Actor(_walk(0, 600, 40, 420), color=(45, 45, 90)),
         ),
         _LINE,
     ),
     # A figure walks into the hall, stands still for 3 s, walks on and out of it.
     "dwell": Scene(
         3,
-        360,
+        220,
         (Actor(((0, 60.0, 420.0), (48, 300.0, 420.0), (138, 300.0, 420.0), (194, 580.0, 420.0))),),
         _ZONE,
     ),
     # A figure walks into the hall and vanishes there (the detector never sees it again).
-    "vanish": Scene(4, 240, (Actor(((0, 60.0, 420.0), (48, 300.0, 420.0))),), _ZONE),
+    "vanish": Scene(4, 100, (Actor(((0, 60.0, 420.0), (48, 300.0, 420.0))),), _ZONE),
     # A door at the top of the picture: people come in, cross the hall and go out again.
     "door": Scene(
         5,

@@ -442,6 +442,11 @@ def decode_op(data: bytes | str) -> ClientOp:
             raise WireError("event_epoch: required with event_since (the epoch that event seq belongs to)")
         kinds = obj.get("kinds")
         rate = obj.get("max_rate")
+        # Text is the query string's spelling; in JSON they are a number and a list.
+        if isinstance(rate, str):
+            raise WireError(f"max_rate: expected a number, got {rate[:40]!r}")
+        if isinstance(kinds, str):
+            raise WireError(f"kinds: expected a list of kinds, got {kinds[:40]!r}")
         return Subscribe(
             stream=check_stream_name(_str(obj, "stream")),
             since=since,

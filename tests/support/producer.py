@@ -148,7 +148,10 @@ class Listener:
         self._pubsub.subscribe(*channels)
         self._preview_channel = wire.preview_channel(stream).encode()
         self.results: list[wire.Result] = []
+        self.events: list[wire.Event] = []
         self.statuses: list[wire.Status] = []
+        self.order: list[wire.Result | wire.Event] = []
+        """Results and events in the order the channel delivered them."""
         self.previews: list[wire.Preview] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -176,6 +179,10 @@ class Listener:
                 continue
             if isinstance(decoded, wire.Result):
                 self.results.append(decoded)
+                self.order.append(decoded)
+            elif isinstance(decoded, wire.Event):
+                self.events.append(decoded)
+                self.order.append(decoded)
             elif isinstance(decoded, wire.Status):
                 self.statuses.append(decoded)
             else:
@@ -223,6 +230,21 @@ def history(
                 continue
             raise
         assert isinstance(message, wire.Result)
+        out.append((entry_id.decode(), message))
+    return out
+
+
+def events_history(redis_url: str, stream: str = "default") -> list[tuple[str, wire.Event]]:
+    """The stream's events history as (entry id, decoded event), oldest first."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entries: Any = client.xrange(wire.events_key(stream))
+    finally:
+        client.close()
+    out = []
+    for entry_id, fields in entries:
+        message = wire.decode(fields[wire.HISTORY_FIELD.encode()])
+        assert isinstance(message, wire.Event)
         out.append((entry_id.decode(), message))
     return out
 
