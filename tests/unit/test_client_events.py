@@ -33,7 +33,7 @@ def _event(seq: int, epoch: str = "e1", *, kind: str = "cross", stream: str = "c
             captured_at=1.0,
             published_at=1.0,
             **fields,
-        )  # fmt: skip
+        )
     )
 
 
