@@ -76,6 +76,12 @@ class Producer:
     ) -> None:
         self.config = config
         self.analyzer = analyzer
+        layout = analyzer.analytics.layout if analyzer and analyzer.analytics else None
+        # Every heartbeat says where the zones and lines are, so a viewer can draw them.
+        self.zone_shapes = {z.name: z.polygon for z in layout.zones} if layout and layout.zones else None
+        self.line_shapes = (
+            {line.name: line.points for line in layout.lines} if layout and layout.lines else None
+        )
         # Tracking is stateful and ordered: one thread of its own, off the event loop, in frame order.
         self.tracking_pool = ThreadPoolExecutor(1, thread_name_prefix="track") if analyzer else None
         self.loop = asyncio.get_running_loop()
@@ -424,6 +430,8 @@ class Producer:
             active=self.active,
             source=self.description,
             event_seq=self.publisher.event_seq,
+            zones=self.zone_shapes,
+            lines=self.line_shapes,
         )
 
     async def _heartbeat(self) -> None:

@@ -139,11 +139,11 @@ SCENES: dict[str, Scene] = {
         ),
         """\
 [lines.door]
-points = [[120, 230], [520, 230]]
+points = [[100, 300], [540, 300]]
 labels = ["person"]
 
 [zones.hall]
-polygon = [[100, 240], [540, 240], [540, 470], [100, 470]]
+polygon = [[100, 320], [540, 320], [540, 475], [100, 475]]
 labels = ["person"]
 """,
     ),

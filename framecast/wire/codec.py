@@ -88,12 +88,27 @@ def _as_dict(message: TextMessage | ClientOp) -> dict[str, Any]:
             ),
         }
     out: dict[str, Any] = {"v": VERSION} if isinstance(message, Status | Event) else {}
+    if isinstance(message, Status):
+        out.update((name, value) for name, value in _status_fields(message))
+        return out
     kind = "op" if isinstance(message, Subscribe | Unsubscribe) else "type"
     out[kind] = getattr(message, kind)
     for name in message.__slots__:
         value = getattr(message, name)
         if value is not None and name != kind:
             out[name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def _status_fields(status: Status) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = [("type", "status")]
+    for name in status.__slots__:
+        value = getattr(status, name)
+        if name == "type" or value is None:
+            continue
+        if name in ("zones", "lines"):
+            value = {key: [list(p) for p in points] for key, points in value.items()}
+        out.append((name, value))
     return out
 
 
@@ -328,7 +343,38 @@ def _status(obj: dict[str, Any]) -> Status:
         active=_bool(obj, "active", True),
         source=_str(obj, "source", optional=True) or "",
         event_seq=_int(obj, "event_seq", optional=True) or 0,
+        zones=_shapes(obj, "zones", minimum=3),
+        lines=_shapes(obj, "lines", minimum=2, maximum=2),  # type: ignore[arg-type]
     )
+
+
+def _shapes(
+    obj: dict[str, Any], key: str, *, minimum: int, maximum: int | None = None
+) -> dict[str, tuple[tuple[float, float], ...]] | None:
+    """A status's ``zones`` or ``lines``: ``{name: [[x, y], ...]}``."""
+    raw = obj.get(key)
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise WireError(f"{key}: expected an object of named point lists, got {repr(raw)[:60]}")
+    out: dict[str, tuple[tuple[float, float], ...]] = {}
+    for name, points in raw.items():
+        _name({key: name}, key)
+        if (
+            not isinstance(points, list)
+            or not minimum <= len(points) <= (maximum or len(points))
+            or not all(
+                isinstance(p, list)
+                and len(p) == 2
+                and all(
+                    isinstance(c, int | float) and not isinstance(c, bool) and math.isfinite(c) for c in p
+                )
+                for p in points
+            )
+        ):
+            raise WireError(f"{key}.{name}: expected a list of [x, y] points, got {repr(points)[:60]}")
+        out[name] = tuple((float(x), float(y)) for x, y in points)
+    return out
 
 
 def parse_kinds(value: Any, *, key: str = "kinds") -> tuple[Kind, ...]:

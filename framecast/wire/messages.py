@@ -217,6 +217,9 @@ class Status:
         active: False while the predictor is paused for lack of viewers.
         source: A short, credential-free description of the source.
         event_seq: ``seq`` of the last :class:`Event` published in this epoch (0 if none).
+        zones: With zones: each zone's polygon (frame pixels), so a viewer can draw it.
+        lines: With lines: each line's two points (the first to the second: ``in`` is left
+            to right of that direction on the picture).
     """
 
     stream: str
@@ -231,6 +234,8 @@ class Status:
     active: bool = True
     source: str = ""
     event_seq: int = 0
+    zones: Mapping[str, tuple[tuple[float, float], ...]] | None = None
+    lines: Mapping[str, tuple[tuple[float, float], tuple[float, float]]] | None = None
     type: Literal["status"] = field(default="status", init=False)
 
 
