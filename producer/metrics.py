@@ -67,8 +67,10 @@ class Metrics:
             p + "active_tracks", "Tracks alive after the last processed frame (--track).", registry=r
         )
         self.events = Counter(
-            p + "events", "Events published, by kind (enter, leave, cross).", ["kind"], registry=r
+            p + "events", "Events derived from tracks, by kind (enter, leave, cross).", ["kind"], registry=r
         )
+        for kind in ("enter", "leave", "cross"):
+            self.events.labels(kind)  # exposed at 0 from the start, not from the first event
         self.events_dropped = Counter(
             p + "events_dropped",
             "Events never published: more than the backlog waited for Redis, or still waiting at the stop.",
