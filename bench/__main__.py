@@ -27,7 +27,7 @@ from framecast.settings import option
 
 __all__ = ["BenchConfig", "main"]
 
-PARTS = ("fanout", "topology", "producer")
+PARTS = ("fanout", "topology", "producer", "tracking")
 # Run only when asked (--parts ...,profile): it needs py-spy (the bench extra) and root or ptrace rights.
 # capacity (docs/capacity.md's own inputs) holds ~12k connections open: only when asked, too.
 EXTRA_PARTS = ("profile", "capacity")
@@ -58,6 +58,9 @@ Measure framecast, with numbers anyone can rerun:
   topology  Redis -> 1, 2, 4 real gateways -> nginx -> clients (framecast up).
   producer  each built-in predictor on 640x480 frames: fps, frame age at
             inference, event-loop lag while predicting.
+  tracking  the tracker (ByteTrack per label) at 10, 50 and 200 detections per
+            frame: ms and CPU per frame, id switches; with a zone and a line; and
+            its share of the people detector's own CPU time (target < 10%).
   capacity  (only when named in --parts) RSS per idle connection of a gateway (10k
             connections) and of nginx, and Redis PUBLISH messages/s per valkey core:
             the inputs of docs/capacity.md that the other parts do not measure.
@@ -211,6 +214,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
     from bench.profile import ProfileOptions
     from bench.single import SingleOptions
     from bench.topology import TopologyOptions
+    from bench.tracking import TrackingOptions
 
     quick = config.quick
     scale = config.time_scale
@@ -280,10 +284,16 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
         if quick
         else CapacityOptions(redis_seconds=3.0 * scale)
     )
+    tracking = (
+        TrackingOptions(frames=90, people_seconds=0.3 * scale)
+        if quick
+        else TrackingOptions(frames=600, people_seconds=3.0 * scale)
+    )
     return {
         "fanout": single,
         "topology": topology,
         "producer": producer,
+        "tracking": tracking,
         "profile": profile,
         "capacity": capacity,
     }
@@ -331,6 +341,10 @@ def measure(config: BenchConfig) -> dict[str, Any]:
                 from bench import predictors
 
                 results["producer"] = predictors.run(plan["producer"], say=_say)
+            elif part == "tracking":
+                from bench import tracking
+
+                results["tracking"] = tracking.run(plan["tracking"], say=_say)
             elif part == "capacity":
                 from bench import capacity
 
