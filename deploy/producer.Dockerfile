@@ -10,7 +10,14 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY framecast ./framecast
 COPY producer ./producer
-RUN /opt/framecast/bin/pip install ".[producer]"
+# trackers (--track) requires opencv-python, the GUI build of the cv2 the producer already has
+# headless (no Qt, no libGL in a slim image). Both in one environment overwrite each other's cv2/,
+# so the GUI build is removed and the headless one put back whole (uv.lock never installs it).
+RUN /opt/framecast/bin/pip install ".[producer]" \
+ && headless="$(/opt/framecast/bin/pip freeze | grep -i '^opencv-python-headless==')" \
+ && /opt/framecast/bin/pip uninstall -y opencv-python \
+ && /opt/framecast/bin/pip install --no-deps --force-reinstall "$headless" \
+ && /opt/framecast/bin/python -c "import cv2, trackers; cv2.HOGDescriptor()"
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 PATH=/opt/framecast/bin:$PATH
