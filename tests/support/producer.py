@@ -207,18 +207,10 @@ class Listener:
         self.close()
 
 
-def history(
-    redis_url: str, stream: str = "default", *, skip_invalid: bool = False
-) -> list[tuple[str, wire.Result]]:
-    """The stream's history as (entry id, decoded result), oldest first.
-
-    Args:
-        skip_invalid: Leave out entries that are not results (planted by the test itself);
-            otherwise they fail the test.
-    """
+def _stream_entries(redis_url: str, key: str, *, skip_invalid: bool) -> list[tuple[str, Any]]:
     client = redis.Redis.from_url(redis_url)
     try:
-        entries: Any = client.xrange(wire.history_key(stream))
+        entries: Any = client.xrange(key)
     finally:
         client.close()
     out = []
@@ -229,23 +221,28 @@ def history(
             if skip_invalid:
                 continue
             raise
-        assert isinstance(message, wire.Result)
         out.append((entry_id.decode(), message))
+    return out
+
+
+def history(
+    redis_url: str, stream: str = "default", *, skip_invalid: bool = False
+) -> list[tuple[str, wire.Result]]:
+    """The stream's history as (entry id, decoded result), oldest first.
+
+    Args:
+        skip_invalid: Leave out entries that are not results (planted by the test itself);
+            otherwise they fail the test.
+    """
+    out = _stream_entries(redis_url, wire.history_key(stream), skip_invalid=skip_invalid)
+    assert all(isinstance(message, wire.Result) for _, message in out)
     return out
 
 
 def events_history(redis_url: str, stream: str = "default") -> list[tuple[str, wire.Event]]:
     """The stream's events history as (entry id, decoded event), oldest first."""
-    client = redis.Redis.from_url(redis_url)
-    try:
-        entries: Any = client.xrange(wire.events_key(stream))
-    finally:
-        client.close()
-    out = []
-    for entry_id, fields in entries:
-        message = wire.decode(fields[wire.HISTORY_FIELD.encode()])
-        assert isinstance(message, wire.Event)
-        out.append((entry_id.decode(), message))
+    out = _stream_entries(redis_url, wire.events_key(stream), skip_invalid=False)
+    assert all(isinstance(message, wire.Event) for _, message in out)
     return out
 
 
