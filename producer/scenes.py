@@ -219,7 +219,3 @@ def scene_named(name: str) -> Scene:
     except KeyError:
         raise KeyError(f"no scripted scene {name!r} (known: {', '.join(SCENES)})") from None
 
-
-def duration(scene: Scene) -> float:
-    """Seconds of one period at :data:`FPS`."""
-    return scene.period / FPS
