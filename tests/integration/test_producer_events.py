@@ -210,3 +210,40 @@ def test_tracking_works_with_an_onnx_model_in_a_thread_or_worker_processes(
     assert all(r.occupancy is None and r.crossings is None for r in heard.results)
     assert not heard.events and not events_history(redis_server.url)
     assert heard.results[0].detections[0].track is None, "ByteTrack confirms a track on its second frame"
+
+
+def test_events_seen_while_redis_is_down_are_all_published_in_order_once_it_is_back(
+    redis_server: Any, child_env: Any, layout: Any
+) -> None:
+    from framecast.embedded import free_port
+    from tests.support.gateway import metric
+    from tests.support.producer import scrape_metrics as _scrape
+    from tests.support.valkey import spawn_valkey
+    from tests.support.wait import wait_until
+
+    redis_server.stop()  # the producer starts, tracks and counts with no Redis at all
+    port = free_port()
+    args = _args("crossing", layout("crossing"), "--metrics-port", str(port))
+    with running_producer(redis_server.url, args, env=child_env) as producer:
+        wait_until(
+            lambda: metric(_scrape(port), "framecast_producer_events_total", {"kind": "cross"}) >= 2,
+            timeout=60,
+            what="both crossings, derived while Redis is down",
+        )
+        assert metric(_scrape(port), "framecast_producer_redis_connected") == 0
+        redis_server.process = spawn_valkey(redis_server.port, redis_server.workdir)
+        stored = wait_until(
+            lambda: (found := events_history(redis_server.url)) and len(found) >= 2 and found,
+            timeout=60,
+            what="the parked events in Redis",
+        )
+        text = _scrape(port)
+    crossings = [e for _, e in stored if e.kind == "cross"]
+    assert sorted(e.direction for e in crossings) == ["in", "out"]
+    assert [e.seq for _, e in stored] == list(range(1, len(stored) + 1)), "no seq skipped"
+    # Only the newest result was kept for Redis, the events of every frame before it were not:
+    # the first result in the history is of a later frame than the crossings.
+    first = history(redis_server.url)[0][1]
+    assert first.frame >= max(e.frame for e in crossings)
+    assert metric(text, "framecast_producer_events_dropped_total") == 0
+    assert "unreachable" in producer.logs

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import urllib.request
-
 from framecast.embedded import free_port
 from tests.support.gateway import metric
 from tests.support.procs import child_env
-from tests.support.producer import running_producer
+from tests.support.producer import running_producer, scrape_metrics
 from tests.support.valkey import RedisServer
 from tests.support.wait import wait_until
 
 P = "framecast_producer_"
 
 
-def _scrape(port: int) -> str:
-    """The exposition text; empty while the producer is not listening yet."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
+_scrape = scrape_metrics
 
 
 def test_capped_producer_reports_its_max_fps_and_every_publish_latency(redis_server: RedisServer) -> None:

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -205,6 +206,15 @@ class Listener:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def scrape_metrics(port: int) -> str:
+    """A producer's ``--metrics-port`` exposition; empty while it is not listening yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
 
 
 def _stream_entries(redis_url: str, key: str, *, skip_invalid: bool) -> list[tuple[str, Any]]:
