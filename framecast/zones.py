@@ -45,6 +45,7 @@ __all__ = [
     "ZoneError",
     "load",
     "parse",
+    "segments_intersect",
 ]
 
 ANCHORS = (
