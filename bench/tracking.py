@@ -31,7 +31,7 @@ WIDTH, HEIGHT = 1920, 1080
 
 @dataclass(frozen=True, kw_only=True)
 class TrackingOptions:
-    """What part 4 runs (see ``python -m bench --help``)."""
+    """What part 6 runs (see ``python -m bench --help``)."""
 
     detections: tuple[int, ...] = (10, 50, 200)
     frames: int = 600
@@ -133,7 +133,7 @@ def _people_cpu(seconds: float) -> dict[str, Any]:
 
 
 def run(options: TrackingOptions, *, say: Callable[[str], None]) -> dict[str, Any]:
-    """Run part 4; returns the per-N figures, the analysis at ``ratio_at`` and the ratio."""
+    """Run part 6; returns the per-N figures, the analysis at ``ratio_at`` and the ratio."""
     from framecast.zones import Layout, Line, Zone
     from producer.analytics import Analyzer
     from producer.tracking import Tracker

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from framecast.exceptions import FramecastError
 from framecast.wire import STREAM_NAME_PATTERN
 
 __all__ = [
@@ -77,7 +78,7 @@ _LINE_KEYS = frozenset({"points", "labels", "anchor"})
 Point = tuple[float, float]
 
 
-class ZoneError(ValueError):
+class ZoneError(FramecastError, ValueError):
     """A zone or line is wrong; the text names where (file, camera, zone or line, key) and why."""
 
 

@@ -218,4 +218,3 @@ def scene_named(name: str) -> Scene:
         return SCENES[name]
     except KeyError:
         raise KeyError(f"no scripted scene {name!r} (known: {', '.join(SCENES)})") from None
-

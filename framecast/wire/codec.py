@@ -330,6 +330,9 @@ def _status(obj: dict[str, Any]) -> Status:
     state = obj.get("state", "online")
     if state not in ("online", "offline"):
         raise WireError(f"state: expected 'online' or 'offline', got {state!r}")
+    predictor = obj.get("predictor")
+    if predictor not in (None, "ready", "down"):
+        raise WireError(f"predictor: expected 'ready' or 'down', got {predictor!r}")
     return Status(
         stream=check_stream_name(_str(obj, "stream")),
         epoch=_str(obj, "epoch"),
@@ -345,6 +348,8 @@ def _status(obj: dict[str, Any]) -> Status:
         event_seq=_int(obj, "event_seq", optional=True) or 0,
         zones=_shapes(obj, "zones", minimum=3),
         lines=_shapes(obj, "lines", minimum=2, maximum=2),  # type: ignore[arg-type]
+        predictor=predictor,
+        predictor_restarts=_int(obj, "predictor_restarts", optional=True),
     )
 
 

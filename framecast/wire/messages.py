@@ -43,6 +43,7 @@ __all__ = [
     "Hello",
     "Kind",
     "Peek",
+    "PredictorState",
     "Preview",
     "Reset",
     "Result",
@@ -193,6 +194,7 @@ class Event:
 
 
 StreamState = Literal["online", "offline"]
+PredictorState = Literal["ready", "down"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,6 +222,11 @@ class Status:
         zones: With zones: each zone's polygon (frame pixels), so a viewer can draw it.
         lines: With lines: each line's two points (the first to the second: ``in`` is left
             to right of that direction on the picture).
+        predictor: For a producer whose predictor is a shared inference worker: ``"ready"``,
+            or ``"down"`` while the worker is unreachable (restarting) and no frame is predicted.
+            None (absent on the wire) when the predictor runs in the producer.
+        predictor_restarts: With ``predictor``: times the shared worker was lost and found
+            again in this epoch.
     """
 
     stream: str
@@ -236,6 +243,8 @@ class Status:
     event_seq: int = 0
     zones: Mapping[str, tuple[tuple[float, float], ...]] | None = None
     lines: Mapping[str, tuple[tuple[float, float], tuple[float, float]]] | None = None
+    predictor: PredictorState | None = None
+    predictor_restarts: int | None = None
     type: Literal["status"] = field(default="status", init=False)
 
 
@@ -325,9 +334,11 @@ class Reset:
 
     Attributes:
         stream: Stream name.
-        reason: ``"history-expired"``, ``"epoch-changed"`` or ``"no-history"``. (Redis
-            unreadable while subscribing is a ``gap`` with ``"history-unavailable"``: the
-            client keeps its position.)
+        reason: ``"history-expired"``, ``"epoch-changed"``, ``"no-history"`` or
+            ``"position-ahead"`` (``since`` is beyond the newest result of its epoch: the
+            client drops its position for the stream, or it would drop every result up to
+            it as already seen). (Redis unreadable while subscribing is a ``gap`` with
+            ``"history-unavailable"``: the client keeps its position.)
         kind: ``"event"`` when the replay that could not be served is of events (resumed with
             ``event_since``); None (absent) for results.
     """

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from framecast import cameras
-from framecast.up import Stack, running
+from framecast.local import cameras
+from framecast.local.up import Stack, running
 from tests.support.chromium import WAIT_MS, chromium, wait_status
 from tests.support.gateway import gateway_env
 

@@ -215,9 +215,9 @@ def test_tracking_works_with_an_onnx_model_in_a_thread_or_worker_processes(
 def test_events_seen_while_redis_is_down_are_all_published_in_order_once_it_is_back(
     redis_server: Any, child_env: Any, layout: Any
 ) -> None:
-    from framecast.embedded import free_port
+    from framecast.local.embedded import free_port
     from tests.support.gateway import metric
-    from tests.support.producer import scrape_metrics as _scrape
+    from tests.support.producer import scrape as _scrape
     from tests.support.valkey import spawn_valkey
     from tests.support.wait import wait_until
 

@@ -183,7 +183,7 @@ def test_bad_filters_fail_at_once(kwargs: dict[str, Any], needle: str) -> None:
 
 
 def test_watch_prints_events_track_ids_and_counters_on_one_line_each() -> None:
-    from framecast.watch import _line
+    from framecast.client.watch import _line
 
     result = wire.decode(
         '{"v":1,"type":"result","stream":"door","epoch":"e","seq":5,"frame":9,"captured_at":1,'

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from framecast import cameras, zones
-from framecast.cameras import CameraError
-from framecast.up import _producer_commands
+from framecast import zones
+from framecast.local import cameras
+from framecast.local.cameras import CameraError
+from framecast.local.up import _producer_specs
 from framecast.zones import Layout, Line, Zone, ZoneError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -146,7 +147,7 @@ def test_up_hands_each_camera_its_zones_as_a_file(tmp_path: Path) -> None:
     )
     found = cameras.load(path)
     config: Any = type("Config", (), {"cameras": found, "log_level": "INFO"})()
-    commands = dict((name, argv) for name, argv, _ in _producer_commands(config, tmp_path))
+    commands = {name: spec.argv() for name, spec in _producer_specs(config, None, tmp_path)}
     door = commands["producer-door"]
     written = Path(door[door.index("--zones") + 1])
     assert zones.load(written) == _load(tmp_path, GOOD)
