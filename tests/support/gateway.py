@@ -348,13 +348,46 @@ class FakeProducer:
         self.epoch = ""
         self.epoch_ms = 0
         self.seq = 0
+        self.event_seq = 0
         self.restart()
 
     def restart(self) -> None:
-        """A new producer run: new epoch, seq from 1."""
+        """A new producer run: new epoch, seq and event seq from 1."""
         self.epoch = secrets.token_hex(4)
         self.epoch_ms = max(int(time.time() * 1000), self.epoch_ms + 1)
         self.seq = 0
+        self.event_seq = 0
+
+    def event(self, *, line: str = "door", pad: int = 0, event_maxlen: int = 10000) -> wire.Event:
+        """Publish the next event as the producer does: ``XADD events <epoch_ms>-<event seq>``, then
+        PUBLISH, in one MULTI (``pad`` lengthens the track's label)."""
+        self.event_seq += 1
+        now = time.time()
+        message = wire.Event(
+            stream=self.stream,
+            epoch=self.epoch,
+            seq=self.event_seq,
+            kind="cross",
+            line=line,
+            direction="in",
+            track=self.event_seq,
+            label="person" + "x" * pad,
+            frame=self.seq,
+            captured_at=now,
+            published_at=now,
+        )
+        data = wire.encode(message)
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.xadd(
+                wire.events_key(self.stream),
+                {wire.HISTORY_FIELD: data},
+                id=f"{self.epoch_ms}-{self.event_seq}",
+                maxlen=event_maxlen,
+                approximate=True,
+            )
+            pipe.publish(wire.channel(self.stream), data)
+            pipe.execute()
+        return message
 
     def result(self, *, captured_at: float | None = None, pad: int = 0) -> wire.Result:
         """Publish the next result (``pad`` adds a detection with a label that long)."""
@@ -451,6 +484,7 @@ class Collector:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.seqs: list[int] = []
+        self.events: list[int] = []
         self.trouble: list[str] = []
         """What a reader that keeps up must never see: a gap or reset notice, its connection ending."""
         self.task = asyncio.create_task(self._run())
@@ -461,6 +495,8 @@ class Collector:
                 message = wire.decode(data)
                 if isinstance(message, wire.Result):
                     self.seqs.append(message.seq)
+                elif isinstance(message, wire.Event):
+                    self.events.append(message.seq)
                 elif isinstance(message, wire.Gap | wire.Reset):
                     self.trouble.append(f"{type(message).__name__.lower()} ({message.reason})")
             self.trouble.append(f"closed ({self.ws.close_code} {self.ws.close_reason})")
