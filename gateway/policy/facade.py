@@ -331,7 +331,7 @@ class Policy:
         max_age = self.limits.max_age
         if max_age and age > max_age and (rule is None or not rule.keeps):
             if capped:
-                clients = {**clients, **capped} if clients else capped
+                clients = {**clients, **dict.fromkeys(capped)} if clients else dict.fromkeys(capped)
             if clients:
                 self.observer.dropped("stale", len(clients))
                 self._tell_stale(stream, kind, clients)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from gateway.policy.state import FILTERED, RESULT, Client, Join, Sink
+from gateway.policy.state import FILTERED, RESULT, Cap, Client, Join, Sink
 
 __all__ = ["Membership"]
 
@@ -24,7 +24,8 @@ class Membership:
         live: Per stream, the clients live on it (gateway notices go to all of them).
         kinds: Per stream and kind (:data:`~gateway.policy.state.FILTERED`), the live clients
             that take that kind as it comes.
-        capped: Per stream, the live clients that take its results at most ``max_rate`` a second.
+        capped: Per stream, the live clients that take its results at most ``max_rate`` a second,
+            each with its :class:`~gateway.policy.state.Cap` (no look-up per result).
         previews: Per stream, the live clients that asked for its previews too.
         joining: Per stream, the clients whose live messages are buffered (their replay runs).
     """
@@ -33,7 +34,7 @@ class Membership:
         self.clients: dict[Hashable, Client] = {}
         self.live: dict[str, Members] = {}
         self.kinds: dict[str, dict[str, Members]] = {}
-        self.capped: dict[str, Members] = {}
+        self.capped: dict[str, dict[Client, Cap]] = {}
         self.previews: dict[str, Members] = {}
         self.joining: dict[str, Members] = {}
 
@@ -72,7 +73,7 @@ class Membership:
         else:
             for kind in cap.kinds:
                 if kind == RESULT and cap.interval:
-                    self.capped.setdefault(stream, {})[client] = None
+                    self.capped.setdefault(stream, {})[client] = cap
                 else:
                     by_kind[kind][client] = None
         if client.streams.get(stream):
