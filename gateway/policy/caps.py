@@ -1,16 +1,24 @@
 """Rate caps: a client's results at most ``max_rate`` a second, conflated to the newest.
 
 A capped client is written a result when ``1 / max_rate`` seconds have passed since the last
-one it was written on that stream; a result that comes sooner is held instead (replacing an
-older held one, counted ``conflated``), and written when its time comes, on a
-:class:`~gateway.policy.state.Timer` the driver arms. So the client always ends up with the
-newest result, and never more than its cap. A held result older than ``max_age`` by then is
-dropped like any stale result. Writes go through the slicer, behind whatever of the stream is
-still going out in slices: a capped client's results never overtake an earlier message.
+one it was written on that stream; results that come sooner are not written to it, and when its
+time comes it is written the stream's newest (the ones it skipped count as ``conflated``). So it
+always ends up with the newest result, and never more than its cap. A newest result older than
+``max_age`` by then is dropped like any stale result.
+
+The cost is per delivery, not per result: per stream, the newest result is kept once, and a
+capped client is either *idle* (its interval is over: the next result is written to it at once)
+or *waiting* (in a heap by the time its interval ends). A result costs nothing for the waiting
+clients, a :class:`~gateway.policy.state.Timer` the driver arms wakes the policy when the
+earliest interval ends, and the clients then due share one fan-out of the newest result (one
+framing), through the slicer: behind whatever of the stream is still going out in slices, so a
+capped client's results never overtake an earlier message.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from collections.abc import Callable
 
 from gateway.policy.limits import Limits
@@ -21,8 +29,20 @@ from gateway.policy.state import RESULT, Action, Cap, Client, Job, Timer
 __all__ = ["Caps"]
 
 
+class _Stream:
+    """One stream's capped clients and its newest result."""
+
+    __slots__ = ("count", "idle", "newest", "waiting")
+
+    def __init__(self) -> None:
+        self.idle: dict[Client, Cap] = {}  # interval over: the next result goes to them at once
+        self.waiting: dict[Client, Cap] = {}  # interval running (and in the heap)
+        self.newest: tuple[bytes, float | None] | None = None
+        self.count = 0  # results seen: Cap.got says up to which one a client has
+
+
 class Caps:
-    """The held results of capped clients, and when the next is due.
+    """The capped clients of every stream, and when the next of them is due.
 
     Args:
         limits: ``max_age``.
@@ -49,82 +69,120 @@ class Caps:
         self._clock = clock
         self._monotonic = monotonic
         self._actions = actions
-        self._waiting: dict[Cap, tuple[Client, str]] = {}  # each cap holding a result: whose
+        self._streams: dict[str, _Stream] = {}
+        self._heap: list[tuple[float, int, Client, str]] = []
+        self._order = itertools.count()  # heap ties broken by arrival, never by comparing clients
         self._armed: float | None = None  # the time of the Timer asked for, if one is out
 
-    def offer(
-        self, stream: str, clients: dict[Client, Cap], data: bytes, captured: float | None, age: float | None
-    ) -> None:
-        """A result for the capped ``clients`` of ``stream``: written to those due, held for the others.
+    def members(self, stream: str) -> dict[Client, None] | None:
+        """The capped clients of ``stream`` (for a notice that concerns them), or None."""
+        state = self._streams.get(stream)
+        if state is None:
+            return None
+        return dict.fromkeys([*state.idle, *state.waiting])
 
-        The steady state of a capped client (its interval not over, a result already held) is
-        two attribute reads and one write per result: this loop runs for every capped client on
-        every result.
-        """
-        now = self._monotonic()
-        held = (data, captured)
-        due: dict[Client, None] | None = None
-        conflated = 0
-        for client, cap in clients.items():
-            if now < cap.next_at:
-                if cap.held is None:
-                    self._waiting[cap] = (client, stream)
-                    self._arm(cap.next_at)
-                else:
-                    conflated += 1
-                cap.held = held
-                continue
-            if cap.held is not None:
-                cap.held = None
-                conflated += 1
-                self._waiting.pop(cap, None)
-            cap.next_at = now + cap.interval
-            if due is None:
-                due = {}
-            due[client] = None
-        if conflated:
-            self._observer.dropped("conflated", conflated)
-        if due:
-            self._slicer.fan(due, Job((stream, RESULT), data, False, captured, age))
+    def attach(self, stream: str, client: Client, cap: Cap) -> None:
+        """``client`` is live on ``stream`` with a cap (``cap.next_at`` in the future: it was just
+        written a result, and waits)."""
+        state = self._streams.get(stream)
+        if state is None:
+            state = self._streams[stream] = _Stream()
+        cap.got = state.count
+        if cap.next_at > self._monotonic():
+            state.waiting[client] = cap
+            self._push(cap.next_at, client, stream)
+        else:
+            state.idle[client] = cap
+
+    def written(self, client: Client, stream: str) -> None:
+        """A result was written to ``client`` late (held while it lagged): its interval starts now."""
+        state = self._streams.get(stream)
+        if state is None:
+            return
+        cap = state.waiting.get(client) or state.idle.pop(client, None)
+        if cap is None:
+            return
+        state.waiting[client] = cap
+        cap.next_at = self._monotonic() + cap.interval
+        self._push(cap.next_at, client, stream)  # an older heap entry no longer matches: skipped
 
     def forget(self, client: Client, stream: str) -> None:
-        """``client`` left ``stream`` (or changed its choices): nothing held for it any more."""
-        cap = client.caps.get(stream)
-        if cap is not None:
-            cap.held = None
-            self._waiting.pop(cap, None)
+        """``client`` left ``stream`` (or changed its choices): no longer capped there."""
+        state = self._streams.get(stream)
+        if state is None:
+            return
+        state.idle.pop(client, None)
+        state.waiting.pop(client, None)  # its heap entry is skipped when it comes up
+        if not state.idle and not state.waiting:
+            del self._streams[stream]
+
+    def offer(self, stream: str, data: bytes, captured: float | None, age: float | None) -> None:
+        """A result of ``stream``: kept as its newest, written now to the idle capped clients."""
+        state = self._streams.get(stream)
+        if state is None:
+            return
+        state.count += 1
+        state.newest = (data, captured)
+        idle = state.idle
+        if not idle:
+            return  # every capped client waits: nothing to do per client
+        now = self._monotonic()
+        count = state.count
+        for client, cap in idle.items():
+            cap.got = count
+            cap.next_at = now + cap.interval
+            state.waiting[client] = cap
+            self._push(cap.next_at, client, stream)
+        state.idle = {}
+        self._slicer.fan(dict.fromkeys(idle), Job((stream, RESULT), data, False, captured, age))
 
     def wake(self) -> None:
-        """The armed time came: write each held result that is due (grouped by message)."""
+        """The armed time came: the clients due get their stream's newest result, if newer."""
         self._armed = None
         now = self._monotonic()
-        wall = self._clock()
-        groups: dict[tuple[str, int], tuple[bytes, float | None, dict[Client, None]]] = {}
-        later: float | None = None
-        for cap, (client, stream) in list(self._waiting.items()):
-            held = cap.held
-            if held is None or client.closing or client.caps.get(stream) is not cap:
-                del self._waiting[cap]
+        heap = self._heap
+        due: dict[str, dict[Client, None]] = {}
+        conflated = stale = 0
+        while heap and heap[0][0] <= now:
+            at, _, client, stream = heapq.heappop(heap)
+            state = self._streams.get(stream)
+            cap = None if state is None else state.waiting.get(client)
+            if state is None or cap is None or cap.next_at != at:
+                continue  # left, or re-entered the heap since
+            newest = state.newest
+            if newest is None or state.count == cap.got or client.closing:
+                del state.waiting[client]
+                state.idle[client] = cap  # nothing new: the next result goes at once
                 continue
-            if now < cap.next_at:
-                later = cap.next_at if later is None else min(later, cap.next_at)
+            if self._max_age and newest[1] is not None and self._clock() - newest[1] > self._max_age:
+                stale += 1
+                cap.got = state.count
+                del state.waiting[client]
+                state.idle[client] = cap
                 continue
-            del self._waiting[cap]
-            cap.held = None
-            data, captured = held
-            if self._max_age and captured is not None and wall - captured > self._max_age:
-                self._observer.dropped("stale", 1)
-                continue
+            conflated += state.count - cap.got - 1
+            cap.got = state.count
             cap.next_at = now + cap.interval
-            group = groups.get((stream, id(data)))
-            if group is None:
-                group = groups[(stream, id(data))] = (data, captured, {})
-            group[2][client] = None
-        for (stream, _), (data, captured, members) in groups.items():
+            self._push(cap.next_at, client, stream, arm=False)
+            due.setdefault(stream, {})[client] = None
+        if conflated:
+            self._observer.dropped("conflated", conflated)
+        if stale:
+            self._observer.dropped("stale", stale)
+        wall = self._clock()
+        for stream, members in due.items():
+            newest = self._streams[stream].newest
+            assert newest is not None
+            data, captured = newest
             age = None if captured is None else wall - captured
             self._slicer.fan(members, Job((stream, RESULT), data, False, captured, age))
-        if later is not None:
-            self._arm(later)
+        if heap:
+            self._arm(heap[0][0])
+
+    def _push(self, at: float, client: Client, stream: str, *, arm: bool = True) -> None:
+        heapq.heappush(self._heap, (at, next(self._order), client, stream))
+        if arm:
+            self._arm(at)
 
     def _arm(self, at: float) -> None:
         if self._armed is None or at < self._armed:

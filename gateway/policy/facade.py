@@ -237,7 +237,7 @@ class Policy:
         if joining:
             self._members.join(stream, client)
         else:
-            self._members.attach(stream, client)
+            self._attach(stream, client)
 
     def go_live(
         self,
@@ -265,7 +265,7 @@ class Policy:
                 if kind == RESULT and cap is not None and cap.interval:
                     cap.next_at = self._monotonic() + cap.interval
                 self._writer.send(client, (stream, kind), data, captured=captured)
-        self._members.attach(stream, client)
+        self._attach(stream, client)
 
     def remove(self, stream: str, key: Hashable) -> None:
         """A client left one stream (its pending messages for it are dropped)."""
@@ -291,6 +291,12 @@ class Policy:
         client.streams.clear()
         self._forget(client)
         return client.closing
+
+    def _attach(self, stream: str, client: Client) -> None:
+        self._members.attach(stream, client)
+        cap = client.caps.get(stream)
+        if cap is not None and cap.interval and RESULT in cap.kinds:
+            self._caps.attach(stream, client, cap)
 
     def _detach(self, stream: str, client: Client) -> None:
         self._members.detach(stream, client)
@@ -325,21 +331,20 @@ class Policy:
         if joiners:
             self._joins.buffer(joiners, stream, peeked, data)
         clients = members.audience(stream, kind)
-        capped = members.capped.get(stream) if kind == RESULT else None
         rule = DELIVERY.get(kind)
         age = self._clock() - peeked.captured_at
         max_age = self.limits.max_age
         if max_age and age > max_age and (rule is None or not rule.keeps):
+            capped = self._caps.members(stream) if kind == RESULT else None
             if capped:
-                clients = {**clients, **dict.fromkeys(capped)} if clients else dict.fromkeys(capped)
+                clients = {**clients, **capped} if clients else capped
             if clients:
                 self.observer.dropped("stale", len(clients))
                 self._tell_stale(stream, kind, clients)
             return peeked
         if kind == RESULT:
             self._stale_told.discard(stream)
-            if capped:
-                self._caps.offer(stream, capped, data, peeked.captured_at, age)
+            self._caps.offer(stream, data, peeked.captured_at, age)
         if not clients:
             return peeked
         if rule is not None and rule.expires:
@@ -459,6 +464,8 @@ class Policy:
             if client.sink.closed() or client.closing:
                 return
             self._writer.send(client, (stream, kind), data, binary=binary, captured=captured)
+            if client.lagging_since is None and kind == RESULT and stream in client.caps:
+                self._caps.written(client, stream)  # a capped client's interval counts from here
             if client.lagging_since is not None:
                 # Full again: the rule held this one and the client lags; the rest wait behind it.
                 self._lag.restore(client, held[index + 1 :])

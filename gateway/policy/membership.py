@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from gateway.policy.state import FILTERED, RESULT, Cap, Client, Join, Sink
+from gateway.policy.state import FILTERED, RESULT, Client, Join, Sink
 
 __all__ = ["Membership"]
 
@@ -15,17 +15,15 @@ class Membership:
     """Clients by key, and each stream's audiences (dicts used as ordered sets).
 
     A client that chose nothing is in every audience of its stream; one that chose ``kinds``
-    only in theirs, and one that capped its results in ``capped`` instead of the results'
-    audience. So a message goes to its kind's audience as it is, with no test per client: a
-    filter costs the clients that set one, never the others.
+    only in theirs, and one that capped its results in no results audience (its results are
+    :mod:`gateway.policy.caps`'). So a message goes to its kind's audience as it is, with no
+    test per client: a filter costs the clients that set one, never the others.
 
     Attributes:
         clients: Every client, by key.
         live: Per stream, the clients live on it (gateway notices go to all of them).
         kinds: Per stream and kind (:data:`~gateway.policy.state.FILTERED`), the live clients
             that take that kind as it comes.
-        capped: Per stream, the live clients that take its results at most ``max_rate`` a second,
-            each with its :class:`~gateway.policy.state.Cap` (no look-up per result).
         previews: Per stream, the live clients that asked for its previews too.
         joining: Per stream, the clients whose live messages are buffered (their replay runs).
     """
@@ -34,7 +32,6 @@ class Membership:
         self.clients: dict[Hashable, Client] = {}
         self.live: dict[str, Members] = {}
         self.kinds: dict[str, dict[str, Members]] = {}
-        self.capped: dict[str, dict[Client, Cap]] = {}
         self.previews: dict[str, Members] = {}
         self.joining: dict[str, Members] = {}
 
@@ -72,16 +69,14 @@ class Membership:
                 members[client] = None
         else:
             for kind in cap.kinds:
-                if kind == RESULT and cap.interval:
-                    self.capped.setdefault(stream, {})[client] = cap
-                else:
+                if kind != RESULT or not cap.interval:
                     by_kind[kind][client] = None
         if client.streams.get(stream):
             self.previews.setdefault(stream, {})[client] = None
 
     def detach(self, stream: str, client: Client) -> None:
         """``client`` is out of every audience of ``stream``."""
-        for table in (self.live, self.capped, self.previews, self.joining):
+        for table in (self.live, self.previews, self.joining):
             members = table.get(stream)
             if members is not None and client in members:
                 del members[client]

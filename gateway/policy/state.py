@@ -178,16 +178,16 @@ class Cap:
         kinds: The kinds it takes (a subset of :data:`FILTERED`).
         interval: Seconds between two results written to it (0: no cap).
         next_at: Monotonic time from which its next result may be written.
-        held: The newest result waiting for ``next_at``: ``(data, captured_at)``, or None.
+        got: How many of the stream's results (counted by the caps) it has had its turn for.
     """
 
-    __slots__ = ("held", "interval", "kinds", "next_at")
+    __slots__ = ("got", "interval", "kinds", "next_at")
 
     def __init__(self, kinds: frozenset[str], max_rate: float | None) -> None:
         self.kinds = kinds
         self.interval = 1.0 / max_rate if max_rate else 0.0
         self.next_at = 0.0
-        self.held: tuple[bytes, float | None] | None = None
+        self.got = 0
 
 
 class Join:
