@@ -8,11 +8,12 @@ always ends up with the newest result, and never more than its cap. A newest res
 
 The cost is per delivery, not per result: per stream, the newest result is kept once, and a
 capped client is either *idle* (its interval is over: the next result is written to it at once)
-or *waiting* (in a heap by the time its interval ends). A result costs nothing for the waiting
-clients, a :class:`~gateway.policy.state.Timer` the driver arms wakes the policy when the
-earliest interval ends, and the clients then due share one fan-out of the newest result (one
-framing), through the slicer: behind whatever of the stream is still going out in slices, so a
-capped client's results never overtake an earlier message.
+or *waiting*, in a group of the clients whose intervals end at the same time (those written the
+same result with the same cap), one heap entry per group. A result costs nothing for the waiting
+clients; a :class:`~gateway.policy.state.Timer` the driver arms wakes the policy when the
+earliest group is due, and its clients share one fan-out of the newest result (one framing),
+through the slicer: behind whatever of the stream is still going out in slices, so a capped
+client's results never overtake an earlier message.
 """
 
 from __future__ import annotations
@@ -29,20 +30,24 @@ from gateway.policy.state import RESULT, Action, Cap, Client, Job, Timer
 __all__ = ["Caps"]
 
 
+Group = dict[Client, Cap]
+"""Waiting capped clients of one stream whose intervals end at the same time."""
+
+
 class _Stream:
     """One stream's capped clients and its newest result."""
 
-    __slots__ = ("count", "idle", "newest", "waiting")
+    __slots__ = ("capped", "count", "idle", "newest")
 
     def __init__(self) -> None:
-        self.idle: dict[Client, Cap] = {}  # interval over: the next result goes to them at once
-        self.waiting: dict[Client, Cap] = {}  # interval running (and in the heap)
+        self.capped: dict[Client, Cap] = {}  # all of them
+        self.idle: Group = {}  # interval over: the next result goes to them at once
         self.newest: tuple[bytes, float | None] | None = None
         self.count = 0  # results seen: Cap.got says up to which one a client has
 
 
 class Caps:
-    """The capped clients of every stream, and when the next of them is due.
+    """The capped clients of every stream, and when the next group of them is due.
 
     Args:
         limits: ``max_age``.
@@ -70,16 +75,14 @@ class Caps:
         self._monotonic = monotonic
         self._actions = actions
         self._streams: dict[str, _Stream] = {}
-        self._heap: list[tuple[float, int, Client, str]] = []
-        self._order = itertools.count()  # heap ties broken by arrival, never by comparing clients
+        self._heap: list[tuple[float, int, str, Group]] = []
+        self._order = itertools.count()  # heap ties broken by arrival, never by comparing groups
         self._armed: float | None = None  # the time of the Timer asked for, if one is out
 
     def members(self, stream: str) -> dict[Client, None] | None:
         """The capped clients of ``stream`` (for a notice that concerns them), or None."""
         state = self._streams.get(stream)
-        if state is None:
-            return None
-        return dict.fromkeys([*state.idle, *state.waiting])
+        return None if state is None else dict.fromkeys(state.capped)
 
     def attach(self, stream: str, client: Client, cap: Cap) -> None:
         """``client`` is live on ``stream`` with a cap (``cap.next_at`` in the future: it was just
@@ -87,33 +90,32 @@ class Caps:
         state = self._streams.get(stream)
         if state is None:
             state = self._streams[stream] = _Stream()
+        state.capped[client] = cap
         cap.got = state.count
         if cap.next_at > self._monotonic():
-            state.waiting[client] = cap
-            self._push(cap.next_at, client, stream)
+            self._wait(stream, {client: cap}, cap.next_at)
         else:
+            cap.group = None
             state.idle[client] = cap
 
     def written(self, client: Client, stream: str) -> None:
         """A result was written to ``client`` late (held while it lagged): its interval starts now."""
         state = self._streams.get(stream)
-        if state is None:
+        cap = None if state is None else state.capped.get(client)
+        if state is None or cap is None:
             return
-        cap = state.waiting.get(client) or state.idle.pop(client, None)
-        if cap is None:
-            return
-        state.waiting[client] = cap
+        self._leave(client, cap, state)
         cap.next_at = self._monotonic() + cap.interval
-        self._push(cap.next_at, client, stream)  # an older heap entry no longer matches: skipped
+        self._wait(stream, {client: cap}, cap.next_at)
 
     def forget(self, client: Client, stream: str) -> None:
         """``client`` left ``stream`` (or changed its choices): no longer capped there."""
         state = self._streams.get(stream)
-        if state is None:
+        cap = None if state is None else state.capped.pop(client, None)
+        if state is None or cap is None:
             return
-        state.idle.pop(client, None)
-        state.waiting.pop(client, None)  # its heap entry is skipped when it comes up
-        if not state.idle and not state.waiting:
+        self._leave(client, cap, state)
+        if not state.capped:
             del self._streams[stream]
 
     def offer(self, stream: str, data: bytes, captured: float | None, age: float | None) -> None:
@@ -126,63 +128,82 @@ class Caps:
         idle = state.idle
         if not idle:
             return  # every capped client waits: nothing to do per client
-        now = self._monotonic()
-        count = state.count
-        for client, cap in idle.items():
-            cap.got = count
-            cap.next_at = now + cap.interval
-            state.waiting[client] = cap
-            self._push(cap.next_at, client, stream)
         state.idle = {}
         self._slicer.fan(dict.fromkeys(idle), Job((stream, RESULT), data, False, captured, age))
+        self._regroup(stream, idle, state.count, self._monotonic())
 
     def wake(self) -> None:
-        """The armed time came: the clients due get their stream's newest result, if newer."""
+        """The armed time came: the groups due get their stream's newest result, if newer."""
         self._armed = None
         now = self._monotonic()
+        wall = self._clock()
         heap = self._heap
-        due: dict[str, dict[Client, None]] = {}
         conflated = stale = 0
         while heap and heap[0][0] <= now:
-            at, _, client, stream = heapq.heappop(heap)
+            _, _, stream, group = heapq.heappop(heap)
             state = self._streams.get(stream)
-            cap = None if state is None else state.waiting.get(client)
-            if state is None or cap is None or cap.next_at != at:
-                continue  # left, or re-entered the heap since
+            if state is None:
+                continue
             newest = state.newest
-            if newest is None or state.count == cap.got or client.closing:
-                del state.waiting[client]
-                state.idle[client] = cap  # nothing new: the next result goes at once
-                continue
-            if self._max_age and newest[1] is not None and self._clock() - newest[1] > self._max_age:
-                stale += 1
-                cap.got = state.count
-                del state.waiting[client]
-                state.idle[client] = cap
-                continue
-            conflated += state.count - cap.got - 1
-            cap.got = state.count
-            cap.next_at = now + cap.interval
-            self._push(cap.next_at, client, stream, arm=False)
-            due.setdefault(stream, {})[client] = None
+            count = state.count
+            expired = (
+                bool(self._max_age)
+                and newest is not None
+                and newest[1] is not None
+                and wall - newest[1] > self._max_age
+            )
+            due: Group = {}
+            for client, cap in group.items():
+                if cap.group is not group:
+                    continue  # left, or moved since
+                if newest is None or count == cap.got or client.closing or expired:
+                    if expired and count != cap.got:
+                        stale += 1
+                        cap.got = count
+                    cap.group = None
+                    state.idle[client] = cap  # nothing new: the next result goes at once
+                    continue
+                conflated += count - cap.got - 1
+                due[client] = cap
+            if due:
+                assert newest is not None
+                data, captured = newest
+                age = None if captured is None else wall - captured
+                self._slicer.fan(dict.fromkeys(due), Job((stream, RESULT), data, False, captured, age))
+                self._regroup(stream, due, count, now, arm=False)
         if conflated:
             self._observer.dropped("conflated", conflated)
         if stale:
             self._observer.dropped("stale", stale)
-        wall = self._clock()
-        for stream, members in due.items():
-            newest = self._streams[stream].newest
-            assert newest is not None
-            data, captured = newest
-            age = None if captured is None else wall - captured
-            self._slicer.fan(members, Job((stream, RESULT), data, False, captured, age))
         if heap:
             self._arm(heap[0][0])
 
-    def _push(self, at: float, client: Client, stream: str, *, arm: bool = True) -> None:
-        heapq.heappush(self._heap, (at, next(self._order), client, stream))
+    def _regroup(self, stream: str, written: Group, count: int, now: float, *, arm: bool = True) -> None:
+        """``written`` were just written result ``count``: they wait, grouped by their interval."""
+        groups: dict[float, Group] = {}
+        for client, cap in written.items():
+            cap.got = count
+            group = groups.get(cap.interval)
+            if group is None:
+                group = groups[cap.interval] = {}
+            group[client] = cap
+        for interval, group in groups.items():
+            self._wait(stream, group, now + interval, arm=arm)
+
+    def _wait(self, stream: str, group: Group, at: float, *, arm: bool = True) -> None:
+        for cap in group.values():
+            cap.next_at = at
+            cap.group = group
+        heapq.heappush(self._heap, (at, next(self._order), stream, group))
         if arm:
             self._arm(at)
+
+    @staticmethod
+    def _leave(client: Client, cap: Cap, state: _Stream) -> None:
+        if cap.group is not None:
+            cap.group.pop(client, None)  # an emptied group's heap entry just finds nobody
+            cap.group = None
+        state.idle.pop(client, None)
 
     def _arm(self, at: float) -> None:
         if self._armed is None or at < self._armed:

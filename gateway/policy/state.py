@@ -179,15 +179,17 @@ class Cap:
         interval: Seconds between two results written to it (0: no cap).
         next_at: Monotonic time from which its next result may be written.
         got: How many of the stream's results (counted by the caps) it has had its turn for.
+        group: The waiting group it is in (:mod:`gateway.policy.caps`), None while idle.
     """
 
-    __slots__ = ("got", "interval", "kinds", "next_at")
+    __slots__ = ("got", "group", "interval", "kinds", "next_at")
 
     def __init__(self, kinds: frozenset[str], max_rate: float | None) -> None:
         self.kinds = kinds
         self.interval = 1.0 / max_rate if max_rate else 0.0
         self.next_at = 0.0
         self.got = 0
+        self.group: dict[Client, Cap] | None = None
 
 
 class Join:
