@@ -306,16 +306,18 @@ def publish_result(client: redis.Redis, result: wire.Result, *, epoch_ms: int, m
     ``XADD <history_key> MAXLEN ~ <maxlen> <epoch_ms>-<seq> m <bytes>`` then ``PUBLISH <channel>
     <bytes>``, in one MULTI with the history first, so a result seen live is already replayable.
     """
-    data = wire.encode(result)
+    return _append_and_publish(client, wire.history_key(result.stream), result, epoch_ms, maxlen)
+
+
+def _append_and_publish(
+    client: redis.Redis, key: str, message: wire.Result | wire.Event, epoch_ms: int, maxlen: int
+) -> bytes:
+    data = wire.encode(message)
     with client.pipeline(transaction=True) as pipe:
         pipe.xadd(
-            wire.history_key(result.stream),
-            {wire.HISTORY_FIELD: data},
-            id=f"{epoch_ms}-{result.seq}",
-            maxlen=maxlen,
-            approximate=True,
+            key, {wire.HISTORY_FIELD: data}, id=f"{epoch_ms}-{message.seq}", maxlen=maxlen, approximate=True
         )
-        pipe.publish(wire.channel(result.stream), data)
+        pipe.publish(wire.channel(message.stream), data)
         pipe.execute()
     return data
 
@@ -376,17 +378,7 @@ class FakeProducer:
             captured_at=now,
             published_at=now,
         )
-        data = wire.encode(message)
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xadd(
-                wire.events_key(self.stream),
-                {wire.HISTORY_FIELD: data},
-                id=f"{self.epoch_ms}-{self.event_seq}",
-                maxlen=event_maxlen,
-                approximate=True,
-            )
-            pipe.publish(wire.channel(self.stream), data)
-            pipe.execute()
+        _append_and_publish(self.redis, wire.events_key(self.stream), message, self.epoch_ms, event_maxlen)
         return message
 
     def result(self, *, captured_at: float | None = None, pad: int = 0) -> wire.Result:
