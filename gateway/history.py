@@ -146,7 +146,7 @@ async def event_replay(
     if start is top_entry and top.seq - since > limit:
         return Replay(reset="history-expired")
     entries = await broker.entries_after(key, f"{start.ms}-{since}", count=limit)
-    if not entries or entries[-1].id != top_entry.id:
+    if not _reaches(entries, top_entry, limit):
         return Replay(reset="history-expired")  # trimmed meanwhile, or more than limit behind
     first = entries[0]
     contiguous = (first.ms == start.ms and first.seq == since + 1) or (
@@ -162,9 +162,21 @@ async def _newest_epoch(broker: Broker, key: str, top: wire.Peek, top_entry: Ent
     if top.seq > limit:
         return Replay(reset="history-expired")
     entries = await broker.entries_after(key, f"{top_entry.ms}-0", count=limit)
-    if not entries or entries[0].seq != 1 or entries[-1].id != top_entry.id:
+    if not _reaches(entries, top_entry, limit) or entries[0].seq != 1:
         return Replay(reset="history-expired")
     return _replayed(entries, "epoch-changed", None, 0)
+
+
+def _reaches(entries: list[Entry], top: Entry, limit: int) -> bool:
+    """Whether ``entries`` run up to ``top`` (the newest entry when the replay began).
+
+    Events published since then may follow it: the read is not cut short by them, only by
+    ``limit`` before reaching ``top``.
+    """
+    if not entries:
+        return False
+    last = entries[-1]
+    return len(entries) < limit or (last.ms, last.seq) >= (top.ms, top.seq)
 
 
 def _replayed(entries: list[Entry], reset: str | None, epoch: str | None, seq: int) -> Replay:

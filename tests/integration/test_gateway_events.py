@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
@@ -86,6 +86,51 @@ async def test_event_replay_plans_across_epochs(redis_server: RedisServer) -> No
     finally:
         await broker.aclose()
         await raw.aclose()
+        producer.close()
+
+
+class _Racing:
+    """A broker whose first ``entries_after`` comes after the producer published more events (the
+    race between a replay's two reads while events flow)."""
+
+    def __init__(self, broker: Any, producer: FakeProducer, events: int) -> None:
+        self._broker = broker
+        self._producer = producer
+        self._events = events
+
+    async def latest(self, key: str) -> Any:
+        return await self._broker.latest(key)
+
+    async def entry_before(self, key: str, before: str) -> Any:
+        return await self._broker.entry_before(key, before)
+
+    async def entries_after(self, key: str, after: str, *, count: int) -> Any:
+        for _ in range(self._events):
+            self._producer.event()
+        self._events = 0
+        return await self._broker.entries_after(key, after, count=count)
+
+
+async def test_events_published_during_a_replay_never_make_it_a_reset(redis_server: RedisServer) -> None:
+    """Known defect: an event published between the replay's read of the newest entry and its read
+    of the entries after the position made the replay look cut short: a reset, and the events
+    between the position and the subscription were lost (seen in the kill -9 test, 9 events)."""
+    producer = FakeProducer(redis_server.url, STREAM)
+    broker = open_broker(redis_server.url, timeout=5.0)
+    try:
+        for _ in range(5):
+            producer.event()
+        racing: Any = _Racing(broker, producer, 3)
+        plan = await event_replay(racing, STREAM, since=2, epoch=producer.epoch)
+        assert plan.reset is None
+        assert [seq for _, seq in _seqs(plan.messages)] == [3, 4, 5, 6, 7, 8]
+        producer.restart()
+        producer.event()
+        racing = _Racing(broker, producer, 2)
+        gone = await event_replay(racing, STREAM, since=1, epoch="gone")
+        assert gone.reset == "epoch-changed" and [seq for _, seq in _seqs(gone.messages)] == [1, 2, 3]
+    finally:
+        await broker.aclose()
         producer.close()
 
 
