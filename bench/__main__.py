@@ -27,7 +27,7 @@ from framecast.settings import option
 
 __all__ = ["BenchConfig", "main"]
 
-PARTS = ("fanout", "topology", "producer", "predictors", "shared")
+PARTS = ("fanout", "topology", "producer", "predictors", "shared", "tracking")
 # Run only when asked (--parts ...,profile): it needs py-spy (the bench extra) and root or ptrace rights.
 # capacity (docs/capacity.md's own inputs) holds ~12k connections open: only when asked, too.
 EXTRA_PARTS = ("profile", "capacity")
@@ -64,6 +64,9 @@ Measure framecast, with numbers anyone can rerun:
   shared    4 cameras at 15 fps, each producer loading the model vs one shared
             inference worker batching them: total RSS, predictions/s per camera,
             CPU per prediction, capture->publish p50/p99.
+  tracking  the tracker (ByteTrack per label) at 10, 50 and 200 detections per
+            frame: ms and CPU per frame, id switches; with a zone and a line; and
+            its share of the people detector's own CPU time (target < 10%).
   capacity  (only when named in --parts) RSS per idle connection of a gateway (10k
             connections) and of nginx, and Redis PUBLISH messages/s per valkey core:
             the inputs of docs/capacity.md that the other parts do not measure.
@@ -229,6 +232,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
     from bench.sharing import SharingOptions
     from bench.single import SingleOptions
     from bench.topology import TopologyOptions
+    from bench.tracking import TrackingOptions
 
     quick = config.quick
     scale = config.time_scale
@@ -307,10 +311,16 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
         if quick
         else CapacityOptions(redis_seconds=3.0 * scale)
     )
+    tracking = (
+        TrackingOptions(frames=90, people_seconds=0.3 * scale)
+        if quick
+        else TrackingOptions(frames=600, people_seconds=3.0 * scale)
+    )
     return {
         "fanout": single,
         "topology": topology,
         "producer": producer,
+        "tracking": tracking,
         "predictors": engines,
         "shared": sharing,
         "profile": profile,
@@ -368,6 +378,10 @@ def measure(config: BenchConfig) -> dict[str, Any]:
                 from bench import sharing
 
                 results["shared"] = sharing.run(plan["shared"], say=_say)
+            elif part == "tracking":
+                from bench import tracking
+
+                results["tracking"] = tracking.run(plan["tracking"], say=_say)
             elif part == "capacity":
                 from bench import capacity
 

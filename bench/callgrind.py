@@ -1,6 +1,7 @@
 """Instructions per delivery of the fan-out strategies on a fixed workload (callgrind).
 
-``python -m bench.callgrind [--clients 200] [--messages 256,1024] [--strategies ...] [--every N]``
+``python -m bench.callgrind [--clients 200] [--messages 256,1024] [--strategies ...] [--every N]
+[--filtered N --filter events|capped]``
 
 CPU time on a shared machine moves by ±20% between runs; instruction counts do not. For each
 strategy and each message count, a bench gateway runs under ``valgrind --tool=callgrind``: it
@@ -20,6 +21,12 @@ once a client's stream carried 256 messages or 64 KiB since its last probe, so h
 ``probe_messages`` to N instead, to see the cost at other rates.
 callgrind counts user space only: the kernel's share of a ``send()`` or of reading a
 pong is not in these figures (``framecast bench``'s CPU per delivery has it).
+
+``--filtered N`` adds N connections beside the ``--clients`` full subscribers, each with a
+subscription filter (issue 22): ``--filter events`` takes events and status only (no result
+reaches it), ``--filter capped`` caps its results at one per 1000 s, so after its first every
+result is held for it, conflated: the steady state of a capped client, the same on every run.
+What they cost shows as the instructions per message beside a run without them.
 """
 
 from __future__ import annotations
@@ -44,6 +51,10 @@ STRATEGIES = ("framecast-noprobe", "framecast", "floor-socket", "floor-transport
 _FRAMECAST = ("framecast", "framecast-noprobe")
 
 
+FILTERS: dict[str, dict[str, Any]] = {"events": {"kinds": ("event", "status")}, "capped": {"max_rate": 0.001}}
+"""``--filter``: the subscription choices of the ``--filtered`` connections."""
+
+
 def _framecast(probe: bool, every: int) -> Any:
     """The gateway's fan-out, made deterministic: probe rounds by count, slices by count."""
     from gateway.fanout import Fanout
@@ -63,7 +74,9 @@ def _framecast(probe: bool, every: int) -> Any:
     return Fanout(limits, observer=Counters())
 
 
-async def _serve(strategy: str, clients: int, messages: int, round_every: int, every: int) -> dict[str, Any]:
+async def _serve(
+    strategy: str, clients: int, messages: int, round_every: int, every: int, filtered: int, filter_: str
+) -> dict[str, Any]:
     from websockets.asyncio.server import ServerConnection, serve
 
     from bench import strategies
@@ -76,7 +89,8 @@ async def _serve(strategy: str, clients: int, messages: int, round_every: int, e
     async def handler(ws: ServerConnection) -> None:
         connected.append(ws)
         if fanout is not None:
-            fanout.add("bench", ws)
+            choices = FILTERS[filter_] if len(connected) > clients else {}
+            fanout.add("bench", ws, **choices)
         else:
             other.add(ws)
         try:
@@ -91,7 +105,7 @@ async def _serve(strategy: str, clients: int, messages: int, round_every: int, e
         port = server.sockets[0].getsockname()[1]
         print(json.dumps({"port": port}), flush=True)
         for _ in range(100_000):
-            if len(connected) >= clients:
+            if len(connected) >= clients + filtered:
                 break
             await asyncio.sleep(0.05)
         payload = Payload()
@@ -146,12 +160,19 @@ def _instructions(path: Path) -> int:
 
 
 def _run(
-    strategy: str, clients: int, messages: int, round_every: int, every: int, workdir: Path
+    strategy: str,
+    clients: int,
+    messages: int,
+    round_every: int,
+    every: int,
+    filtered: int,
+    filter_: str,
+    workdir: Path,
 ) -> dict[str, Any]:
     from bench.load import Load
     from bench.procs import Children, read_json_line
 
-    out = workdir / f"callgrind.{strategy}.{messages}"
+    out = workdir / f"callgrind.{strategy}.{messages}.{filtered}{filter_}"
     argv = [
         "valgrind",
         "--tool=callgrind",
@@ -169,6 +190,10 @@ def _run(
         str(round_every),
         "--every",
         str(every),
+        "--filtered",
+        str(filtered),
+        "--filter",
+        filter_,
     ]
     with Children() as children:
         server = children.start(argv, stderr=open(workdir / "valgrind.log", "a"))  # noqa: SIM115
@@ -177,7 +202,7 @@ def _run(
         load = Load(
             children,
             url=f"ws://127.0.0.1:{port}/",
-            connections=clients,
+            connections=clients + filtered,
             processes=2,
             nice=0,
             connect_timeout=3000,
@@ -210,12 +235,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--round", type=int, default=16, help="messages per probe round")
     parser.add_argument("--every", type=int, default=0, help="probe_messages (0: the gateway's default)")
+    parser.add_argument("--filtered", type=int, default=0, help="connections with a filter, beside --clients")
+    parser.add_argument("--filter", choices=sorted(FILTERS), default="events", help="their filter")
     parser.add_argument("--serve", choices=STRATEGIES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        done = asyncio.run(_serve(args.serve, args.clients, int(args.messages), args.round, args.every))
+        done = asyncio.run(
+            _serve(
+                args.serve,
+                args.clients,
+                int(args.messages),
+                args.round,
+                args.every,
+                args.filtered,
+                args.filter,
+            )
+        )
         print(json.dumps(done), flush=True)
         return 0
+    if args.filtered and any(s not in _FRAMECAST for s in args.strategies):
+        parser.error("--filtered: only the framecast strategies have filters")
     if shutil.which("valgrind") is None:
         print(
             "python -m bench.callgrind: error: valgrind is not installed (apt-get install valgrind)",
@@ -227,7 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="framecast-callgrind-") as tmp:
         for strategy in args.strategies:
             runs = [
-                _run(strategy, args.clients, count, args.round, args.every, Path(tmp))
+                _run(
+                    strategy,
+                    args.clients,
+                    count,
+                    args.round,
+                    args.every,
+                    args.filtered,
+                    args.filter,
+                    Path(tmp),
+                )
                 for count in (low, high)
             ]
             deliveries = runs[1]["deliveries"] - runs[0]["deliveries"]
@@ -238,6 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "deliveries": deliveries,
                 "probes": runs[1]["probes"] - runs[0]["probes"],
                 "instructions_per_delivery": round(per),
+                "filtered": args.filtered,
+                "filter": args.filter if args.filtered else None,
+                "instructions_per_message": round(
+                    (runs[1]["instructions"] - runs[0]["instructions"]) / (high - low)
+                ),
             }
             print(json.dumps(row), flush=True)
     print(f"instructions per delivery, {args.clients} clients, {low}..{high} messages:")

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from websockets.http11 import Request
 
 from gateway.auth import OPEN_GRANT, Authenticator, AuthError
-from gateway.handshake import BadRequest, Handshake, bearer, parse_query_token, parse_ws_path
+from gateway.handshake import BadRequest, Handshake, bearer, parse_choices, parse_query_token, parse_ws_path
 
 __all__ = ["Refusal", "admit", "is_websocket_path", "streams_allowed"]
 
@@ -65,6 +65,7 @@ def admit(
         return Refusal(503, f"gateway full ({max_connections} connections): retry later")
     try:
         stream, since, epoch, previews, token = parse_ws_path(request.path)
+        choices = parse_choices(request.path)
     except BadRequest as exc:
         return Refusal(400, str(exc))
     grant = OPEN_GRANT
@@ -75,7 +76,7 @@ def admit(
             return Refusal(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
         if stream is not None and not grant.allows(stream):
             return Refusal(403, f"token does not allow stream {stream!r}")
-    return Handshake(stream=stream, since=since, epoch=epoch, previews=previews, grant=grant)
+    return Handshake(stream=stream, since=since, epoch=epoch, previews=previews, grant=grant, choices=choices)
 
 
 def streams_allowed(request: Request, *, auth: Authenticator) -> Callable[[str], bool]:

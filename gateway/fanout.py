@@ -20,6 +20,8 @@ for, the driver awaits:
   where awaiting is real (no task per client, none per message);
 * a :class:`~gateway.policy.Close` becomes a close with 4008 (aborted after
   ``close_timeout``);
+* a :class:`~gateway.policy.Timer` (a rate-capped client's held result falls due)
+  becomes a ``loop.call_later`` that calls :meth:`~gateway.policy.Policy.wake`;
 * lag probes: a task calls :meth:`~gateway.policy.Policy.probe` every
   ``probe_interval``; the probes themselves ride on the next write of each client
   (a ping behind the data), and websockets' pong handling reports each answer
@@ -56,7 +58,7 @@ from collections.abc import Callable, Hashable, Iterator
 from framecast import wire
 from gateway import _wsio
 from gateway._wsio import Connection, WsSink
-from gateway.policy import Close, Limits, Observer, Policy, Step, Wait
+from gateway.policy import Close, Limits, Observer, Policy, Step, Timer, Wait
 
 __all__ = ["Fanout"]
 
@@ -111,7 +113,14 @@ class Fanout:
     # Membership
 
     def add(
-        self, stream: str, connection: Connection, *, previews: bool = False, joining: bool = False
+        self,
+        stream: str,
+        connection: Connection,
+        *,
+        previews: bool = False,
+        joining: bool = False,
+        kinds: tuple[str, ...] | None = None,
+        max_rate: float | None = None,
     ) -> None:
         """Add a client to a stream.
 
@@ -122,6 +131,8 @@ class Fanout:
             joining: Buffer the stream's live messages for this client instead of
                 sending them, until :meth:`go_live` (used while a replay is sent,
                 so that replay and live meet with no gap and no duplicate).
+            kinds: Only these kinds of stream message (None: all).
+            max_rate: At most this many results a second, the newest (None: every one).
         """
         policy = self.policy
         sink = policy.sink(connection)
@@ -136,15 +147,26 @@ class Fanout:
             if policy.probing and (self._prober is None or self._prober.done()):
                 with contextlib.suppress(RuntimeError):  # no running loop: no probes
                     self._prober = asyncio.get_running_loop().create_task(self._probe_every())
-        policy.add(stream, connection, sink, previews=previews, joining=joining)
+        policy.add(
+            stream, connection, sink, previews=previews, joining=joining, kinds=kinds, max_rate=max_rate
+        )
 
-    def go_live(self, stream: str, connection: Connection, *, epoch: str | None = None, seq: int = 0) -> None:
+    def go_live(
+        self,
+        stream: str,
+        connection: Connection,
+        *,
+        epoch: str | None = None,
+        seq: int = 0,
+        events: tuple[str, int] | None = None,
+    ) -> None:
         """End a client's joining state: send what was buffered, then deliver live.
 
-        Buffered results of ``epoch`` with ``seq`` at or below ``seq`` (already
-        sent by the replay) are skipped; everything else is sent in order.
+        Buffered results of ``epoch`` with ``seq`` at or below ``seq`` (already sent by the
+        replay) are skipped, and events at or below ``events`` (the events replay's last
+        ``(epoch, seq)``); everything else is sent in order.
         """
-        self.policy.go_live(stream, connection, epoch=epoch, seq=seq)
+        self.policy.go_live(stream, connection, epoch=epoch, seq=seq, events=events)
         self._act()
 
     def remove(self, stream: str, connection: Connection) -> None:
@@ -241,6 +263,8 @@ class Fanout:
                         self._await_lagging(loop)
                     elif isinstance(action, Close):
                         self._close(loop, action.key)
+                    elif isinstance(action, Timer):
+                        loop.call_later(max(0.0, action.at - time.monotonic()), self._wake_caps)
             actions = self.policy.actions()
             if not actions:
                 return
@@ -257,6 +281,10 @@ class Fanout:
             if policy.clients():
                 policy.probe()
                 self._act()
+
+    def _wake_caps(self) -> None:
+        self.policy.wake()
+        self._act()
 
     def _step(self, stream: str) -> None:
         self.policy.step(stream)

@@ -1,7 +1,8 @@
 """What a WebSocket handshake asks for: the path, its query and the credentials.
 
 ``/ws`` or ``/ws/<stream>`` with ``since``, ``epoch``, ``previews`` and ``token`` in the
-query (or the token as ``Authorization: Bearer``). Pure parsing: :class:`BadRequest` carries
+query (or the token as ``Authorization: Bearer``), and the subscription's choices: ``kinds``,
+``max_rate``, ``event_since`` and ``event_epoch``. Pure parsing: :class:`BadRequest` carries
 the one-line reason a 400 answers with.
 """
 
@@ -17,11 +18,32 @@ from framecast import wire
 from framecast.exceptions import FramecastError
 from gateway.auth import Grant
 
-__all__ = ["BadRequest", "Handshake", "bearer", "parse_query_token", "parse_ws_path"]
+__all__ = [
+    "BadRequest",
+    "Choices",
+    "Handshake",
+    "bearer",
+    "parse_choices",
+    "parse_query_token",
+    "parse_ws_path",
+]
 
 # A sequence number is a Redis stream id part: 64 bits, so at most 20 digits (int() of a huge digit
 # string raises past 4300 digits, and a longer one is never a valid position anyway).
 _DIGITS = re.compile(r"[0-9]{1,20}")
+
+
+@dataclass(frozen=True)
+class Choices:
+    """What a ``/ws/<stream>`` subscription chose in its query (as in ``subscribe``)."""
+
+    kinds: tuple[wire.Kind, ...] | None = None
+    max_rate: float | None = None
+    event_since: int | None = None
+    event_epoch: str | None = None
+
+
+NO_CHOICES = Choices()
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,7 @@ class Handshake:
     epoch: str | None
     previews: bool
     grant: Grant
+    choices: Choices = NO_CHOICES
 
 
 class BadRequest(FramecastError, ValueError):
@@ -64,22 +87,50 @@ def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, 
             stream = wire.check_stream_name(name)
         except wire.WireError as exc:
             raise BadRequest(str(exc)) from None
-    since_raw, epoch = one("since"), one("epoch")
-    since: int | None = None
-    if since_raw is not None:
-        # ASCII digits only: int() also takes fullwidth digits, signs, spaces and underscores.
-        if not _DIGITS.fullmatch(since_raw):
-            raise BadRequest(
-                f"since: expected a whole number of 1-20 ASCII digits 0-9, got {since_raw[:40]!r}"
-            )
-        since = int(since_raw)
-        if since > wire.MAX_SEQ:
-            raise BadRequest(f"since: {since_raw} is above the largest sequence number (2**64 - 1)")
-        if not epoch:
-            raise BadRequest("since needs epoch (the epoch the seq belongs to)")
+    since, epoch = _position(one("since"), one("epoch"), "since", "epoch")
     previews_raw = one("previews")
     previews = _flag(previews_raw) if previews_raw is not None else False
     return stream, since, epoch or None, previews, one("token")
+
+
+def _position(
+    raw: str | None, epoch: str | None, name: str, epoch_name: str
+) -> tuple[int | None, str | None]:
+    if raw is None:
+        return None, epoch or None
+    # ASCII digits only: int() also takes fullwidth digits, signs, spaces and underscores.
+    if not _DIGITS.fullmatch(raw):
+        raise BadRequest(f"{name}: expected a whole number of 1-20 ASCII digits 0-9, got {raw[:40]!r}")
+    value = int(raw)
+    if value > wire.MAX_SEQ:
+        raise BadRequest(f"{name}: {raw} is above the largest sequence number (2**64 - 1)")
+    if not epoch:
+        raise BadRequest(f"{name} needs {epoch_name} (the epoch the seq belongs to)")
+    return value, epoch
+
+
+def parse_choices(path: str) -> Choices:
+    """The subscription's choices in a path's query: ``kinds``, ``max_rate``, ``event_since``/``event_epoch``.
+
+    Raises:
+        BadRequest: A value the ``subscribe`` operation would refuse too.
+    """
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query, keep_blank_values=True)
+
+    def one(name: str) -> str | None:
+        values = query.get(name)
+        return values[-1] if values else None
+
+    if not any(name in query for name in ("kinds", "max_rate", "event_since", "event_epoch")):
+        return NO_CHOICES  # the common case: nothing chosen
+    kinds_raw, rate_raw = one("kinds"), one("max_rate")
+    try:
+        kinds = None if kinds_raw is None else wire.parse_kinds(kinds_raw)
+        max_rate = None if rate_raw is None else wire.parse_max_rate(rate_raw)
+    except wire.WireError as exc:
+        raise BadRequest(str(exc)) from None
+    event_since, event_epoch = _position(one("event_since"), one("event_epoch"), "event_since", "event_epoch")
+    return Choices(kinds=kinds, max_rate=max_rate, event_since=event_since, event_epoch=event_epoch)
 
 
 def parse_query_token(path: str) -> str | None:

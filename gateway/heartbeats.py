@@ -58,14 +58,19 @@ class Heartbeats:
         self._beats.pop(stream, None)
 
     def seen(self, stream: str, message: wire.Peek) -> None:
-        """Record a result or status from the stream's producer."""
+        """Record a result, event or status from the stream's producer.
+
+        Each is a sign of life; the position kept for the offline status is the results' (an
+        event's ``seq`` is its own sequence's).
+        """
         beat = self._beats.get(stream)
         if beat is None:
             return
         beat.last_seen = self._clock()
-        beat.epoch = message.epoch
-        beat.seq = message.seq
         beat.offline = False
+        if message.type != "event":
+            beat.epoch = message.epoch
+            beat.seq = message.seq
 
     def mark_offline(self, stream: str) -> None:
         """Record that clients were told the stream is offline (e.g. at subscribe time)."""

@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from framecast import wire
 from framecast.broker import Broker, Entry
 
-__all__ = ["Replay", "replay"]
+__all__ = ["EPOCH_STEPS", "Replay", "event_replay", "replay"]
+
+EPOCH_STEPS = 8
+"""Earlier epochs an events replay looks back through for the client's epoch (one read each)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,106 @@ async def replay(
         messages.append(message)
         last_epoch, last_seq = item.epoch, item.seq
     return Replay(messages, None, last_epoch, last_seq)
+
+
+async def event_replay(
+    broker: Broker,
+    stream: str,
+    *,
+    since: int,
+    epoch: str,
+    limit: int = 1000,
+) -> Replay:
+    """The events a client that has ``(epoch, since)`` missed, from the events history.
+
+    Every event after it: the rest of its epoch and all of the later epochs' (a producer restart
+    loses none). Its epoch is found by stepping back one epoch at a time from the newest entry
+    (``XREVRANGE key (<ms>-0 - COUNT 1`` gives the previous epoch's last event), at most
+    :data:`EPOCH_STEPS`. When the history cannot give them contiguously, a reset reason (sent
+    with ``kind: event``): ``no-history``, ``history-expired`` (trimmed past ``since``, or more
+    than ``limit`` behind), ``position-ahead`` (beyond its epoch's last event), or
+    ``epoch-changed`` (its epoch is not in the history: the newest epoch's events are replayed
+    from its seq 1 when the history still holds them). The replay's ``(epoch, seq)`` is its last
+    event's (or the client's position when it is up to date); with a reset and nothing replayed,
+    ``epoch`` is None: every live event from the subscription on is new to the client.
+
+    Raises:
+        BrokerError: Redis could not be read.
+    """
+    key = wire.events_key(stream)
+    newest = _latest(await broker.latest(key))
+    if newest is None:
+        return Replay(reset="no-history")
+    _, top, top_entry = newest
+    start: Entry = top_entry  # an entry of the client's epoch (its newest), once found
+    last_of_epoch = top.seq
+    if top.epoch != epoch:
+        found = None
+        ms = top_entry.ms
+        for _ in range(EPOCH_STEPS):
+            before = _latest(await broker.entry_before(key, f"{ms}-0"))
+            if before is None:
+                break
+            _, peeked, entry = before
+            if peeked.epoch == epoch:
+                found = (peeked, entry)
+                break
+            ms = entry.ms
+        if found is None:
+            return await _newest_epoch(broker, key, top, top_entry, limit)
+        last_of_epoch, start = found[0].seq, found[1]
+    if since > last_of_epoch:
+        return Replay(reset="position-ahead")
+    if start is top_entry and since == top.seq:
+        return Replay([], None, epoch, since)  # up to date
+    if start is top_entry and top.seq - since > limit:
+        return Replay(reset="history-expired")
+    entries = await broker.entries_after(key, f"{start.ms}-{since}", count=limit)
+    if not _reaches(entries, top_entry, limit):
+        return Replay(reset="history-expired")  # trimmed meanwhile, or more than limit behind
+    first = entries[0]
+    contiguous = (first.ms == start.ms and first.seq == since + 1) or (
+        since == last_of_epoch and first.ms > start.ms and first.seq == 1
+    )
+    if not contiguous:
+        return Replay(reset="history-expired")
+    return _replayed(entries, None, epoch, since)
+
+
+async def _newest_epoch(broker: Broker, key: str, top: wire.Peek, top_entry: Entry, limit: int) -> Replay:
+    """The client's epoch is gone from the history: the newest epoch's events from its seq 1."""
+    if top.seq > limit:
+        return Replay(reset="history-expired")
+    entries = await broker.entries_after(key, f"{top_entry.ms}-0", count=limit)
+    if not _reaches(entries, top_entry, limit) or entries[0].seq != 1:
+        return Replay(reset="history-expired")
+    return _replayed(entries, "epoch-changed", None, 0)
+
+
+def _reaches(entries: list[Entry], top: Entry, limit: int) -> bool:
+    """Whether ``entries`` run up to ``top`` (the newest entry when the replay began).
+
+    Events published since then may follow it: the read is not cut short by them, only by
+    ``limit`` before reaching ``top``.
+    """
+    if not entries:
+        return False
+    last = entries[-1]
+    return len(entries) < limit or (last.ms, last.seq) >= (top.ms, top.seq)
+
+
+def _replayed(entries: list[Entry], reset: str | None, epoch: str | None, seq: int) -> Replay:
+    messages: list[bytes] = []
+    for found in entries:
+        if found.data is None:
+            continue
+        try:
+            item = wire.peek(found.data)
+        except wire.WireError:
+            continue
+        messages.append(found.data)
+        epoch, seq = item.epoch, item.seq
+    return Replay(messages, reset, epoch, seq)
 
 
 def _latest(entry: Entry | None) -> tuple[bytes, wire.Peek, Entry] | None:

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from framecast import wire
 from framecast.broker import Broker
-from gateway.history import Replay, replay
+from gateway.history import Replay, event_replay, replay
 
 __all__ = ["Snapshot", "SubscribeReads"]
 
-_Key = tuple[str, int | None, str | None]
+_Key = tuple[str, int | None, str | None, int | None, str | None]
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,12 @@ class Snapshot:
     Attributes:
         plan: The replay.
         status: The stream's status key as stored (None if it has expired).
+        events: The events replay, when the subscriber resumes events (``event_since``).
     """
 
     plan: Replay
     status: bytes | None
+    events: Replay | None = None
 
 
 class SubscribeReads:
@@ -56,13 +58,24 @@ class SubscribeReads:
         self.reads = 0
         """Reads sent to Redis so far (one per queued read, however many shared it)."""
 
-    async def read(self, stream: str, *, since: int | None = None, epoch: str | None = None) -> Snapshot:
+    async def read(
+        self,
+        stream: str,
+        *,
+        since: int | None = None,
+        epoch: str | None = None,
+        event_since: int | None = None,
+        event_epoch: str | None = None,
+    ) -> Snapshot:
         """The replay and status for a subscriber that already joined the fan-out.
+
+        With ``event_since`` and ``event_epoch``, the events replay too (read first: events
+        go first).
 
         Raises:
             BrokerError: Redis could not be read (every sharer gets it).
         """
-        key = (stream, since, epoch)
+        key = (stream, since, epoch, event_since, event_epoch)
         task = self._queued.get(key)
         if task is None:
             task = asyncio.get_running_loop().create_task(self._run(key), name=f"framecast-read-{stream}")
@@ -77,10 +90,15 @@ class SubscribeReads:
             if self._queued.get(key) is asyncio.current_task():
                 del self._queued[key]
             self.reads += 1
-            stream, since, epoch = key
+            stream, since, epoch, event_since, event_epoch = key
+            events = None
+            if event_since is not None and event_epoch is not None:
+                events = await event_replay(
+                    self._broker, stream, since=event_since, epoch=event_epoch, limit=self._limit
+                )
             plan = await replay(self._broker, stream, since=since, epoch=epoch, limit=self._limit)
             status = await self._broker.get(wire.status_key(stream))
-            return Snapshot(plan=plan, status=status)
+            return Snapshot(plan=plan, status=status, events=events)
 
 
 def _observe(task: asyncio.Task[Snapshot]) -> None:

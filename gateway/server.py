@@ -207,6 +207,10 @@ class Server:
                         since=handshake.since,
                         epoch=handshake.epoch,
                         previews=handshake.previews,
+                        kinds=handshake.choices.kinds,
+                        max_rate=handshake.choices.max_rate,
+                        event_since=handshake.choices.event_since,
+                        event_epoch=handshake.choices.event_epoch,
                     )
                 )
             await session.serve()

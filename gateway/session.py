@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,16 +42,32 @@ class Desk(Protocol):
     """What a session needs of the gateway's streams (:class:`gateway.streams.Streams` is one)."""
 
     def join(
-        self, stream: str, connection: ServerConnection, *, previews: bool, previously: bool | None
+        self,
+        stream: str,
+        connection: ServerConnection,
+        *,
+        previews: bool,
+        previously: bool | None,
+        kinds: tuple[str, ...] | None = None,
+        max_rate: float | None = None,
     ) -> asyncio.Future[Any]:
         """Join ``stream`` (its live messages buffered for the connection until :meth:`go_live`).
 
         ``previously``: the previews flag of the subscription this one replaces (None: new).
-        Returns a future done once Redis confirmed the subscription.
+        ``kinds`` and ``max_rate``: the subscription's choices. Returns a future done once Redis
+        confirmed the subscription.
         """
 
-    async def snapshot(self, stream: str, *, since: int | None, epoch: str | None) -> Snapshot:
-        """The replay and stored status for a joining subscriber.
+    async def snapshot(
+        self,
+        stream: str,
+        *,
+        since: int | None,
+        epoch: str | None,
+        event_since: int | None = None,
+        event_epoch: str | None = None,
+    ) -> Snapshot:
+        """The replays and stored status for a joining subscriber.
 
         Raises:
             BrokerError: Redis could not be read.
@@ -59,8 +76,17 @@ class Desk(Protocol):
     def current_status(self, stream: str, plan: Replay, raw: bytes | None) -> bytes | None:
         """The stream's status to send after the replay: ``raw`` if it is one, else an offline one."""
 
-    def go_live(self, stream: str, connection: ServerConnection, *, epoch: str | None, seq: int) -> None:
-        """The replay ended at ``(epoch, seq)``: send what was buffered after it, then live."""
+    def go_live(
+        self,
+        stream: str,
+        connection: ServerConnection,
+        *,
+        epoch: str | None,
+        seq: int,
+        events: tuple[str, int] | None = None,
+    ) -> None:
+        """The replay ended at ``(epoch, seq)`` (the events replay at ``events``): send what was
+        buffered after them, then live."""
 
     def leave(self, stream: str, connection: ServerConnection, *, previews: bool) -> None:
         """Stop ``stream`` for the connection."""
@@ -177,40 +203,69 @@ class Session:
         if op.since is not None and not op.epoch:
             await self.error("bad-message", "since needs epoch (the epoch the seq belongs to)", stream)
             return
+        kinds = wire.KINDS if op.kinds is None else op.kinds
+        if op.max_rate is not None and op.since is not None:
+            # A capped client wants the present, not the results it missed: the latest only.
+            op = dataclasses.replace(op, since=None, epoch=None)
+        resume_events = op.event_since is not None and op.event_epoch is not None and "event" in kinds
         # Joining first: live messages from now on are buffered, so replay and live meet exactly.
         subscribed = desk.join(
-            stream, self.connection, previews=op.previews, previously=self.streams.get(stream)
+            stream,
+            self.connection,
+            previews=op.previews,
+            previously=self.streams.get(stream),
+            kinds=op.kinds,
+            max_rate=op.max_rate,
         )
         self.streams[stream] = op.previews
         # Bounded: with Redis down the client still gets 'subscribed' now and a 'gap' later.
         await asyncio.wait([subscribed], timeout=limits.ready_timeout)
         unavailable = False
+        events: Replay | None = None
         try:
-            snapshot = await self._read_waiting(op, timeout=limits.ready_timeout)
+            snapshot = await self._read_waiting(op, timeout=limits.ready_timeout, events=resume_events)
             plan = snapshot.plan
+            events = snapshot.events
             status = desk.current_status(stream, plan, snapshot.status)
         except (BrokerError, TimeoutError) as exc:
             log.info("stream %s: history unavailable for a subscriber: %s", stream, exc)
-            # The resume position is kept (live from `since` on) and the client told `gap`: it
+            # The resume positions are kept (live from `since` on) and the client told `gap`: it
             # subscribes again with `since`, and that replay fills the hole once Redis answers.
-            unavailable = op.since is not None
+            unavailable = op.since is not None or resume_events
             plan = Replay(epoch=op.epoch, seq=op.since or 0)
+            if resume_events and op.event_epoch is not None and op.event_since is not None:
+                events = Replay(epoch=op.event_epoch, seq=op.event_since)
+            status = None
+        if "status" not in kinds:
             status = None
         try:
             async with asyncio.timeout(limits.send_timeout):
                 await self.connection.send(
-                    wire.encode(wire.Subscribed(stream=stream, previews=op.previews)), text=True
+                    wire.encode(
+                        wire.Subscribed(
+                            stream=stream, previews=op.previews, kinds=op.kinds, max_rate=op.max_rate
+                        )
+                    ),
+                    text=True,
                 )
-                if plan.reset is not None:
-                    await self.connection.send(
-                        wire.encode(wire.Reset(stream=stream, reason=plan.reset)), text=True
-                    )
                 if unavailable:
                     await self.connection.send(
                         wire.encode(wire.Gap(stream=stream, reason="history-unavailable")), text=True
                     )
-                for message in plan.messages:
-                    await self.connection.send(message, text=True)
+                # Events first (an application counts them), then results, then the status.
+                if events is not None:
+                    if events.reset is not None:
+                        reset = wire.Reset(stream=stream, reason=events.reset, kind="event")
+                        await self.connection.send(wire.encode(reset), text=True)
+                    for message in events.messages:
+                        await self.connection.send(message, text=True)
+                if "result" in kinds:
+                    if plan.reset is not None:
+                        await self.connection.send(
+                            wire.encode(wire.Reset(stream=stream, reason=plan.reset)), text=True
+                        )
+                    for message in plan.messages:
+                        await self.connection.send(message, text=True)
                 if status is not None:
                     await self.connection.send(status, text=True)
         except TimeoutError:
@@ -220,13 +275,14 @@ class Session:
             )
             return
         if stream in self.streams:  # not unsubscribed meanwhile
-            desk.go_live(stream, self.connection, epoch=plan.epoch, seq=plan.seq)
+            position = None if events is None or events.epoch is None else (events.epoch, events.seq)
+            desk.go_live(stream, self.connection, epoch=plan.epoch, seq=plan.seq, events=position)
             if not subscribed.done():
                 # Went ahead unconfirmed: whatever was published until Redis confirms the
                 # SUBSCRIBE is lost for this client, so it is told once the subscription holds.
                 subscribed.add_done_callback(lambda done: self._confirmed_late(stream, done))
 
-    async def _read_waiting(self, op: wire.Subscribe, *, timeout: float) -> Snapshot:
+    async def _read_waiting(self, op: wire.Subscribe, *, timeout: float, events: bool) -> Snapshot:
         """The subscriber's snapshot; while Redis does not answer, retried for up to ``timeout``.
 
         A Redis restarting refuses connections for a moment: a resume arriving then waits for
@@ -239,7 +295,13 @@ class Session:
         async with asyncio.timeout_at(deadline):
             for attempt in range(_READ_ATTEMPTS):
                 try:
-                    return await self._desk.snapshot(op.stream, since=op.since, epoch=op.epoch)
+                    return await self._desk.snapshot(
+                        op.stream,
+                        since=op.since,
+                        epoch=op.epoch,
+                        event_since=op.event_since if events else None,
+                        event_epoch=op.event_epoch if events else None,
+                    )
                 except BrokerError:
                     if attempt == _READ_ATTEMPTS - 1:
                         raise

@@ -75,19 +75,36 @@ class Streams:
         self._reads = reads
 
     def join(
-        self, stream: str, connection: ServerConnection, *, previews: bool, previously: bool | None
+        self,
+        stream: str,
+        connection: ServerConnection,
+        *,
+        previews: bool,
+        previously: bool | None,
+        kinds: tuple[str, ...] | None = None,
+        max_rate: float | None = None,
     ) -> asyncio.Future[Any]:
         """Join ``stream`` (live messages buffered until :meth:`go_live`); done once Redis confirmed."""
-        self._fanout.add(stream, connection, previews=previews, joining=True)
+        self._fanout.add(stream, connection, previews=previews, joining=True, kinds=kinds, max_rate=max_rate)
         subscribed = self._subscriber.acquire(stream, previews=previews)
         if previously is not None:
             self._subscriber.release(stream, previews=previously)
         self._heartbeats.watch(stream)
         return subscribed
 
-    async def snapshot(self, stream: str, *, since: int | None, epoch: str | None) -> Snapshot:
-        """The replay and stored status for a joining subscriber (see :class:`SubscribeReads`)."""
-        return await self._reads.read(stream, since=since, epoch=epoch)
+    async def snapshot(
+        self,
+        stream: str,
+        *,
+        since: int | None,
+        epoch: str | None,
+        event_since: int | None = None,
+        event_epoch: str | None = None,
+    ) -> Snapshot:
+        """The replays and stored status for a joining subscriber (see :class:`SubscribeReads`)."""
+        return await self._reads.read(
+            stream, since=since, epoch=epoch, event_since=event_since, event_epoch=event_epoch
+        )
 
     def current_status(self, stream: str, plan: Replay, raw: bytes | None) -> bytes | None:
         """The stream's latest heartbeat (``raw``), or an offline status if its producer is silent."""
@@ -103,9 +120,17 @@ class Streams:
         self._heartbeats.mark_offline(stream)
         return self._heartbeats.offline_status(stream, epoch=epoch, seq=seq)
 
-    def go_live(self, stream: str, connection: ServerConnection, *, epoch: str | None, seq: int) -> None:
-        """The replay ended at ``(epoch, seq)``: what was buffered after it, then live."""
-        self._fanout.go_live(stream, connection, epoch=epoch, seq=seq)
+    def go_live(
+        self,
+        stream: str,
+        connection: ServerConnection,
+        *,
+        epoch: str | None,
+        seq: int,
+        events: tuple[str, int] | None = None,
+    ) -> None:
+        """The replay ended at ``(epoch, seq)`` (events at ``events``): what was buffered after, then live."""
+        self._fanout.go_live(stream, connection, epoch=epoch, seq=seq, events=events)
 
     def leave(self, stream: str, connection: ServerConnection, *, previews: bool) -> None:
         """Stop ``stream`` for ``connection``."""

@@ -44,6 +44,13 @@ detectors:
   instead: one model for many cameras, batched. A predictor that raises is logged (rate-limited) and
   counted; the producer carries on with the next frame.
 
+tracking:
+  --track gives every detection a "track" id (ByteTrack, one tracker per label). --zones FILE adds
+  zones and lines (and turns tracking on): each result then carries the occupancy of every zone and
+  the in/out totals of every line, and enter/leave/cross events are published as messages of their
+  own, with their own seq and history (framecast:{STREAM}:events). A bad zones file is one line
+  naming the zone or line and key, exit 2.
+
 behaviour:
   Redis unreachable, at start-up or later: the producer keeps capturing and predicting, keeps only the
   newest result and retries with capped exponential backoff; it never exits for that.
@@ -186,6 +193,35 @@ class Config:
         "or a [predictors.NAME] of framecast up) instead of running --detector in this process.",
         metavar="PATH",
         group="predictor",
+    )
+
+    # tracking (producer/analytics.py)
+    track: bool = option(
+        False,
+        help="Give each detection a track id, stable from frame to frame (ByteTrack); --zones turns it on.",
+        group="tracking",
+    )
+    zones: str | None = option(
+        None,
+        help="TOML file of [zones.<name>] polygons and [lines.<name>] lines: publish enter/leave/cross"
+        " events, occupancy and line totals (see docs/producer.md).",
+        metavar="FILE",
+        group="tracking",
+    )
+    track_lost: float = option(
+        1.0,
+        help="Seconds (capture time) a track may go undetected before it is given up; a track lost"
+        " inside a zone then leaves it (rounded to 1/30 s).",
+        metavar="SECONDS",
+        check=positive,
+        group="tracking",
+    )
+    event_history: int = option(
+        10000,
+        help="Events kept in the stream's Redis events history for replay (approximate).",
+        metavar="N",
+        check=positive,
+        group="tracking",
     )
 
     # output

@@ -13,11 +13,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import BrokenExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import Any
 
 from framecast import logs, wire
 from framecast.broker import open_broker
+from producer.analytics import Analysis, Analyzer
 from producer.capture import Grabber
 from producer.config import Config
 from producer.detectors import Predictor
@@ -66,8 +67,18 @@ class Producer:
         description: str,
         finite: bool,
         metrics: Metrics,
+        analyzer: Analyzer | None = None,
     ) -> None:
         self.config = config
+        self.analyzer = analyzer
+        layout = analyzer.analytics.layout if analyzer and analyzer.analytics else None
+        # Every heartbeat says where the zones and lines are, so a viewer can draw them.
+        self.zone_shapes = {z.name: z.polygon for z in layout.zones} if layout and layout.zones else None
+        self.line_shapes = (
+            {line.name: line.points for line in layout.lines} if layout and layout.lines else None
+        )
+        # Tracking is stateful and ordered: one thread of its own, off the event loop, in frame order.
+        self.tracking_pool = ThreadPoolExecutor(1, thread_name_prefix="track") if analyzer else None
         self.loop = asyncio.get_running_loop()
         self.description = description
         self.metrics = metrics
@@ -99,6 +110,8 @@ class Producer:
             where=f"Redis at {logs.redact_url(config.redis_url)}",
             on_link=lambda up: self.metrics.redis_connected.set(1 if up else 0),
             on_publish=self.metrics.capture_to_publish.observe,
+            events=bool(analyzer and analyzer.analytics),
+            event_history=config.event_history,
         )
         self.workers = for_config(config, predictor=predictor, on_state=self.beat_now.set)
         self.capacity = asyncio.Semaphore(self.workers.slots)
@@ -194,6 +207,8 @@ class Producer:
             await self.loop.run_in_executor(None, self.grabber.stop)
             await self.publisher.close(self._status(state="offline"))
             self._sync_metrics()
+            if self.tracking_pool is not None:
+                self.tracking_pool.shutdown(wait=False, cancel_futures=True)
             await self.workers.stop()
             self.metrics.close()
         return status
@@ -321,11 +336,39 @@ class Producer:
                 self.metrics.predict_seconds.observe(seconds)
                 height, width = frame.image.shape[:2]
                 draft = Draft(frame.index, frame.captured_at, width, height, detections)
+                if self.analyzer is not None:
+                    draft = await self._analyze(draft)
                 result = await self.publisher.publish(draft)
                 if result is not None and self._preview_due():
                     await self._send_preview(frame, result)
             finally:
                 self.capacity.release()
+
+    async def _analyze(self, draft: Draft) -> Draft:
+        """Track the draft's detections and derive its events (off the loop, in frame order)."""
+        assert self.analyzer is not None
+        analysis: Analysis = await self.loop.run_in_executor(
+            self.tracking_pool,
+            self.analyzer.step,
+            draft.detections,
+            draft.captured_at,
+            draft.width,
+            draft.height,
+        )
+        self.metrics.track_seconds.observe(analysis.seconds)
+        self.metrics.active_tracks.set(analysis.active)
+        for event in analysis.events:
+            self.metrics.events.labels(event.kind).inc()
+        return Draft(
+            draft.frame,
+            draft.captured_at,
+            draft.width,
+            draft.height,
+            analysis.detections,
+            events=analysis.events,
+            occupancy=analysis.occupancy,
+            crossings=analysis.crossings,
+        )
 
     def _predict_failed(self, frame: Frame, exc: BaseException) -> None:
         self.failures += 1
@@ -397,6 +440,9 @@ class Producer:
             skipped=self.slot.skipped,
             active=self.active,
             source=self.description,
+            event_seq=self.publisher.event_seq,
+            zones=self.zone_shapes,
+            lines=self.line_shapes,
             predictor=self.workers.state,
             predictor_restarts=self.workers.restarts if self.workers.state else None,
         )
@@ -424,6 +470,7 @@ class Producer:
         m.advance(m.reconnects, self.grabber.reconnects)
         m.advance(m.published, self.publisher.published)
         m.advance(m.publish_errors, self.publisher.errors)
+        m.advance(m.events_dropped, self.publisher.events_dropped)
         m.advance(m.publish_refused, self.publisher.refused)
         m.capture_fps.set(self.capture_fps)
         m.process_fps.set(self.process_fps)

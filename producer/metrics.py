@@ -68,6 +68,25 @@ class Metrics:
         self.active = Gauge(
             p + "active", "1 while the predictor runs (0: paused, nobody watches).", registry=r
         )
+        self.track_seconds = Histogram(
+            p + "track_seconds",
+            "Time tracking and zone/line analysis took per frame (--track).",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=r,
+        )
+        self.active_tracks = Gauge(
+            p + "active_tracks", "Tracks alive after the last processed frame (--track).", registry=r
+        )
+        self.events = Counter(
+            p + "events", "Events derived from tracks, by kind (enter, leave, cross).", ["kind"], registry=r
+        )
+        for kind in ("enter", "leave", "cross"):
+            self.events.labels(kind)  # exposed at 0 from the start, not from the first event
+        self.events_dropped = Counter(
+            p + "events_dropped",
+            "Events never published: more than the backlog waited for Redis, or still waiting at the stop.",
+            registry=r,
+        )
         self.capture_fps = Gauge(p + "capture_fps", "Frames captured per second (recent).", registry=r)
         self.process_fps = Gauge(p + "process_fps", "Frames processed per second (recent).", registry=r)
         self._totals: dict[int, float] = {}

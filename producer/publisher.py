@@ -2,22 +2,26 @@
 
 Every result is one round trip: ``MULTI; XADD history <epoch_ms>-<seq> m <bytes>; PUBLISH channel
 <bytes>; EXEC``, so a result a gateway sees live is already in the history it replays from, and
-the history entry id encodes the result's epoch start and ``seq``. Every Redis call goes through
-the :class:`~framecast.broker.Broker`: on a sharded one every PUBLISH is an SPUBLISH (accepted
-inside MULTI by a standalone server) and subscribers are counted with PUBSUB SHARDNUMSUB; on a
-Redis Cluster the MULTI goes to the shard owning the stream (all of its names share one hash tag,
-so one slot) and SHARDNUMSUB asks that shard.
+the history entry id encodes the result's epoch start and ``seq``. The events of the result's
+frame go first in the same ``MULTI``, each ``XADD events <epoch_ms>-<event seq> m <bytes>;
+PUBLISH channel <bytes>`` (:meth:`Publisher._event_ops`): events are ordered before the result
+whose counters include them, and each is in the events history before anyone sees it. Every
+Redis call goes through the :class:`~framecast.broker.Broker`: on a sharded one every PUBLISH is
+an SPUBLISH (accepted inside MULTI by a standalone server) and subscribers are counted with PUBSUB
+SHARDNUMSUB; on a Redis Cluster the MULTI goes to the shard owning the stream (all of its names
+share one hash tag, so one slot) and SHARDNUMSUB asks that shard.
 
 When Redis cannot be reached the publisher keeps only the newest result (older ones would be
-stale by the time Redis is back), retries with capped exponential backoff and jitter, and logs
-once when the link is lost and once when it is back, never per result.
+stale by the time Redis is back) but every event (up to ``event_backlog``: events are what an
+application counts), retries with capped exponential backoff and jitter, and logs once when the
+link is lost and once when it is back, never per result.
 
 A Redis that *answers* with an error (``WRONGTYPE``, ``ERR value is out of range``...) is not a
 lost link: retrying the same command cannot help, so the result is dropped (counted in
-:attr:`Publisher.refused`), the link stays up, and the error is logged once per distinct reply,
-as what it is: Redis refusing the write. Replies that do mean "try elsewhere or later" (a
-read-only replica after a failover, a cluster that is down or moving a slot, a server out of
-memory) count as the link being down.
+:attr:`Publisher.refused`; its events in :attr:`Publisher.events_dropped`), the link stays up,
+and the error is logged once per distinct reply, as what it is: Redis refusing the write.
+Replies that do mean "try elsewhere or later" (a read-only replica after a failover, a cluster
+that is down or moving a slot, a server out of memory) count as the link being down.
 """
 
 from __future__ import annotations
@@ -28,13 +32,14 @@ import logging
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from framecast import wire
 from framecast.broker import Append, Broker, Count, Delete, Op, Publish, Put
 from framecast.exceptions import BrokerError
 from framecast.retry import backoff
+from producer.analytics import EventDraft
 
 __all__ = ["Draft", "Publisher"]
 
@@ -52,6 +57,27 @@ class Draft:
     width: int
     height: int
     detections: tuple[wire.Detection, ...] = ()
+    events: tuple[EventDraft, ...] = ()
+    """Events seen on this frame (and, after an outage, on the frames whose results were dropped)."""
+    event_frames: tuple[tuple[int, float], ...] = ()
+    """``(frame, captured_at)`` of each event, when it is not this draft's own frame."""
+    occupancy: dict[str, int] | None = None
+    crossings: dict[str, tuple[int, int]] | None = None
+
+    def event_frame(self, index: int) -> tuple[int, float]:
+        """``(frame, captured_at)`` of the ``index``-th event."""
+        return self.event_frames[index] if self.event_frames else (self.frame, self.captured_at)
+
+
+def _carry_events(old: Draft, new: Draft, *, limit: int) -> tuple[Draft, int]:
+    """``new`` with ``old``'s events before its own (each keeping its frame); and how many of
+    the oldest had to go to stay within ``limit``."""
+    events = old.events + new.events
+    frames = tuple(old.event_frame(i) for i in range(len(old.events))) + tuple(
+        new.event_frame(i) for i in range(len(new.events))
+    )
+    over = max(0, len(events) - limit)
+    return replace(new, events=events[over:], event_frames=frames[over:]), over
 
 
 class Publisher:
@@ -69,6 +95,11 @@ class Publisher:
         backoff_cap: Largest retry delay in seconds.
         on_link: Called with True/False when the link comes up or goes down.
         on_publish: Called with the seconds from capture to the write, once per result written.
+        events: Whether this producer publishes events (then the epoch start also clears the
+            newest id of the events history).
+        event_history: Approximate length the events history is trimmed to.
+        event_backlog: Events kept while Redis is unreachable; past it the oldest are dropped
+            (counted in :attr:`events_dropped` and logged).
     """
 
     def __init__(
@@ -84,6 +115,9 @@ class Publisher:
         backoff_cap: float = 5.0,
         on_link: Callable[[bool], None] | None = None,
         on_publish: Callable[[float], None] | None = None,
+        events: bool = False,
+        event_history: int = 10000,
+        event_backlog: int = 10000,
     ) -> None:
         self._on_publish = on_publish
         self._broker = broker
@@ -91,13 +125,23 @@ class Publisher:
         self._channel = wire.channel(stream)
         self._preview_channel = wire.preview_channel(stream)
         self._history_key = wire.history_key(stream)
+        self._events_key = wire.events_key(stream)
         self._status_key = wire.status_key(stream)
         self._history = history
+        self._events = events
+        self._event_history = event_history
+        self._event_backlog = event_backlog
         self._status_ttl_ms = max(1000, round(status_ttl * 1000))
         self.epoch = epoch or secrets.token_hex(4)
         """Run id carried by every message."""
         self.seq = 0
         """``seq`` of the last result written."""
+        self.event_seq = 0
+        """``seq`` of the last event written (this epoch)."""
+        self.events_published = 0
+        """Events written so far (all epochs)."""
+        self.events_dropped = 0
+        """Events never published: past ``event_backlog`` during an outage, or parked at close."""
         self.errors = 0
         """Failed Redis calls so far (unreachable or refused)."""
         self.refused = 0
@@ -146,6 +190,7 @@ class Publisher:
         except BrokerError as exc:
             if exc.refused:
                 self.dropped += 1  # the same write would be refused again
+                self.events_dropped += len(draft.events)
             else:
                 self._park(draft)
             self._failed(exc, "result")
@@ -155,8 +200,20 @@ class Publisher:
         return result
 
     def _park(self, draft: Draft) -> None:
-        if self.parked is not None and self.parked is not draft:
+        old = self.parked
+        if old is not None and old is not draft:
             self.dropped += 1
+            if old.events:
+                # The older result goes, its events stay: they go out first, in order, with the newer.
+                draft, over = _carry_events(old, draft, limit=self._event_backlog)
+                if over:
+                    if not self.events_dropped:
+                        log.error(
+                            "more than %d events waiting for %s: dropping the oldest (counted)",
+                            self._event_backlog,
+                            self._where,
+                        )
+                    self.events_dropped += over
         self.parked = draft
 
     async def flush(self) -> None:
@@ -168,22 +225,26 @@ class Publisher:
         if self._epoch_ms is None:
             self._epoch_ms = await self._epoch_start()
         seq = self.seq + 1
+        now = time.time()
         result = wire.Result(
             stream=self.stream,
             epoch=self.epoch,
             seq=seq,
             frame=draft.frame,
             captured_at=draft.captured_at,
-            published_at=time.time(),
+            published_at=now,
             width=draft.width,
             height=draft.height,
             detections=draft.detections,
+            occupancy=draft.occupancy,
+            crossings=draft.crossings,
         )
         data = wire.encode(result)
         self._attempted = (seq, draft)
         entry = Append(self._history_key, f"{self._epoch_ms}-{seq}", data, self._history)
         try:
-            await self._broker.write([entry, Publish(self._channel, data)], atomic=True)
+            ops = [*self._event_ops(draft, now), entry, Publish(self._channel, data)]
+            await self._broker.write(ops, atomic=True)
         except BrokerError as exc:
             if not exc.stale_id:
                 if exc.refused:
@@ -200,7 +261,7 @@ class Publisher:
             # Someone wrote newer ids into our history (a second producer on this stream?):
             # start a new epoch rather than publish results that replay can never find.
             old = self.epoch
-            self.epoch, self.seq, self._epoch_ms = secrets.token_hex(4), 0, None
+            self.epoch, self.seq, self.event_seq, self._epoch_ms = secrets.token_hex(4), 0, 0, None
             log.error(
                 "stream %s: the history has entries newer than epoch %s (is another producer "
                 "publishing this stream?); starting epoch %s",
@@ -214,16 +275,56 @@ class Publisher:
         self._count(draft)
         return result
 
+    def _event_ops(self, draft: Draft, now: float) -> list[Op]:
+        """Each event of ``draft``: ``XADD events <epoch_ms>-<event seq>``, then PUBLISH.
+
+        The events take the seqs after :attr:`event_seq`, which :meth:`_count` advances once the
+        transaction is applied. They share the channel with results and status: one
+        subscription, and one order, per stream.
+        """
+        ops: list[Op] = []
+        for index, event in enumerate(draft.events):
+            frame, captured_at = draft.event_frame(index)
+            message = wire.Event(
+                stream=self.stream,
+                epoch=self.epoch,
+                seq=self.event_seq + index + 1,
+                kind=event.kind,
+                track=event.track,
+                label=event.label,
+                frame=frame,
+                captured_at=captured_at,
+                published_at=now,
+                zone=event.zone,
+                line=event.line,
+                direction=event.direction,
+                lost=event.lost,
+                dwell=event.dwell,
+            )
+            data = wire.encode(message)
+            ops.append(Append(self._events_key, f"{self._epoch_ms}-{message.seq}", data, self._event_history))
+            ops.append(Publish(self._channel, data))
+        return ops
+
     def _count(self, draft: Draft) -> None:
         self.published += 1
+        self.event_seq += len(draft.events)
+        self.events_published += len(draft.events)
         if self._on_publish is not None:
             self._on_publish(max(time.time() - draft.captured_at, 0.0))
 
     async def _epoch_start(self) -> int:
-        """max(now, newest history id's ms + 1): ids keep increasing across producer restarts."""
-        newest = await self._broker.latest(self._history_key)
+        """max(now, newest history ids' ms + 1): ids keep increasing across producer restarts.
+
+        Both histories count when this producer publishes events: their entries of one epoch
+        share its start, so the events key stays one increasing log across epochs.
+        """
         now_ms = int(time.time() * 1000)
-        return now_ms if newest is None else max(now_ms, newest.ms + 1)
+        for key in [self._history_key, *([self._events_key] if self._events else [])]:
+            newest = await self._broker.latest(key)
+            if newest is not None:
+                now_ms = max(now_ms, newest.ms + 1)
+        return now_ms
 
     async def _landed(self, seq: int) -> bool:
         """Whether the newest history entry is this epoch's ``seq`` (our own write)."""
@@ -297,6 +398,7 @@ class Publisher:
                 await self._reconnecting
         if self.parked is not None:
             self.dropped += 1
+            self.events_dropped += len(self.parked.events)
             log.warning(
                 "closing with %s unreachable: the last result (frame %d) was not published; "
                 "%d result%s in all never reached Redis",

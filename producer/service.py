@@ -16,8 +16,9 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from framecast import logs, settings
+from framecast import logs, settings, zones
 from producer import detectors
+from producer.analytics import Analyzer
 from producer.config import DESCRIPTION, EPILOG, Config
 from producer.detectors import DetectorError, Predictor
 from producer.devices import DeviceError
@@ -59,6 +60,14 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
             del predictor  # built only to fail fast; each worker process builds its own
             predictor = None
     try:
+        analyzer = analyzer_for(config)
+    except zones.ZoneError as exc:
+        return settings.fail(prog, f"--zones: {exc}", 2)
+    except ImportError as exc:
+        return settings.fail(
+            prog, f"--track: the tracker cannot be loaded ({exc}); install framecast[producer]", 2
+        )
+    try:
         source = parse_source(config.source)
     except SourceError as exc:
         return settings.fail(prog, f"--source: {exc}", 2)
@@ -71,7 +80,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
         except SourceError as exc:
             return settings.fail(prog, f"--source: {exc}", 1)
     try:
-        status = asyncio.run(_serve(config, predictor=predictor, first=first))
+        status = asyncio.run(_serve(config, predictor=predictor, first=first, analyzer=analyzer))
     except OSError as exc:
         if first is not None:
             first.close()
@@ -100,12 +109,27 @@ def _quiet_opencv() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-async def _serve(config: Config, *, predictor: Predictor | None, first: Reader | None) -> int:
+def analyzer_for(config: Config) -> Analyzer | None:
+    """The tracker and zones ``config`` asks for (``--track``, ``--zones``), or None.
+
+    Raises:
+        framecast.zones.ZoneError: The zones file is unreadable or invalid.
+        ImportError: The tracker's package is not installed.
+    """
+    layout = zones.load(config.zones) if config.zones else zones.Layout()
+    if not (config.track or layout):
+        return None
+    return Analyzer(layout, lost_after=config.track_lost)
+
+
+async def _serve(
+    config: Config, *, predictor: Predictor | None, first: Reader | None, analyzer: Analyzer | None
+) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    return await run(config, predictor=predictor, first=first, stop=stop)
+    return await run(config, predictor=predictor, first=first, stop=stop, analyzer=analyzer)
 
 
 async def run(
@@ -118,6 +142,7 @@ async def run(
     finite: bool | None = None,
     stop: asyncio.Event | None = None,
     metrics: Metrics | None = None,
+    analyzer: Analyzer | None = None,
 ) -> int:
     """Run a producer in the current event loop until ``stop`` is set or the source ends.
 
@@ -131,6 +156,7 @@ async def run(
         finite: Whether the source ends instead of failing (from the source when None).
         stop: Set it to stop; the producer then publishes a last ``offline`` status.
         metrics: Where to count (a fresh registry when None).
+        analyzer: Tracker and zones; built from ``config`` (``--track``, ``--zones``) when None.
 
     Returns:
         0 after a clean stop or the end of a finite source, 1 if a task failed.
@@ -138,6 +164,7 @@ async def run(
     Raises:
         DetectorError: ``config.detector`` names no usable predictor.
         DeviceError: ``config.device`` cannot be used here.
+        framecast.zones.ZoneError: ``config.zones`` is unreadable or invalid.
         OSError: The metrics port cannot be bound.
     """
     source = parse_source(config.source)
@@ -145,6 +172,8 @@ async def run(
         open_source = opener(source, timeout=config.stall_timeout)
     if predictor is None and not config.workers and not config.predictor_socket:
         predictor = detectors.load(config.detector, options=options(config))
+    if analyzer is None:
+        analyzer = analyzer_for(config)
     producer = Producer(
         config,
         predictor=predictor,
@@ -153,5 +182,6 @@ async def run(
         description=description or source.description,
         finite=source.finite if finite is None else finite,
         metrics=metrics or Metrics(),
+        analyzer=analyzer,
     )
     return await producer.run(stop or asyncio.Event())

@@ -73,7 +73,7 @@ class Source:
     def description(self) -> str:
         """A short description without credentials, safe to log and publish."""
         if self.kind == "synthetic":
-            return "synthetic"
+            return self.target.lower() if ":" in self.target else "synthetic"
         if self.kind == "device":
             return f"device {self.target}"
         if self.kind == "file":
@@ -96,6 +96,14 @@ def parse_source(text: str) -> Source:
     if not text:
         raise SourceError("the source is empty")
     if text.lower() == "synthetic":
+        return Source("synthetic", text)
+    if text.lower().startswith("synthetic:"):
+        from producer.scenes import scene_named  # a scripted scene (producer/scenes.py)
+
+        try:
+            scene_named(text.partition(":")[2])
+        except KeyError as exc:
+            raise SourceError(exc.args[0]) from None
         return Source("synthetic", text)
     if text.isdigit():
         return Source("device", text)
@@ -123,8 +131,13 @@ def opener(source: Source, *, timeout: float = 10.0) -> Opener:
         source: What to open.
         timeout: Network sources: FFmpeg's open and read timeouts, in seconds.
     """
+    if source.kind == "synthetic" and ":" in source.target:
+        from producer import scenes
+
+        scripted = scenes.scene_named(source.target.partition(":")[2])
+        return lambda: _SyntheticReader(lambda i: scenes.render(scripted, i), fps=scenes.FPS)
     if source.kind == "synthetic":
-        return lambda: _SyntheticReader(Scene(), fps=SYNTHETIC_FPS)
+        return lambda: _SyntheticReader(Scene().render, fps=SYNTHETIC_FPS)
     if source.kind == "device":
         return lambda: _open_device(int(source.target))
     if source.kind == "file":
@@ -217,14 +230,14 @@ class _CaptureReader:
 
 
 class _SyntheticReader:
-    def __init__(self, scene: Scene, *, fps: float) -> None:
-        self._scene = scene
+    def __init__(self, render: Callable[[int], np.ndarray], *, fps: float) -> None:
+        self._render = render
         self._pacer = _Pacer(fps)
         self._index = 0
 
     def read(self) -> np.ndarray | None:
         self._pacer.wait()
-        image = self._scene.render(self._index)
+        image = self._render(self._index)
         self._index += 1
         return image
 

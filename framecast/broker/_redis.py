@@ -191,6 +191,11 @@ class RedisBroker(Broker):
             entries: Any = await self._client.xrevrange(key, "+", "-", count=1)
         return _entry(entries[0]) if entries else None
 
+    async def entry_before(self, key: str, before: str) -> Entry | None:
+        with translated():
+            entries: Any = await self._client.xrevrange(key, max=f"({before}", min="-", count=1)
+        return _entry(entries[0]) if entries else None
+
     async def entries_after(self, key: str, after: str, *, count: int) -> list[Entry]:
         with translated():
             entries: Any = await self._client.xrange(key, min=f"({after}", max="+", count=count)

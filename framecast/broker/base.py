@@ -209,6 +209,10 @@ class Broker(abc.ABC):
         """The newest entry of the history ``key``, or None when it is empty."""
 
     @abc.abstractmethod
+    async def entry_before(self, key: str, before: str) -> Entry | None:
+        """The newest entry of ``key`` with an id below ``before``, or None."""
+
+    @abc.abstractmethod
     async def entries_after(self, key: str, after: str, *, count: int) -> list[Entry]:
         """Up to ``count`` entries of ``key`` with ids above ``after``, oldest first."""
 

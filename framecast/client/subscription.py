@@ -8,9 +8,17 @@
         async for msg in messages:
             if isinstance(msg, wire.Result):
                 print(msg.seq, [d.label for d in msg.detections])
+            elif isinstance(msg, wire.Event):
+                print(msg.kind, msg.zone or msg.line, msg.direction or "", msg.track)
+
+    # a counter's dashboard: events and heartbeats only, no result firehose
+    client.subscribe(url, ["door"], kinds=["event", "status"])
+    # a wall display: at most 2 results per second, always the newest
+    client.subscribe(url, ["lobby"], max_rate=2)
 
 :func:`subscribe` returns a :class:`Subscription`, an async iterator of typed
 :mod:`framecast.wire` messages (:class:`~framecast.wire.Result`,
+:class:`~framecast.wire.Event`,
 :class:`~framecast.wire.Status`, :class:`~framecast.wire.Preview`,
 :class:`~framecast.wire.Reset`, :class:`~framecast.wire.Gap`, plus the
 gateway's :class:`~framecast.wire.Hello`, :class:`~framecast.wire.Subscribed`,
@@ -29,7 +37,9 @@ Behind it:
   the same resubscription.
 * **De-duplication.** Results and previews are delivered at most once per
   ``(epoch, seq)``, in increasing ``seq`` order within an epoch; results of an
-  epoch that was replaced are dropped.
+  epoch that was replaced are dropped. Events likewise, by their own
+  ``(epoch, seq)``, and they resume from their own position (``event_since``):
+  an application that counts them misses none and counts none twice.
 
 This module needs only ``websockets`` (no OpenCV, no numpy).
 """
@@ -37,6 +47,7 @@ This module needs only ``websockets`` (no OpenCV, no numpy).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import urllib.parse
@@ -70,6 +81,7 @@ log = logging.getLogger(__name__)
 
 Message: TypeAlias = (
     wire.Result
+    | wire.Event
     | wire.Status
     | wire.Preview
     | wire.Hello
@@ -113,14 +125,24 @@ class Cursor:
     Args:
         since: Starting positions per stream (results at or before them are
             treated as already seen).
+        event_since: Starting event positions per stream (events at or before
+            them are treated as already seen).
         remember_epochs: How many replaced epochs per stream to remember, so
             that stragglers of an old producer run are dropped.
     """
 
-    def __init__(self, since: Mapping[str, Position] | None = None, *, remember_epochs: int = 8) -> None:
+    def __init__(
+        self,
+        since: Mapping[str, Position] | None = None,
+        *,
+        event_since: Mapping[str, Position] | None = None,
+        remember_epochs: int = 8,
+    ) -> None:
         self._results: dict[str, Position] = {s: Position(*p) for s, p in (since or {}).items()}
+        self._events: dict[str, Position] = {s: Position(*p) for s, p in (event_since or {}).items()}
         self._previews: dict[str, Position] = {}
         self._retired: dict[str, list[str]] = {}
+        self._events_retired: dict[str, list[str]] = {}
         self._remember = remember_epochs
         self.duplicates = 0
         """Messages dropped because they were already delivered (or older)."""
@@ -132,28 +154,44 @@ class Cursor:
         """The last result delivered per stream (a copy)."""
         return dict(self._results)
 
+    @property
+    def event_positions(self) -> dict[str, Position]:
+        """The last event delivered per stream (a copy)."""
+        return dict(self._events)
+
     def position(self, stream: str) -> Position | None:
         """The last result delivered on ``stream``, if any."""
         return self._results.get(stream)
 
-    def accept(self, message: wire.Result | wire.Preview) -> bool:
+    def event_position(self, stream: str) -> Position | None:
+        """The last event delivered on ``stream``, if any."""
+        return self._events.get(stream)
+
+    def accept(self, message: wire.Result | wire.Event | wire.Preview) -> bool:
         """Whether ``message`` is new; if so, record it as the stream's position.
 
         A result is new when it belongs to a different epoch than the last one
         (that is not a replaced epoch), or has a higher ``seq`` in the same one.
-        Previews are tracked separately from results, by the same rule.
+        Previews and events are tracked separately from results, by the same rule
+        (events with epochs of their own: a new epoch in results does not retire
+        the events of the old one that are still to come, in a replay).
         """
-        table = self._results if isinstance(message, wire.Result) else self._previews
+        if isinstance(message, wire.Event):
+            table, retired = self._events, self._events_retired
+        elif isinstance(message, wire.Result):
+            table, retired = self._results, self._retired
+        else:
+            table, retired = self._previews, self._retired
         stream = message.stream
-        if message.epoch in self._retired.get(stream, ()):
+        if message.epoch in retired.get(stream, ()):
             self.duplicates += 1
             return False
         last = table.get(stream)
         if last is not None and last.epoch == message.epoch and message.seq <= last.seq:
             self.duplicates += 1
             return False
-        if isinstance(message, wire.Result) and last is not None and last.epoch != message.epoch:
-            self._retire(stream, last.epoch)
+        if not isinstance(message, wire.Preview) and last is not None and last.epoch != message.epoch:
+            self._retire(retired, stream, last.epoch)
         table[stream] = Position(message.epoch, message.seq)
         return True
 
@@ -177,8 +215,8 @@ class Cursor:
             self._results.pop(stream, None)
             self._previews.pop(stream, None)
 
-    def _retire(self, stream: str, epoch: str) -> None:
-        retired = self._retired.setdefault(stream, [])
+    def _retire(self, table: dict[str, list[str]], stream: str, epoch: str) -> None:
+        retired = table.setdefault(stream, [])
         if epoch not in retired:
             retired.append(epoch)
             del retired[: -self._remember]
@@ -216,9 +254,9 @@ def websocket_url(url: str, *, token: str | None = None) -> tuple[str, str | Non
         segments = segments[:-1]
     elif not segments or segments[-1] != "ws":
         segments.append("ws")
-    query = [
-        (k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k not in ("since", "epoch", "previews")
-    ]
+    # Per-subscription choices travel in each subscribe operation, not in the URL.
+    per_subscription = ("since", "epoch", "previews", "kinds", "max_rate", "event_since", "event_epoch")
+    query = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query) if k not in per_subscription]
     if token is not None:
         query = [(k, v) for k, v in query if k != "token"] + [("token", token)]
     path = "/" + "/".join(segments)
@@ -289,6 +327,9 @@ class Subscription:
         token: str | None = None,
         since: Mapping[str, Position] | None = None,
         previews: bool = False,
+        kinds: Iterable[str] | None = None,
+        max_rate: float | None = None,
+        event_since: Mapping[str, Position] | None = None,
         max_attempts: int | None = None,
         delays: Callable[[], Iterator[float]] = backoff,
         on_disconnect: Callable[[str, float], None] | None = None,
@@ -297,6 +338,11 @@ class Subscription:
         connect_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._url, named = websocket_url(url, token=token)
+        try:
+            self._kinds = None if kinds is None else wire.parse_kinds(list(kinds))
+            self._max_rate = None if max_rate is None else wire.parse_max_rate(max_rate)
+        except wire.WireError as exc:
+            raise ClientError(str(exc)) from None
         wanted = [*([named] if named else []), *streams]
         self._streams: dict[str, None] = {wire.check_stream_name(s): None for s in wanted}
         if not self._streams:
@@ -315,14 +361,15 @@ class Subscription:
             **(connect_options or {}),
         }
         self._refused: dict[str, str] = {}
-        # Subscribe ops sent per stream and not yet answered (`subscribed` or `error`).
-        self._unanswered: dict[str, int] = {}
+        # Subscribe ops sent per stream and not yet answered (`subscribed` or `error`), each noted
+        # with whether it asked for an events replay (event_since).
+        self._unanswered: dict[str, collections.deque[bool]] = {}
         self._ws: ClientConnection | None = None
         self._raw: str | bytes = b""
         self._iterator = self._run()
         self._stop = asyncio.Event()
         self._iterating = False
-        self.cursor = Cursor(since)
+        self.cursor = Cursor(since, event_since=event_since)
         self.gateway: str | None = None
         self.connected = False
         self.reconnects = 0
@@ -399,14 +446,22 @@ class Subscription:
 
     # ---------------------------------------------------------------- internals
 
+    def _wants(self, kind: wire.Kind) -> bool:
+        return self._kinds is None or kind in self._kinds
+
     def _subscribe_op(self, stream: str) -> str:
-        self._unanswered[stream] = self._unanswered.get(stream, 0) + 1
-        position = self.cursor.position(stream)
+        position = self.cursor.position(stream) if self._wants("result") else None
+        events = self.cursor.event_position(stream) if self._wants("event") else None
+        self._unanswered.setdefault(stream, collections.deque()).append(events is not None)
         op = wire.Subscribe(
             stream=stream,
             since=position.seq if position else None,
             epoch=position.epoch if position else None,
             previews=self._previews,
+            kinds=self._kinds,
+            max_rate=self._max_rate,
+            event_since=events.seq if events else None,
+            event_epoch=events.epoch if events else None,
         )
         return wire.encode(op).decode()
 
@@ -433,7 +488,9 @@ class Subscription:
                 first = False
                 try:
                     async for message in self._session(ws):
-                        if failures and isinstance(message, wire.Result | wire.Status | wire.Preview):
+                        if failures and isinstance(
+                            message, wire.Result | wire.Event | wire.Status | wire.Preview
+                        ):
                             # Stream traffic flows again: the next outage starts a fresh backoff.
                             # (A hello alone does not count, or a gateway that accepts and then
                             # drops every connection would be retried at the shortest delay forever.)
@@ -503,21 +560,23 @@ class Subscription:
 
     def _admit(self, message: Message) -> bool:
         """Update state for ``message``; False when it must not be delivered."""
-        if isinstance(message, wire.Result | wire.Preview):
+        if isinstance(message, wire.Result | wire.Event | wire.Preview):
             if message.stream not in self._streams:
                 return False
-            if self._unanswered.get(message.stream):
+            pending = self._unanswered.get(message.stream)
+            if pending and (not isinstance(message, wire.Event) or any(pending)):
                 # Sent before the gateway took the (re)subscription: the replay that follows
                 # `subscribed` holds it again, in order. Taken now, it would move the position
                 # past the hole the replay is about to fill, and the replay would be dropped.
+                # (Events are replayed only when the subscribe asked, with event_since.)
                 return False
             return self.cursor.accept(message)
         if isinstance(message, wire.Subscribed | wire.Error) and message.stream:
             # The gateway answers each subscribe with one `subscribed` or one `error` naming it.
-            left = self._unanswered.get(message.stream, 0) - 1
-            if left > 0:
-                self._unanswered[message.stream] = left
-            else:
+            pending = self._unanswered.get(message.stream)
+            if pending:
+                pending.popleft()
+            if not pending:
                 self._unanswered.pop(message.stream, None)
         if isinstance(message, wire.Hello):
             self.gateway = message.gateway
@@ -539,6 +598,9 @@ def subscribe(
     token: str | None = None,
     since: Mapping[str, Position] | None = None,
     previews: bool = False,
+    kinds: Iterable[str] | None = None,
+    max_rate: float | None = None,
+    event_since: Mapping[str, Position] | None = None,
     max_attempts: int | None = None,
     delays: Callable[[], Iterator[float]] = backoff,
     on_disconnect: Callable[[str, float], None] | None = None,
@@ -560,6 +622,13 @@ def subscribe(
             replayed (within the gateway's history), earlier ones are never
             delivered.
         previews: Also receive :class:`~framecast.wire.Preview` JPEGs.
+        kinds: Only these kinds of stream message (``"result"``, ``"event"``,
+            ``"status"``; None: all). ``["event", "status"]`` suits a counter.
+        max_rate: At most this many results per second per stream, the newest
+            each time (None: every result). Events and status are never capped.
+        event_since: Event position per stream to resume from: events after it
+            are replayed from the gateway's events history, earlier ones never
+            delivered (positions: :attr:`Cursor.event_positions`).
         max_attempts: Consecutive failed connection attempts after which
             :class:`ConnectError` is raised; None retries forever.
         delays: Makes the iterator of delays between attempts (default
@@ -576,8 +645,8 @@ def subscribe(
         The :class:`Subscription` to iterate.
 
     Raises:
-        ClientError: ``url`` is not a gateway URL, or no/invalid stream names
-            (at once); while iterating, the gateway refused the request
+        ClientError: ``url`` is not a gateway URL, no/invalid stream names, or
+            bad ``kinds``/``max_rate`` (at once); while iterating, the gateway refused the request
             (:class:`AuthError` for HTTP 401/403, :class:`ConnectError` after
             ``max_attempts``, plain :class:`ClientError` otherwise).
     """
@@ -588,6 +657,9 @@ def subscribe(
             token=token,
             since=since,
             previews=previews,
+            kinds=kinds,
+            max_rate=max_rate,
+            event_since=event_since,
             max_attempts=max_attempts,
             delays=delays,
             on_disconnect=on_disconnect,

@@ -1,4 +1,4 @@
-"""``framecast watch``: print the results a gateway serves, one line each.
+"""``framecast watch``: print the results and events a gateway serves, one line each.
 
 A thin command-line face of :mod:`framecast.client`: it reconnects, resumes and
 de-duplicates like any client, so what it prints is what an application sees.
@@ -26,13 +26,16 @@ from framecast.settings import option
 __all__ = ["WatchConfig", "list_streams", "main"]
 
 DESCRIPTION = """\
-Print the live results of framecast streams, one line per result:
+Print the live results and events of framecast streams, one line each:
 
-  cam1  seq 1234  latency 42 ms  person 91%, car 55%
+  cam1  seq 1234  latency 42 ms  person#7 91%, car 55%  hall 2  door in 12 out 9
+  cam1  event 17  cross door in  track 7 person  latency 40 ms
 
 Latency is the time from capture to this terminal; it includes any offset
-between the camera host's clock and this machine's. With --json, each result
-is printed as received from the gateway, one JSON object per line (NDJSON).
+between the camera host's clock and this machine's. #N is a track id (with
+tracking on). With --json, each message is printed as received from the
+gateway, one JSON object per line (NDJSON). --kinds event prints events
+only (a counter's view); --max-rate caps results per second.
 
 URL is the viewer's address (http://host:port), a ws://host:port/ws URL, or
 ws://host:port/ws/STREAM. Without --stream, every stream the gateway lists at
@@ -41,8 +44,8 @@ without loss or duplicates within the gateway's history window."""
 
 EPILOG = """\
 exit status:
-  0  --count N results arrived (before --duration ran out, if given); or,
-     with only --duration, at least one result arrived in that time
+  0  --count N results or events arrived (before --duration ran out, if
+     given); or, with only --duration, at least one arrived in that time
   1  too few or no results, the gateway could not be reached (after
      --retries attempts), refused the token (HTTP 401/403) or every stream
   2  bad arguments
@@ -51,6 +54,7 @@ exit status:
 examples:
   framecast watch http://127.0.0.1:8080 --stream default --count 10
   framecast watch ws://127.0.0.1:8080/ws/cam1 --json --duration 5 | jq .seq
+  framecast watch http://127.0.0.1:8080 --stream door --kinds event
   FRAMECAST_TOKEN=eyJ... framecast watch https://cams.example.com --stream lobby"""
 
 
@@ -60,7 +64,7 @@ class WatchConfig:
 
     count: int | None = option(
         None,
-        help="Stop with status 0 after this many results.",
+        help="Stop with status 0 after this many results and events (of the --kinds asked for).",
         env="FRAMECAST_WATCH_COUNT",
         check=settings.positive,
         metavar="N",
@@ -82,8 +86,25 @@ class WatchConfig:
     )
     all: bool = option(
         False,
-        help="Also print heartbeats, resets, gaps and connection messages, not only results.",
+        help="Also print heartbeats, resets, gaps and connection messages, not only results and events.",
         env="FRAMECAST_WATCH_ALL",
+        group="output",
+    )
+    kinds: str | None = option(
+        None,
+        help="Only these kinds, comma-separated: result, event, status (default: all); "
+        "'event' prints a counter's events alone.",
+        env="FRAMECAST_WATCH_KINDS",
+        check=wire.parse_kinds,
+        metavar="LIST",
+        group="output",
+    )
+    max_rate: float | None = option(
+        None,
+        help="At most this many results per second per stream, the newest each time.",
+        env="FRAMECAST_WATCH_MAX_RATE",
+        check=wire.parse_max_rate,
+        metavar="N",
         group="output",
     )
     token: str | None = option(
@@ -174,14 +195,40 @@ def _split_streams(values: Sequence[str]) -> list[str]:
 def _labels(result: wire.Result) -> str:
     if not result.detections:
         return "-"
-    return ", ".join(f"{d.label} {d.confidence * 100:.0f}%" for d in result.detections)
+    return ", ".join(
+        f"{d.label}{'' if d.track is None else f'#{d.track}'} {d.confidence * 100:.0f}%"
+        for d in result.detections
+    )
+
+
+def _counters(result: wire.Result) -> str:
+    parts = [f"{zone} {n}" for zone, n in (result.occupancy or {}).items()]
+    parts += [f"{line} in {i} out {o}" for line, (i, o) in (result.crossings or {}).items()]
+    return "  " + "  ".join(parts) if parts else ""
+
+
+def _event_line(event: wire.Event) -> str:
+    latency = (time.time() - event.captured_at) * 1000
+    if event.kind == "cross":
+        what = f"cross {event.line} {event.direction}"
+    elif event.kind == "leave":
+        what = f"leave {event.zone}{' (lost)' if event.lost else ''} after {event.dwell or 0:.1f} s"
+    else:
+        what = f"enter {event.zone}"
+    who = f"track {event.track} {event.label}"
+    return f"{event.stream}  event {event.seq}  {what}  {who}  latency {latency:.0f} ms"
 
 
 def _line(message: client.Message) -> str | None:
     """The human-readable line for a message (None: not worth a line)."""
     if isinstance(message, wire.Result):
         latency = (time.time() - message.captured_at) * 1000
-        return f"{message.stream}  seq {message.seq}  latency {latency:.0f} ms  {_labels(message)}"
+        return (
+            f"{message.stream}  seq {message.seq}  latency {latency:.0f} ms  {_labels(message)}"
+            f"{_counters(message)}"
+        )
+    if isinstance(message, wire.Event):
+        return _event_line(message)
     if isinstance(message, wire.Status):
         state = message.state if message.active else f"{message.state}, paused"
         return (
@@ -191,7 +238,8 @@ def _line(message: client.Message) -> str | None:
     if isinstance(message, wire.Hello):
         return f"connected to gateway {message.gateway}"
     if isinstance(message, wire.Reset):
-        return f"{message.stream}  reset ({message.reason}): earlier results cannot be replayed"
+        what = "events" if message.kind == "event" else "results"
+        return f"{message.stream}  reset ({message.reason}): earlier {what} cannot be replayed"
     if isinstance(message, wire.Gap):
         return f"{message.stream}  gap ({message.reason}): asking for a replay"
     if isinstance(message, wire.Subscribed):
@@ -233,6 +281,8 @@ async def _watch(
         url,
         streams,
         token=config.token,
+        kinds=None if config.kinds is None else wire.parse_kinds(config.kinds),
+        max_rate=config.max_rate,
         max_attempts=config.retries or None,
         on_disconnect=on_disconnect,
     )
@@ -245,12 +295,12 @@ async def _watch(
                 if isinstance(message, wire.Error):
                     where = f" ({message.stream})" if message.stream else ""
                     print(f"{prog}: gateway error{where}: {message.code}: {message.message}", file=sys.stderr)
-                elif isinstance(message, wire.Result) or config.all:
+                elif isinstance(message, wire.Result | wire.Event) or config.all:
                     raw = subscription.raw
                     text = raw if config.json and isinstance(raw, str) else _line(message)
                     if text is not None:
                         print(text, file=out, flush=True)
-                if isinstance(message, wire.Result):
+                if isinstance(message, wire.Result | wire.Event):
                     tally.results += 1
                     if config.count is not None and tally.results >= config.count:
                         return 0
@@ -261,12 +311,13 @@ async def _watch(
         await subscription.aclose()
     if config.count is not None:
         return settings.fail(
-            prog, f"received {tally.results} of {config.count} results in {config.duration:g} s"
+            prog, f"received {tally.results} of {config.count} results and events in {config.duration:g} s"
         )
     if tally.results == 0:
+        what = "events" if config.kinds is not None and "result" not in config.kinds else "results"
         return settings.fail(
             prog,
-            f"no results in {config.duration:g} s ({_quiet_reason(subscription.streams or streams, tally)})",
+            f"no {what} in {config.duration:g} s ({_quiet_reason(subscription.streams or streams, tally)})",
         )
     return 0
 

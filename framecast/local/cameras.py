@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast import wire
+from framecast import wire, zones
 from framecast.exceptions import FramecastError
 
 __all__ = [
@@ -86,6 +86,11 @@ Camera file (framecast.toml):
   detector = "faces"
   max_fps = 5
 
+  [cameras.door.zones.hall]          # zones and lines: enter/leave/cross events
+  polygon = [[100, 240], [540, 240], [540, 470], [100, 470]]
+  [cameras.door.lines.door]
+  points = [[120, 230], [520, 230]]
+
   [cameras.yard]
   source = "synthetic"
   predictor = "yolo"          # one model for several cameras: batched, in one worker
@@ -96,12 +101,14 @@ Camera file (framecast.toml):
 
 A camera's keys are 'framecast producer' settings (with _ or -), except stream, redis_url,
 metrics_port and metrics_host, which up sets; with 'predictor', the model's own settings
-(detector, device, threads...) go in the [predictors.NAME] table. A bad camera (unknown key, bad value,
-duplicate or invalid name, unreadable file) is one line naming it, exit 2, nothing started.
+(detector, device, threads...) go in the [predictors.NAME] table; a camera's zones and lines are
+tables of its own. A bad camera (unknown key, bad value, duplicate or invalid name, a bad zone or
+line, unreadable file) is one line naming it, exit 2, nothing started.
 At most {MAX_CAMERAS} cameras; they start a few at a time (as many as this machine has cores)."""
 """What ``framecast up --help`` says about cameras (epilog)."""
 
 RESERVED = frozenset({"stream", "redis_url", "metrics_port", "metrics_host", "predictor_socket"})
+# `zones` and `lines` are tables of their own in a camera (zones.parse): not producer options.
 """Producer settings ``framecast up`` sets itself for every camera: the stream is the camera's name,
 Redis is the topology's, metrics ports are allocated per camera, and a shared predictor's socket
 is up's own (name the predictor with ``predictor``)."""
@@ -121,6 +128,8 @@ class Camera:
         options: Other producer settings as ``(field_name, value)`` pairs, in the order given.
         origin: Where it was defined, for messages (``framecast.toml`` or ``--camera``).
         predictor: The ``[predictors.<name>]`` it sends its frames to, or None (its own model).
+        layout: Its zones and lines (``[cameras.<name>.zones.<zone>]``, ``...lines.<line>``),
+            checked; ``framecast up`` hands them to the producer as a ``--zones`` file.
     """
 
     name: str
@@ -128,6 +137,7 @@ class Camera:
     options: tuple[tuple[str, str], ...] = ()
     origin: str = "--camera"
     predictor: str | None = None
+    layout: zones.Layout = zones.NO_LAYOUT
 
     def env(self) -> dict[str, str]:
         """The producer's environment variables for this camera: its source."""
@@ -174,11 +184,17 @@ def _camera(name: str, table: Mapping[str, object], *, origin: str) -> Camera:
     source: str | None = None
     predictor: str | None = None
     seen: set[str] = set()
+    try:
+        layout = zones.parse(table.get("zones"), table.get("lines"), where=where)
+    except zones.ZoneError as exc:
+        raise CameraError(str(exc)) from None
     for raw_key, value in table.items():
         key = _key(raw_key)
         if key in seen:
             raise CameraError(f"{where}: {raw_key!r} is given twice")
         seen.add(key)
+        if key in ("zones", "lines"):
+            continue  # checked above; a --zones file is made of them for the producer
         try:
             text = _text(value)
         except TypeError as exc:
@@ -195,7 +211,9 @@ def _camera(name: str, table: Mapping[str, object], *, origin: str) -> Camera:
             options.append((key, text))
     if not source:
         raise CameraError(f"{where}: 'source' is missing (a device index, file, URL or 'synthetic')")
-    return Camera(name=name, source=source, options=tuple(options), origin=origin, predictor=predictor)
+    return Camera(
+        name=name, source=source, options=tuple(options), origin=origin, predictor=predictor, layout=layout
+    )
 
 
 def load(path: str | Path) -> tuple[Camera, ...]:

@@ -112,6 +112,7 @@ class Producer(Spec):
         stream: ``--stream``.
         detector: ``--detector``.
         predictor_socket: ``--predictor-socket``: the shared inference worker to use.
+        zones: ``--zones``: the camera's zones and lines file.
         metrics_port: ``--metrics-port``.
         log_level: ``--log-level``.
         args: More flags (a camera's own settings), last: they win.
@@ -123,6 +124,7 @@ class Producer(Spec):
     stream: str | None = None
     detector: str | None = None
     predictor_socket: str | None = None
+    zones: str | None = None
     metrics_port: int | None = None
     log_level: str | None = None
     args: tuple[str, ...] = ()
@@ -136,6 +138,7 @@ class Producer(Spec):
             *_flag("--stream", self.stream),
             *_flag("--detector", self.detector),
             *_flag("--predictor-socket", self.predictor_socket),
+            *_flag("--zones", self.zones),
             *_flag("--metrics-port", self.metrics_port),
             *self.args,
         ]

@@ -326,9 +326,10 @@ class Stack:
         # inference worker's, scraped with the producers).
         worker_ports: list[int] = []
         sockets = self._start_predictors(worker_ports if prometheus_binary else None)
+        specs = _producer_specs(self.config, sockets, self.workdir) if self.config.producer else []
         producers = [
             (name, dataclasses.replace(spec, metrics_port=free_port()) if prometheus_binary else spec)
-            for name, spec in (_producer_specs(self.config, sockets) if self.config.producer else [])
+            for name, spec in specs
         ]
         nginx = launch.Nginx(
             port=self.port,
@@ -454,12 +455,13 @@ def _producer_names(config: UpConfig) -> list[tuple[str, str]]:
 
 
 def _producer_specs(
-    config: UpConfig, sockets: Mapping[str, str] | None = None
+    config: UpConfig, sockets: Mapping[str, str] | None = None, workdir: Path | None = None
 ) -> list[tuple[str, launch.Producer]]:
     """``(child name, spec)`` of every producer.
 
     A camera's own settings come last, so a per-camera log_level wins over up's. A camera with a
-    shared predictor gets the socket of its worker (``sockets``, by predictor name).
+    shared predictor gets the socket of its worker (``sockets``, by predictor name). A camera's
+    zones and lines become a ``--zones`` file in ``workdir``.
     """
     if config.cameras:
         return [
@@ -468,6 +470,7 @@ def _producer_specs(
                 launch.Producer(
                     log_level=config.log_level,
                     predictor_socket=(sockets or {})[camera.predictor] if camera.predictor else None,
+                    zones=_zones_file(camera, workdir),
                     args=tuple(camera.argv()),
                     extra_env=camera.env(),
                 ),
@@ -478,6 +481,15 @@ def _producer_specs(
         log_level=config.log_level, stream=config.stream, detector=config.detector, source=config.source
     )
     return [("producer", single)]
+
+
+def _zones_file(camera: Camera, workdir: Path | None) -> str | None:
+    """The ``--zones`` file of a camera with zones or lines (written into ``workdir``), else None."""
+    if not camera.layout or workdir is None:
+        return None
+    path = workdir / f"zones-{camera.name}.toml"
+    path.write_text(camera.layout.to_toml())
+    return str(path)
 
 
 def _producer_finished(child: Child, status: int) -> str | None:

@@ -6,7 +6,8 @@ client authors, and a test keeps the two in step. Import it as a whole
 (``from framecast import wire``; ``wire.Result``, ``wire.encode``...); its
 modules each have one job:
 
-* :mod:`framecast.wire.keys`: Redis key and channel names, the stream-name rule.
+* :mod:`framecast.wire.keys`: Redis key and channel names, the stream-name rule (zone and
+  line names follow it too).
 * :mod:`framecast.wire.messages`: the message dataclasses and protocol constants.
 * :mod:`framecast.wire.codec`: encoding and decoding (bytes <-> messages).
 
@@ -29,6 +30,8 @@ from framecast.wire.codec import (
     encode,
     encode_preview,
     is_preview,
+    parse_kinds,
+    parse_max_rate,
     peek,
 )
 from framecast.wire.keys import (
@@ -39,6 +42,7 @@ from framecast.wire.keys import (
     canary_channel,
     channel,
     check_stream_name,
+    events_key,
     history_key,
     preview_channel,
     status_key,
@@ -50,14 +54,19 @@ from framecast.wire.messages import (
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_TRY_AGAIN_LATER,
+    KINDS,
+    MAX_RATE,
     MAX_SEQ,
     VERSION,
     ClientOp,
     Detection,
     Error,
+    Event,
+    EventKind,
     Gap,
     GatewayReply,
     Hello,
+    Kind,
     Peek,
     PredictorState,
     Preview,
@@ -81,6 +90,8 @@ __all__ = [
     "CLOSE_TRY_AGAIN_LATER",
     "HISTORY_FIELD",
     "KEY_PREFIX",
+    "KINDS",
+    "MAX_RATE",
     "MAX_SEQ",
     "STATUS_KEY_PATTERN",
     "STREAM_NAME_PATTERN",
@@ -88,9 +99,12 @@ __all__ = [
     "ClientOp",
     "Detection",
     "Error",
+    "Event",
+    "EventKind",
     "Gap",
     "GatewayReply",
     "Hello",
+    "Kind",
     "Peek",
     "PredictorState",
     "Preview",
@@ -113,8 +127,11 @@ __all__ = [
     "decode_preview",
     "encode",
     "encode_preview",
+    "events_key",
     "history_key",
     "is_preview",
+    "parse_kinds",
+    "parse_max_rate",
     "peek",
     "preview_channel",
     "status_key",

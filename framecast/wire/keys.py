@@ -17,6 +17,7 @@ __all__ = [
     "canary_channel",
     "channel",
     "check_stream_name",
+    "events_key",
     "history_key",
     "preview_channel",
     "status_key",
@@ -77,6 +78,18 @@ def history_key(stream: str) -> str:
     Each entry has one field, :data:`HISTORY_FIELD` (``m``), holding the encoded :class:`Result`.
     """
     return f"{_tagged(stream)}:history"
+
+
+def events_key(stream: str) -> str:
+    """Redis Stream holding a stream's recent events, newest last: ``framecast:{<stream>}:events``.
+
+    Apart from :func:`history_key`, so that events outlive the result firehose (they are few
+    and must not be missed). Entry IDs are ``<epoch start ms>-<event seq>`` with the same epoch
+    start as the results' of that epoch; ids increase across epochs, so the key is one ordered log
+    of every event it still holds. One field, :data:`HISTORY_FIELD`, holds the encoded
+    :class:`Event`.
+    """
+    return f"{_tagged(stream)}:events"
 
 
 def canary_channel(gateway_id: str, shard: int | None = None) -> str:

@@ -4,6 +4,7 @@ Three families of message exist:
 
 * **Stream messages**, published by a producer on Redis and forwarded by the
   gateways byte for byte: :class:`Result` (one per processed frame),
+  :class:`Event` (a track entered or left a zone, or crossed a line),
   :class:`Status` (a heartbeat, at least once per second) and :class:`Preview`
   (an annotated JPEG, binary, only to clients that ask for it).
 * **Gateway replies**, sent by a gateway to one client: :class:`Hello`,
@@ -18,6 +19,7 @@ integers of one message cannot be swapped without anyone noticing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
@@ -27,14 +29,19 @@ __all__ = [
     "CLOSE_SLOW_CONSUMER",
     "CLOSE_TOKEN_EXPIRED",
     "CLOSE_TRY_AGAIN_LATER",
+    "KINDS",
+    "MAX_RATE",
     "MAX_SEQ",
     "VERSION",
     "ClientOp",
     "Detection",
     "Error",
+    "Event",
+    "EventKind",
     "Gap",
     "GatewayReply",
     "Hello",
+    "Kind",
     "Peek",
     "PredictorState",
     "Preview",
@@ -59,6 +66,13 @@ so that minor additions never break old clients.
 
 MAX_SEQ = 2**64 - 1
 """The largest ``seq`` (and ``since``): Redis stream ids are pairs of 64-bit unsigned numbers."""
+
+Kind = Literal["result", "event", "status"]
+"""A kind of stream message a subscriber can choose to receive (``kinds``)."""
+KINDS: tuple[Kind, ...] = ("result", "event", "status")
+"""Every :data:`Kind`, in the order the protocol lists them; the default subscription takes all."""
+MAX_RATE = 1000.0
+"""The largest ``max_rate`` (results per second) a subscriber may ask for."""
 
 # WebSocket close codes a gateway uses, beyond RFC 6455's own (1001 going
 # away, 1007 invalid UTF-8, 1008 policy violation, 1009 message too big).
@@ -87,11 +101,15 @@ class Detection:
         confidence: 0.0 to 1.0.
         box: ``(x1, y1, x2, y2)`` in pixels of the source frame, with
             ``0 <= x1 <= x2 <= width`` and ``0 <= y1 <= y2 <= height``.
+        track: With tracking on, the object's id: an integer from 1, the same from frame to
+            frame, unique within the producer's epoch and never reused in it. None when
+            tracking is off or the tracker has not confirmed the object yet.
     """
 
     label: str
     confidence: float
     box: tuple[float, float, float, float]
+    track: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +128,8 @@ class Result:
         width: Frame width in pixels.
         height: Frame height in pixels.
         detections: What the predictor found, possibly nothing.
+        occupancy: With zones: tracks inside each zone now (every zone listed, 0 included).
+        crossings: With lines: ``(in, out)`` crossings of each line since the epoch began.
     """
 
     stream: str
@@ -121,7 +141,56 @@ class Result:
     width: int
     height: int
     detections: tuple[Detection, ...] = ()
+    occupancy: Mapping[str, int] | None = None
+    crossings: Mapping[str, tuple[int, int]] | None = None
     type: Literal["result"] = field(default="result", init=False)
+
+
+EventKind = Literal["enter", "leave", "cross"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Something a track did: entered or left a zone, or crossed a line.
+
+    Events are derived by the producer from tracks (``--track`` with ``--zones``) and are never
+    conflated or dropped as stale by a gateway: an application counts them. They have their own
+    ``seq`` (from 1 within an epoch, without gaps) and their own history, apart from results'.
+
+    Attributes:
+        stream: Stream name.
+        epoch: Producer run id (as in :class:`Result`).
+        seq: Strictly increasing from 1 within an epoch, one per event; a gap means events
+            were lost on the way.
+        kind: ``"enter"`` or ``"leave"`` (a zone), ``"cross"`` (a line).
+        track: The track's id (:attr:`Detection.track`).
+        label: The track's class.
+        frame: Source frame index of the frame the event was seen on.
+        captured_at: Unix time that frame was captured.
+        published_at: Unix time the event was published.
+        zone: The zone (``enter``/``leave``).
+        line: The line (``cross``).
+        direction: ``"in"`` or ``"out"`` (``cross``; see docs/producer.md for which side is in).
+        lost: ``leave`` only: True when the track was lost inside the zone (the tracker gave
+            it up) rather than seen leaving it.
+        dwell: ``leave`` only: seconds from the ``enter`` to the ``leave`` (capture times).
+    """
+
+    stream: str
+    epoch: str
+    seq: int
+    kind: EventKind
+    track: int
+    label: str
+    frame: int
+    captured_at: float
+    published_at: float
+    zone: str | None = None
+    line: str | None = None
+    direction: Literal["in", "out"] | None = None
+    lost: bool | None = None
+    dwell: float | None = None
+    type: Literal["event"] = field(default="event", init=False)
 
 
 StreamState = Literal["online", "offline"]
@@ -149,6 +218,10 @@ class Status:
         skipped: Frames dropped to stay real-time, in this epoch.
         active: False while the predictor is paused for lack of viewers.
         source: A short, credential-free description of the source.
+        event_seq: ``seq`` of the last :class:`Event` published in this epoch (0 if none).
+        zones: With zones: each zone's polygon (frame pixels), so a viewer can draw it.
+        lines: With lines: each line's two points (the first to the second: ``in`` is left
+            to right of that direction on the picture).
         predictor: For a producer whose predictor is a shared inference worker: ``"ready"``,
             or ``"down"`` while the worker is unreachable (restarting) and no frame is predicted.
             None (absent on the wire) when the predictor runs in the producer.
@@ -167,6 +240,9 @@ class Status:
     skipped: int = 0
     active: bool = True
     source: str = ""
+    event_seq: int = 0
+    zones: Mapping[str, tuple[tuple[float, float], ...]] | None = None
+    lines: Mapping[str, tuple[tuple[float, float], tuple[float, float]]] | None = None
     predictor: PredictorState | None = None
     predictor_restarts: int | None = None
     type: Literal["status"] = field(default="status", init=False)
@@ -199,7 +275,7 @@ class Preview:
     type: Literal["preview"] = field(default="preview", init=False)
 
 
-StreamMessage: TypeAlias = Result | Status
+StreamMessage: TypeAlias = Result | Event | Status
 
 
 # --------------------------------------------------------------------------
@@ -227,10 +303,15 @@ class Subscribed:
     Attributes:
         stream: Stream name.
         previews: Whether binary previews were asked for and will be sent.
+        kinds: The kinds of stream message that will be sent, when the subscription chose
+            (None: all of them).
+        max_rate: The cap on results per second, when the subscription set one.
     """
 
     stream: str
     previews: bool = False
+    kinds: tuple[Kind, ...] | None = None
+    max_rate: float | None = None
     type: Literal["subscribed"] = field(default="subscribed", init=False)
 
 
@@ -258,10 +339,13 @@ class Reset:
             client drops its position for the stream, or it would drop every result up to
             it as already seen). (Redis unreadable while subscribing is a ``gap`` with
             ``"history-unavailable"``: the client keeps its position.)
+        kind: ``"event"`` when the replay that could not be served is of events (resumed with
+            ``event_since``); None (absent) for results.
     """
 
     stream: str
     reason: str
+    kind: Literal["event"] | None = None
     type: Literal["reset"] = field(default="reset", init=False)
 
 
@@ -305,16 +389,27 @@ class Subscribe:
 
     Attributes:
         stream: Stream name.
-        since: Last ``seq`` the client has; the gateway replays what came
+        since: Last result ``seq`` the client has; the gateway replays what came
             after it (within ``epoch``) before going live.
         epoch: The epoch ``since`` belongs to; required with ``since``.
         previews: Also send binary :class:`Preview` frames.
+        kinds: Only these kinds of stream message (None: all of :data:`KINDS`). Gateway
+            replies (``subscribed``, ``reset``, ``gap``, ``error``...) always come.
+        max_rate: At most this many results per second, conflated to the newest (None: every
+            result). Events and status are never capped.
+        event_since: Last event ``seq`` the client has; the gateway replays the events after it
+            before going live (events of later epochs included).
+        event_epoch: The epoch ``event_since`` belongs to; required with ``event_since``.
     """
 
     stream: str
     since: int | None = None
     epoch: str | None = None
     previews: bool = False
+    kinds: tuple[Kind, ...] | None = None
+    max_rate: float | None = None
+    event_since: int | None = None
+    event_epoch: str | None = None
     op: Literal["subscribe"] = field(default="subscribe", init=False)
 
 
@@ -328,7 +423,7 @@ class Unsubscribe:
 
 ClientOp: TypeAlias = Subscribe | Unsubscribe
 GatewayReply: TypeAlias = Hello | Subscribed | Unsubscribed | Reset | Gap | Error
-TextMessage: TypeAlias = Result | Status | Hello | Subscribed | Unsubscribed | Reset | Gap | Error
+TextMessage: TypeAlias = Result | Event | Status | Hello | Subscribed | Unsubscribed | Reset | Gap | Error
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -336,10 +431,11 @@ class Peek:
     """What a gateway reads of a stream message to route it, without a full decode.
 
     Attributes:
-        type: ``"result"`` or ``"status"``.
+        type: ``"result"``, ``"event"`` or ``"status"``.
         epoch: Producer run id.
-        seq: Result sequence number (for status: last result's).
-        captured_at: Capture time for results; ``sent_at`` for status.
+        seq: Result sequence number (for an event: the event's own ``seq``; for status: the
+            last result's).
+        captured_at: Capture time for results and events; ``sent_at`` for status.
         state: For status messages, ``"online"`` or ``"offline"``.
     """
 

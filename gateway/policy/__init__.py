@@ -5,11 +5,12 @@
 ``limits``         :class:`Limits`: every bound, one frozen object built from the settings
 ``observer``       :class:`Observer`: what the fan-out reports; :class:`Counters`
 ``state``          kinds and their delivery rules, sinks, actions, per-client state
-``membership``     clients and each stream's audiences
+``membership``     clients and each stream's audiences (per kind, for filtered clients)
 ``joins``          a joining client's live messages, until its replay is done
 ``slicing``        big audiences in slices, one message per stream in flight, overload
 ``writer``         the one write rule (the hot loop, and single writes)
-``lag``            lagging clients: conflation, expiry, ``max_lag``
+``lag``            lagging clients: conflation, expiry, events kept, ``max_lag``
+``caps``           rate-capped clients: the newest result held until it is due
 ``probes``         lag measured end to end: lag probes
 =================  ==============================================================
 """
@@ -19,6 +20,7 @@ from gateway.policy.limits import Limits
 from gateway.policy.observer import Counters, Observer
 from gateway.policy.state import (
     DELIVERY,
+    EVENT,
     OVER,
     SKIP,
     WRITTEN,
@@ -29,11 +31,13 @@ from gateway.policy.state import (
     PingFramer,
     Sink,
     Step,
+    Timer,
     Wait,
 )
 
 __all__ = [
     "DELIVERY",
+    "EVENT",
     "OVER",
     "SKIP",
     "WRITTEN",
@@ -48,5 +52,6 @@ __all__ = [
     "Policy",
     "Sink",
     "Step",
+    "Timer",
     "Wait",
 ]

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Hashable
 
 from framecast import wire
+from gateway.policy.caps import Caps
 from gateway.policy.joins import Joins
 from gateway.policy.lag import Lag
 from gateway.policy.limits import Limits
@@ -36,12 +37,13 @@ from gateway.policy.probes import Probes
 from gateway.policy.slicing import Slicer
 from gateway.policy.state import (
     DELIVERY,
+    FILTERED,
     NOTICE,
     PREVIEW,
     RESULT,
     Action,
+    Cap,
     Client,
-    Close,
     Framer,
     Job,
     PingFramer,
@@ -108,6 +110,15 @@ class Policy:
             actions=self._actions,
         )
         self._joins = Joins(limits, observer=self.observer, clock=clock)
+        self._caps = Caps(
+            limits,
+            slicer=self._slicer,
+            observer=self.observer,
+            clock=clock,
+            monotonic=monotonic,
+            actions=self._actions,
+        )
+        self._monotonic = monotonic
         # Streams whose live clients were told of a run of stale results (until a fresh one).
         self._stale_told: set[str] = set()
 
@@ -192,39 +203,69 @@ class Policy:
         )
 
     def pending(self, key: Hashable) -> list[tuple[str, str]]:
-        """The (stream, kind) slots a lagging client holds a message for, in arrival order."""
+        """The (stream, kind) of each message a lagging client holds, in arrival order."""
         client = self._members.clients.get(key)
-        return [] if client is None else list(client.pending)
+        return [] if client is None else [(stream, kind) for stream, kind, _ in client.pending]
 
     # ------------------------------------------------------------------
     # Membership events
 
     def add(
-        self, stream: str, key: Hashable, sink: Sink, *, previews: bool = False, joining: bool = False
+        self,
+        stream: str,
+        key: Hashable,
+        sink: Sink,
+        *,
+        previews: bool = False,
+        joining: bool = False,
+        kinds: tuple[str, ...] | None = None,
+        max_rate: float | None = None,
     ) -> None:
-        """A client joined a stream (``joining``: buffer its live messages until :meth:`go_live`)."""
+        """A client joined a stream (``joining``: buffer its live messages until :meth:`go_live`).
+
+        ``kinds``: only these kinds of stream message (None: all); ``max_rate``: at most this
+        many results a second, conflated to the newest (None: every result).
+        """
         client = self._members.client(key, sink)
         self._detach(stream, client)
         client.streams[stream] = previews
+        wanted = frozenset(FILTERED if kinds is None else kinds)
+        if wanted == frozenset(FILTERED) and not max_rate:
+            client.caps.pop(stream, None)  # no filter: the plain path
+        else:
+            client.caps[stream] = Cap(wanted, max_rate)
         if joining:
             self._members.join(stream, client)
         else:
-            self._members.attach(stream, client)
+            self._attach(stream, client)
 
-    def go_live(self, stream: str, key: Hashable, *, epoch: str | None = None, seq: int = 0) -> None:
+    def go_live(
+        self,
+        stream: str,
+        key: Hashable,
+        *,
+        epoch: str | None = None,
+        seq: int = 0,
+        events: tuple[str, int] | None = None,
+    ) -> None:
         """A joining client's replay is done: send what was buffered, then deliver live.
 
-        Buffered results of ``epoch`` with ``seq`` at or below ``seq`` (already
-        sent by the replay) are skipped; everything else is sent in order.
+        Buffered results of ``epoch`` with ``seq`` at or below ``seq`` (already sent by the
+        replay) are skipped, and so are events at or below ``events`` (the events replay's
+        last ``(epoch, seq)``); everything else the client takes is sent in order.
         """
         client = self._members.clients.get(key)
         if client is None or stream not in client.streams:
             return
         join = self._members.joined(stream, client)
+        cap = client.caps.get(stream)
         if join is not None:
-            for kind, data, captured in self._joins.release(join, stream, epoch=epoch, seq=seq):
+            released = self._joins.release(join, stream, epoch=epoch, seq=seq, events=events, cap=cap)
+            for kind, data, captured in released:
+                if kind == RESULT and cap is not None and cap.interval:
+                    cap.next_at = self._monotonic() + cap.interval
                 self._writer.send(client, (stream, kind), data, captured=captured)
-        self._members.attach(stream, client)
+        self._attach(stream, client)
 
     def remove(self, stream: str, key: Hashable) -> None:
         """A client left one stream (its pending messages for it are dropped)."""
@@ -251,17 +292,23 @@ class Policy:
         self._forget(client)
         return client.closing
 
+    def _attach(self, stream: str, client: Client) -> None:
+        self._members.attach(stream, client)
+        cap = client.caps.get(stream)
+        if cap is not None and cap.interval and RESULT in cap.kinds:
+            self._caps.attach(stream, client, cap)
+
     def _detach(self, stream: str, client: Client) -> None:
         self._members.detach(stream, client)
-        for slot in [s for s in client.pending if s[0] == stream]:
-            del client.pending[slot]
+        self._lag.clear(client, stream)
+        self._caps.forget(client, stream)
         self._slicer.leave(stream, client)
 
     def _forget(self, client: Client) -> None:
         self._members.forget(client)
         self._probes.forget(client)
         self._lag.stop(client)
-        client.pending.clear()
+        self._lag.clear(client)
 
     # ------------------------------------------------------------------
     # Message events
@@ -279,22 +326,27 @@ class Policy:
             return None
         kind = peeked.type
         self.observer.received(kind)
-        joiners = self._members.joining.get(stream)
+        members = self._members
+        joiners = members.joining.get(stream)
         if joiners:
             self._joins.buffer(joiners, stream, peeked, data)
-        clients = self._members.live.get(stream)
+        clients = members.audience(stream, kind)
+        rule = DELIVERY.get(kind)
         age = self._clock() - peeked.captured_at
         max_age = self.limits.max_age
-        if max_age and age > max_age:
+        if max_age and age > max_age and (rule is None or not rule.keeps):
+            capped = self._caps.members(stream) if kind == RESULT else None
+            if capped:
+                clients = {**clients, **capped} if clients else capped
             if clients:
                 self.observer.dropped("stale", len(clients))
                 self._tell_stale(stream, kind, clients)
             return peeked
         if kind == RESULT:
             self._stale_told.discard(stream)
+            self._caps.offer(stream, data, peeked.captured_at, age)
         if not clients:
             return peeked
-        rule = DELIVERY.get(kind)
         if rule is not None and rule.expires:
             self._slicer.fan(clients, Job((stream, kind), data, False, peeked.captured_at, age))
         else:
@@ -343,13 +395,17 @@ class Policy:
         joiners = self._members.joining.get(stream)
         if joiners:
             self._joins.buffer(joiners, stream, None, data)
-        clients = self._members.live.get(stream)
+        clients = self._members.audience(stream, kind) if kind in FILTERED else self._members.live.get(stream)
         if clients:
             self._slicer.fan(clients, Job((stream, kind), data, False, None, None))
 
     def step(self, stream: str) -> None:
         """A slice's turn came: write the next slice of the oldest sliced message of ``stream``."""
         self._slicer.step(stream)
+
+    def wake(self) -> None:
+        """A :class:`~gateway.policy.state.Timer`'s time came: rate-capped clients' due results."""
+        self._caps.wake()
 
     # ------------------------------------------------------------------
     # Lagging clients and lag probes
@@ -400,25 +456,23 @@ class Policy:
         self._lag.stop(client)
         now = self._clock()
         held = list(client.pending.items())
-        client.pending.clear()
-        for index, (slot, (data, binary, captured)) in enumerate(held):
+        self._lag.clear(client)
+        for index, ((stream, kind, _), (data, binary, captured)) in enumerate(held):
             if self._lag.stale(captured, now):
                 self.observer.dropped("stale", 1)
                 continue
-            if client.sink.closed():
+            if client.sink.closed() or client.closing:
                 return
-            self._writer.send(client, slot, data, binary=binary, captured=captured)
+            self._writer.send(client, (stream, kind), data, binary=binary, captured=captured)
+            if client.lagging_since is None and kind == RESULT and stream in client.caps:
+                self._caps.written(client, stream)  # a capped client's interval counts from here
             if client.lagging_since is not None:
                 # Full again: the rule held this one and the client lags; the rest wait behind it.
-                client.pending.update(held[index + 1 :])
+                self._lag.restore(client, held[index + 1 :])
                 return
         if self._probes.threshold and client.probe_sent is None:
             client.due(True)
 
     def _close(self, client: Client) -> None:
-        client.closing = True
         self._probes.forget(client)
-        client.pending.clear()
-        self._lag.stop(client)
-        self.observer.slow_closed()
-        self._actions.append(Close(key=client.key))
+        self._lag.close(client)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from framecast import wire
 from gateway.policy.limits import Limits
 from gateway.policy.observer import Observer
-from gateway.policy.state import DELIVERY, NOTICE, RESULT, Client, Join
+from gateway.policy.state import DELIVERY, EVENT, NOTICE, RESULT, Cap, Client, Join
 
 __all__ = ["Joins"]
 
@@ -54,12 +54,23 @@ class Joins:
                 join.bytes -= len(join.items.popleft()[1])
                 join.overflowed = True
 
-    def release(self, join: Join, stream: str, *, epoch: str | None, seq: int) -> Release:
+    def release(
+        self,
+        join: Join,
+        stream: str,
+        *,
+        epoch: str | None,
+        seq: int,
+        events: tuple[str, int] | None = None,
+        cap: Cap | None = None,
+    ) -> Release:
         """What a client whose replay ended at ``(epoch, seq)`` is sent from its buffer, in order.
 
         Buffered results of ``epoch`` with ``seq`` at or below ``seq`` (sent by the replay) are
-        skipped, stale ones dropped; an overflow is announced first, and stale results the
-        client was owed once, where the first of them was.
+        skipped, stale ones dropped; so are events at or below ``events`` (the events replay's
+        last ``(epoch, seq)``), never as stale. An overflow is announced first, and stale results
+        the client was owed once, where the first of them was. With ``cap`` (the client's
+        choices): only the kinds it takes, and with a rate cap only the newest result.
         """
         out: Release = []
         if join.overflowed:
@@ -68,11 +79,25 @@ class Joins:
             out.append((NOTICE, wire.encode(wire.Gap(stream=stream, reason="overflow")), None))
         now = self._clock()
         stale_told = False
-        for peeked, data in join.items:
+        kinds = None if cap is None else cap.kinds
+        newest = -1
+        if cap is not None and cap.interval:
+            newest = max((i for i, (p, _) in enumerate(join.items) if p and p.type == RESULT), default=-1)
+        for index, (peeked, data) in enumerate(join.items):
             if peeked is None:
                 out.append((NOTICE, data, None))
                 continue
-            if peeked.type == RESULT and peeked.epoch == epoch and peeked.seq <= seq:
+            kind = peeked.type
+            if kinds is not None and kind not in kinds:
+                continue
+            if kind == RESULT and (
+                (peeked.epoch == epoch and peeked.seq <= seq) or (newest >= 0 and index != newest)
+            ):
+                continue
+            if kind == EVENT:
+                if events is not None and peeked.epoch == events[0] and peeked.seq <= events[1]:
+                    continue  # replayed from the events history
+                out.append((kind, data, None))
                 continue
             if self._max_age and now - peeked.captured_at > self._max_age:
                 self._observer.dropped("stale", 1)

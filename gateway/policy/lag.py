@@ -5,6 +5,11 @@ with a lag probe unanswered past ``lag_threshold``) is lagging: it keeps only th
 message per stream and kind, in arrival order, until a review finds it caught up (its
 buffer at ``low_water`` and no probe overdue); what goes stale meanwhile is dropped, and one
 lagging longer than ``max_lag`` is closed.
+
+A kind that keeps every message (events, :attr:`Delivery.keeps`) is the exception: each is
+held in its own slot, in arrival order among the others, never conflated nor expired. Their
+bytes are bounded by ``client_buffer``: a client whose held events pass it is closed (4008)
+at once, never thinned; it resumes them from the events history.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable
 
 from gateway.policy.limits import Limits
 from gateway.policy.observer import Observer
-from gateway.policy.state import Action, Client, Wait
+from gateway.policy.state import DELIVERY, Action, Client, Close, Held, Pending, Wait
 
 __all__ = ["Lag"]
 
@@ -42,6 +47,7 @@ class Lag:
     ) -> None:
         self._max_age = limits.max_age
         self._max_lag = limits.max_lag
+        self._keep_bytes = limits.client_buffer
         self._low_water = limits.low_water
         self._threshold = threshold
         self._observer = observer
@@ -50,14 +56,55 @@ class Lag:
         self._actions = actions
         self.clients: dict[Client, None] = {}
 
-    @staticmethod
     def hold(
-        client: Client, slot: tuple[str, str], data: bytes, binary: bool, captured: float | None
+        self, client: Client, slot: tuple[str, str], data: bytes, binary: bool, captured: float | None
     ) -> bool:
-        """Keep only the newest message of a slot; True if an older one was replaced."""
-        replaced = client.pending.pop(slot, None) is not None
-        client.pending[slot] = (data, binary, captured)  # re-inserted last: arrival order kept
+        """Keep only the newest message of a slot (every one, for a kind that keeps them all);
+        True if an older one was replaced."""
+        stream, kind = slot
+        rule = DELIVERY.get(kind)
+        if rule is not None and rule.keeps:
+            if client.closing:
+                return False
+            client.serial += 1
+            client.pending[(stream, kind, client.serial)] = (data, binary, None)
+            client.kept += len(data)
+            if client.kept > self._keep_bytes:
+                self.close(client)  # too slow for what must not be thinned
+            return False
+        key = (stream, kind, 0)
+        replaced = client.pending.pop(key, None) is not None
+        client.pending[key] = (data, binary, captured)  # re-inserted last: arrival order kept
         return replaced
+
+    def close(self, client: Client) -> None:
+        """Close ``client`` with 4008: what it holds is dropped, and it is no longer awaited."""
+        client.closing = True
+        self.clear(client)
+        self.stop(client)
+        self._observer.slow_closed()
+        self._actions.append(Close(key=client.key))
+
+    def restore(self, client: Client, held: list[tuple[Pending, Held]]) -> None:
+        """Put back messages taken for a flush that found the client full again (after what it held)."""
+        for key, message in held:
+            client.pending[key] = message
+            if key[2]:
+                client.kept += len(message[0])
+        if client.kept > self._keep_bytes:
+            self.close(client)
+
+    @staticmethod
+    def clear(client: Client, stream: str | None = None) -> None:
+        """Drop what ``client`` holds (for ``stream``, or for every stream)."""
+        if stream is None:
+            client.pending.clear()
+            client.kept = 0
+            return
+        for key in [k for k in client.pending if k[0] == stream]:
+            data = client.pending.pop(key)[0]
+            if key[2]:
+                client.kept -= len(data)
 
     def start(self, client: Client, since: float | None = None) -> None:
         """``client`` starts lagging (now, or at ``since``): the driver is asked to await it."""
@@ -83,7 +130,7 @@ class Lag:
         for client in list(self.clients):
             if client.sink.closed():
                 self.stop(client)
-                client.pending.clear()
+                self.clear(client)
                 continue
             probed = client.probe_sent
             overdue = probed is not None and now - probed > self._threshold

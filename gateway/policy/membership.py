@@ -1,29 +1,39 @@
-"""Membership: the clients, and per stream who is live, who takes previews and who is joining."""
+"""Membership: the clients, and per stream who is live, who takes which kind, who is joining."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 
-from gateway.policy.state import Client, Join, Sink
+from gateway.policy.state import FILTERED, RESULT, Client, Join, Sink
 
 __all__ = ["Membership"]
+
+Members = dict[Client, None]
 
 
 class Membership:
     """Clients by key, and each stream's audiences (dicts used as ordered sets).
 
+    A client that chose nothing is in every audience of its stream; one that chose ``kinds``
+    only in theirs, and one that capped its results in no results audience (its results are
+    :mod:`gateway.policy.caps`'). So a message goes to its kind's audience as it is, with no
+    test per client: a filter costs the clients that set one, never the others.
+
     Attributes:
         clients: Every client, by key.
-        live: Per stream, the clients receiving its messages.
+        live: Per stream, the clients live on it (gateway notices go to all of them).
+        kinds: Per stream and kind (:data:`~gateway.policy.state.FILTERED`), the live clients
+            that take that kind as it comes.
         previews: Per stream, the live clients that asked for its previews too.
         joining: Per stream, the clients whose live messages are buffered (their replay runs).
     """
 
     def __init__(self) -> None:
         self.clients: dict[Hashable, Client] = {}
-        self.live: dict[str, dict[Client, None]] = {}
-        self.previews: dict[str, dict[Client, None]] = {}
-        self.joining: dict[str, dict[Client, None]] = {}
+        self.live: dict[str, Members] = {}
+        self.kinds: dict[str, dict[str, Members]] = {}
+        self.previews: dict[str, Members] = {}
+        self.joining: dict[str, Members] = {}
 
     def client(self, key: Hashable, sink: Sink) -> Client:
         """The client of ``key``, made with ``sink`` if it is new."""
@@ -48,8 +58,19 @@ class Membership:
         return join
 
     def attach(self, stream: str, client: Client) -> None:
-        """``client`` is live on ``stream`` (and takes its previews if it asked)."""
+        """``client`` is live on ``stream``: in the audience of each kind it takes (and previews)."""
         self.live.setdefault(stream, {})[client] = None
+        by_kind = self.kinds.get(stream)
+        if by_kind is None:
+            by_kind = self.kinds[stream] = {kind: {} for kind in FILTERED}
+        cap = client.caps.get(stream)
+        if cap is None:
+            for members in by_kind.values():
+                members[client] = None
+        else:
+            for kind in cap.kinds:
+                if kind != RESULT or not cap.interval:
+                    by_kind[kind][client] = None
         if client.streams.get(stream):
             self.previews.setdefault(stream, {})[client] = None
 
@@ -61,7 +82,20 @@ class Membership:
                 del members[client]
                 if not members:
                     del table[stream]
+        if stream not in self.live:
+            self.kinds.pop(stream, None)
+        else:
+            for members in self.kinds[stream].values():
+                members.pop(client, None)
         client.joining.pop(stream, None)
+
+    def audience(self, stream: str, kind: str) -> Members | None:
+        """The live clients of ``stream`` that take messages of ``kind`` as they come."""
+        by_kind = self.kinds.get(stream)
+        if by_kind is None:
+            return None
+        members = by_kind.get(kind)
+        return self.live.get(stream) if members is None else members
 
     def forget(self, client: Client) -> None:
         """``client`` is gone."""

@@ -14,6 +14,8 @@ from framecast import wire
 
 __all__ = [
     "DELIVERY",
+    "EVENT",
+    "FILTERED",
     "NOTICE",
     "OVER",
     "PREVIEW",
@@ -22,6 +24,7 @@ __all__ = [
     "STATUS",
     "WRITTEN",
     "Action",
+    "Cap",
     "Client",
     "Close",
     "Delivery",
@@ -29,13 +32,18 @@ __all__ = [
     "Held",
     "Job",
     "Join",
+    "Pending",
     "PingFramer",
     "Sink",
     "Step",
+    "Timer",
     "Wait",
 ]
 
-RESULT, STATUS, PREVIEW, NOTICE = "result", "status", "preview", "notice"
+RESULT, STATUS, PREVIEW, NOTICE, EVENT = "result", "status", "preview", "notice", "event"
+
+FILTERED = (RESULT, EVENT, STATUS)
+"""The kinds a subscription may choose among (``kinds``); notices and previews follow their own rules."""
 
 # What Sink.offer did: written, over the buffer limit (not written), not writable (not written).
 WRITTEN, OVER, SKIP = 0, 1, 2
@@ -52,18 +60,22 @@ class Delivery:
     """How the messages of one kind are delivered, where the rules differ by kind.
 
     Every kind shares the rest: written in arrival order per client, the newest per
-    ``(stream, kind)`` kept while a client lags. A new kind (an ``event`` never conflated nor
-    dropped as stale, video by group of pictures) is a new entry here and a new branch where
-    these flags are read, nowhere else.
+    ``(stream, kind)`` kept while a client lags, unless it ``keeps``. A new kind (video by
+    group of pictures) is a new entry here and a new branch where these flags are read,
+    nowhere else.
 
     Attributes:
         sheds: An overloaded stream may skip it while it waits behind a sliced message.
         expires: A held or waiting copy is dropped once older than ``max_age`` by its capture
             time (it carries one).
+        keeps: Every message counts (events): never conflated, never dropped as stale (on
+            arrival either), never shed. A lagging client holds all of them, in order, up to
+            ``client_buffer`` bytes; one too slow for them is closed with 4008, never thinned.
     """
 
     sheds: bool
     expires: bool
+    keeps: bool = False
 
 
 DELIVERY: dict[str, Delivery] = {
@@ -71,6 +83,7 @@ DELIVERY: dict[str, Delivery] = {
     PREVIEW: Delivery(sheds=True, expires=True),
     STATUS: Delivery(sheds=False, expires=False),
     NOTICE: Delivery(sheds=False, expires=False),
+    EVENT: Delivery(sheds=False, expires=False, keeps=True),
 }
 """The delivery rule of each kind (a kind not listed is delivered like a notice)."""
 
@@ -140,10 +153,43 @@ class Close:
     key: Hashable
 
 
-Action = Step | Wait | Close
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timer:
+    """Call :meth:`gateway.policy.Policy.wake` once the monotonic clock reaches ``at``
+    (a rate-capped client's held result is due then)."""
+
+    at: float
+
+
+Action = Step | Wait | Close | Timer
 
 Held = tuple[bytes, bool, float | None]
 """One pending message of a lagging client: ``(data, binary, captured_at or None)``."""
+
+Pending = tuple[str, str, int]
+"""A lagging client's pending slot: ``(stream, kind, n)``; ``n`` is 0 for a kind conflated to the
+newest, and a running number for a kind that keeps every message (each its own slot)."""
+
+
+class Cap:
+    """What one client chose for one stream: kinds, and a cap on its results per second.
+
+    Attributes:
+        kinds: The kinds it takes (a subset of :data:`FILTERED`).
+        interval: Seconds between two results written to it (0: no cap).
+        next_at: Monotonic time from which its next result may be written.
+        got: How many of the stream's results (counted by the caps) it has had its turn for.
+        group: The waiting group it is in (:mod:`gateway.policy.caps`), None while idle.
+    """
+
+    __slots__ = ("got", "group", "interval", "kinds", "next_at")
+
+    def __init__(self, kinds: frozenset[str], max_rate: float | None) -> None:
+        self.kinds = kinds
+        self.interval = 1.0 / max_rate if max_rate else 0.0
+        self.next_at = 0.0
+        self.got = 0
+        self.group: dict[Client, Cap] | None = None
 
 
 class Join:
@@ -167,15 +213,18 @@ class Client:
 
     __slots__ = (
         "buffered",
+        "caps",
         "closing",
         "direct",
         "joining",
+        "kept",
         "key",
         "lagging_since",
         "offer",
         "pending",
         "probe_due",
         "probe_sent",
+        "serial",
         "shared",
         "sink",
         "streams",
@@ -195,8 +244,12 @@ class Client:
         self.direct = self.shared
         self.probe_due = False  # the next write carries a lag probe
         self.probe_sent: float | None = None  # monotonic time of the unanswered probe
-        # (stream, kind) -> newest held message; dict order = arrival order.
-        self.pending: dict[tuple[str, str], Held] = {}
+        # (stream, kind, n) -> held message; dict order = arrival order. n = 0: the newest of
+        # a conflated kind; n > 0: one message of a kind that keeps every one (events).
+        self.pending: dict[Pending, Held] = {}
+        self.kept = 0  # bytes of pending messages of kinds that keep every one
+        self.serial = 0  # the n of the last one held
+        self.caps: dict[str, Cap] = {}  # stream -> its choices, for the streams it filters
         self.closing = False
         self.streams: dict[str, bool] = {}  # stream -> previews wanted
         self.joining: dict[str, Join] = {}

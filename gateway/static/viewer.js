@@ -6,6 +6,7 @@
 // the counters and the (epoch, seq) of the last results drawn, for scripts and tests.
 
 import { subscribe } from "./client.js";
+import { Overlay } from "./overlay.js";
 
 const LATENCY_WINDOW = 50; // results in the latency median
 const RATE_WINDOW_MS = 5000; // results/s is averaged over this
@@ -52,6 +53,9 @@ const stats = {
   since: 0,
 };
 window.framecastViewer = stats;
+// Tracks, zones, lines and events (overlay.js): drawn over the boxes, listed beside them.
+const overlay = new Overlay({ counters: $("counters"), events: $("events"), panel: $("analytics") });
+stats.overlay = overlay.state;
 
 let current = null; // stream shown
 let lastResult = null;
@@ -147,7 +151,8 @@ function colorFor(label) {
 }
 
 function labelText(d) {
-  return `${d.label.slice(0, 40)} ${d.confidence.toFixed(2)}`;
+  const track = d.track === undefined || d.track === null ? "" : ` #${d.track}`;
+  return `${d.label.slice(0, 40)}${track} ${d.confidence.toFixed(2)}`;
 }
 
 function drawBoxes(result) {
@@ -174,6 +179,7 @@ function drawBoxes(result) {
     ctx.fillStyle = "#000";
     ctx.fillText(text, x1 + pad, ty + pad / 2);
   }
+  overlay.draw(ctx, result);
   return result.detections.length;
 }
 
@@ -218,6 +224,7 @@ function onResult(result) {
   if (stats.seqs.length > SEQ_HISTORY) stats.seqs.shift();
   stats.results += 1;
   lastResult = result;
+  overlay.onResult(result);
   recent.set(keyOf(result), result);
   if (recent.size > RECENT_RESULTS) recent.delete(recent.keys().next().value);
 
@@ -261,6 +268,10 @@ function onMessage(msg) {
       break;
     case "status":
       onStatus(msg);
+      overlay.onStatus(msg);
+      break;
+    case "event":
+      overlay.onEvent(msg);
       break;
     case "reset":
       stats.resets += 1;
@@ -348,6 +359,7 @@ function resetView() {
   el.overlay.getContext("2d").clearRect(0, 0, el.overlay.width, el.overlay.height);
   drawBlankFrame();
   el.detections.replaceChildren();
+  overlay.reset();
   el.placeholder.hidden = false;
   setField("streamState", "–", "");
   setField("latency", "–");

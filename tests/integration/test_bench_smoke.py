@@ -131,6 +131,22 @@ def test_producer_measures_every_predictor(smoke: tuple[dict[str, Any], str, Pat
         assert service["loop_lag_ms"]["n"] > 0
 
 
+def test_tracking_is_measured_at_each_size_beside_the_people_detector(
+    smoke: tuple[dict[str, Any], str, Path],
+) -> None:
+    results, markdown, _ = smoke
+    part = results["tracking"]
+    assert [e["detections"] for e in part["tracker"]] == [10, 50, 200]
+    for entry in part["tracker"]:
+        assert entry["frames"] > 0 and entry["cpu_ms_per_frame"] > 0
+        assert entry["ms_per_frame"]["n"] == entry["frames"]
+    people = part["people"]["cpu_ms_per_frame"]
+    at_50 = part["tracker"][1]["cpu_ms_per_frame"]
+    assert part["ratio"]["tracker"] == pytest.approx(at_50 / people, rel=1e-3)
+    assert "## 6. Tracking (`--track`)" in markdown
+    assert f"**{part['ratio']['tracker'] * 100:.1f} %**" in markdown
+
+
 def test_predictors_part_measures_each_engine_batch_and_the_transport(
     smoke: tuple[dict[str, Any], str, Path],
 ) -> None:

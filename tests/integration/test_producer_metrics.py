@@ -42,3 +42,31 @@ def test_uncapped_producer_aims_at_the_sources_measured_rate(redis_server: Redis
             return target if target > 0 and target == captured else None
 
         assert wait_until(aimed, timeout=30, what="target_fps = the measured capture rate") > 0
+
+
+def test_tracking_reports_events_per_kind_tracker_time_and_active_tracks(
+    redis_server: RedisServer, tmp_path: object
+) -> None:
+    from pathlib import Path
+
+    from producer import scenes
+
+    zones = Path(str(tmp_path)) / "zones.toml"
+    zones.write_text(scenes.SCENES["dwell"].layout)
+    port = free_port()
+    args = ["--source", "synthetic:dwell", "--detector", "producer.scenes:Truth", "--zones", str(zones)]
+    args += ["--no-demand", "--metrics-port", str(port)]
+    with running_producer(redis_server.url, args, env=child_env()):
+
+        def entered() -> str | None:
+            text = scrape(port)
+            return text if metric(text, P + "events_total", {"kind": "enter"}) >= 1 else None
+
+        text = wait_until(entered, timeout=60, what="the figure entering the hall")
+    # The figure is alone and still in the hall (it stands there for 3 s after entering).
+    assert metric(text, P + "events_total", {"kind": "leave"}) == 0
+    assert metric(text, P + "events_total", {"kind": "cross"}) == 0
+    assert metric(text, P + "active_tracks") == 1
+    assert metric(text, P + "track_seconds_count") >= metric(text, P + "events_total", {"kind": "enter"})
+    assert metric(text, P + "track_seconds_sum") > 0
+    assert metric(text, P + "events_dropped_total") == 0

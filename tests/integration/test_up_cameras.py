@@ -207,6 +207,19 @@ def _up(args: list[str], *, env: dict[str, str]) -> subprocess.CompletedProcess[
 
 
 BAD = {
+    "self-intersecting zone": (
+        '[cameras.door]\nsource = "synthetic"\n'
+        "[cameras.door.zones.hall]\npolygon = [[0, 0], [100, 100], [100, 0], [0, 100]]\n",
+        [],
+        {},
+        ["framecast.toml: camera 'door': zone 'hall': polygon: self-intersecting"],
+    ),
+    "line of length 0": (
+        '[cameras.door]\nsource = "synthetic"\n[cameras.door.lines.door]\npoints = [[5, 5], [5, 5]]\n',
+        [],
+        {},
+        ["camera 'door': line 'door': points: the line has length 0"],
+    ),
     "unknown key": (
         '[cameras.door]\nsource = "synthetic"\ncolour = "red"\n',
         [],

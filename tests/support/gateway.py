@@ -306,16 +306,18 @@ def publish_result(client: redis.Redis, result: wire.Result, *, epoch_ms: int, m
     ``XADD <history_key> MAXLEN ~ <maxlen> <epoch_ms>-<seq> m <bytes>`` then ``PUBLISH <channel>
     <bytes>``, in one MULTI with the history first, so a result seen live is already replayable.
     """
-    data = wire.encode(result)
+    return _append_and_publish(client, wire.history_key(result.stream), result, epoch_ms, maxlen)
+
+
+def _append_and_publish(
+    client: redis.Redis, key: str, message: wire.Result | wire.Event, epoch_ms: int, maxlen: int
+) -> bytes:
+    data = wire.encode(message)
     with client.pipeline(transaction=True) as pipe:
         pipe.xadd(
-            wire.history_key(result.stream),
-            {wire.HISTORY_FIELD: data},
-            id=f"{epoch_ms}-{result.seq}",
-            maxlen=maxlen,
-            approximate=True,
+            key, {wire.HISTORY_FIELD: data}, id=f"{epoch_ms}-{message.seq}", maxlen=maxlen, approximate=True
         )
-        pipe.publish(wire.channel(result.stream), data)
+        pipe.publish(wire.channel(message.stream), data)
         pipe.execute()
     return data
 
@@ -348,13 +350,36 @@ class FakeProducer:
         self.epoch = ""
         self.epoch_ms = 0
         self.seq = 0
+        self.event_seq = 0
         self.restart()
 
     def restart(self) -> None:
-        """A new producer run: new epoch, seq from 1."""
+        """A new producer run: new epoch, seq and event seq from 1."""
         self.epoch = secrets.token_hex(4)
         self.epoch_ms = max(int(time.time() * 1000), self.epoch_ms + 1)
         self.seq = 0
+        self.event_seq = 0
+
+    def event(self, *, line: str = "door", pad: int = 0, event_maxlen: int = 10000) -> wire.Event:
+        """Publish the next event as the producer does: ``XADD events <epoch_ms>-<event seq>``, then
+        PUBLISH, in one MULTI (``pad`` lengthens the track's label)."""
+        self.event_seq += 1
+        now = time.time()
+        message = wire.Event(
+            stream=self.stream,
+            epoch=self.epoch,
+            seq=self.event_seq,
+            kind="cross",
+            line=line,
+            direction="in",
+            track=self.event_seq,
+            label="person" + "x" * pad,
+            frame=self.seq,
+            captured_at=now,
+            published_at=now,
+        )
+        _append_and_publish(self.redis, wire.events_key(self.stream), message, self.epoch_ms, event_maxlen)
+        return message
 
     def result(self, *, captured_at: float | None = None, pad: int = 0) -> wire.Result:
         """Publish the next result (``pad`` adds a detection with a label that long)."""
@@ -451,6 +476,7 @@ class Collector:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.seqs: list[int] = []
+        self.events: list[int] = []
         self.trouble: list[str] = []
         """What a reader that keeps up must never see: a gap or reset notice, its connection ending."""
         self.task = asyncio.create_task(self._run())
@@ -461,6 +487,8 @@ class Collector:
                 message = wire.decode(data)
                 if isinstance(message, wire.Result):
                     self.seqs.append(message.seq)
+                elif isinstance(message, wire.Event):
+                    self.events.append(message.seq)
                 elif isinstance(message, wire.Gap | wire.Reset):
                     self.trouble.append(f"{type(message).__name__.lower()} ({message.reason})")
             self.trouble.append(f"closed ({self.ws.close_code} {self.ws.close_reason})")

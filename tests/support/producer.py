@@ -151,7 +151,10 @@ class Listener:
         self._pubsub.subscribe(*channels)
         self._preview_channel = wire.preview_channel(stream).encode()
         self.results: list[wire.Result] = []
+        self.events: list[wire.Event] = []
         self.statuses: list[wire.Status] = []
+        self.order: list[wire.Result | wire.Event] = []
+        """Results and events in the order the channel delivered them."""
         self.previews: list[wire.Preview] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
@@ -179,6 +182,10 @@ class Listener:
                 continue
             if isinstance(decoded, wire.Result):
                 self.results.append(decoded)
+                self.order.append(decoded)
+            elif isinstance(decoded, wire.Event):
+                self.events.append(decoded)
+                self.order.append(decoded)
             elif isinstance(decoded, wire.Status):
                 self.statuses.append(decoded)
             else:
@@ -203,18 +210,10 @@ class Listener:
         self.close()
 
 
-def history(
-    redis_url: str, stream: str = "default", *, skip_invalid: bool = False
-) -> list[tuple[str, wire.Result]]:
-    """The stream's history as (entry id, decoded result), oldest first.
-
-    Args:
-        skip_invalid: Leave out entries that are not results (planted by the test itself);
-            otherwise they fail the test.
-    """
+def _stream_entries(redis_url: str, key: str, *, skip_invalid: bool) -> list[tuple[str, Any]]:
     client = redis.Redis.from_url(redis_url)
     try:
-        entries: Any = client.xrange(wire.history_key(stream))
+        entries: Any = client.xrange(key)
     finally:
         client.close()
     out = []
@@ -225,8 +224,28 @@ def history(
             if skip_invalid:
                 continue
             raise
-        assert isinstance(message, wire.Result)
         out.append((entry_id.decode(), message))
+    return out
+
+
+def history(
+    redis_url: str, stream: str = "default", *, skip_invalid: bool = False
+) -> list[tuple[str, wire.Result]]:
+    """The stream's history as (entry id, decoded result), oldest first.
+
+    Args:
+        skip_invalid: Leave out entries that are not results (planted by the test itself);
+            otherwise they fail the test.
+    """
+    out = _stream_entries(redis_url, wire.history_key(stream), skip_invalid=skip_invalid)
+    assert all(isinstance(message, wire.Result) for _, message in out)
+    return out
+
+
+def events_history(redis_url: str, stream: str = "default") -> list[tuple[str, wire.Event]]:
+    """The stream's events history as (entry id, decoded event), oldest first."""
+    out = _stream_entries(redis_url, wire.events_key(stream), skip_invalid=False)
+    assert all(isinstance(message, wire.Event) for _, message in out)
     return out
 
 

@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from framecast import wire
@@ -88,6 +88,7 @@ class Drained:
     close_code: int | None  # the close frame's code, None if none came
     close_reason: str
     ended: str  # "close", "eof", "reset" or "open"
+    events: list[int] = field(default_factory=list)  # event seqs, in order
 
     def describe(self) -> str:
         """One line for a table: the close frame, or how the TCP connection ended."""
@@ -151,6 +152,8 @@ def drain(
                     if isinstance(message, wire.Result):
                         out.results.append(message.seq)
                         out.older_than_2s += now - message.captured_at > 2.0
+                    elif isinstance(message, wire.Event):
+                        out.events.append(message.seq)
             elif opcode == 0x2:
                 out.previews += 1
             elif opcode == 0x8:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from framecast import wire
-from gateway.policy import OVER, SKIP, WRITTEN, Close, Counters, Policy, Step, Wait
+from gateway.policy import OVER, SKIP, WRITTEN, Close, Counters, Policy, Step, Timer, Wait
 
 EPOCH = "e1"
 
@@ -124,6 +124,14 @@ class FakeSink:
     def kinds(self) -> list[str]:
         return [str(getattr(item.message, "type", "?")) for item in self.written]
 
+    def events(self, stream: str | None = None) -> list[int]:
+        """Seqs of the events written, in order."""
+        return [
+            m.seq
+            for m in (item.message for item in self.written)
+            if isinstance(m, wire.Event) and (stream is None or m.stream == stream)
+        ]
+
 
 def result(stream: str, seq: int, *, captured_at: float, epoch: str = EPOCH, pad: int = 0) -> bytes:
     detections = (wire.Detection(label="x" * pad, confidence=0.5, box=(0.0, 0.0, 1.0, 1.0)),) if pad else ()
@@ -138,6 +146,24 @@ def result(stream: str, seq: int, *, captured_at: float, epoch: str = EPOCH, pad
             width=10,
             height=10,
             detections=detections,
+        )
+    )
+
+
+def event(stream: str, seq: int, *, captured_at: float, epoch: str = EPOCH, pad: int = 0) -> bytes:
+    return wire.encode(
+        wire.Event(
+            stream=stream,
+            epoch=epoch,
+            seq=seq,
+            kind="cross",
+            line="door" + "x" * pad,
+            direction="in",
+            track=seq,
+            label="person",
+            frame=seq,
+            captured_at=captured_at,
+            published_at=captured_at,
         )
     )
 
@@ -185,6 +211,7 @@ class Driver:
         self.steps: list[str] = []
         self.waits: list[object] = []
         self.closes: list[object] = []
+        self.timers: list[float] = []
 
     def collect(self) -> None:
         for action in self.policy.actions():
@@ -194,6 +221,18 @@ class Driver:
                 self.waits.append(action.key)
             elif isinstance(action, Close):
                 self.closes.append(action.key)
+            elif isinstance(action, Timer):
+                self.timers.append(action.at)
+
+    def fire_timers(self, now: float) -> int:
+        """Wake the policy for each timer due at ``now`` (monotonic); returns how many fired."""
+        self.collect()
+        due = [at for at in self.timers if at <= now]
+        self.timers = [at for at in self.timers if at > now]
+        for _ in due:
+            self.policy.wake()
+        self.collect()
+        return len(due)
 
     def run_steps(self, *, limit: int = 10_000) -> int:
         """Run queued slices (and the ones they queue) until none is left; returns how many ran."""

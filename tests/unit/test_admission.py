@@ -12,7 +12,7 @@ from websockets.http11 import Request
 
 from gateway.admission import Refusal, admit, is_websocket_path, streams_allowed
 from gateway.auth import OPEN_GRANT, Authenticator, AuthError
-from gateway.handshake import Handshake
+from gateway.handshake import Choices, Handshake
 
 SECRET = "s" * 64
 OPEN = Authenticator()
@@ -78,11 +78,36 @@ def test_the_gateway_state_is_judged_before_the_request() -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/ws/bad name", "/ws/cam1?since=1", "/ws/cam1?since=-1&epoch=e", "/ws/cam1?previews=maybe"]
+    ("path", "needle"),
+    [
+        ("/ws/bad name", "stream"),
+        ("/ws/cam1?since=1", "since needs epoch"),
+        ("/ws/cam1?since=-1&epoch=e", "since: expected"),
+        ("/ws/cam1?previews=maybe", "previews"),
+        ("/ws/cam1?kinds=", "kinds"),
+        ("/ws/cam1?kinds=event,preview", "unknown kind 'preview'"),
+        ("/ws/cam1?max_rate=0", "max_rate"),
+        ("/ws/cam1?max_rate=1e9", "max_rate"),
+        ("/ws/cam1?max_rate=nan", "max_rate"),
+        ("/ws/cam1?max_rate=%EF%BC%92", "max_rate"),  # a fullwidth 2
+        ("/ws/cam1?event_since=3", "event_since needs event_epoch"),
+        ("/ws/cam1?event_since=3.0&event_epoch=e", "event_since: expected"),
+        ("/ws/cam1?event_since=" + "9" * 21 + "&event_epoch=e", "event_since: expected"),
+    ],
 )
-def test_a_bad_path_or_query_is_a_400_that_says_what_is_wrong(path: str) -> None:
+def test_a_bad_path_or_query_is_a_400_that_says_what_is_wrong(path: str, needle: str) -> None:
     refusal = decide(path)
-    assert isinstance(refusal, Refusal) and refusal.status == 400 and refusal.text
+    assert isinstance(refusal, Refusal) and refusal.status == 400 and needle in refusal.text, refusal
+
+
+def test_the_subscription_choices_of_the_query_are_taken_as_subscribe_takes_them() -> None:
+    decided = decide("/ws/door?kinds=status,event&max_rate=2.5&event_since=17&event_epoch=9f3a")
+    assert isinstance(decided, Handshake)
+    assert decided.choices == Choices(
+        kinds=("event", "status"), max_rate=2.5, event_since=17, event_epoch="9f3a"
+    )
+    plain = decide("/ws/door")
+    assert isinstance(plain, Handshake) and plain.choices == Choices()
 
 
 def test_tokens_are_checked_only_when_the_gateway_requires_them() -> None:

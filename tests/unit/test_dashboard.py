@@ -32,6 +32,10 @@ REQUIRED_PANELS = (
     "producer fps",
     "frame age",
     "redis reconnects",
+    # issue 22: tracking and events
+    "events/s by kind",
+    "tracker time",
+    "active tracks",
 )
 
 

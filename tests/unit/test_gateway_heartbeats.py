@@ -46,3 +46,16 @@ def test_mark_offline_prevents_a_duplicate_announcement() -> None:
     beats.mark_offline("cam")
     now[0] = 5.0
     assert beats.due() == []
+
+
+def test_an_event_is_a_sign_of_life_but_not_the_results_position() -> None:
+    now = [100.0]
+    beats = Heartbeats(offline_after=3.0, clock=lambda: now[0])
+    beats.watch("door")
+    beats.seen("door", beat(seq=7))
+    now[0] = 102.0
+    beats.seen("door", wire.Peek(type="event", epoch="e1", seq=40, captured_at=0.0))
+    now[0] = 104.0
+    assert beats.due() == [], "the event kept it alive"
+    now[0] = 105.5
+    assert beats.due() == [("door", "e1", 7)], "the offline status carries the results' seq"

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from framecast import wire
 from gateway.auth import Authenticator, AuthError
-from gateway.handshake import parse_ws_path
+from gateway.handshake import parse_choices, parse_ws_path
 
 _PROFILE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _SECRET = "s" * 64
@@ -34,6 +34,7 @@ def _fields(parsed: tuple[Any, ...]) -> dict[str, Any]:
 def _parse_or_refuse(path: str) -> dict[str, Any] | None:
     """The parse result, or None for the documented refusal (a ValueError: HTTP 400)."""
     try:
+        parse_choices(path)  # kinds, max_rate, event_since/event_epoch: the same two answers
         return _fields(parse_ws_path(path))
     except ValueError as exc:
         assert str(exc), "a refusal must say what is wrong (it is the 400's body)"
@@ -53,6 +54,7 @@ _path_text = st.text(
 @example("/ws/a?since=%EF%BC%91&epoch=e")
 @example("/ws?since=" + "9" * 5000 + "&epoch=e")
 @example("/ws/a?previews=%ff")
+@example("/ws/a?kinds=event,%00&max_rate=inf&event_since=%EF%BC%91&event_epoch=e")
 def test_any_path_parses_or_is_refused(tail: str) -> None:
     for path in ("/ws/" + tail, "/ws?" + tail, "/ws/" + urllib.parse.quote(tail), "/ws/a?" + tail):
         _parse_or_refuse(path)

@@ -10,6 +10,13 @@ export declare const CLOSE_TRY_AGAIN_LATER: 1013;
 /** The client did not read fast enough. */
 export declare const CLOSE_SLOW_CONSUMER: 4008;
 
+/** A kind of stream message a subscription can choose (`kinds`). */
+export type Kind = "result" | "event" | "status";
+/** Every kind, in protocol order. */
+export declare const KINDS: readonly Kind[];
+/** The largest `maxRate` (results per second). */
+export declare const MAX_RATE: 1000;
+
 /** Where a stream was: the producer run (`epoch`) and the last `seq` seen in it. */
 export interface Position {
   epoch: string;
@@ -21,6 +28,8 @@ export interface Detection {
   confidence: number;
   /** Pixel box `[x1, y1, x2, y2]` in the source frame's grid. */
   box: [number, number, number, number];
+  /** With tracking on: the object's id, stable from frame to frame, never reused in the epoch. */
+  track?: number;
   [field: string]: unknown;
 }
 
@@ -36,8 +45,51 @@ export interface ResultMessage {
   width: number;
   height: number;
   detections: Detection[];
+  /** With zones: tracks in each zone after this frame. */
+  occupancy?: Record<string, number>;
+  /** With lines: crossings of each line since the epoch began. */
+  crossings?: Record<string, { in: number; out: number }>;
   [field: string]: unknown;
 }
+
+interface EventBase {
+  v?: number;
+  type: "event";
+  stream: string;
+  epoch: string;
+  /** The event's own sequence (apart from results'): from 1 within an epoch, without gaps. */
+  seq: number;
+  track: number;
+  label: string;
+  frame: number;
+  captured_at: number;
+  published_at: number;
+  [field: string]: unknown;
+}
+
+/** A track entered a zone. */
+export interface EnterEvent extends EventBase {
+  kind: "enter";
+  zone: string;
+}
+
+/** A track left a zone: seen outside it, or `lost` inside (the tracker gave it up). */
+export interface LeaveEvent extends EventBase {
+  kind: "leave";
+  zone: string;
+  lost: boolean;
+  /** Seconds from its `enter`. */
+  dwell: number;
+}
+
+/** A track crossed a line: `in` from the line's left to its right (first point to second). */
+export interface CrossEvent extends EventBase {
+  kind: "cross";
+  line: string;
+  direction: "in" | "out";
+}
+
+export type EventMessage = EnterEvent | LeaveEvent | CrossEvent;
 
 export interface PreviewMessage {
   type: "preview";
@@ -63,7 +115,7 @@ export interface OtherMessage {
   [field: string]: unknown;
 }
 
-export type Message = ResultMessage | PreviewMessage | OtherMessage;
+export type Message = ResultMessage | EventMessage | PreviewMessage | OtherMessage;
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "failed" | "closed";
 
@@ -112,8 +164,14 @@ export interface SubscribeOptions {
   token?: string | null;
   /** Also receive binary preview JPEGs (default false). */
   previews?: boolean;
+  /** Only these kinds of stream message (default all); `["event", "status"]` suits a counter. */
+  kinds?: readonly Kind[] | null;
+  /** At most this many results per second per stream, the newest each time (default: all). */
+  maxRate?: number | null;
   /** Positions to resume from, per stream. */
   since?: Record<string, Position>;
+  /** Event positions to resume from, per stream: the events after them are replayed. */
+  eventSince?: Record<string, Position>;
   /** Makes the reconnect delays in seconds (default {@link backoff}). */
   delays?: () => Iterator<number>;
   /** Failed attempts in a row before giving up (default Infinity). */
@@ -145,15 +203,19 @@ export declare function probeHandshake(wsUrl: string): Promise<number | null>;
 
 /** Per-stream positions and de-duplication by (epoch, seq). */
 export declare class Cursor {
-  constructor(since?: Record<string, Position>);
+  constructor(since?: Record<string, Position>, eventSince?: Record<string, Position>);
   /** Last result delivered per stream. */
   readonly results: Map<string, Position>;
+  /** Last event delivered per stream. */
+  readonly events: Map<string, Position>;
   /** Last preview delivered per stream. */
   readonly previews: Map<string, Position>;
   /** Messages dropped as already delivered (or older). */
   duplicates: number;
   position(stream: string): Position | undefined;
-  /** Whether `message` (a result or preview) is new; if so it becomes the stream's position. */
+  /** Last event delivered on `stream`. */
+  eventPosition(stream: string): Position | undefined;
+  /** Whether `message` (a result, event or preview) is new; if so it becomes the stream's position. */
   accept(message: { type: string; stream: string; epoch: string; seq: number }): boolean;
   /** Resets received per stream (replays the gateway could not serve contiguously). */
   readonly resets: Map<string, number>;
@@ -162,7 +224,7 @@ export declare class Cursor {
    * with reason `position-ahead` (a `since` beyond the stream's newest result) it is dropped.
    */
   reset(stream: string, reason?: string): void;
-  /** Drop the position of `stream`, so that subscribing again starts from its latest result. */
+  /** Drop the positions of `stream`, so that subscribing again starts from its latest result. */
   forget(stream: string): void;
 }
 
@@ -172,6 +234,10 @@ export declare class Subscription {
   readonly url: string;
   readonly streams: Set<string>;
   readonly previews: boolean;
+  /** The kinds asked for (null: all). */
+  readonly kinds: readonly Kind[] | null;
+  /** The cap on results per second (null: none). */
+  readonly maxRate: number | null;
   readonly cursor: Cursor;
   readonly state: ConnectionState;
   /** Id of the serving gateway (from its `hello`). */

@@ -15,6 +15,10 @@
  *   seen, so the gateway replays what was missed within its history window
  *   (or sends `reset` when it cannot); a `gap` triggers the same;
  * - de-duplicates results and previews by (epoch, seq);
+ * - delivers events (zone enter/leave, line crossings) once each, resumed from
+ *   their own position (`event_since`), so a counter misses none;
+ * - lets each subscription choose `kinds` (e.g. events and status only) and a
+ *   `maxRate` of results per second (the newest each time);
  * - decodes binary preview frames (`FCP1` + header length + JSON + JPEG).
  *
  * Usage:
@@ -25,7 +29,8 @@
  *       token: new URLSearchParams(location.search).get("token"),
  *       previews: true,
  *       onMessage(msg) {
- *         if (msg.type === "result") console.log(msg.seq, msg.detections);
+ *         if (msg.type === "result") console.log(msg.seq, msg.detections, msg.occupancy);
+ *         if (msg.type === "event") console.log(msg.kind, msg.zone ?? msg.line, msg.track);
  *         if (msg.type === "preview") img.src = URL.createObjectURL(msg.jpeg);
  *       },
  *       onState(s) { console.log(s.state, s.reason ?? "", s.gateway ?? ""); },
@@ -50,6 +55,10 @@ export const CLOSE_SLOW_CONSUMER = 4008;
 
 // Per-stream errors after which the gateway will never serve the stream: do not ask again.
 const REFUSALS = new Set(["bad-stream", "forbidden", "too-many-streams"]);
+/** The kinds of stream message a subscription can choose (`kinds`). */
+export const KINDS = Object.freeze(["result", "event", "status"]);
+/** The largest `maxRate` (results per second). */
+export const MAX_RATE = 1000;
 const PREVIEW_MAGIC = "FCP1";
 
 /**
@@ -131,15 +140,22 @@ export async function defaultWebSocket() {
  *
  * A result is new when its epoch differs from the last one seen (and is not an
  * epoch already replaced) or its seq is higher within the same epoch.
- * Previews are tracked apart from results, by the same rule.
+ * Previews and events are tracked apart from results, by the same rule (events
+ * with their own replaced epochs).
  */
 export class Cursor {
-  /** @param {Record<string, {epoch: string, seq: number}>} [since] Starting positions. */
-  constructor(since = {}) {
+  /**
+   * @param {Record<string, {epoch: string, seq: number}>} [since] Starting result positions.
+   * @param {Record<string, {epoch: string, seq: number}>} [eventSince] Starting event positions.
+   */
+  constructor(since = {}, eventSince = {}) {
     /** @type {Map<string, {epoch: string, seq: number}>} */
     this.results = new Map(Object.entries(since));
+    /** @type {Map<string, {epoch: string, seq: number}>} */
+    this.events = new Map(Object.entries(eventSince));
     this.previews = new Map();
     this.retired = new Map();
+    this.eventsRetired = new Map();
     /** Resets received per stream: replays the gateway could not serve contiguously. */
     this.resets = new Map();
     /** Messages dropped as already delivered (or older). */
@@ -151,22 +167,29 @@ export class Cursor {
     return this.results.get(stream);
   }
 
+  /** @returns {{epoch: string, seq: number}|undefined} Last event delivered on `stream`. */
+  eventPosition(stream) {
+    return this.events.get(stream);
+  }
+
   /**
-   * Whether `msg` (a result or a preview) is new; if so it becomes the stream's position.
+   * Whether `msg` (a result, an event or a preview) is new; if so it becomes the stream's position.
    * @returns {boolean}
    */
   accept(msg) {
-    const table = msg.type === "result" ? this.results : this.previews;
-    const retired = this.retired.get(msg.stream) ?? [];
+    const isEvent = msg.type === "event";
+    const table = msg.type === "result" ? this.results : isEvent ? this.events : this.previews;
+    const retiredBy = isEvent ? this.eventsRetired : this.retired;
+    const retired = retiredBy.get(msg.stream) ?? [];
     const last = table.get(msg.stream);
     if (retired.includes(msg.epoch) || (last && last.epoch === msg.epoch && msg.seq <= last.seq)) {
       this.duplicates += 1;
       return false;
     }
-    if (msg.type === "result") {
+    if (msg.type === "result" || isEvent) {
       if (last && last.epoch !== msg.epoch) {
         retired.push(last.epoch);
-        this.retired.set(msg.stream, retired.slice(-8));
+        retiredBy.set(msg.stream, retired.slice(-8));
       }
     }
     table.set(msg.stream, { epoch: msg.epoch, seq: msg.seq });
@@ -185,9 +208,10 @@ export class Cursor {
     if (reason === "position-ahead") this.forget(stream);
   }
 
-  /** Drop the position of `stream`, so that subscribing again starts from its latest result. */
+  /** Drop the positions of `stream`, so that subscribing again starts from its latest result. */
   forget(stream) {
     this.results.delete(stream);
+    this.events.delete(stream);
     this.previews.delete(stream);
   }
 }
@@ -206,6 +230,9 @@ export class Subscription {
       token = null,
       since = {},
       previews = false,
+      kinds = null,
+      maxRate = null,
+      eventSince = {},
       delays = backoff,
       probe = probeHandshake,
       maxAttempts = Infinity,
@@ -216,7 +243,9 @@ export class Subscription {
     this.url = websocketUrl(url, { token });
     this.streams = new Set(streams);
     this.previews = previews;
-    this.cursor = new Cursor(since);
+    this.kinds = checkKinds(kinds);
+    this.maxRate = checkMaxRate(maxRate);
+    this.cursor = new Cursor(since, eventSince);
     this.state = "connecting";
     this.gateway = null;
     this.reconnects = 0;
@@ -231,7 +260,8 @@ export class Subscription {
     this._ws = null;
     this._timer = null;
     this._connected = false;
-    // Subscribe ops sent per stream and not yet answered (`subscribed` or `error`).
+    // Subscribe ops sent per stream and not yet answered (`subscribed` or `error`), each noted
+    // with whether it asked for an events replay (event_since).
     this._unanswered = new Map();
     // Streams the gateway refused (bad-stream, forbidden, too-many-streams), with why.
     this._refused = new Map();
@@ -270,17 +300,29 @@ export class Subscription {
     this._ws = null;
   }
 
+  _wants(kind) {
+    return this.kinds === null || this.kinds.includes(kind);
+  }
+
   _subscribeOp(stream) {
     const op = { op: "subscribe", stream, previews: this.previews };
-    const position = this.cursor.position(stream);
+    const position = this._wants("result") ? this.cursor.position(stream) : undefined;
     if (position) Object.assign(op, { since: position.seq, epoch: position.epoch });
+    if (this.kinds !== null) op.kinds = [...this.kinds];
+    if (this.maxRate !== null) op.max_rate = this.maxRate;
+    const events = this._wants("event") ? this.cursor.eventPosition(stream) : undefined;
+    if (events) Object.assign(op, { event_since: events.seq, event_epoch: events.epoch });
     return op;
   }
 
   _send(op) {
     if (!this._ws || this._ws.readyState !== 1) return;
     this._ws.send(JSON.stringify(op));
-    if (op.op === "subscribe") this._unanswered.set(op.stream, (this._unanswered.get(op.stream) ?? 0) + 1);
+    if (op.op === "subscribe") {
+      const pending = this._unanswered.get(op.stream) ?? [];
+      pending.push(op.event_since !== undefined);
+      this._unanswered.set(op.stream, pending);
+    }
   }
 
   _setState(state, extra = {}) {
@@ -383,12 +425,14 @@ export class Subscription {
     // The gateway refused one of this subscription's streams: retrying would be refused again.
     const refusal =
       msg.type === "error" && msg.stream && REFUSALS.has(msg.code) && this.streams.has(msg.stream);
-    if (msg.type === "result" || msg.type === "preview") {
+    if (msg.type === "result" || msg.type === "preview" || msg.type === "event") {
       if (!this.streams.has(msg.stream)) return;
       // Sent before the gateway took the (re)subscription: the replay that follows `subscribed`
       // holds it again, in order. Taken now, it would move the position past the hole the
-      // replay is about to fill, and the replay would be dropped.
-      if (this._unanswered.get(msg.stream)) return;
+      // replay is about to fill, and the replay would be dropped. (Events are replayed only
+      // when the subscribe asked, with event_since.)
+      const pending = this._unanswered.get(msg.stream);
+      if (pending && pending.length && (msg.type !== "event" || pending.includes(true))) return;
       if (!this.cursor.accept(msg)) return;
     } else if (msg.type === "hello") {
       this.gateway = msg.gateway;
@@ -404,11 +448,12 @@ export class Subscription {
     }
     if ((msg.type === "subscribed" || msg.type === "error") && msg.stream) {
       // The gateway answers each subscribe with one `subscribed` or one `error` naming it.
-      const left = (this._unanswered.get(msg.stream) ?? 0) - 1;
-      if (left > 0) this._unanswered.set(msg.stream, left);
-      else this._unanswered.delete(msg.stream);
+      const pending = this._unanswered.get(msg.stream);
+      if (pending) pending.shift();
+      if (!pending || !pending.length) this._unanswered.delete(msg.stream);
     }
-    if (this._failures && (msg.type === "result" || msg.type === "preview" || msg.type === "status")) {
+    const traffic = ["result", "event", "preview", "status"];
+    if (this._failures && traffic.includes(msg.type)) {
       // Stream traffic flows again: the next outage starts a fresh backoff. (A hello alone does
       // not count, or a gateway that accepts and then drops every connection would be retried
       // at the shortest delay forever, and maxAttempts would never be reached.)
@@ -425,6 +470,23 @@ export class Subscription {
       this._ws = null;
     }
   }
+}
+
+function checkKinds(kinds) {
+  if (kinds === null || kinds === undefined) return null;
+  const list = [...kinds];
+  if (!list.length || list.some((k) => !KINDS.includes(k))) {
+    throw new TypeError(`framecast: kinds must be a non-empty list of ${KINDS.join(", ")}, got ${JSON.stringify(list)}`);
+  }
+  return KINDS.filter((k) => list.includes(k));
+}
+
+function checkMaxRate(rate) {
+  if (rate === null || rate === undefined) return null;
+  if (typeof rate !== "number" || !Number.isFinite(rate) || rate <= 0 || rate > MAX_RATE) {
+    throw new TypeError(`framecast: maxRate must be a number above 0 and at most ${MAX_RATE}, got ${rate}`);
+  }
+  return rate;
 }
 
 /**
@@ -452,7 +514,10 @@ export async function probeHandshake(wsUrl) {
  * @param {string} [options.url="ws"] WebSocket endpoint, relative to the page or absolute.
  * @param {string|null} [options.token] Access token (sent as the `token` query parameter).
  * @param {boolean} [options.previews=false] Also receive binary preview JPEGs.
+ * @param {Array<"result"|"event"|"status">|null} [options.kinds] Only these kinds (default all).
+ * @param {number|null} [options.maxRate] At most this many results per second per stream.
  * @param {Record<string, {epoch: string, seq: number}>} [options.since] Resume positions per stream.
+ * @param {Record<string, {epoch: string, seq: number}>} [options.eventSince] Event resume positions.
  * @param {() => Iterator<number>} [options.delays=backoff] Makes the reconnect delays (seconds).
  * @param {number} [options.maxAttempts=Infinity] Failed attempts in a row before giving up.
  * @param {(msg: object) => void} [options.onMessage] Called with every new message.

@@ -86,3 +86,53 @@ test("a gateway that says hello and drops every connection is given up after max
   assert.match(state.reason, /gave up after 3 attempts/);
   assert.equal(connections, 3);
 });
+
+test("events resume from their own position, once each, across a producer restart", async (t) => {
+  const server = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  t.after(() => server.close());
+  await once(server, "listening");
+  const event = (seq, epoch = "e1") =>
+    JSON.stringify({ v: 1, type: "event", stream: "cam", epoch, seq, kind: "cross", line: "door", direction: "in",
+      track: seq, label: "person", frame: seq, captured_at: 1, published_at: 1 });
+  const ops = [];
+  let connection = 0;
+  server.on("connection", (ws) => {
+    const index = connection++;
+    ws.send(text({ type: "hello", gateway: "gw" }));
+    ws.on("message", (data) => {
+      ops.push(JSON.parse(data.toString()));
+      ws.send(text({ type: "subscribed", stream: "cam", previews: false, kinds: ["event", "status"] }));
+      if (index === 0) {
+        ws.send(event(1));
+        ws.send(event(2));
+        ws.close(1001, "going away");
+      } else {
+        // The replay after (e1, 2): one repeat, the rest of e1, then the new epoch from its start.
+        for (const [seq, epoch] of [[2, "e1"], [3, "e1"], [1, "e2"], [2, "e2"]]) ws.send(event(seq, epoch));
+      }
+    });
+  });
+  const got = [];
+  let done;
+  const finished = new Promise((resolve) => (done = resolve));
+  const sub = new Subscription(["cam"], {
+    url: `ws://127.0.0.1:${server.address().port}/ws`,
+    kinds: ["event", "status"],
+    maxRate: 2,
+    delays: () => [0.01, 0.01, 0.01][Symbol.iterator](),
+    onMessage: (msg) => {
+      if (msg.type !== "event") return;
+      got.push(`${msg.epoch}:${msg.seq}`);
+      if (msg.epoch === "e2" && msg.seq === 2) done();
+    },
+  });
+  t.after(() => sub.close());
+  await Promise.race([finished, new Promise((_, reject) => setTimeout(() => reject(new Error(`got ${got}`)), 5000))]);
+  assert.deepEqual(got, ["e1:1", "e1:2", "e1:3", "e2:1", "e2:2"]);
+  assert.deepEqual(ops[0], { op: "subscribe", stream: "cam", previews: false, kinds: ["event", "status"], max_rate: 2 });
+  assert.deepEqual(ops[1], {
+    op: "subscribe", stream: "cam", previews: false, kinds: ["event", "status"], max_rate: 2,
+    event_since: 2, event_epoch: "e1",
+  });
+  assert.equal(sub.cursor.duplicates, 1);
+});

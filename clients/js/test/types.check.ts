@@ -24,7 +24,25 @@ const sub = subscribe(["cam1"], {
     if (msg.type === "result") {
       const seq: number = msg.seq;
       const labels: string[] = msg.detections.map((d) => d.label);
-      void [seq, labels];
+      const tracks: (number | undefined)[] = msg.detections.map((d) => d.track);
+      const inHall: number | undefined = msg.occupancy?.hall;
+      const doorIn: number | undefined = msg.crossings?.door.in;
+      void [seq, labels, tracks, inHall, doorIn];
+    } else if (msg.type === "event") {
+      if (msg.kind === "cross") {
+        const direction: "in" | "out" = msg.direction;
+        const line: string = msg.line;
+        void [direction, line];
+      } else if (msg.kind === "leave") {
+        const lost: boolean = msg.lost;
+        const dwell: number = msg.dwell;
+        void [lost, dwell];
+      } else {
+        const zone: string = msg.zone;
+        void zone;
+      }
+      const track: number = msg.track;
+      void track;
     } else if (msg.type === "preview") {
       const jpeg: Blob = msg.jpeg;
       void jpeg;
@@ -44,6 +62,19 @@ const accepted: boolean = new Cursor(since).accept({ type: "result", stream: "ca
 void [position, code, preview?.jpeg, accepted];
 sub.close();
 
+const counter = subscribe(["door"], {
+  kinds: ["event", "status"],
+  maxRate: 2,
+  eventSince: { door: { epoch: "e", seq: 17 } },
+});
+const eventPosition: Position | undefined = counter.cursor.eventPosition("door");
+void [eventPosition, counter.kinds, counter.maxRate];
+counter.close();
+
+// @ts-expect-error not a kind
+subscribe(["cam1"], { kinds: ["video"] });
+// @ts-expect-error a rate is a number
+subscribe(["cam1"], { maxRate: "2" });
 // @ts-expect-error streams are names, not a number
 subscribe(1);
 // @ts-expect-error unknown option

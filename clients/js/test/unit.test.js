@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Cursor, backoff, decodePreview, defaultWebSocket, websocketUrl } from "../src/index.js";
+import { Cursor, KINDS, Subscription, backoff, decodePreview, defaultWebSocket, websocketUrl } from "../src/index.js";
 
 test("backoff doubles up to its maximum, each delay shortened by at most the jitter", () => {
   const delays = backoff({ initial: 1, maximum: 8, factor: 2, jitter: 0.5 });
@@ -86,7 +86,36 @@ test("the package name resolves, through package.json's exports, to this module"
   const byPath = await import("../src/index.js");
   assert.equal(byName.subscribe, byPath.subscribe);
   assert.deepEqual(Object.keys(byName).sort(), [
-    "CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_SLOW_CONSUMER", "CLOSE_TRY_AGAIN_LATER", "Cursor", "Subscription", "backoff",
+    "CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_SLOW_CONSUMER", "CLOSE_TRY_AGAIN_LATER", "Cursor", "KINDS", "MAX_RATE",
+    "Subscription", "backoff",
     "decodePreview", "defaultWebSocket", "probeHandshake", "subscribe", "websocketUrl",
   ]);
+});
+
+test("Cursor keeps events apart: their own positions and replaced epochs", () => {
+  const cursor = new Cursor({}, { door: { epoch: "e1", seq: 2 } });
+  const event = (epoch, seq) => ({ type: "event", stream: "door", epoch, seq });
+  assert.equal(cursor.accept(event("e1", 2)), false, "at the starting position: already seen");
+  assert.equal(cursor.accept(event("e1", 3)), true);
+  assert.equal(cursor.accept({ type: "result", stream: "door", epoch: "e2", seq: 1 }), true);
+  // A result of a new epoch does not retire the old epoch's events still to come in a replay.
+  assert.equal(cursor.accept(event("e1", 4)), true);
+  assert.equal(cursor.accept(event("e2", 1)), true);
+  assert.equal(cursor.accept(event("e1", 5)), false, "events of a replaced epoch are stragglers");
+  assert.deepEqual(cursor.eventPosition("door"), { epoch: "e2", seq: 1 });
+  assert.deepEqual(cursor.position("door"), { epoch: "e2", seq: 1 });
+  cursor.forget("door");
+  assert.equal(cursor.eventPosition("door"), undefined);
+});
+
+test("kinds and maxRate are checked when the subscription is made", () => {
+  const options = { url: "ws://127.0.0.1:1/ws", WebSocketImpl: class { close() {} } };
+  assert.throws(() => new Subscription(["s"], { ...options, kinds: ["video"] }), /kinds must be/);
+  assert.throws(() => new Subscription(["s"], { ...options, kinds: [] }), /kinds must be/);
+  assert.throws(() => new Subscription(["s"], { ...options, maxRate: 0 }), /maxRate must be/);
+  assert.throws(() => new Subscription(["s"], { ...options, maxRate: "2" }), /maxRate must be/);
+  const sub = new Subscription(["s"], { ...options, kinds: ["status", "event"], maxRate: 2 });
+  assert.deepEqual(sub.kinds, ["event", "status"], "in protocol order");
+  assert.deepEqual(KINDS, ["result", "event", "status"]);
+  sub.close();
 });
