@@ -31,6 +31,7 @@ from producer.metrics import Metrics, Rates
 from producer.preview import render
 from producer.publisher import Draft, Publisher
 from producer.sources import Opener, Reader
+from producer.videofeed import from_config as video_feed
 from producer.workers import Prediction, Workers
 
 __all__ = ["Producer"]
@@ -110,6 +111,7 @@ class Producer:
             on_publish=self.metrics.capture_to_publish.observe,
             sharded=config.sharded or config.cluster,
         )
+        self.video = video_feed(config, self.publisher, metrics.registry)
         self.workers = Workers(config, predictor=predictor)
         self.capacity = asyncio.Semaphore(self.workers.slots)
         self.queue: asyncio.Queue[tuple[Frame, asyncio.Future[Prediction], Executor] | None] = asyncio.Queue()
@@ -165,6 +167,8 @@ class Producer:
         if self.config.demand:
             tasks.append(asyncio.create_task(self._watch_demand(), name="demand"))
         collector = asyncio.create_task(self._collect(), name="collect")
+        # Not among the tasks whose end stops the producer: video never takes predictions down.
+        video = asyncio.create_task(self.video.run(), name="video") if self.video else None
         stopper = asyncio.create_task(stop.wait(), name="stop")
         status = 0
         try:
@@ -180,13 +184,15 @@ class Producer:
                 await self._flush_at_end(stopper)
                 log.info("source ended: %d results published, stopping", self.publisher.published)
         finally:
-            everything = [collector, stopper, *tasks]
+            everything = [collector, stopper, *tasks, *([video] if video else [])]
             for task in everything:
                 task.cancel()
             _, stuck = await asyncio.wait(everything, timeout=5)
             if stuck:  # never seen; a stop must not hang on it
                 log.warning("tasks still running at shutdown: %s", ", ".join(t.get_name() for t in stuck))
             await self.loop.run_in_executor(None, self.grabber.stop)
+            if self.video is not None:
+                await self.video.close()
             await self.publisher.close(self._status(state="offline"))
             self._sync_metrics()
             await self.workers.stop()
@@ -268,6 +274,8 @@ class Producer:
                     future, executor = self.workers.submit(frame.image)
                     self.queue.put_nowait((frame, future, executor))
                     handed_over = True
+                    if self.video is not None:
+                        self.video.offer(frame)  # never blocks: the encoder has its own thread
                 finally:
                     if not handed_over:
                         self.capacity.release()
@@ -386,6 +394,7 @@ class Producer:
             skipped=self.slot.skipped,
             active=self.active,
             source=self.description,
+            video=self.config.video_codec.lower() if self.config.video else "",
         )
 
     async def _heartbeat(self) -> None:

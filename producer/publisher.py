@@ -93,6 +93,7 @@ class Publisher:
         self.stream = wire.check_stream_name(stream)
         self._channel = wire.channel(stream)
         self._preview_channel = wire.preview_channel(stream)
+        self._video_channel = wire.video_channel(stream)
         self._history_key = wire.history_key(stream)
         self._status_key = wire.status_key(stream)
         self._history = history
@@ -303,6 +304,28 @@ class Publisher:
             self._lost(exc)
             return False
         return True
+
+    async def video(self, data: bytes) -> bool:
+        """Publish an encoded video frame; False when Redis did not take it (frames are not kept)."""
+        if self._state == "down":
+            return False
+        try:
+            await self._publish(self._redis, self._video_channel, data)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            self._lost(exc)
+            return False
+        return True
+
+    async def video_viewers(self) -> int | None:
+        """Subscribers of the stream's video channel (gateways with video clients), None if unreachable."""
+        if self._state == "down":
+            return None
+        try:
+            reply = await self._numsub(self._redis, self._video_channel)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            self._lost(exc)
+            return None
+        return _count(reply)
 
     async def close(self, final: wire.Status | None = None, *, timeout: float = 2.0) -> None:
         """Send a last status (if reachable), remove the status key and close the client."""

@@ -202,6 +202,15 @@ class _CaptureReader:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         return image
 
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """Width and height of the frames, as the backend reports them (None: unknown)."""
+        width, height = (
+            int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+        return (width, height) if width > 0 and height > 0 else None
+
     def close(self) -> None:
         self._cap.release()
 
@@ -217,6 +226,10 @@ class _SyntheticReader:
         image = self._scene.render(self._index)
         self._index += 1
         return image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._scene.width, self._scene.height
 
     def close(self) -> None:
         pass

@@ -63,7 +63,8 @@ def _as_dict(message: TextMessage | ClientOp) -> dict[str, Any]:
     out[kind] = getattr(message, kind)
     for name in message.__slots__:
         value = getattr(message, name)
-        if value is not None and name != kind:
+        # `video` (a later addition) only when set: without it a message is byte for byte as before.
+        if value is not None and name != kind and not (name == "video" and not value):
             out[name] = value
     return out
 
@@ -218,6 +219,7 @@ def _status(obj: dict[str, Any]) -> Status:
         skipped=_int(obj, "skipped", optional=True) or 0,
         active=_bool(obj, "active", True),
         source=_str(obj, "source", optional=True) or "",
+        video=_str(obj, "video", optional=True) or "",
     )
 
 
@@ -242,7 +244,11 @@ def decode(data: bytes | str) -> TextMessage:
     if kind == "hello":
         return Hello(gateway=_str(obj, "gateway"), v=_int(obj, "v"))
     if kind == "subscribed":
-        return Subscribed(stream=_str(obj, "stream"), previews=_bool(obj, "previews", False))
+        return Subscribed(
+            stream=_str(obj, "stream"),
+            previews=_bool(obj, "previews", False),
+            video=_bool(obj, "video", False),
+        )
     if kind == "unsubscribed":
         return Unsubscribed(stream=_str(obj, "stream"))
     if kind == "reset":
@@ -278,6 +284,7 @@ def decode_op(data: bytes | str) -> ClientOp:
             since=since,
             epoch=epoch,
             previews=_bool(obj, "previews", False),
+            video=_bool(obj, "video", False),
         )
     if op == "unsubscribe":
         return Unsubscribe(stream=check_stream_name(_str(obj, "stream")))

@@ -147,6 +147,8 @@ class Status:
         skipped: Frames dropped to stay real-time, in this epoch.
         active: False while the predictor is paused for lack of viewers.
         source: A short, credential-free description of the source.
+        video: The codec of the stream's video (``"vp8"``, ``"vp9"``, ``"h264"``, ``"av1"``), or
+            ``""`` when its producer encodes none.
     """
 
     stream: str
@@ -160,6 +162,7 @@ class Status:
     skipped: int = 0
     active: bool = True
     source: str = ""
+    video: str = ""
     type: Literal["status"] = field(default="status", init=False)
 
 
@@ -218,10 +221,12 @@ class Subscribed:
     Attributes:
         stream: Stream name.
         previews: Whether binary previews were asked for and will be sent.
+        video: Whether video was asked for and this gateway will send it.
     """
 
     stream: str
     previews: bool = False
+    video: bool = False
     type: Literal["subscribed"] = field(default="subscribed", init=False)
 
 
@@ -298,12 +303,15 @@ class Subscribe:
             after it (within ``epoch``) before going live.
         epoch: The epoch ``since`` belongs to; required with ``since``.
         previews: Also send binary :class:`Preview` frames.
+        video: Also send the encoded video (binary :class:`~framecast.wire.VideoFrame` messages),
+            starting at a keyframe.
     """
 
     stream: str
     since: int | None = None
     epoch: str | None = None
     previews: bool = False
+    video: bool = False
     op: Literal["subscribe"] = field(default="subscribe", init=False)
 
 

@@ -136,20 +136,24 @@ def run_producer(args: Sequence[str], *, env: Mapping[str, str], timeout: float 
 
 
 class Listener:
-    """Subscribes to a stream's channel (and optionally its preview channel) on a thread.
+    """Subscribes to a stream's channel (and optionally its preview and video channels) on a thread.
 
     Every message is decoded with :mod:`framecast.wire`, so a malformed one fails the test.
     """
 
-    def __init__(self, redis_url: str, stream: str = "default", *, previews: bool = False) -> None:
+    def __init__(
+        self, redis_url: str, stream: str = "default", *, previews: bool = False, video: bool = False
+    ) -> None:
         self._client = redis.Redis.from_url(redis_url)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         channels = [wire.channel(stream)] + ([wire.preview_channel(stream)] if previews else [])
-        self._pubsub.subscribe(*channels)
+        self._pubsub.subscribe(*channels, *([wire.video_channel(stream)] if video else []))
         self._preview_channel = wire.preview_channel(stream).encode()
+        self._video_channel = wire.video_channel(stream).encode()
         self.results: list[wire.Result] = []
         self.statuses: list[wire.Status] = []
         self.previews: list[wire.Preview] = []
+        self.video: list[wire.VideoFrame] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="listener", daemon=True)
@@ -169,6 +173,9 @@ class Listener:
             try:
                 if message["channel"] == self._preview_channel:
                     self.previews.append(wire.decode_preview(message["data"]))
+                    continue
+                if message["channel"] == self._video_channel:
+                    self.video.append(wire.decode_video(message["data"]))
                     continue
                 decoded = wire.decode(message["data"])
             except wire.WireError as exc:
