@@ -19,6 +19,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "producer": ("producer.service", "read a camera, run a predictor, publish results to Redis"),
     "gateway": ("gateway.main", "serve a Redis-fed stream to WebSocket clients"),
     "watch": ("framecast.watch", "print the results a gateway serves, one line each"),
+    "record": ("framecast.record", "save a stream's live video to an .mp4 or .webm file (no re-encoding)"),
     "bench": ("bench.__main__", "measure fan-out strategies, the topology and the predictors"),
 }
 

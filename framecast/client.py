@@ -71,6 +71,7 @@ Message: TypeAlias = (
     wire.Result
     | wire.Status
     | wire.Preview
+    | wire.VideoFrame
     | wire.Hello
     | wire.Subscribed
     | wire.Unsubscribed
@@ -115,6 +116,7 @@ class Cursor:
     def __init__(self, since: Mapping[str, Position] | None = None, *, remember_epochs: int = 8) -> None:
         self._results: dict[str, Position] = {s: Position(*p) for s, p in (since or {}).items()}
         self._previews: dict[str, Position] = {}
+        self._video: dict[str, Position] = {}
         self._retired: dict[str, list[str]] = {}
         self._remember = remember_epochs
         self.duplicates = 0
@@ -131,14 +133,17 @@ class Cursor:
         """The last result delivered on ``stream``, if any."""
         return self._results.get(stream)
 
-    def accept(self, message: wire.Result | wire.Preview) -> bool:
+    def accept(self, message: wire.Result | wire.Preview | wire.VideoFrame) -> bool:
         """Whether ``message`` is new; if so, record it as the stream's position.
 
         A result is new when it belongs to a different epoch than the last one
         (that is not a replaced epoch), or has a higher ``seq`` in the same one.
-        Previews are tracked separately from results, by the same rule.
+        Previews and video frames are tracked separately from results, by the same rule.
         """
-        table = self._results if isinstance(message, wire.Result) else self._previews
+        if isinstance(message, wire.Result):
+            table = self._results
+        else:
+            table = self._previews if isinstance(message, wire.Preview) else self._video
         stream = message.stream
         if message.epoch in self._retired.get(stream, ()):
             self.duplicates += 1
@@ -274,6 +279,7 @@ class Subscription:
         token: str | None = None,
         since: Mapping[str, Position] | None = None,
         previews: bool = False,
+        video: bool = False,
         max_attempts: int | None = None,
         delays: Callable[[], Iterator[float]] = backoff,
         on_disconnect: Callable[[str, float], None] | None = None,
@@ -289,6 +295,7 @@ class Subscription:
         if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._previews = previews
+        self._video = video
         self._max_attempts = max_attempts
         self._delays = delays
         self._on_disconnect = on_disconnect
@@ -324,7 +331,7 @@ class Subscription:
 
     @property
     def raw(self) -> str | bytes:
-        """The message last yielded exactly as received (text, or bytes for a preview)."""
+        """The message last yielded exactly as received (text, or bytes for a preview or video frame)."""
         return self._raw
 
     # ---------------------------------------------------------------- iteration
@@ -392,6 +399,7 @@ class Subscription:
             since=position.seq if position else None,
             epoch=position.epoch if position else None,
             previews=self._previews,
+            video=self._video,
         )
         return wire.encode(op).decode()
 
@@ -418,7 +426,9 @@ class Subscription:
                 first = False
                 try:
                     async for message in self._session(ws):
-                        if failures and isinstance(message, wire.Result | wire.Status | wire.Preview):
+                        if failures and isinstance(
+                            message, wire.Result | wire.Status | wire.Preview | wire.VideoFrame
+                        ):
                             # Stream traffic flows again: the next outage starts a fresh backoff.
                             # (A hello alone does not count, or a gateway that accepts and then
                             # drops every connection would be retried at the shortest delay forever.)
@@ -468,9 +478,8 @@ class Subscription:
             if isinstance(message, wire.Gap) and message.stream in self._streams:
                 # Messages may have been lost between Redis and the gateway: ask for a replay.
                 await ws.send(self._subscribe_op(message.stream))
-            self._raw = (
-                raw.decode() if isinstance(raw, bytes) and not isinstance(message, wire.Preview) else raw
-            )
+            binary = isinstance(message, wire.Preview | wire.VideoFrame)
+            self._raw = raw.decode() if isinstance(raw, bytes) and not binary else raw
             yield message
 
     def _decode(self, raw: str | bytes) -> Message | None:
@@ -478,6 +487,8 @@ class Subscription:
             if isinstance(raw, bytes):
                 if wire.is_preview(raw):
                     return wire.decode_preview(raw)
+                if wire.is_video(raw):
+                    return wire.decode_video(raw)
                 # Tolerate a gateway that frames a JSON message as binary.
                 return wire.decode(raw)
             return wire.decode(raw)
@@ -488,6 +499,10 @@ class Subscription:
 
     def _admit(self, message: Message) -> bool:
         """Update state for ``message``; False when it must not be delivered."""
+        if isinstance(message, wire.VideoFrame):
+            # Not replayed, so not held back while a resubscription is answered: the decoding
+            # chain goes on (the gateway never sends a broken one).
+            return message.stream in self._streams and self.cursor.accept(message)
         if isinstance(message, wire.Result | wire.Preview):
             if message.stream not in self._streams:
                 return False
@@ -524,6 +539,7 @@ def subscribe(
     token: str | None = None,
     since: Mapping[str, Position] | None = None,
     previews: bool = False,
+    video: bool = False,
     max_attempts: int | None = None,
     delays: Callable[[], Iterator[float]] = backoff,
     on_disconnect: Callable[[str, float], None] | None = None,
@@ -545,6 +561,8 @@ def subscribe(
             replayed (within the gateway's history), earlier ones are never
             delivered.
         previews: Also receive :class:`~framecast.wire.Preview` JPEGs.
+        video: Also receive the encoded video (:class:`~framecast.wire.VideoFrame`), from a
+            keyframe on.
         max_attempts: Consecutive failed connection attempts after which
             :class:`ConnectError` is raised; None retries forever.
         delays: Makes the iterator of delays between attempts (default
@@ -573,6 +591,7 @@ def subscribe(
             token=token,
             since=since,
             previews=previews,
+            video=video,
             max_attempts=max_attempts,
             delays=delays,
             on_disconnect=on_disconnect,
