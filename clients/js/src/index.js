@@ -14,8 +14,9 @@
  * - resumes: every (re)subscription sends `since`/`epoch` of the last result
  *   seen, so the gateway replays what was missed within its history window
  *   (or sends `reset` when it cannot); a `gap` triggers the same;
- * - de-duplicates results and previews by (epoch, seq);
- * - decodes binary preview frames (`FCP1` + header length + JSON + JPEG).
+ * - de-duplicates results, previews and video frames by (epoch, seq);
+ * - decodes binary preview frames (`FCP1` + header length + JSON + JPEG) and video frames
+ *   (`FCV1`, see {@link decodeVideo}).
  *
  * Usage:
  *
@@ -34,7 +35,8 @@
  *
  * Messages are the gateway's JSON objects as received (see docs/protocol.md),
  * except previews, which arrive as `{type: "preview", stream, epoch, seq,
- * frame, captured_at, width, height, jpeg: Blob}`.
+ * frame, captured_at, width, height, jpeg: Blob}`, and video frames (with
+ * `video: true`), which arrive as {@link decodeVideo} returns them.
  *
  * @module framecast/client
  */
@@ -51,6 +53,8 @@ export const CLOSE_SLOW_CONSUMER = 4008;
 // Per-stream errors after which the gateway will never serve the stream: do not ask again.
 const REFUSALS = new Set(["bad-stream", "forbidden", "too-many-streams"]);
 const PREVIEW_MAGIC = "FCP1";
+const VIDEO_MAGIC = "FCV1";
+const VIDEO_HEADER = 48; // bytes of the fixed FCV1 header
 
 /**
  * Delays (seconds) between reconnection attempts: capped exponential with jitter.
@@ -114,6 +118,51 @@ export function decodePreview(buffer) {
 }
 
 /**
+ * Decode a binary video frame (`FCV1`, docs/protocol.md): one encoded frame with its identity.
+ *
+ * @param {ArrayBuffer} buffer The message.
+ * @returns {object|null} `{type: "video", stream, epoch, seq, group, frame, captured_at, width,
+ *   height, key, codec, description, data}` (`description` and `data` are Uint8Array views of
+ *   `buffer`; `codec` is the WebCodecs codec string, on keyframes only), or null when the buffer
+ *   is not a well-formed video frame.
+ */
+export function decodeVideo(buffer) {
+  if (buffer.byteLength < VIDEO_HEADER) return null;
+  const view = new DataView(buffer);
+  const bytes = new Uint8Array(buffer);
+  if (String.fromCharCode(...bytes.subarray(0, 4)) !== VIDEO_MAGIC) return null;
+  const [flags, s, e, c] = bytes.subarray(4, 8);
+  const d = view.getUint32(44, false);
+  if (VIDEO_HEADER + s + e + c + d > buffer.byteLength) return null;
+  // seq, group and frame are u64: exact as Numbers up to 2**53, far beyond any real stream.
+  const u64 = (at) => view.getUint32(at, false) * 2 ** 32 + view.getUint32(at + 4, false);
+  const text = new TextDecoder();
+  let at = VIDEO_HEADER;
+  const take = (n) => bytes.subarray(at, (at += n));
+  const stream = text.decode(take(s));
+  const epoch = text.decode(take(e));
+  const codec = text.decode(take(c));
+  const description = take(d);
+  const msg = {
+    type: "video",
+    stream,
+    epoch,
+    seq: u64(8),
+    group: u64(16),
+    frame: u64(24),
+    captured_at: view.getFloat64(32, false),
+    width: view.getUint16(40, false),
+    height: view.getUint16(42, false),
+    key: (flags & 1) === 1,
+    codec,
+    description,
+    data: bytes.subarray(at),
+  };
+  if (msg.group < 1 || msg.group > msg.seq || (msg.key && (msg.group !== msg.seq || !codec))) return null;
+  return msg;
+}
+
+/**
  * The WebSocket class to use: the global one, else the `ws` package's (Node without a global).
  *
  * @returns {Promise<typeof WebSocket>}
@@ -139,6 +188,7 @@ export class Cursor {
     /** @type {Map<string, {epoch: string, seq: number}>} */
     this.results = new Map(Object.entries(since));
     this.previews = new Map();
+    this.video = new Map();
     this.retired = new Map();
     /** Resets received per stream: replays the gateway could not serve contiguously. */
     this.resets = new Map();
@@ -152,11 +202,12 @@ export class Cursor {
   }
 
   /**
-   * Whether `msg` (a result or a preview) is new; if so it becomes the stream's position.
+   * Whether `msg` (a result, a preview or a video frame) is new; if so it becomes the stream's
+   * position of its kind.
    * @returns {boolean}
    */
   accept(msg) {
-    const table = msg.type === "result" ? this.results : this.previews;
+    const table = msg.type === "result" ? this.results : msg.type === "video" ? this.video : this.previews;
     const retired = this.retired.get(msg.stream) ?? [];
     const last = table.get(msg.stream);
     if (retired.includes(msg.epoch) || (last && last.epoch === msg.epoch && msg.seq <= last.seq)) {
@@ -187,6 +238,7 @@ export class Cursor {
   forget(stream) {
     this.results.delete(stream);
     this.previews.delete(stream);
+    this.video.delete(stream);
   }
 }
 
@@ -204,6 +256,7 @@ export class Subscription {
       token = null,
       since = {},
       previews = false,
+      video = false,
       delays = backoff,
       probe = probeHandshake,
       maxAttempts = Infinity,
@@ -214,6 +267,7 @@ export class Subscription {
     this.url = websocketUrl(url, { token });
     this.streams = new Set(streams);
     this.previews = previews;
+    this.video = video;
     this.cursor = new Cursor(since);
     this.state = "connecting";
     this.gateway = null;
@@ -270,6 +324,7 @@ export class Subscription {
 
   _subscribeOp(stream) {
     const op = { op: "subscribe", stream, previews: this.previews };
+    if (this.video) op.video = true;
     const position = this.cursor.position(stream);
     if (position) Object.assign(op, { since: position.seq, epoch: position.epoch });
     return op;
@@ -367,7 +422,7 @@ export class Subscription {
         return;
       }
     } else {
-      msg = decodePreview(data);
+      msg = decodePreview(data) ?? decodeVideo(data);
       if (!msg) {
         // Tolerate a gateway that frames a JSON message as binary.
         try {
@@ -381,7 +436,11 @@ export class Subscription {
     // The gateway refused one of this subscription's streams: retrying would be refused again.
     const refusal =
       msg.type === "error" && msg.stream && REFUSALS.has(msg.code) && this.streams.has(msg.stream);
-    if (msg.type === "result" || msg.type === "preview") {
+    if (msg.type === "video") {
+      // Never replayed, so not held back while a resubscription is answered: the decoding
+      // chain goes on (a gateway never sends a broken one).
+      if (!this.streams.has(msg.stream) || !this.cursor.accept(msg)) return;
+    } else if (msg.type === "result" || msg.type === "preview") {
       if (!this.streams.has(msg.stream)) return;
       // Sent before the gateway took the (re)subscription: the replay that follows `subscribed`
       // holds it again, in order. Taken now, it would move the position past the hole the
@@ -406,7 +465,7 @@ export class Subscription {
       if (left > 0) this._unanswered.set(msg.stream, left);
       else this._unanswered.delete(msg.stream);
     }
-    if (this._failures && (msg.type === "result" || msg.type === "preview" || msg.type === "status")) {
+    if (this._failures && ["result", "preview", "video", "status"].includes(msg.type)) {
       // Stream traffic flows again: the next outage starts a fresh backoff. (A hello alone does
       // not count, or a gateway that accepts and then drops every connection would be retried
       // at the shortest delay forever, and maxAttempts would never be reached.)
@@ -450,6 +509,8 @@ export async function probeHandshake(wsUrl) {
  * @param {string} [options.url="ws"] WebSocket endpoint, relative to the page or absolute.
  * @param {string|null} [options.token] Access token (sent as the `token` query parameter).
  * @param {boolean} [options.previews=false] Also receive binary preview JPEGs.
+ * @param {boolean} [options.video=false] Also receive the encoded video ({@link decodeVideo}),
+ *   from a keyframe on.
  * @param {Record<string, {epoch: string, seq: number}>} [options.since] Resume positions per stream.
  * @param {() => Iterator<number>} [options.delays=backoff] Makes the reconnect delays (seconds).
  * @param {number} [options.maxAttempts=Infinity] Failed attempts in a row before giving up.
