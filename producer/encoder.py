@@ -256,6 +256,9 @@ class Encoder:
         # Keyframes come where this class forces them; the encoder's own limit is a backstop.
         ctx.gop_size = max(1, round(4 * keyframe_interval * float(rate)))
         ctx.max_b_frames = 0
+        # One thread: a frame is a few ms of work, and encoder threads that wait on each other
+        # on a busy machine (the predictor shares it) made VP8's delay 85 ms on average, not 4.
+        ctx.thread_count = 1
         ctx.bit_rate = bitrate
         # The cap: a one-second rate buffer that never holds more than the bitrate.
         ctx.options = {**codec.options, "maxrate": str(bitrate), "bufsize": str(bitrate)}
