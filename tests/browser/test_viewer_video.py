@@ -9,13 +9,17 @@ through the relay, so the viewer's own rule (wait for a keyframe) is what keeps 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
 
+from framecast.up import running
 from tests.support.chromium import chromium, status, wait_status
+from tests.support.gateway import gateway_env
 from tests.support.producer import running_producer
 from tests.support.relay import relay
+from tests.support.tls import self_signed
 from tests.support.valkey import RedisServer
 
 pytestmark = pytest.mark.browser
@@ -131,3 +135,29 @@ def test_plain_http_from_another_host_falls_back_to_previews_and_says_why(
         wait_status(page, "s.videoMode === 'insecure' && +s.previews >= 3 && +s.boxes > 0")
         assert page.is_disabled("#video") and not page.is_checked("#video")
         assert "HTTPS" in (page.text_content("#picture-mode") or "")
+
+
+def test_over_https_through_nginx_a_remote_host_gets_webcodecs_and_http_does_not(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # The real stack (valkey, producer, 2 gateways, nginx with --tls-cert): viewer.test is not
+    # localhost, so only HTTPS makes the page a secure context. Until the gateways send video, the
+    # viewer asks for it over wss and falls back to previews, naming the gateway as the reason.
+    cert, key = self_signed(tmp_path)
+    with running(gateways=2, tls_cert=str(cert), tls_key=str(key), tls_port=0, env=gateway_env()) as stack:
+        assert stack.tls_url is not None
+        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
+        try:
+            secure = context.new_page()
+            secure.goto(stack.tls_url.replace("127.0.0.1", "viewer.test"))
+            assert secure.evaluate("() => [isSecureContext, typeof VideoDecoder]") == [True, "function"]
+            wait_status(secure, "s.connection === 'open' && +s.results >= 5 && +s.previews >= 1")
+            assert status(secure)["videoMode"] in ("video", "fallback")
+            assert not secure.is_disabled("#video")
+
+            plain = context.new_page()
+            plain.goto(stack.url.replace("127.0.0.1", "viewer.test"))
+            assert plain.evaluate("() => [isSecureContext, typeof VideoDecoder]") == [False, "undefined"]
+            wait_status(plain, "s.videoMode === 'insecure' && +s.results >= 5")
+        finally:
+            context.close()
