@@ -284,48 +284,43 @@ class Publisher:
 
     async def subscribers(self) -> int | None:
         """Subscribers of the stream's channel (on this Redis node), or None when unreachable."""
-        if self._state == "down":
-            return None
-        try:
-            reply = await self._numsub(self._redis, self._channel)
-        except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
-            return None
-        self._up()
-        return _count(reply)
-
-    async def preview(self, data: bytes) -> bool:
-        """Publish an encoded preview; False when Redis is unreachable (previews are not kept)."""
-        if self._state == "down":
-            return False
-        try:
-            await self._publish(self._redis, self._preview_channel, data)
-        except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
-            return False
-        return True
-
-    async def video(self, data: bytes) -> bool:
-        """Publish an encoded video frame; False when Redis did not take it (frames are not kept)."""
-        if self._state == "down":
-            return False
-        try:
-            await self._publish(self._redis, self._video_channel, data)
-        except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
-            return False
-        return True
+        count = await self._subscribers(self._channel)
+        if count is not None:
+            self._up()
+        return count
 
     async def video_viewers(self) -> int | None:
         """Subscribers of the stream's video channel (gateways with video clients), None if unreachable."""
+        return await self._subscribers(self._video_channel)
+
+    async def preview(self, data: bytes) -> bool:
+        """Publish an encoded preview; False when Redis is unreachable (previews are not kept)."""
+        return await self._publish_one(self._preview_channel, data)
+
+    async def video(self, data: bytes) -> bool:
+        """Publish an encoded video frame; False when Redis did not take it (frames are not kept)."""
+        return await self._publish_one(self._video_channel, data)
+
+    async def _subscribers(self, channel: str) -> int | None:
         if self._state == "down":
             return None
         try:
-            reply = await self._numsub(self._redis, self._video_channel)
+            reply = await self._numsub(self._redis, channel)
         except (RedisError, RedisClusterException, OSError) as exc:
             self._lost(exc)
             return None
         return _count(reply)
+
+    async def _publish_one(self, channel: str, data: bytes) -> bool:
+        """One PUBLISH outside the results' transaction: what is not taken is not kept."""
+        if self._state == "down":
+            return False
+        try:
+            await self._publish(self._redis, channel, data)
+        except (RedisError, RedisClusterException, OSError) as exc:
+            self._lost(exc)
+            return False
+        return True
 
     async def close(self, final: wire.Status | None = None, *, timeout: float = 2.0) -> None:
         """Send a last status (if reachable), remove the status key and close the client."""

@@ -7,31 +7,18 @@ gateway will (the gateway's video fan-out is its own issue). Frames are decoded 
 from __future__ import annotations
 
 import itertools
-import re
-import urllib.request
 from typing import TYPE_CHECKING
 
 import pytest
 
 from framecast.embedded import free_port
 from producer.synthetic import Scene
-from tests.support.producer import Listener, run_producer, running_producer
+from tests.support.producer import Listener, metrics, run_producer, running_producer
 from tests.support.video import decode, psnr
 from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
     from tests.support.valkey import RedisServer
-
-
-def _metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        match = re.fullmatch(r"(framecast_producer_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)", line)
-        if match:
-            values[match.group(1)] = float(match.group(2))
-    return values
 
 
 @pytest.mark.parametrize("codec", ["vp8", "h264"])
@@ -46,8 +33,8 @@ def test_video_is_encoded_only_while_watched_and_every_frame_is_its_own_picture(
     with running_producer(redis_server.url, args, env=child_env) as producer:
         with Listener(redis_server.url) as heard:
             heard.wait_for(lambda: len(heard.results) >= 10, timeout=60, what="results")
-            wait_until(lambda: _metrics(port)["framecast_producer_results_published_total"] >= 10)
-            before = _metrics(port)
+            wait_until(lambda: metrics(port)["framecast_producer_results_published_total"] >= 10)
+            before = metrics(port)
         # Results flowed (10 of them), nobody watched video: nothing was encoded.
         assert before["framecast_producer_video_frames_total"] == 0
         assert before["framecast_producer_video_encoding"] == 0
@@ -61,15 +48,15 @@ def test_video_is_encoded_only_while_watched_and_every_frame_is_its_own_picture(
                 lambda: {f.frame for f in watching.video} <= {r.frame for r in watching.results},
                 what="the results of the frames received",
             )
-        assert _metrics(port)["framecast_producer_video_frames_total"] >= len(watching.video)
+        assert metrics(port)["framecast_producer_video_frames_total"] >= len(watching.video)
 
         # The viewer left: the encoder stops, and stays stopped while results go on.
-        wait_until(lambda: _metrics(port)["framecast_producer_video_encoding"] == 0, what="encoder stop")
-        stopped = _metrics(port)
+        wait_until(lambda: metrics(port)["framecast_producer_video_encoding"] == 0, what="encoder stop")
+        stopped = metrics(port)
         with Listener(redis_server.url) as later:
             later.wait_for(lambda: len(later.results) >= 10, timeout=60, what="results after the viewer left")
         assert (
-            _metrics(port)["framecast_producer_video_frames_total"]
+            metrics(port)["framecast_producer_video_frames_total"]
             == stopped["framecast_producer_video_frames_total"]
         )
         assert producer.process.poll() is None

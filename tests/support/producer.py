@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import re
 import signal
 import socketserver
 import subprocess
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,6 +118,18 @@ def running_producer(
         yield proc
     finally:
         proc.stop()
+
+
+def metrics(port: int) -> dict[str, float]:
+    """A producer's ``framecast_producer_*`` samples from its ``--metrics-port`` (labels dropped)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"(framecast_producer_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)", line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+    return values
 
 
 def run_producer(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 60.0) -> tuple[int, str]:
