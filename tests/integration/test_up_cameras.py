@@ -81,15 +81,20 @@ def mjpeg(child_env: dict[str, str]) -> Iterator[tuple[int, subprocess.Popen[byt
 SECRET = "s3cret-pass"
 
 
-def _producer_argvs() -> list[list[str]]:
-    """The command line of every running ``python -m producer`` on this machine."""
+def _producer_argvs(parent: int) -> list[list[str]]:
+    """The command line of every running ``python -m producer`` child of ``parent``.
+
+    Only its children: other producers on a shared machine (another test run) are not ours.
+    """
     found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv = cmdline.read_bytes().decode(errors="replace").split("\0")
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+            status = (proc / "status").read_text()
         except OSError:  # it exited meanwhile
             continue
-        if "-m" in argv and "producer" in argv and "--stream" in argv:
+        ppid = next((line.split()[1] for line in status.splitlines() if line.startswith("PPid:")), "")
+        if ppid == str(parent) and "-m" in argv and "producer" in argv and "--stream" in argv:
             found.append(argv)
     return found
 
@@ -134,7 +139,7 @@ def test_three_cameras_each_reach_their_own_clients_and_one_failing_leaves_the_o
         # up waited for every camera's first heartbeat: all three are listed at once.
         assert set(_listed(base)) == {"front", "yard", "gate"}
         # The camera's password is in up's own argv (typed there) but in no producer's: `ps` shows argv.
-        producers = _producer_argvs()
+        producers = _producer_argvs(process.pid)
         assert sorted(a[a.index("--stream") + 1] for a in producers) == ["front", "gate", "yard"]
         assert not [a for a in producers if any(SECRET in part for part in a)], producers
         every = {"front": "online", "yard": "online", "gate": "online"}
