@@ -40,7 +40,18 @@ export class VideoView {
     this.canvas = canvas;
     this.onPaint = onPaint;
     this.onUnsupported = onUnsupported;
-    this.stats = { received: 0, painted: 0, skipped: 0, errors: 0, synced: 0, codec: "", lastPaintAt: 0, pairs: [] };
+    this.stats = {
+      received: 0,
+      painted: 0,
+      skipped: 0,
+      errors: 0,
+      synced: 0,
+      codec: "",
+      lastPaintAt: 0,
+      pairs: [],
+      // capture -> painted, ms, of the last 50 pictures (the camera host's clock against this one's)
+      latencies: [],
+    };
     this._decoder = null;
     this._config = "";
     this._expect = null; // {epoch, seq} of the frame that continues the chain
@@ -173,6 +184,8 @@ export class VideoView {
     picture.close();
     this.stats.painted += 1;
     this.stats.lastPaintAt = performance.now();
+    this.stats.latencies.push(Date.now() - id.captured_at * 1000);
+    if (this.stats.latencies.length > 50) this.stats.latencies.shift();
     this._shown = id;
     const result = this._results.get(keyOf(id.epoch, id.frame));
     if (result) this._paired(id, result);

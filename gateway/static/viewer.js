@@ -367,6 +367,7 @@ function tick() {
   setField("decodeErrors", String(video.stats.errors), video.stats.errors ? "bad" : "");
   setData("decodeErrors", video.stats.errors);
   setData("videoFrames", video.stats.painted);
+  if (video.stats.latencies.length) setData("videoLatencyP50", median(video.stats.latencies).toFixed(1));
   setData("videoSkipped", video.stats.skipped);
   showMode();
 }

@@ -8,6 +8,7 @@ through the relay, so the viewer's own rule (wait for a keyframe) is what keeps 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def test_video_is_the_default_view_and_boxes_sit_on_the_picture_they_were_comput
         assert s["decodeErrors"] == "0", page.evaluate("() => window.framecastViewer.video.lastError")
         assert page.evaluate("() => document.getElementById('frame').toDataURL()") != first, "a still picture"
         assert float(s["videoFps"]) > 0
+        assert math.isfinite(float(s["videoLatencyP50"]))  # capture -> painted
         assert page.text_content("#picture-mode") == f"video {codec_prefix(codec)}"
         # Every box drawn went up on the picture of its own result (same source frame index) ...
         pairs = page.evaluate("() => window.framecastViewer.video.pairs")
