@@ -405,7 +405,9 @@ function choosePicture() {
   subscription.video = wantVideo;
   subscription.previews = !wantVideo && el.previews.checked;
   video.reset();
-  subscription.remove(current);
+  // A subscribe on a stream already subscribed replaces its options (and resumes from our
+  // position). Not unsubscribe + subscribe: a gateway that sees both at once can release the
+  // stream's Redis subscription after taking it again, and go deaf to the stream.
   subscription.add(current);
   if (!wantVideo && !el.previews.checked) drawBlankFrame();
   showMode();
