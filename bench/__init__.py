@@ -4,7 +4,7 @@ Modules, one job each:
 
 * ``__main__``: the command; runs the parts, writes ``bench/results/*.json`` and the report.
 * ``single``: part 1, fan-out strategies inside one gateway process (``server`` + ``client``).
-* ``topology``: part 2, Redis -> gateways -> nginx -> clients (``framecast.up``).
+* ``topology``: part 2, Redis -> gateways -> nginx -> clients (``framecast.local.up``).
 * ``predictors``: part 3, the producer's predictors.
 * ``server``: the bench gateway, its fan-out strategy chosen by a flag (``strategies``).
 * ``client``: the load client (raw sockets, one epoll per process); ``load`` runs several.

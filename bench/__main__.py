@@ -1,7 +1,7 @@
 """``python -m bench`` / ``framecast bench``: every measurement in one run, one command.
 
-Runs the three parts (fan-out strategies in one gateway process, the real
-topology, the producer's predictors), writes the raw results as JSON under
+Runs the parts (fan-out strategies in one gateway process, the real topology,
+the producer's predictors, the ONNX engines, cameras sharing one model), writes the raw results as JSON under
 ``bench/results/`` and regenerates ``docs/performance.md`` with its plots in
 ``docs/perf/``. ``--quick`` is a tiny configuration (seconds) that keeps the
 harness working in CI; its report goes to ``bench/results/quick/`` so it never
@@ -27,19 +27,18 @@ from framecast.settings import option
 
 __all__ = ["BenchConfig", "main"]
 
-PARTS = ("fanout", "topology", "producer")
+PARTS = ("fanout", "topology", "producer", "predictors", "shared")
 # Run only when asked (--parts ...,profile): it needs py-spy (the bench extra) and root or ptrace rights.
 # capacity (docs/capacity.md's own inputs) holds ~12k connections open: only when asked, too.
 EXTRA_PARTS = ("profile", "capacity")
 STRATEGIES = (
     "framecast",
+    "framecast-noprobe",
     "broadcast",
     "sequential",
     "tasks",
     "floor-transport",
     "floor-socket",
-    "framecast-flat",
-    "framecast-fast",
 )
 PREDICTORS = ("motion", "faces", "people", "qr")
 
@@ -53,11 +52,18 @@ Measure framecast, with numbers anyone can rerun:
             and the same with 10% of the clients stalled. Two cost floors frame each
             message once by hand and write it to every connection with nothing else:
             floor-transport (asyncio transport.write) and floor-socket (the raw
-            socket.send, the transport taking what the kernel did not);
-            framecast-flat/-fast are bench-only experiments toward that floor.
+            socket.send, the transport taking what the kernel did not).
   topology  Redis -> 1, 2, 4 real gateways -> nginx -> clients (framecast up).
   producer  each built-in predictor on 640x480 frames: fps, frame age at
             inference, event-loop lag while predicting.
+  predictors  a YOLOv8n graph (Ultralytics' own definition, random weights, built
+            in its own environment: python -m bench.models) on OpenCV DNN and on
+            onnxruntime, per thread count and batch size: frames/s and call
+            latency; letterbox and NMS costs; a frame's trip to another process
+            through shared memory vs pickled through a pipe.
+  shared    4 cameras at 15 fps, each producer loading the model vs one shared
+            inference worker batching them: total RSS, predictions/s per camera,
+            CPU per prediction, capture->publish p50/p99.
   capacity  (only when named in --parts) RSS per idle connection of a gateway (10k
             connections) and of nginx, and Redis PUBLISH messages/s per valkey core:
             the inputs of docs/capacity.md that the other parts do not measure.
@@ -203,12 +209,24 @@ class BenchConfig:
         group="producer",
     )
 
+    onnx_model: str = option(
+        "",
+        help="predictors, shared: yolov8n (built once with Ultralytics in .venv-yolo-export, a few "
+        "minutes and ~1.6 GB) or standin (YOLOv8n's output shape, a fraction of its compute). "
+        "Default: yolov8n, standin with --quick.",
+        choices=("yolov8n", "standin"),
+        env="FRAMECAST_BENCH_ONNX_MODEL",
+        group="predictors",
+    )
+
 
 def _plan(config: BenchConfig) -> dict[str, Any]:
     """The options of each part, from the mode and the flags given."""
     from bench.capacity import CapacityOptions
+    from bench.engines import EngineOptions
     from bench.predictors import PredictorOptions
     from bench.profile import ProfileOptions
+    from bench.sharing import SharingOptions
     from bench.single import SingleOptions
     from bench.topology import TopologyOptions
 
@@ -221,6 +239,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
     clients = tuple(int(c) for c in config.clients) or ((20,) if quick else (100, 1000, 5000))
     gateways = tuple(int(g) for g in config.gateways) or ((1, 2) if quick else (1, 2, 4))
     topology_clients = int(config.topology_clients or (20 if quick else 1000))
+    model = config.onnx_model or ("standin" if quick else "yolov8n")
     if quick:
         single = SingleOptions(
             clients=clients,
@@ -248,6 +267,12 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
             settle=0.3,
         )
         producer = PredictorOptions(names=config.predictors, alone=0.2 * scale, service=0.6 * scale)
+        engines = EngineOptions(
+            model=model, threads=(1,), batches=(1, 2), seconds=0.2 * scale, max_calls=5, transport_frames=30
+        )
+        sharing = SharingOptions(
+            model=model, cameras=2, fps=5.0, modes=("separate", "shared"), warmup=0.3, seconds=1.5 * scale
+        )
     else:
         single = SingleOptions(
             clients=clients,
@@ -268,6 +293,8 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
             rate=config.rate,
         )
         producer = PredictorOptions(names=config.predictors, alone=3.0 * scale, service=5.0 * scale)
+        engines = EngineOptions(model=model, seconds=4.0 * scale)
+        sharing = SharingOptions(model=model, warmup=8.0 * scale, seconds=20.0 * scale)
     profile = ProfileOptions(
         clients=clients[-1] if config.clients else (20 if quick else 1000),
         processes=config.client_processes,
@@ -284,6 +311,8 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
         "fanout": single,
         "topology": topology,
         "producer": producer,
+        "predictors": engines,
+        "shared": sharing,
         "profile": profile,
         "capacity": capacity,
     }
@@ -331,6 +360,14 @@ def measure(config: BenchConfig) -> dict[str, Any]:
                 from bench import predictors
 
                 results["producer"] = predictors.run(plan["producer"], say=_say)
+            elif part == "predictors":
+                from bench import engines
+
+                results["predictors"] = engines.run(plan["predictors"], say=_say)
+            elif part == "shared":
+                from bench import sharing
+
+                results["shared"] = sharing.run(plan["shared"], say=_say)
             elif part == "capacity":
                 from bench import capacity
 
@@ -362,6 +399,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench") ->
         from bench import faults
 
         return faults.main(args[1:], prog=f"{prog} faults")
+    if args[:1] == ["stalled"]:  # one stalled client, direct and through nginx (issue 20)
+        from bench import stalled
+
+        return stalled.main(args[1:], prog=f"{prog} stalled")
     config = settings.parse(BenchConfig, argv, prog=prog, description=DESCRIPTION, epilog=EPILOG)
     from bench import report
 

@@ -4,7 +4,7 @@ The other inputs of ``docs/capacity.md`` (CPU per delivery of a gateway and of
 nginx, and how it holds as gateways are added) come from the ``fanout`` and
 ``topology`` parts. This part measures what they do not:
 
-* **idle memory**: one real gateway (:func:`framecast.up.running`, no producer),
+* **idle memory**: one real gateway (:func:`framecast.local.up.running`, no producer),
   ``idle`` connections opened straight to it by ``processes`` load-client
   processes, then ``nginx_idle`` more through nginx; the RSS growth of the
   gateway, and of nginx's processes, divided by the connections opened. The
@@ -162,7 +162,7 @@ def _redis(stack: Any, options: CapacityOptions) -> dict[str, Any]:
 
 def run(options: CapacityOptions, *, say: Callable[[str], None]) -> dict[str, Any]:
     """Run the capacity part; returns its figures (an ``error`` key where a step failed)."""
-    from framecast.up import running
+    from framecast.local.up import running
 
     machine.raise_fd_limit(options.idle + options.nginx_idle + 256)
     out: dict[str, Any] = {"options": {"idle": options.idle, "nginx_idle": options.nginx_idle}}

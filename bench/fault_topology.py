@@ -6,16 +6,16 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from framecast.embedded import free_port, nginx_binary, valkey_command, wait_for_port
 from framecast.limits import raise_open_files_limit
-from framecast.up import render_nginx_conf
+from framecast.local import launch
+from framecast.local.embedded import free_port, wait_for_port
+from framecast.local.procs import child_env
 
 if TYPE_CHECKING:
     from bench.faults import FaultsConfig
@@ -53,77 +53,48 @@ class Topology:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.nginx_port}"
 
-    def _spawn(self, name: str, argv: list[str]) -> None:
+    def _spawn(self, name: str, spec: launch.Spec) -> None:
+        spec.prepare()
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
-        self.procs[name] = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.procs[name] = subprocess.Popen(
+            spec.argv(), stdout=log, stderr=subprocess.STDOUT, env=child_env(spec.env()), cwd=ROOT
+        )
 
     def start_valkey(self) -> None:
-        (self.workdir / "valkey").mkdir(exist_ok=True)
-        self._spawn("valkey", valkey_command(self.redis_port, workdir=self.workdir / "valkey"))
+        self._spawn("valkey", launch.Valkey(port=self.redis_port, workdir=self.workdir / "valkey"))
         wait_for_port(self.redis_port, timeout=10)
 
     def start_gateway(self, name: str) -> None:
-        port = self.ports[name]
-        self._spawn(
-            name,
-            [
-                sys.executable,
-                "-m",
-                "gateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--id",
-                name,
-                "--redis-url",
-                f"redis://127.0.0.1:{self.proxy.port}/0",
-                "--max-connections",
-                str(self.config.max_connections),
-                "--log-level",
-                "WARNING",
-            ],
+        gateway = launch.Gateway(
+            id=name,
+            port=self.ports[name],
+            redis_url=f"redis://127.0.0.1:{self.proxy.port}/0",  # through the fault proxy
+            max_connections=self.config.max_connections,
+            log_level="WARNING",
         )
-        self.wait_http(port, "/readyz")
+        self._spawn(name, gateway)
+        self.wait_http(gateway.port, "/readyz")
 
     def start_producer(self) -> None:
-        self._spawn(
-            "producer",
-            [
-                sys.executable,
-                "-m",
-                "producer",
-                "--source",
-                "synthetic",
-                "--detector",
-                "motion",
-                "--max-fps",
-                "30",
-                "--no-demand",
-                "--stream",
-                "default",
-                "--redis-url",
-                f"redis://127.0.0.1:{self.redis_port}/0",
-                "--log-level",
-                "WARNING",
-            ],
+        producer = launch.Producer(
+            redis_url=f"redis://127.0.0.1:{self.redis_port}/0",
+            source="synthetic",
+            stream="default",
+            detector="motion",
+            log_level="WARNING",
+            args=("--max-fps", "30", "--no-demand"),
         )
+        self._spawn("producer", producer)
 
     def start_nginx(self) -> None:
-        conf = self.workdir / "nginx.conf"
-        conf.write_text(
-            render_nginx_conf(
-                listen=f"127.0.0.1:{self.nginx_port}",
-                upstreams=[f"127.0.0.1:{p}" for p in self.ports.values()],
-                runtime_dir=str(self.workdir),
-                open_files=self.open_files,
-            )
+        nginx = launch.Nginx(
+            port=self.nginx_port,
+            upstreams=tuple(f"127.0.0.1:{p}" for p in self.ports.values()),
+            workdir=self.workdir,
+            open_files=self.open_files,
         )
-        self._spawn(
-            "nginx", [str(nginx_binary()), "-p", str(self.workdir), "-c", str(conf), "-g", "daemon off;"]
-        )
-        wait_for_port(self.nginx_port, timeout=10)
+        self._spawn("nginx", nginx)
+        wait_for_port(nginx.port, timeout=10)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.procs[name]
@@ -146,6 +117,18 @@ class Topology:
                 break
             time.sleep(0.1)
         raise RuntimeError(f"127.0.0.1:{port}{path} never answered 200")
+
+    def metric(self, name: str, metric: str) -> float:
+        """One unlabelled metric of gateway ``name`` (0 when it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ports[name]}/metrics", timeout=5) as answer:
+                text = answer.read().decode()
+        except OSError:
+            return 0.0
+        for line in text.splitlines():
+            if line.startswith(metric + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
 
     def gateway_usage(self) -> tuple[int, int]:
         """Sum of the gateways' RSS (bytes) and open fds now."""

@@ -115,15 +115,59 @@ async def _nginx_restart(top: Topology) -> float:
     return time.time()
 
 
-async def _stalled_clients(top: Topology, count: int) -> float:
-    """``count`` raw sockets that subscribe and never read, held for a while."""
-    from tests.support.gateway import raw_websocket
+async def _stalled_clients(top: Topology, count: int) -> tuple[float, dict[str, Any]]:
+    """``count`` raw sockets through nginx that take previews and never read, until the gateways
+    close them (4008, ``--max-lag`` after their lag probes go unanswered; 30 s at most).
 
-    held = [raw_websocket(top.nginx_port, "/ws/default", rcvbuf=4096)[0] for _ in range(count)]
-    await asyncio.sleep(8.0)
-    for sock in held:
+    Measured: how long until every one was closed, what nginx held meanwhile (its RSS and its
+    sockets' queues, above their level before), and the close code each read once it drained.
+    """
+    from tests.support.gateway import raw_websocket
+    from tests.support.sockets import children, drain, queued_bytes, rss_bytes
+
+    nginx = [top.procs["nginx"].pid, *children(top.procs["nginx"].pid)]
+
+    def held() -> tuple[int, int]:
+        return rss_bytes(nginx), sum(queued_bytes(nginx))
+
+    def closes() -> float:
+        return sum(top.metric(name, "framecast_gateway_slow_consumer_closes_total") for name in top.ports)
+
+    (rss_before, queued_before), closed_before = held(), await _to_thread(closes)
+    rss_peak, queued_peak, held_peak = rss_before, queued_before, rss_before + queued_before
+    started = time.time()
+    socks = [raw_websocket(top.nginx_port, "/ws/default?previews=1", rcvbuf=4096)[0] for _ in range(count)]
+    closed_after: float | None = None
+    for _ in range(300):
+        await asyncio.sleep(0.1)
+        rss, queued = held()
+        rss_peak, queued_peak, held_peak = (
+            max(rss_peak, rss),
+            max(queued_peak, queued),
+            max(held_peak, rss + queued),
+        )
+        if await _to_thread(closes) - closed_before >= count:
+            closed_after = time.time() - started
+            break
+        if time.time() - started > 30:
+            break
+    # The gateways closed them: each read ends with the close frame or the end of the connection,
+    # however long a loaded machine takes to pass on what was in flight (not at a quiet spell).
+    drained = await asyncio.gather(*(asyncio.to_thread(drain, sock, idle=30.0, limit=60.0) for sock in socks))
+    for sock in socks:
         sock.close()
-    return time.time() - 8.0
+    return time.time(), {
+        "count": count,
+        "closed_after_s": round(closed_after, 2) if closed_after is not None else None,
+        "close_codes": sorted(str(d.close_code) for d in drained),
+        "ended": sorted({d.describe() for d in drained}),
+        "previews_read": sum(d.previews for d in drained),
+        "results_read": sum(len(d.results) for d in drained),
+        "nginx_held_bytes": held_peak - rss_before - queued_before,
+        "nginx_held_per_client": (held_peak - rss_before - queued_before) // count,
+        "nginx_rss_growth": rss_peak - rss_before,
+        "nginx_queued_peak": queued_peak - queued_before,
+    }
 
 
 async def _storm(top: Topology, count: int) -> tuple[float, dict[str, Any]]:
@@ -240,7 +284,8 @@ async def _inject(name: str, top: Topology, config: FaultsConfig, extra: dict[st
     if name in simple:
         return await simple[name](top)
     if name == "stalled-clients":
-        return await _stalled_clients(top, max(1, config.clients // 10))
+        cleared, extra["stalled"] = await _stalled_clients(top, max(1, config.clients // 10))
+        return cleared
     if name == "storm":
         cleared, extra["storm"] = await _storm(top, config.storm)
         return cleared
@@ -345,7 +390,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench faul
     except ValueError as exc:
         return settings.fail(prog, str(exc), 2)
     for row in rows:
-        for extra in ("storm", "soak"):
+        for extra in ("storm", "soak", "stalled"):
             if extra in row:
                 print(f"{extra}: {json.dumps(row[extra])}")
     if config.output:

@@ -149,7 +149,7 @@ def describe() -> dict[str, Any]:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     with contextlib.suppress(Exception):
-        from framecast.embedded import nginx_binary, valkey_binary
+        from framecast.local.embedded import nginx_binary, valkey_binary
 
         valkey = _binary_version([str(valkey_binary()), "--version"])
         nginx = _binary_version([str(nginx_binary()), "-v"])

@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from bench.probe import LoopProbe
-from bench.procs import BenchError, Children
+from bench.procs import Children, start_valkey
 from bench.stats import percentiles
 from framecast import wire
-from framecast.embedded import free_port, valkey_command, wait_for_port
 
 __all__ = ["PredictorOptions", "run"]
 
@@ -142,13 +141,7 @@ def run(options: PredictorOptions, *, say: Callable[[str], None]) -> list[dict[s
     """Run part 3; returns one entry per predictor."""
     results: list[dict[str, Any]] = []
     with Children() as children, tempfile.TemporaryDirectory(prefix="framecast-bench-valkey-") as workdir:
-        port = free_port()
-        valkey = children.start(valkey_command(port, workdir=workdir), stdout=False)
-        try:
-            wait_for_port(port, process=valkey, timeout=10)  # type: ignore[arg-type]
-        except Exception as exc:
-            raise BenchError(f"valkey-server did not start: {exc}") from None
-        redis_url = f"redis://127.0.0.1:{port}/0"
+        redis_url = start_valkey(children, workdir)
         for name in options.names:
             say(f"producer: {name}")
             entry: dict[str, Any] = {"predictor": name}

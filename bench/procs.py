@@ -19,19 +19,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from framecast import procs
+from framecast.exceptions import FramecastError
+from framecast.local import launch, procs
 
-__all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line"]
+__all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line", "start_valkey"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class BenchError(RuntimeError):
+class BenchError(FramecastError, RuntimeError):
     """A benchmark step failed; the text says which and why."""
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """:func:`framecast.procs.child_env`, with children logging at WARNING unless ``extra`` says otherwise."""
+    """:func:`framecast.local.procs.child_env`; children log at WARNING unless ``extra`` says otherwise."""
     return procs.child_env({"FRAMECAST_LOG_LEVEL": "WARNING", **(extra or {})})
 
 
@@ -118,6 +119,11 @@ class Children:
         """Start ``python -m module args...`` with this interpreter."""
         return self.start([sys.executable, "-m", module, *args], **kwargs)
 
+    def launch(self, spec: launch.Spec, **kwargs: Any) -> subprocess.Popen[str]:
+        """Start a child of the topology from its spec (see :meth:`start` for ``kwargs``)."""
+        spec.prepare()
+        return self.start(spec.argv(), env=child_env(spec.env()), **kwargs)
+
     def stop(
         self, process: subprocess.Popen[str], *, sig: int = signal.SIGTERM, timeout: float = 10.0
     ) -> int:
@@ -141,3 +147,20 @@ class Children:
         for process in reversed(self._procs):
             self.stop(process, timeout=5.0)
         self._procs.clear()
+
+
+def start_valkey(children: Children, workdir: str) -> str:
+    """Start a valkey-server among ``children`` (data in ``workdir``); returns its URL once it listens.
+
+    Raises:
+        BenchError: It did not start.
+    """
+    from framecast.local.embedded import free_port, wait_for_port
+
+    spec = launch.Valkey(port=free_port(), workdir=Path(workdir))
+    valkey = children.launch(spec, stdout=False)
+    try:
+        wait_for_port(spec.port, process=valkey, timeout=10)  # type: ignore[arg-type]
+    except Exception as exc:
+        raise BenchError(f"valkey-server did not start: {exc}") from None
+    return spec.url

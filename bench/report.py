@@ -8,11 +8,11 @@ the numbers, so the text never claims what the run did not show.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import ratios
+from bench import ratios, report_models
 
 __all__ = ["PLOTS", "write"]
 
@@ -32,23 +32,21 @@ _NONE = "\u2013"  # en dash: no value
 
 _LABELS = {
     "framecast": "framecast Fanout",
+    "framecast-noprobe": "framecast Fanout, lag probes off",
     "broadcast": "websockets.broadcast()",
     "sequential": "sequential await send()",
     "tasks": "asyncio.wait(task per client)",
     "floor-transport": "floor: hand-framed transport.write",
     "floor-socket": "floor: hand-framed socket.send",
-    "framecast-flat": "experiment: framecast-flat",
-    "framecast-fast": "experiment: framecast-fast",
 }
 _COLORS = {
     "framecast": "#1b7837",
+    "framecast-noprobe": "#7fbc41",
     "broadcast": "#2166ac",
     "sequential": "#b2182b",
     "tasks": "#e08214",
     "floor-transport": "#999999",
     "floor-socket": "#555555",
-    "framecast-flat": "#a6dba0",
-    "framecast-fast": "#5aae61",
 }
 
 
@@ -90,6 +88,20 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
+
+
+def _results(
+    entries: Sequence[dict[str, Any]],
+    *,
+    name: Callable[[dict[str, Any]], str],
+    row: Callable[[dict[str, Any]], Sequence[str]],
+    header: Sequence[str],
+    after: Sequence[str],
+) -> list[str]:
+    """A part's table, one row per entry; a failed entry is one line naming ``name(entry)`` instead."""
+    lines = [f"- {name(e)} failed: {e['error']}" for e in entries if "error" in e]
+    rows = [row(e) for e in entries if "error" not in e]
+    return [*lines, *([*_table(header, rows), "", *after] if rows else [])]
 
 
 def caption(machine: dict[str, Any]) -> str:
@@ -671,50 +683,47 @@ def _topology_section(results: dict[str, Any]) -> list[str]:
         "loop-lag probe, injected with a `sitecustomize` module: the gateway's code is unchanged.",
         "",
     ]
-    rows = []
-    for entry in entries:
-        if "error" in entry:
-            lines.append(f"- {entry['gateways']} gateway(s) failed: {entry['error']}")
-            continue
+
+    def row(entry: dict[str, Any]) -> tuple[str, ...]:
         sat, lat, burst = (entry["phases"][k] for k in ("saturation", "latency", "burst"))
         per = ", ".join(
             f"{g['gateway']}: {g['clients']} clients {_num(g['cpu_us_per_delivery'], 1)} µs"
             for g in sat["gateways"]
         )
         lag = max((g["loop_lag_ms"]["max"] or 0 for g in burst["gateways"]), default=None)
-        rows.append(
-            (
-                str(entry["gateways"]),
-                _num(sat["deliveries_per_s"]),
-                _num(sat["gateway_cpu_us_per_delivery"], 2),
-                per,
-                _num(sat["nginx_cpu_us_per_delivery"], 2),
-                _num(sat["client_cpu_us_per_delivery"], 2),
-                _num(lat["latency_ms"]["p50"]),
-                _num(lat["latency_ms"]["p99"]),
-                _num(lat["latency_ms"]["max"]),
-                _pct(lat["loss"], 2),
-                _num(lag),
-            )
+        return (
+            str(entry["gateways"]),
+            _num(sat["deliveries_per_s"]),
+            _num(sat["gateway_cpu_us_per_delivery"], 2),
+            per,
+            _num(sat["nginx_cpu_us_per_delivery"], 2),
+            _num(sat["client_cpu_us_per_delivery"], 2),
+            _num(lat["latency_ms"]["p50"]),
+            _num(lat["latency_ms"]["p99"]),
+            _num(lat["latency_ms"]["max"]),
+            _pct(lat["loss"], 2),
+            _num(lag),
         )
-    if rows:
-        lines += _table(
-            (
-                "Gateways",
-                "Deliveries/s (saturation)",
-                "Gateway CPU µs/delivery (all)",
-                "Per gateway: clients, CPU µs/delivery",
-                "nginx CPU µs/delivery",
-                "Client CPU µs/delivery",
-                "Latency p50 ms",
-                "p99 ms",
-                "max ms",
-                "Loss",
-                "Backlog: worst loop lag ms",
-            ),
-            rows,
-        )
-        lines += ["", cap, "", "![Topology](perf/topology.png)", ""]
+
+    lines += _results(
+        entries,
+        name=lambda e: f"{e['gateways']} gateway(s)",
+        row=row,
+        header=(
+            "Gateways",
+            "Deliveries/s (saturation)",
+            "Gateway CPU µs/delivery (all)",
+            "Per gateway: clients, CPU µs/delivery",
+            "nginx CPU µs/delivery",
+            "Client CPU µs/delivery",
+            "Latency p50 ms",
+            "p99 ms",
+            "max ms",
+            "Loss",
+            "Backlog: worst loop lag ms",
+        ),
+        after=(cap, "", "![Topology](perf/topology.png)", ""),
+    )
     lines += _split_verdict([e for e in entries if "phases" in e])
     return lines
 
@@ -783,47 +792,33 @@ def _producer_section(results: dict[str, Any]) -> list[str]:
         "(prediction runs in a worker thread).",
         "",
     ]
-    rows = []
-    for entry in entries:
-        if "error" in entry:
-            lines.append(f"- {entry['predictor']} failed: {entry['error']}")
-            continue
+
+    def row(entry: dict[str, Any]) -> tuple[str, ...]:
         alone, svc = entry["alone"], entry.get("service", {})
         age, lag = svc.get("frame_age_ms", {}), svc.get("loop_lag_ms", {})
-        rows.append(
-            (
-                entry["predictor"],
-                _num(alone["fps"]),
-                _num(alone["ms_per_frame"]["p50"]),
-                _num(alone["ms_per_frame"]["p99"]),
-                _num(alone["cpu_ms_per_frame"]),
-                _num(svc.get("fps")),
-                _num(age.get("p50")),
-                _num(age.get("p99")),
-                _num(age.get("max")),
-                _num(lag.get("p99")),
-                _num(lag.get("max")),
-            )
+        return (
+            entry["predictor"],
+            _num(alone["fps"]),
+            _num(alone["ms_per_frame"]["p50"]),
+            _num(alone["ms_per_frame"]["p99"]),
+            _num(alone["cpu_ms_per_frame"]),
+            _num(svc.get("fps")),
+            _num(age.get("p50")),
+            _num(age.get("p99")),
+            _num(age.get("max")),
+            _num(lag.get("p99")),
+            _num(lag.get("max")),
         )
-    if rows:
-        lines += _table(
-            (
-                "Predictor",
-                "fps alone",
-                "ms/frame p50",
-                "p99",
-                "CPU ms/frame",
-                "fps in producer",
-                "Frame age p50 ms",
-                "p99",
-                "max",
-                "Loop lag p99 ms",
-                "max",
-            ),
-            rows,
-        )
-        lines += ["", cap, "", "![Predictors](perf/producer.png)", ""]
-    return lines
+
+    header = ("Predictor", "fps alone", "ms/frame p50", "p99", "CPU ms/frame", "fps in producer")
+    header += ("Frame age p50 ms", "p99", "max", "Loop lag p99 ms", "max")
+    return lines + _results(
+        entries,
+        name=lambda e: str(e["predictor"]),
+        row=row,
+        header=header,
+        after=(cap, "", "![Predictors](perf/producer.png)", ""),
+    )
 
 
 def _cpus(cpus: Sequence[int] | None) -> str:
@@ -908,6 +903,8 @@ def write(results: dict[str, Any], docs: Path) -> None:
         _fanout_section,
         _topology_section,
         _producer_section,
+        report_models.predictors_section,
+        report_models.shared_section,
         _method_section,
     ):
         lines += section(results)
@@ -956,32 +953,24 @@ def _plots(results: dict[str, Any], directory: Path) -> None:
     ax.set_title("Fan-out cost at saturation (lower is better)")
     finish(fig, "fanout_cpu.png")
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    if clients:
-        bars(axes[0], "latency", ("latency_ms", "p99"), log=True)
-        bars(axes[1], "latency", ("latency_ms", "max"), log=True)
-        axes[0].legend(fontsize=7)
-    axes[0].set_title("p99 capture→client latency (ms)")
-    axes[1].set_title("max capture→client latency (ms)")
-    finish(fig, "fanout_latency.png")
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    if clients:
-        bars(axes[0], "latency", ("loop_lag_ms", "p99"), log=True)
-        bars(axes[1], "latency", ("loop_lag_ms", "max"), log=True)
-        axes[0].legend(fontsize=7)
-    axes[0].set_title("event-loop lag p99 (ms)")
-    axes[1].set_title("event-loop lag max (ms)")
-    finish(fig, "fanout_lag.png")
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    if clients:
-        bars(axes[0], "stall", ("server_rss_growth",), scale=1e-6)
-        bars(axes[1], "stall", ("loss",), scale=100)
-        axes[0].legend(fontsize=7)
-    axes[0].set_title("gateway RSS growth with 10% stalled (MB)")
-    axes[1].set_title("results lost by the other clients (%)")
-    finish(fig, "fanout_stall.png")
+    # Two panels each: (file, phase, (left path, title), (right path, title), log scale, scales).
+    pairs = (
+        ("fanout_latency.png", "latency", (("latency_ms", "p99"), "p99 capture→client latency (ms)"),
+         (("latency_ms", "max"), "max capture→client latency (ms)"), True, (1.0, 1.0)),
+        ("fanout_lag.png", "latency", (("loop_lag_ms", "p99"), "event-loop lag p99 (ms)"),
+         (("loop_lag_ms", "max"), "event-loop lag max (ms)"), True, (1.0, 1.0)),
+        ("fanout_stall.png", "stall", (("server_rss_growth",), "gateway RSS growth with 10% stalled (MB)"),
+         (("loss",), "results lost by the other clients (%)"), False, (1e-6, 100.0)),
+    )  # fmt: skip
+    for name, phase, left, right, log, scales in pairs:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+        for ax, (path, title), scale in zip(axes, (left, right), scales, strict=True):
+            if clients:
+                bars(ax, phase, path, log=log, scale=scale)
+            ax.set_title(title)
+        if clients:
+            axes[0].legend(fontsize=7)
+        finish(fig, name)
 
     topo = [e for e in results.get("topology", []) if "phases" in e]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))

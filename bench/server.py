@@ -25,7 +25,6 @@ import contextlib
 import gc
 import json
 import logging
-import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from bench.payload import Payload
 from bench.probe import LoopProbe
 from framecast import settings
 from framecast.settings import option
+from gateway import _wsio
 
 __all__ = ["ServerConfig", "main"]
 
@@ -106,9 +106,7 @@ class _Bench:
 
     async def handler(self, ws: ServerConnection) -> None:
         if self.config.sndbuf:
-            sock = ws.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.sndbuf)
+            _wsio.set_send_buffer(ws, self.config.sndbuf)
         self.strategy.add(ws)
         try:
             await ws.wait_closed()
@@ -251,7 +249,7 @@ class _Bench:
             # says nothing about the strategy, so keep it out of the output.
             logging.getLogger("websockets").setLevel(logging.CRITICAL)
             for ws in list(server.connections):
-                ws.transport.abort()
+                _wsio.abort(ws)
             await asyncio.sleep(0.1)
             _say({"bye": True})
 

@@ -8,41 +8,38 @@ awaitable when the caller has to wait for it.
 * ``sequential``: ``await ws.send(m)`` for each client in turn.
 * ``tasks``: the article's recipe made valid: ``asyncio.wait`` over one task per client.
 * ``framecast``: :class:`gateway.fanout.Fanout`, the gateway's own fan-out.
+* ``framecast-noprobe``: the same with its lag probes off (``lag_threshold=0``): the
+  cost of measuring every client's lag end to end is the difference between the two.
 * ``floor-transport``: the cost floor of an asyncio gateway: the message framed
   once by hand and ``transport.write()`` to every connection, nothing else (no
   state check, no backpressure, no policy).
 * ``floor-socket``: the same frame written with the raw non-blocking
   ``socket.send()`` of each connection, the transport taking only what the
   kernel did not (a partial write, ``EAGAIN``, or bytes already queued there).
-* ``framecast-flat`` and ``framecast-fast``: an experiment (:mod:`bench.fast`):
-  framecast's policy on a flat list of ready clients, written through the
-  transport (flat) or with the raw ``socket.send()`` when its buffer is empty
-  (fast), to measure which fast-path idea pays before it is ported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection, broadcast
 from websockets.exceptions import ConnectionClosed
-from websockets.frames import Frame, Opcode
+
+from gateway import _wsio
 
 __all__ = ["NAMES", "Strategy", "make"]
 
 NAMES = (
     "framecast",
+    "framecast-noprobe",
     "broadcast",
     "sequential",
     "tasks",
     "floor-transport",
     "floor-socket",
-    "framecast-flat",
-    "framecast-fast",
 )
 """Every strategy, framecast's first."""
 
@@ -84,7 +81,7 @@ class _Set:
         return len(self.clients)
 
     def stats(self) -> dict[str, Any]:
-        buffered = [ws.transport.get_write_buffer_size() for ws in self.clients]
+        buffered = [_wsio.buffered(ws) for ws in self.clients]
         return {
             "buffered_clients": sum(1 for b in buffered if b),
             "buffered_bytes": sum(buffered),
@@ -113,12 +110,18 @@ async def _tasks(clients: set[ServerConnection], data: bytes) -> None:
 
 
 class _Framecast:
-    """The gateway's own fan-out, driven the way its server drives it."""
+    """The gateway's own fan-out, driven the way its server drives it.
+
+    Args:
+        options: :class:`gateway.policy.Limits` fields that differ from the gateway's defaults.
+    """
 
     def __init__(self, options: dict[str, Any]) -> None:
         from gateway.fanout import Fanout
+        from gateway.policy import Counters, Limits
 
-        self._fanout = Fanout(**options)
+        self._counts = Counters()
+        self._fanout = Fanout(Limits(**options), observer=self._counts)
         self._clients: set[ServerConnection] = set()
 
     def add(self, ws: ServerConnection) -> None:
@@ -136,8 +139,8 @@ class _Framecast:
         return len(self._clients)
 
     def stats(self) -> dict[str, Any]:
-        buffered = [ws.transport.get_write_buffer_size() for ws in self._clients]
-        stats = self._fanout.stats
+        buffered = [_wsio.buffered(ws) for ws in self._clients]
+        stats = self._counts
         return {
             "buffered_clients": sum(1 for b in buffered if b),
             "buffered_bytes": sum(buffered),
@@ -146,17 +149,6 @@ class _Framecast:
             "slow_closes": stats.slow_closes,
             "drops": dict(stats.drops),
         }
-
-
-def raw_socket(ws: ServerConnection) -> socket.socket | None:
-    """The connection's own socket object, or None when its transport has none to offer.
-
-    asyncio hands out only a :class:`asyncio.trsock.TransportSocket` wrapper, which has no
-    ``send()``; the selector transport keeps the real socket as ``_sock``. Other loops
-    (uvloop) have no such attribute: the caller then writes through the transport.
-    """
-    sock = getattr(ws.transport, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
 
 
 class _Floor:
@@ -176,16 +168,14 @@ class _Floor:
         ] = {}
 
     def add(self, ws: ServerConnection) -> None:
-        transport = ws.transport
-        sock = raw_socket(ws) if self._raw else None
-        send = sock.send if sock is not None else None
-        self._writers[ws] = (send, transport.write, transport.get_write_buffer_size)
+        send, write, buffered = _wsio.writers(ws)
+        self._writers[ws] = (send if self._raw else None, write, buffered)
 
     def remove(self, ws: ServerConnection) -> None:
         self._writers.pop(ws, None)
 
     def deliver(self, data: bytes) -> None:
-        frame = Frame(Opcode.TEXT, data).serialize(mask=False)
+        frame = _wsio.frame(data, False)
         writers = self._writers.values()
         if not self._raw:
             for _, write, _ in writers:
@@ -233,12 +223,10 @@ def make(name: str, *, framecast_options: dict[str, Any] | None = None) -> Strat
         return _Set(_tasks)
     if name == "framecast":
         return _Framecast(framecast_options or {})
+    if name == "framecast-noprobe":
+        return _Framecast({**(framecast_options or {}), "lag_threshold": 0.0})
     if name == "floor-transport":
         return _Floor(raw=False)
     if name == "floor-socket":
         return _Floor(raw=True)
-    if name in ("framecast-flat", "framecast-fast"):
-        from bench.fast import FastFanout
-
-        return FastFanout(raw=name == "framecast-fast", **(framecast_options or {}))
     raise ValueError(f"unknown strategy {name!r} (expected one of {', '.join(NAMES)})")

@@ -1,6 +1,6 @@
 """Part 2: the real topology, Redis → 1, 2, 4 gateways → nginx → clients.
 
-The stack is :func:`framecast.up.running` (valkey, N real ``python -m gateway``
+The stack is :func:`framecast.local.up.running` (valkey, N real ``python -m gateway``
 processes, nginx) with no producer: the benchmark publishes the results itself,
 so it knows each one's capture time and sequence. Every gateway gets the 1 ms
 loop-lag probe through a ``sitecustomize`` module put on its ``PYTHONPATH``
@@ -208,7 +208,7 @@ def _analyse(phase: _Phase, records: Records, gateways: dict[str, int], probe_di
 
 
 def _one(count: int, options: TopologyOptions, say: Callable[[str], None]) -> dict[str, Any]:
-    from framecast.up import running
+    from framecast.local.up import running
 
     with tempfile.TemporaryDirectory(prefix="framecast-bench-probe-") as probe_dir:
         probe = Path(probe_dir)
@@ -289,7 +289,7 @@ def _one(count: int, options: TopologyOptions, say: Callable[[str], None]) -> di
             names = {name: name for name in gateway_pids}
             seen = set(records.conn_gateway) - {""}
             if seen - set(names):
-                # Gateways name themselves with --id, which framecast.up sets to the child's name.
+                # Gateways name themselves with --id, which framecast.local.up sets to the child's name.
                 say(f"topology: unexpected gateway ids {sorted(seen - set(names))}")
             results = [_analyse(p, records, gateway_pids, probe) for p in phases]
     return {"gateways": count, "clients": options.clients, "phases": {r["phase"]: r for r in results}}

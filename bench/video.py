@@ -30,7 +30,7 @@ import redis
 
 from bench.procs import ROOT, Children
 from framecast import wire
-from framecast.embedded import free_port, valkey_command, wait_for_port
+from framecast.local.embedded import free_port, valkey_command, wait_for_port
 
 CODECS = ("vp8", "vp9", "h264", "av1")
 

@@ -1,16 +1,25 @@
 # The producer image: OpenCV (headless), numpy and PyAV (FFmpeg's video encoders) on top of the shared code.
-# Stage 1 installs framecast and its dependencies into a virtualenv; stage 2 copies only that
+# Stage 1 installs framecast and its locked dependencies into a virtualenv; stage 2 copies only that
 # virtualenv, so no build tooling, pip cache or source tree reaches the runtime image.
 # PYTHON_IMAGE may name a digest (python:3.11-slim@sha256:...) to pin the base exactly.
 ARG PYTHON_IMAGE=python:3.11-slim
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/framecast
+# Exactly what CI tested: uv.lock exported with hashes (scripts/lock.sh writes deploy/requirements/).
+# pip installs nothing unlisted (--no-deps) and nothing whose hash differs (--require-hashes).
+# The build backend (setuptools, locked too) gets a virtualenv of its own that stays in this stage.
+COPY deploy/requirements /requirements
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps -r /requirements/build.txt \
+ && python -m venv /opt/framecast \
+ && /opt/framecast/bin/pip install --require-hashes --no-deps -r /requirements/producer.txt
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY framecast ./framecast
 COPY producer ./producer
-RUN /opt/framecast/bin/pip install ".[producer]"
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /dist . \
+ && /opt/framecast/bin/pip install --no-deps --no-index /dist/*.whl \
+ && /opt/framecast/bin/pip check
 
 FROM ${PYTHON_IMAGE}
 ENV PYTHONUNBUFFERED=1 PATH=/opt/framecast/bin:$PATH

@@ -13,15 +13,28 @@ from collections.abc import Sequence
 
 _COMMANDS: dict[str, tuple[str, str]] = {
     "up": (
-        "framecast.up",
+        "framecast.local.up",
         "run the whole topology on this machine (valkey, producer, gateways, nginx)",
     ),
     "producer": ("producer.service", "read a camera, run a predictor, publish results to Redis"),
+    "inference": (
+        "producer.inference.main",
+        "one model for many cameras: the shared, batched inference worker",
+    ),
     "gateway": ("gateway.main", "serve a Redis-fed stream to WebSocket clients"),
-    "watch": ("framecast.watch", "print the results a gateway serves, one line each"),
-    "record": ("framecast.record", "save a stream's live video to an .mp4 or .webm file (no re-encoding)"),
-    "bench": ("bench.__main__", "measure fan-out strategies, the topology and the predictors"),
+    "watch": ("framecast.client.watch", "print the results a gateway serves, one line each"),
+    "record": (
+        "framecast.client.record",
+        "save a stream's live video to an .mp4 or .webm file (no re-encoding)",
+    ),
+    "bench": (
+        "bench.__main__",
+        "measure fan-out strategies, the topology and the predictors (from a source checkout)",
+    ),
 }
+
+_CHECKOUT_ONLY = {"bench": "bench"}
+"""Commands whose package is not in the wheel: they run from a source checkout of framecast."""
 
 
 def _usage() -> str:
@@ -55,8 +68,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in _COMMANDS:
         print(f"framecast: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(_COMMANDS[name][0])
-    status: int = module.main(rest, prog=f"framecast {name}")
+    try:
+        # A subcommand's import can take seconds (OpenCV, numpy): Ctrl-C then, or in a command
+        # that does not handle it itself, is one line and the shell's 130, not a traceback.
+        try:
+            module = importlib.import_module(_COMMANDS[name][0])
+        except ModuleNotFoundError as exc:
+            package = _CHECKOUT_ONLY.get(name)
+            if package is None or (exc.name or "").split(".")[0] != package:
+                raise
+            print(
+                f"framecast {name}: error: it runs from a source checkout of framecast (its package is "
+                f"not installed with framecast): run 'python -m {package}' in the checkout",
+                file=sys.stderr,
+            )
+            return 2
+        status: int = module.main(rest, prog=f"framecast {name}")
+    except KeyboardInterrupt:
+        print(f"framecast {name}: interrupted", file=sys.stderr, flush=True)
+        return 130
     return status
 
 

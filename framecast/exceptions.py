@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "BrokerError",
     "ClientError",
     "ConfigError",
     "ConnectError",
@@ -74,3 +75,27 @@ class EmbeddedError(FramecastError, RuntimeError):
 
 class UpError(FramecastError, RuntimeError):
     """The local topology could not be started; the text says which part and why."""
+
+
+class BrokerError(FramecastError):
+    """A call to the broker (Redis) failed; the text is what Redis or the connection said.
+
+    Attributes:
+        reply: Redis's error reply when it refused the command for good (a key of another
+            type, a value out of range...): the same command would be refused again. None
+            when the link failed: Redis unreachable or slower than the timeout, or a reply
+            that means "not here, not now" (a read-only replica after a failover, a cluster
+            that is down or moving a slot, a server out of memory), which a later try may pass.
+        stale_id: The refusal was an append whose entry id is not above the newest of its
+            history (another writer, or an earlier try of the same write that landed).
+    """
+
+    def __init__(self, message: str, *, reply: str | None = None, stale_id: bool = False) -> None:
+        super().__init__(message)
+        self.reply = reply
+        self.stale_id = stale_id
+
+    @property
+    def refused(self) -> bool:
+        """Redis answered with an error reply that retrying the same command cannot fix."""
+        return self.reply is not None

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -93,8 +94,20 @@ def _flag(field: dataclasses.Field[Any]) -> str:
     return "--" + field.name.replace("_", "-")
 
 
+# What any numeric setting may hold, whatever its own check says: every integer fits the 64-bit
+# signed integers Redis takes (MAXLEN, COUNT) and C's long long; every float is finite (nan passes
+# every comparison-based check, inf never ends a wait) and at most a billion (a billion seconds is
+# 31 years; socket and asyncio timeouts overflow past about 9.2e9 s).
+INT_RANGE = (-(2**63), 2**63 - 1)
+FLOAT_LIMIT = 1e9
+
+
 def _convert(kind: Any, raw: str) -> Any:
     """Convert a string to the field's declared type."""
+    if "\x00" in raw:
+        # No argv or environment variable can carry one; a config file can, and a NUL in a path or
+        # URL fails only later, deep in a child (`embedded null byte`).
+        raise ValueError("must not contain a NUL character")
     if kind is bool:
         lowered = raw.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
@@ -104,14 +117,20 @@ def _convert(kind: Any, raw: str) -> Any:
         raise ValueError("expected true/false, yes/no, on/off or 1/0")
     if kind is int:
         try:
-            return int(raw)
+            number = int(raw)
         except ValueError:
             raise ValueError("expected a whole number") from None
+        if not INT_RANGE[0] <= number <= INT_RANGE[1]:
+            raise ValueError("expected a whole number within 64 bits (at most 9223372036854775807)")
+        return number
     if kind is float:
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
             raise ValueError("expected a number") from None
+        if not math.isfinite(value) or abs(value) > FLOAT_LIMIT:
+            raise ValueError("expected a finite number no larger than 1e9")
+        return value
     if kind == (str | None) or kind == (int | None) or kind == (float | None):
         if raw == "":
             return None

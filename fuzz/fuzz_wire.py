@@ -13,7 +13,6 @@ for a token (HTTP 401). Anything else escapes and atheris reports the crash with
 from __future__ import annotations
 
 import contextlib
-import importlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -23,24 +22,9 @@ import atheris  # type: ignore[import-untyped]
 with atheris.instrument_imports():
     from framecast import wire
     from gateway.auth import Authenticator, AuthError
+    from gateway.handshake import parse_ws_path
 
 
-def _path_parser() -> Callable[[str], Any]:
-    for module, name in (
-        ("gateway.handshake", "parse_ws_path"),
-        ("gateway.handshake", "_parse_ws_path"),
-        ("gateway.server", "_parse_ws_path"),
-    ):
-        try:
-            with atheris.instrument_imports():
-                found = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-        return found  # type: ignore[no-any-return]
-    raise SystemExit("no handshake path parser in gateway.handshake or gateway.server")
-
-
-_parse_path = _path_parser()
 _auth = Authenticator(secret="fuzz-" * 13)
 
 
@@ -53,11 +37,11 @@ def _decode_str(data: bytes) -> None:
 
 
 def _path(data: bytes) -> None:
-    _parse_path("/ws/" + data.decode("latin-1"))
+    parse_ws_path("/ws/" + data.decode("latin-1"))
 
 
 def _query(data: bytes) -> None:
-    _parse_path("/ws?" + data.decode("utf-8", "replace"))
+    parse_ws_path("/ws?" + data.decode("utf-8", "replace"))
 
 
 def _token(data: bytes) -> None:

@@ -17,6 +17,16 @@ check (``scripts/test-websockets.sh VERSION`` runs the fan-out tests against one
 * ``connection.paused`` and ``connection.drain_waiters``: the flow-control state
   behind ``drain()``, which lets many clients be awaited with one
   ``asyncio.wait`` instead of one ``drain()`` task each;
+* ``connection.pending_pings`` (websockets' table of pings awaiting a pong,
+  ``{payload: (future, loop time)}``, what :meth:`Connection.ping` fills): a lag
+  probe is a ping frame written by the fan-out right behind the data, without
+  ``ping()``'s wait for the buffer to drain, and registered here so that
+  websockets' own pong handling resolves it (:meth:`WsSink.expect_pong`);
+* the handshake parser of :class:`~websockets.server.ServerProtocol`: ``protocol.parser``
+  (the generator bytes are fed to), ``protocol.reader``, ``protocol.events``,
+  ``protocol.handshake_exc``, ``protocol.discard()`` and ``Protocol.parse``:
+  :class:`AnsweringConnection` swaps in a first parsing step that answers every malformed
+  request (:mod:`gateway.connection` says with what) where websockets closes without one;
 * ``transport._sock`` (asyncio's selector transport: the real socket; the public
   ``get_extra_info("socket")`` is a wrapper with no ``send()``): while the
   transport holds no bytes, a shared frame goes out with one non-blocking
@@ -34,23 +44,50 @@ once (:func:`frame`) and the same bytes are written to each.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import http
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Sized
+from typing import Any
 
 from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import Server, ServerConnection
+from websockets.exceptions import InvalidMessage
 from websockets.frames import Frame, Opcode
-from websockets.protocol import State
+from websockets.http11 import Request
+from websockets.protocol import CONNECTING, Protocol, State
+from websockets.server import ServerProtocol
 
 from framecast import wire
+from gateway.connection import answer_for, repeated
 from gateway.policy import OVER, SKIP, WRITTEN
 
-__all__ = ["Connection", "WsSink", "close_or_abort", "frame", "raw_send"]
+__all__ = [
+    "AnsweringConnection",
+    "Connection",
+    "WsSink",
+    "abort",
+    "buffered",
+    "close_or_abort",
+    "frame",
+    "ping_frame",
+    "raw_send",
+    "set_send_buffer",
+    "writers",
+]
 
 log = logging.getLogger(__name__)
 
 _OPEN = State.OPEN
+
+# Stands for a transport buffer that always holds bytes: every write goes through the transport.
+_THROUGH_TRANSPORT: Sized = (b"",)
+
+
+def _no_send(frame: bytes) -> int:
+    raise AssertionError("no raw path: every write goes through the transport")  # pragma: no cover
 
 
 def raw_send(transport: asyncio.BaseTransport) -> Callable[[bytes], int] | None:
@@ -70,6 +107,11 @@ def frame(data: bytes, binary: bool) -> bytes:
     return Frame(Opcode.BINARY if binary else Opcode.TEXT, data).serialize(mask=False)
 
 
+def ping_frame(payload: bytes) -> bytes:
+    """One unmasked server ping frame (a :data:`gateway.policy.PingFramer`)."""
+    return Frame(Opcode.PING, payload).serialize(mask=False)
+
+
 class WsSink:
     """A websockets connection as a :class:`gateway.policy.Sink`.
 
@@ -82,19 +124,49 @@ class WsSink:
         low: Low-water mark: the transport resumes, and waiters wake, at or below it.
         raw: Send shared frames with the socket's own ``send()`` while the
             transport's buffer is empty (ignored where :func:`raw_send` finds no socket).
+        on_pong: Called (with no argument) when a lag probe registered with
+            :meth:`expect_pong` is answered.
     """
 
-    __slots__ = ("buffered", "connection", "protocol", "send", "shared", "transport", "write")
+    __slots__ = (
+        "_answered",
+        "buffered",
+        "connection",
+        "protocol",
+        "queue",
+        "raw",
+        "send",
+        "shared",
+        "transport",
+        "write",
+    )
 
-    def __init__(self, connection: Connection, *, high: int, low: int, raw: bool = True) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        high: int,
+        low: int,
+        raw: bool = True,
+        on_pong: Callable[[], None] | None = None,
+    ) -> None:
         self.connection = connection
+        self._answered = _answered(on_pong) if on_pong is not None else None
         self.protocol = connection.protocol
         transport = self.transport = connection.transport
         # permessage-deflate compresses with per-connection state: no shared frame possible.
         self.shared = not connection.protocol.extensions
         self.buffered = transport.get_write_buffer_size
         self.write = transport.write
-        self.send = raw_send(transport) if raw and self.shared else None
+        send = raw_send(transport) if raw and self.shared else None
+        # The selector transport's own buffer (a bytearray, or a deque from Python 3.12), made
+        # once for the transport's life: its truth says whether bytes wait, without the
+        # get_write_buffer_size() call (a Python method) per write. With no raw path, a
+        # non-empty stand-in sends every write through the transport.
+        queue = getattr(transport, "_buffer", None)
+        self.raw = send is not None and isinstance(queue, bytearray | collections.deque)
+        self.queue: Sized = queue if self.raw and queue is not None else _THROUGH_TRANSPORT
+        self.send: Callable[[bytes], int] = send if send is not None and self.raw else _no_send
         with contextlib.suppress(AttributeError, RuntimeError):
             transport.set_write_buffer_limits(high=high, low=low)
 
@@ -109,15 +181,14 @@ class WsSink:
         # protocol._state: the `state` property's own slot, read without the property call.
         if self.protocol._state is not _OPEN or self.connection.send_in_progress is not None:
             return SKIP
-        queued = self.buffered()
-        send = self.send
-        if queued or send is None:
-            if queued > limit:
+        if self.queue:
+            # Bytes wait in the transport (or there is no raw path): behind them, through it.
+            if self.buffered() > limit:
                 return OVER
-            self.write(frame)  # behind what is queued: order kept
+            self.write(frame)
             return WRITTEN
         try:
-            sent = send(frame)
+            sent = self.send(frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -130,12 +201,11 @@ class WsSink:
 
     def write_frame(self, frame: bytes) -> None:
         """Write shared frame bytes, unchecked (flushes, joins): the same order rule as :meth:`offer`."""
-        send = self.send
-        if send is None or self.buffered():
+        if self.queue:
             self.write(frame)
             return
         try:
-            sent = send(frame)
+            sent = self.send(frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -160,6 +230,19 @@ class WsSink:
             self.protocol.send_text(data)
         self.connection.send_data()
         return len(data)
+
+    def expect_pong(self, payload: bytes) -> None:
+        """A lag probe (a ping with ``payload``) was written: have websockets report its pong.
+
+        Registered where :meth:`Connection.ping` registers its own pings, so websockets'
+        pong handling resolves it (a pong also answers every earlier ping) and a closing
+        connection fails it; only a real answer reaches ``on_pong``.
+        """
+        connection = self.connection
+        waiter: asyncio.Future[float] = connection.loop.create_future()
+        if self._answered is not None:
+            waiter.add_done_callback(self._answered)
+        connection.pending_pings[payload] = (waiter, connection.loop.time())
 
     def drain_waiter(self) -> asyncio.Future[None] | None:
         """A future done when the transport resumes writing (buffer at low water), or None if not paused.
@@ -189,6 +272,15 @@ class WsSink:
         await close_or_abort(self.connection, wire.CLOSE_SLOW_CONSUMER, "slow consumer", timeout)
 
 
+def _answered(on_pong: Callable[[], None]) -> Callable[[asyncio.Future[float]], None]:
+    def done(waiter: asyncio.Future[float]) -> None:
+        # A closing connection fails every pending ping: retrieved here, so asyncio does not warn.
+        if not waiter.cancelled() and waiter.exception() is None:
+            on_pong()
+
+    return done
+
+
 async def close_or_abort(connection: Connection, code: int, reason: str, timeout: float) -> None:
     """Close with ``code``; abort the transport if the closing handshake fails or takes over ``timeout``."""
     try:
@@ -196,6 +288,83 @@ async def close_or_abort(connection: Connection, code: int, reason: str, timeout
             await connection.close(code, reason)
     except (ConnectionError, OSError) as exc:
         log.debug("closing %s failed: %s", connection.remote_address, exc)
-        connection.transport.abort()
+        abort(connection)
     except TimeoutError:
-        connection.transport.abort()
+        abort(connection)
+
+
+def abort(connection: Connection) -> None:
+    """Cut the TCP connection now, without a closing handshake."""
+    connection.transport.abort()
+
+
+def buffered(connection: Connection) -> int:
+    """Bytes written to the connection and not yet sent."""
+    return int(connection.transport.get_write_buffer_size())
+
+
+Writers = tuple[Callable[[bytes], int] | None, Callable[[bytes], None], Callable[[], int]]
+
+
+def writers(connection: Connection) -> Writers:
+    """The raw ``send`` (see :func:`raw_send`), ``transport.write`` and buffer level of a connection.
+
+    For the benchmark's cost floors, which write with nothing else around.
+    """
+    transport = connection.transport
+    return raw_send(transport), transport.write, transport.get_write_buffer_size
+
+
+def set_send_buffer(connection: Connection, size: int) -> None:
+    """Set the kernel send buffer (SO_SNDBUF) of the connection's socket, where it has one."""
+    sock = connection.transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+
+class AnsweringConnection(ServerConnection):
+    """A :class:`~websockets.asyncio.server.ServerConnection` whose protocol answers bad requests.
+
+    Pass it as ``serve(..., create_connection=AnsweringConnection)``.
+    """
+
+    def __init__(self, protocol: ServerProtocol, server: Server, **kwargs: Any) -> None:
+        super().__init__(protocol, server, **kwargs)
+        # No byte has been received yet: the protocol's parser can be swapped safely.
+        protocol.parser = _parse(protocol)
+        next(protocol.parser)
+
+
+def _parse(protocol: ServerProtocol) -> Generator[None]:
+    """``ServerProtocol.parse`` with an answer where the original closes without one."""
+    assert protocol.state is CONNECTING
+    try:
+        request = yield from Request.parse(protocol.reader.read_line)
+    except EOFError as exc:
+        # The client went away mid-request: nobody to answer.
+        protocol.handshake_exc = InvalidMessage("did not receive a valid HTTP request")
+        protocol.handshake_exc.__cause__ = exc
+        protocol.send_eof()
+        protocol.parser = protocol.discard()
+        next(protocol.parser)
+        yield
+        return
+    except Exception as exc:
+        protocol.handshake_exc = InvalidMessage("did not receive a valid HTTP request")
+        protocol.handshake_exc.__cause__ = exc
+        status, text = answer_for(exc)
+        # send_response half-closes and swaps in the parser that reads the rest away.
+        protocol.send_response(protocol.reject(status, text + "\n"))
+        yield
+        return
+    twice = repeated(request)
+    if twice is not None:
+        protocol.handshake_exc = InvalidMessage(f"more than one {twice} header")
+        protocol.send_response(
+            protocol.reject(http.HTTPStatus.BAD_REQUEST, f"bad request: {twice} sent twice\n")
+        )
+        yield
+        return
+    protocol.events.append(request)
+    yield from Protocol.parse(protocol)

@@ -21,7 +21,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from gateway.store import STORE_ERRORS, Store
+from framecast.broker import Broker
+from framecast.exceptions import BrokerError, FramecastError
 
 __all__ = ["Canary", "Deaf"]
 
@@ -30,15 +31,15 @@ log = logging.getLogger(__name__)
 _OUTSTANDING = 64  # unanswered canaries remembered per channel: only the oldest matters
 
 
-class Deaf(Exception):
+class Deaf(FramecastError):
     """The subscription stopped delivering although the connection looks fine."""
 
 
 class Canary:
-    """Send canaries through a store and judge the subscription by their return.
+    """Send canaries through the broker and judge the subscription by their return.
 
     Args:
-        store: Where canaries are published.
+        broker: Where canaries are published.
         ready_timeout: Freshness a canary must have for readiness.
         interval: Seconds between canaries.
         clock: Monotonic clock.
@@ -46,30 +47,28 @@ class Canary:
 
     def __init__(
         self,
-        store: Store,
+        broker: Broker,
         *,
         ready_timeout: float,
         interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._store = store
+        self._broker = broker
         self.ready_timeout = ready_timeout
         self._interval = interval
         self._clock = clock
-        self.channels: list[str] = []
-        self.keys: set[bytes] = set()
+        self.channels: tuple[str, ...] = ()
         self._seq = 0
-        self._sent: dict[bytes, dict[int, float]] = {}  # per canary: accepted, not yet back
-        self._rx: dict[bytes, float] = {}  # per canary: last one back
+        self._sent: dict[str, dict[int, float]] = {}  # per canary: accepted, not yet back
+        self._rx: dict[str, float] = {}  # per canary: last one back
         self._connected_at: float | None = None
         self._late: str | None = None  # a canary came back after a deaf silence: rebuild
         self.rtt: float | None = None
         """Round trip of the last canary, seconds."""
 
-    def reset(self, channels: list[str]) -> None:
+    def reset(self, channels: tuple[str, ...]) -> None:
         """A new link: watch these channels, forget every canary of the old one."""
-        self.channels = list(channels)
-        self.keys = {name.encode() for name in channels}
+        self.channels = channels
         self._sent.clear()
         self._rx.clear()
         self._connected_at = None
@@ -82,9 +81,9 @@ class Canary:
     def stale_reason(self) -> str | None:
         """None while every canary is fresh; else why not, in a few words."""
         now = self._clock()
-        for key in sorted(self.keys):
-            where = f" on {key.decode()}" if len(self.keys) > 1 else ""
-            received = self._rx.get(key)
+        for channel in sorted(self.channels):
+            where = f" on {channel}" if len(self.channels) > 1 else ""
+            received = self._rx.get(channel)
             if received is None:
                 return f"waiting for the first canary round trip{where}"
             age = now - received
@@ -103,16 +102,16 @@ class Canary:
             late, self._late = self._late, None
             raise Deaf(late)
         now = self._clock()
-        for key, sent in self._sent.items():
+        for channel, sent in self._sent.items():
             if not sent:
                 continue
             oldest = min(sent.values())
-            last_sign = max(self._rx.get(key, 0.0), self._connected_at)
+            last_sign = max(self._rx.get(channel, 0.0), self._connected_at)
             if now - oldest > 2 * self.ready_timeout and now - last_sign > 2 * self.ready_timeout:
-                where = f" on {key.decode()}" if len(self.keys) > 1 else ""
+                where = f" on {channel}" if len(self.channels) > 1 else ""
                 raise Deaf(f"no canary came back for {now - last_sign:.1f} s{where}")
 
-    def back(self, channel: bytes, data: bytes) -> None:
+    def back(self, channel: str, data: bytes) -> None:
         """A canary came back on ``channel``."""
         try:
             seq = int(data)
@@ -124,7 +123,7 @@ class Canary:
         if self._connected_at is not None:
             silence = now - max(self._rx.get(channel, 0.0), self._connected_at)
             if silence > 2 * self.ready_timeout:
-                where = f" on {channel.decode()}" if len(self.keys) > 1 else ""
+                where = f" on {channel}" if len(self.channels) > 1 else ""
                 self._late = f"a canary came back after {silence:.1f} s of silence{where}"
         if sent is not None:
             self.rtt = now - sent
@@ -147,12 +146,12 @@ class Canary:
     async def _send(self, name: str, seq: int, connected: Callable[[], bool]) -> None:
         if connected():
             # Counted before the PUBLISH is acknowledged: a frozen link never acknowledges it.
-            outstanding = self._sent.setdefault(name.encode(), {})
+            outstanding = self._sent.setdefault(name, {})
             outstanding[seq] = self._clock()
             if len(outstanding) > _OUTSTANDING:
                 outstanding.pop(min(outstanding))
         try:
             async with asyncio.timeout(self.ready_timeout):
-                await self._store.publish(name, str(seq))
-        except STORE_ERRORS as exc:  # TimeoutError is an OSError
+                await self._broker.publish(name, str(seq))
+        except (BrokerError, TimeoutError) as exc:
             log.debug("canary publish on %s failed: %s", name, exc)

@@ -59,6 +59,12 @@ def _dir_check(value: str) -> None:
         raise ValueError("not a directory")
 
 
+def _socket_size(value: int) -> None:
+    non_negative(value)
+    if value > 2**31 - 1:  # setsockopt takes a C int: a larger one raised OverflowError per client
+        raise ValueError("must be at most 2147483647 (a socket option is a 32-bit integer)")
+
+
 def _origin_check(value: tuple[str, ...]) -> None:
     for origin in value:
         if not origin.startswith(("http://", "https://")):
@@ -171,7 +177,36 @@ class GatewayConfig:
         group="delivery",
     )
     max_lag: float = option(
-        10.0, help="A client lagging this many seconds is closed with 4008.", check=positive, group="delivery"
+        10.0,
+        help="A client lagging this many seconds (or leaving a lag probe unanswered this long) is closed "
+        "with 4008.",
+        check=positive,
+        group="delivery",
+    )
+    lag_threshold: float = option(
+        1.0,
+        help="Seconds a lag probe (a WebSocket ping written right behind a client's data, answered only "
+        "once the client has read everything before it, through any proxy) may go unanswered before the "
+        "client counts as lagging and gets only the newest message per stream (0 = no lag probes: only "
+        "the gateway's own buffer level, which a load balancer hides, marks a client as lagging).",
+        check=non_negative,
+        group="delivery",
+    )
+    lag_probe_interval: float = option(
+        0.5,
+        help="Seconds between rounds of lag probes: a round finds the clients whose probe is overdue, and "
+        "sends a wave of probes to the clients of each stream that carried --lag-probe-messages messages "
+        "(or 64 KiB) since its last wave.",
+        check=positive,
+        group="delivery",
+    )
+    lag_probe_messages: int = option(
+        256,
+        help="Messages a stream carries between two waves of lag probes (or 64 KiB, whichever comes first): "
+        "reading a probe's answer costs about as much as 15 deliveries, so fewer means faster detection "
+        "of a stalled client on a slow stream for more CPU.",
+        check=positive,
+        group="delivery",
     )
     max_age: float = option(
         2.0,
@@ -184,7 +219,7 @@ class GatewayConfig:
         help="Kernel send buffer (SO_SNDBUF) of each client socket, in bytes: bounds the kernel memory a "
         "stalled client holds (autotuning lets it reach megabytes) and exposes stalls sooner. "
         "0 = kernel autotuning.",
-        check=non_negative,
+        check=_socket_size,
         group="delivery",
     )
     fanout_chunk: int = option(
@@ -276,6 +311,10 @@ class GatewayConfig:
                 "--require-auth (FRAMECAST_REQUIRE_AUTH) is set but neither FRAMECAST_JWT_SECRET "
                 "(--jwt-secret) nor FRAMECAST_JWT_PUBLIC_KEY (--jwt-public-key) is: every client "
                 "would be let in"
+            )
+        if self.lag_threshold > self.max_lag:
+            raise ConfigError(
+                f"--lag-threshold ({self.lag_threshold}) must not exceed --max-lag ({self.max_lag})"
             )
         if self.send_deadline > self.max_lag:
             raise ConfigError(

@@ -19,11 +19,17 @@ for, the driver awaits:
   This is the founding "push with ``asyncio.wait`` and a deadline" recipe, kept
   where awaiting is real (no task per client, none per message);
 * a :class:`~gateway.policy.Close` becomes a close with 4008 (aborted after
-  ``close_timeout``).
+  ``close_timeout``);
+* lag probes: a task calls :meth:`~gateway.policy.Policy.probe` every
+  ``probe_interval``; the probes themselves ride on the next write of each client
+  (a ping behind the data), and websockets' pong handling reports each answer
+  back to :meth:`~gateway.policy.Policy.pong`. A balancer between gateway and
+  client buffers what the gateway writes, so the gateway's own buffer level
+  alone cannot see a client stall behind it; the pong's delay can.
 
 Example (standalone, e.g. in a benchmark)::
 
-    fanout = Fanout(client_buffer=1 << 20, max_age=2.0)
+    fanout = Fanout(Limits(client_buffer=1 << 20, max_age=2.0))
     async def handler(connection):
         fanout.add("cam1", connection)
         try:
@@ -33,13 +39,16 @@ Example (standalone, e.g. in a benchmark)::
     ...
     fanout.deliver("cam1", encoded_result)   # from the Redis reader, synchronously
 
-This module has no Redis and no Prometheus dependency: counters live in a
-plain :class:`FanoutStats`, and timings go to optional callbacks.
+This module has no Redis and no Prometheus dependency: what the fan-out did goes to
+the :class:`~gateway.policy.Observer` it is given (plain :class:`~gateway.policy.Counters`
+by default).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Hashable, Iterator
@@ -47,9 +56,9 @@ from collections.abc import Callable, Hashable, Iterator
 from framecast import wire
 from gateway import _wsio
 from gateway._wsio import Connection, WsSink
-from gateway.policy import Close, FanoutStats, MessageHook, Policy, Step, Wait, WriteHook
+from gateway.policy import Close, Limits, Observer, Policy, Step, Wait
 
-__all__ = ["Fanout", "FanoutStats", "MessageHook", "WriteHook"]
+__all__ = ["Fanout"]
 
 log = logging.getLogger(__name__)
 
@@ -58,33 +67,16 @@ class Fanout:
     """Local clients per stream, and the policy for writing to them.
 
     Args:
-        client_buffer: Unsent bytes above which a client is lagging. The
-            fan-out sets each transport's write-buffer high-water mark to it.
-        low_water: Unsent bytes at or below which a lagging client has caught up
-            (default ``client_buffer // 4``).
-        send_deadline: Seconds one wait for lagging clients to drain may last: at
-            least this often the lagging clients are checked (stale pending
-            messages dropped, ``max_lag`` enforced); a client that drains sooner
-            is flushed at once.
-        max_lag: Seconds a client may stay lagging before it is closed with 4008.
-        max_age: Seconds since capture after which a message is not sent
-            (0 disables the check).
-        close_timeout: Seconds the 4008 closing handshake may take before the
-            TCP connection is aborted.
-        join_limit: Live messages kept per joining client and stream while its
-            replay is sent.
-        join_bytes: Bytes of live messages kept per joining client and stream
-            while its replay is sent (0: count bound only).
-        chunk: Clients written per event-loop callback at most; a stream with
-            more clients is served in slices so the loop stays responsive (0: no
-            count limit, slices end on ``slice_time`` alone).
-        slice_time: Seconds one slice may hold the event loop at most (checked
-            every 16 clients; 0: count only).
+        limits: The fan-out's limits (:meth:`Limits.from_config` for a gateway's; the
+            settings' defaults when None). Each transport's write-buffer high-water mark
+            is set to ``client_buffer``; ``send_deadline`` bounds one wait for lagging
+            clients to drain (a client that drains sooner is flushed at once);
+            ``close_timeout`` bounds the 4008 closing handshake; ``probe_interval``
+            spaces the rounds of lag probes.
+        observer: Receives what the fan-out did (a new :class:`~gateway.policy.Counters`
+            when None): metrics, a benchmark's counts.
         clock: Wall clock in Unix seconds (for ``max_age``; captured_at is Unix time).
-        on_message: Optional :data:`MessageHook` (metrics, at fan-out entry).
-        on_write: Optional :data:`WriteHook` (capture age at write time, once per
-            slice or flushed message).
-        stats: Counters to update (a new :class:`FanoutStats` by default).
+        timer: High-resolution clock for slice budgets and the fan-out's own timing.
         raw_send: Write shared frames with the socket's own ``send()`` while a
             transport's buffer is empty (the transport path alone when False, or
             where the loop's transport has no socket to offer, e.g. uvloop).
@@ -92,52 +84,28 @@ class Fanout:
 
     def __init__(
         self,
+        limits: Limits | None = None,
         *,
-        client_buffer: int = 1 << 20,
-        low_water: int | None = None,
-        send_deadline: float = 1.0,
-        max_lag: float = 10.0,
-        max_age: float = 0.0,
-        close_timeout: float = 2.0,
-        join_limit: int = 1024,
-        join_bytes: int = 8 << 20,
-        chunk: int = 128,
-        slice_time: float = 0.001,
+        observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
-        on_message: MessageHook | None = None,
-        on_write: WriteHook | None = None,
-        stats: FanoutStats | None = None,
+        timer: Callable[[], float] = time.perf_counter,
         raw_send: bool = True,
     ) -> None:
+        self.limits = limits = limits if limits is not None else Limits()
         self.policy = Policy(
+            limits,
             framer=_wsio.frame,
-            client_buffer=client_buffer,
-            low_water=low_water,
-            max_lag=max_lag,
-            max_age=max_age,
-            join_limit=join_limit,
-            join_bytes=join_bytes,
-            chunk=chunk,
-            slice_time=slice_time,
+            ping_framer=_wsio.ping_frame,
+            observer=observer,
             clock=clock,
-            on_message=on_message,
-            on_write=on_write,
-            stats=stats,
+            timer=timer,
         )
-        self.send_deadline = send_deadline
+        self.observer = self.policy.observer
         self.raw_send = raw_send
-        self.close_timeout = close_timeout
+        self._prober: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._wake: asyncio.Future[None] | None = None
         self._closing: dict[Connection, asyncio.Task[None]] = {}
-
-    # ------------------------------------------------------------------
-    # Counters (the policy owns them, and its settings: ``fanout.policy.max_age``)
-
-    @property
-    def stats(self) -> FanoutStats:
-        """Counters."""
-        return self.policy.stats
 
     # ------------------------------------------------------------------
     # Membership
@@ -158,7 +126,16 @@ class Fanout:
         policy = self.policy
         sink = policy.sink(connection)
         if sink is None:
-            sink = WsSink(connection, high=policy.client_buffer, low=policy.low_water, raw=self.raw_send)
+            sink = WsSink(
+                connection,
+                high=self.limits.client_buffer,
+                low=self.limits.low_water,
+                raw=self.raw_send,
+                on_pong=functools.partial(self._pong, connection),
+            )
+            if policy.probing and (self._prober is None or self._prober.done()):
+                with contextlib.suppress(RuntimeError):  # no running loop: no probes
+                    self._prober = asyncio.get_running_loop().create_task(self._probe_every())
         policy.add(stream, connection, sink, previews=previews, joining=joining)
 
     def go_live(self, stream: str, connection: Connection, *, epoch: str | None = None, seq: int = 0) -> None:
@@ -268,6 +245,19 @@ class Fanout:
             if not actions:
                 return
 
+    def _pong(self, connection: Connection) -> None:
+        self.policy.pong(connection)
+        self._act()
+
+    async def _probe_every(self) -> None:
+        """One round of lag probes per ``probe_interval`` (each is a pass over the clients)."""
+        policy = self.policy
+        while True:
+            await asyncio.sleep(self.limits.probe_interval)
+            if policy.clients():
+                policy.probe()
+                self._act()
+
     def _step(self, stream: str) -> None:
         self.policy.step(stream)
         self._act()
@@ -300,7 +290,7 @@ class Fanout:
             try:
                 await asyncio.wait(
                     [wake, *(waiter for _, waiter in waits)],
-                    timeout=self.send_deadline,
+                    timeout=self.limits.send_deadline,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
             finally:
@@ -313,15 +303,17 @@ class Fanout:
         sink = self.policy.sink(key)
         if not isinstance(sink, WsSink) or sink.connection in self._closing:
             return
-        task = loop.create_task(sink.close_slow(timeout=self.close_timeout))
+        task = loop.create_task(sink.close_slow(timeout=self.limits.close_timeout))
         self._closing[sink.connection] = task
         task.add_done_callback(lambda _: self._closing.pop(sink.connection, None))
 
     async def aclose(self) -> None:
         """Cancel the fan-out's own tasks (at shutdown)."""
-        tasks = [t for t in (self._ticker, *self._closing.values()) if t is not None and not t.done()]
+        tasks = [
+            t for t in (self._ticker, self._prober, *self._closing.values()) if t is not None and not t.done()
+        ]
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-        self._ticker = None
+        self._ticker = self._prober = None

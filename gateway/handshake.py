@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from websockets.http11 import Request
 
 from framecast import wire
+from framecast.exceptions import FramecastError
 from gateway.auth import Grant
 
 __all__ = ["BadRequest", "Handshake", "bearer", "parse_query_token", "parse_ws_path"]
@@ -34,7 +35,7 @@ class Handshake:
     grant: Grant
 
 
-class BadRequest(ValueError):
+class BadRequest(FramecastError, ValueError):
     """A handshake the gateway answers with 400 (the message says why)."""
 
 

@@ -1,7 +1,8 @@
 """Producer heartbeats: telling a quiet stream (heartbeats, no detections) from a dead one.
 
 A stream is offline after ``offline_after`` seconds without a result or status from its
-producer; :meth:`Heartbeats.due` returns each such stream once, so clients are told once.
+producer; :meth:`Heartbeats.due` returns each such stream once, so clients are told once,
+with the gateway-made ``status`` :meth:`Heartbeats.offline_status` builds.
 """
 
 from __future__ import annotations
@@ -28,12 +29,23 @@ class Heartbeats:
 
     Args:
         offline_after: Seconds of silence after which a stream is offline.
+        gateway_id: Named in the offline statuses this gateway makes.
         clock: Monotonic clock.
+        wall: Wall clock (a status's ``sent_at``).
     """
 
-    def __init__(self, *, offline_after: float = 3.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        offline_after: float = 3.0,
+        gateway_id: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
         self.offline_after = offline_after
+        self._gateway_id = gateway_id
         self._clock = clock
+        self._wall = wall
         self._beats: dict[str, _Beat] = {}
 
     def watch(self, stream: str) -> None:
@@ -80,3 +92,16 @@ class Heartbeats:
                 beat.offline = True
                 out.append((stream, beat.epoch, beat.seq))
         return out
+
+    def offline_status(self, stream: str, *, epoch: str = "", seq: int = 0) -> bytes:
+        """A gateway-made ``status`` with state offline (no heartbeat heard), encoded."""
+        return wire.encode(
+            wire.Status(
+                stream=stream,
+                epoch=epoch,
+                seq=seq,
+                sent_at=self._wall(),
+                state="offline",
+                source=f"gateway {self._gateway_id}: no heartbeat for {self.offline_after:g} s",
+            )
+        )

@@ -12,11 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from framecast import wire
-from gateway.store import Entry, Store
+from framecast.broker import Broker, Entry
 
 __all__ = ["Replay", "replay"]
-
-_FIELD = wire.HISTORY_FIELD.encode()  # redis-py returns field names as bytes
 
 
 @dataclass(frozen=True)
@@ -36,12 +34,8 @@ class Replay:
     seq: int = 0
 
 
-def _seq_of(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[1])
-
-
 async def replay(
-    store: Store,
+    broker: Broker,
     stream: str,
     *,
     since: int | None = None,
@@ -54,33 +48,37 @@ async def replay(
     every result after ``since`` in that epoch, or, when the history cannot
     provide them contiguously, a reset reason and the latest result:
     ``no-history`` (nothing stored), ``epoch-changed`` (the producer restarted),
-    ``history-expired`` (trimmed past ``since``, or more than ``limit`` behind).
+    ``history-expired`` (trimmed past ``since``, or more than ``limit`` behind),
+    ``position-ahead`` (``since`` is beyond the newest result of that epoch: a
+    corrupt or foreign position, which the client must drop to receive anything).
 
     Raises:
-        redis.exceptions.RedisError: Redis could not be read.
+        BrokerError: Redis could not be read.
     """
     key = wire.history_key(stream)
-    latest = _latest(await store.latest(key))
+    latest = _latest(await broker.latest(key))
     if latest is None:
         return Replay(reset="no-history" if since is not None else None, epoch=epoch, seq=since or 0)
-    data, peeked, entry_id = latest
+    data, peeked, entry = latest
     if since is None:
         return Replay([data], None, peeked.epoch, peeked.seq)
     if peeked.epoch != epoch:
         return Replay([data], "epoch-changed", peeked.epoch, peeked.seq)
-    if since >= peeked.seq:
-        # Up to date (a cursor beyond the newest entry is treated the same).
-        return Replay([], None, peeked.epoch, peeked.seq)
+    if since > peeked.seq:
+        # No result of this epoch was ever numbered past the newest: the position is not one
+        # this stream gave. Kept, it would make the client drop every result up to it as seen.
+        return Replay([data], "position-ahead", peeked.epoch, peeked.seq)
+    if since == peeked.seq:
+        return Replay([], None, peeked.epoch, peeked.seq)  # up to date
     if peeked.seq - since > limit:
         return Replay([data], "history-expired", peeked.epoch, peeked.seq)
-    epoch_ms = entry_id.split(b"-", 1)[0].decode()
-    entries = await store.entries_after(key, f"{epoch_ms}-{since}", count=limit)
-    if not entries or _seq_of(entries[0][0]) != since + 1:
+    entries = await broker.entries_after(key, f"{entry.ms}-{since}", count=limit)
+    if not entries or entries[0].seq != since + 1:
         return Replay([data], "history-expired", peeked.epoch, peeked.seq)
     messages: list[bytes] = []
     last_epoch, last_seq = epoch, since
-    for _, fields in entries:
-        message = fields.get(_FIELD)
+    for found in entries:
+        message = found.data
         if message is None:
             continue
         try:
@@ -92,14 +90,11 @@ async def replay(
     return Replay(messages, None, last_epoch, last_seq)
 
 
-def _latest(entries: list[Entry]) -> tuple[bytes, wire.Peek, bytes] | None:
-    if not entries:
+def _latest(entry: Entry | None) -> tuple[bytes, wire.Peek, Entry] | None:
+    if entry is None or entry.data is None:
         return None
-    entry_id, fields = entries[0]
-    data = fields.get(_FIELD)
-    if data is None:
-        return None
+    data = entry.data
     try:
-        return data, wire.peek(data), entry_id
+        return data, wire.peek(data), entry
     except wire.WireError:
         return None

@@ -39,8 +39,9 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from framecast import wire
+from framecast.broker import Broker
+from framecast.exceptions import BrokerError
 from gateway.auth import AuthError
-from gateway.store import STORE_ERRORS, Store
 
 __all__ = ["HttpRoutes", "json_response", "text_response"]
 
@@ -104,7 +105,7 @@ class HttpRoutes:
         not_ready: Returns None when ready, else the reason.
         metrics: Returns the Prometheus exposition (bytes) and its content type.
         health: Returns extra fields for ``/healthz`` (connections, ...).
-        store: Where live streams are listed from.
+        broker: Where live streams are listed from.
         allowed: Returns which streams a request's credentials allow (None: all)
             or raises :class:`gateway.auth.AuthError`; None when auth is off.
         streams_ttl: Seconds a ``/streams`` answer is reused.
@@ -119,7 +120,7 @@ class HttpRoutes:
         not_ready: Callable[[], str | None],
         metrics: Callable[[], tuple[bytes, str]],
         health: Callable[[], dict[str, Any]],
-        store: Store,
+        broker: Broker,
         allowed: Callable[[Request], Callable[[str], bool]] | None = None,
         streams_ttl: float = 1.0,
         origins: tuple[str, ...] = (),
@@ -130,7 +131,7 @@ class HttpRoutes:
         self._not_ready = not_ready
         self._metrics = metrics
         self._health = health
-        self._store = store
+        self._broker = broker
         self._allowed = allowed
         self._streams_ttl = streams_ttl
         self._streams_cache: tuple[float, list[dict[str, Any]]] | None = None
@@ -190,7 +191,7 @@ class HttpRoutes:
                     return text_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
             try:
                 found = await self._streams()
-            except STORE_ERRORS as exc:  # TimeoutError is an OSError
+            except (BrokerError, TimeoutError) as exc:
                 return json_response(503, {"error": f"redis unavailable: {exc}"})
             return json_response(200, [s for s in found if allows(str(s["stream"]))])
         return self._static_file(path)
@@ -206,7 +207,7 @@ class HttpRoutes:
             return found
 
     async def _scan_statuses(self) -> list[dict[str, Any]]:
-        values = await self._store.scan_values(
+        values = await self._broker.scan_values(
             wire.STATUS_KEY_PATTERN,
             keep=lambda key: bool(wire.stream_of_status_key(key)),
             limit=_SCAN_LIMIT,

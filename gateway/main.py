@@ -1,6 +1,6 @@
 """The gateway's entry point: ``python -m gateway`` and ``framecast gateway``.
 
-Reads the settings, runs one :class:`~gateway.server.Gateway` until SIGTERM/SIGINT, then
+Reads the settings, runs one :class:`~gateway.app.Gateway` until SIGTERM/SIGINT, then
 drains it.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 from framecast import logs
 from framecast.limits import raise_open_files_limit
 from framecast.settings import fail
+from gateway.app import Gateway
 from gateway.auth import Authenticator
 from gateway.config import GatewayConfig, read_config
-from gateway.server import Gateway
 
 # Descriptors a gateway needs besides its clients: Redis (pub/sub and the command pool), the
 # listening socket, logs, health and metrics requests.
@@ -36,7 +36,7 @@ async def _run(config: GatewayConfig, auth: Authenticator, prog: str) -> int:
     try:
         await gateway.start()
     except OSError as exc:
-        await gateway.store.aclose()
+        await gateway.broker.aclose()
         if exc.errno == errno.EADDRINUSE:
             return fail(
                 prog, f"port {config.port} is in use ({exc.strerror}); stop the other server or pick --port"

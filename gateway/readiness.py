@@ -12,7 +12,30 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["UnreadySpell"]
+__all__ = ["Readiness", "UnreadySpell"]
+
+
+class Readiness:
+    """Whether the gateway takes clients now, and why not: draining, or its Redis subscription.
+
+    Args:
+        subscription: Returns None while the Redis subscription is up and fresh, else why not.
+    """
+
+    def __init__(self, *, subscription: Callable[[], str | None]) -> None:
+        self._subscription = subscription
+        self.draining = False
+        """Set once by :meth:`drain`: the gateway is shutting down."""
+
+    def drain(self) -> None:
+        """The gateway is shutting down: not ready from now on."""
+        self.draining = True
+
+    def reason(self) -> str | None:
+        """None while ready to take clients; else why not."""
+        if self.draining:
+            return "draining: shutting down"
+        return self._subscription()
 
 
 class UnreadySpell:

@@ -18,8 +18,8 @@ import contextlib
 from dataclasses import dataclass
 
 from framecast import wire
+from framecast.broker import Broker
 from gateway.history import Replay, replay
-from gateway.store import Store
 
 __all__ = ["Snapshot", "SubscribeReads"]
 
@@ -43,13 +43,13 @@ class SubscribeReads:
     """Read replays and statuses for subscribers, ``concurrency`` at a time.
 
     Args:
-        store: The gateway's Redis.
+        broker: The gateway's Redis.
         concurrency: Reads in flight at most.
         replay_limit: Most results one replay holds.
     """
 
-    def __init__(self, store: Store, *, concurrency: int = 8, replay_limit: int = 1000) -> None:
-        self._store = store
+    def __init__(self, broker: Broker, *, concurrency: int = 8, replay_limit: int = 1000) -> None:
+        self._broker = broker
         self._slots = asyncio.Semaphore(concurrency)
         self._limit = replay_limit
         self._queued: dict[_Key, asyncio.Task[Snapshot]] = {}
@@ -60,7 +60,7 @@ class SubscribeReads:
         """The replay and status for a subscriber that already joined the fan-out.
 
         Raises:
-            redis.exceptions.RedisError: Redis could not be read (every sharer gets it).
+            BrokerError: Redis could not be read (every sharer gets it).
         """
         key = (stream, since, epoch)
         task = self._queued.get(key)
@@ -78,8 +78,8 @@ class SubscribeReads:
                 del self._queued[key]
             self.reads += 1
             stream, since, epoch = key
-            plan = await replay(self._store, stream, since=since, epoch=epoch, limit=self._limit)
-            status = await self._store.get(wire.status_key(stream))
+            plan = await replay(self._broker, stream, since=since, epoch=epoch, limit=self._limit)
+            status = await self._broker.get(wire.status_key(stream))
             return Snapshot(plan=plan, status=status)
 
 

@@ -1,138 +1,97 @@
-"""The gateway: WebSocket server, the Redis subscription feeding the fan-out, start-up and shutdown.
+"""The gateway's WebSocket and HTTP server: admission, one session per connection, shutdown.
 
-One process runs one :class:`Gateway`: a websockets server whose ``process_request`` hook
-answers plain HTTP (:mod:`gateway.http`) and checks handshakes (:mod:`gateway.handshake`:
-connection limit, JWT, stream name), a :class:`~gateway.subscriber.Subscriber` on the
-:class:`~gateway.store.Store` feeding a :class:`~gateway.fanout.Fanout`, and one
-:class:`~gateway.session.Session` per connection. The entry point is :mod:`gateway.main`.
+A websockets server whose ``process_request`` hook answers plain HTTP (:mod:`gateway.http`)
+and admits or refuses each handshake (:func:`gateway.admission.admit`, sans I/O); each
+accepted connection gets a ``hello``, its first subscription (from the path) and a
+:class:`~gateway.session.Session` made by the session factory it is given, and is closed with
+4001 when its token expires. The parts are wired by :mod:`gateway.app`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import time
 import urllib.parse
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Origin
 
 from framecast import wire
-from gateway._wsio import close_or_abort
-from gateway.auth import OPEN_GRANT, Authenticator, AuthError
-from gateway.config import DEFAULT_STATIC_DIR, GatewayConfig
-from gateway.connection import Connection
-from gateway.fanout import Fanout
-from gateway.handshake import BadRequest, Handshake, bearer, parse_query_token, parse_ws_path
-from gateway.heartbeats import Heartbeats
+from gateway import _wsio
+from gateway.admission import Refusal, admit, is_websocket_path
+from gateway.auth import Authenticator, Grant
+from gateway.config import GatewayConfig
+from gateway.handshake import Handshake
 from gateway.http import HttpRoutes, text_response
-from gateway.metrics import CONTENT_TYPE, GatewayMetrics
-from gateway.readiness import UnreadySpell
-from gateway.reads import SubscribeReads
+from gateway.readiness import Readiness
 from gateway.session import Session
-from gateway.store import open_store
-from gateway.subscriber import Subscriber
 
-__all__ = ["GATEWAY_HEADER", "Gateway", "main"]
+__all__ = ["GATEWAY_HEADER", "Server", "ServerMetrics", "SessionFactory"]
 
 log = logging.getLogger("gateway")
 
 GATEWAY_HEADER = "X-Framecast-Gateway"
 
+SessionFactory = Callable[[ServerConnection, Grant], Session]
+"""Makes the session of an accepted connection, given what its token allows."""
 
-class Gateway:
-    """One gateway: Redis subscription, fan-out, WebSocket and HTTP serving.
+
+class ServerMetrics(Protocol):
+    """What the server counts (:class:`gateway.metrics.GatewayMetrics` is one)."""
+
+    def handshake(self, outcome: str) -> None:
+        """A WebSocket handshake ended: ``accepted`` or the HTTP status it was refused with."""
+
+    def closed(self, reason: str) -> None:
+        """The gateway closed a connection, for ``reason``."""
+
+
+class Server:
+    """Serves one gateway's WebSocket clients and plain HTTP on one port.
 
     Args:
-        config: Settings.
-        authenticator: Token checker (built from ``config`` if None).
+        config: Address, limits and WebSocket options (``host``, ``port``, ``id``,
+            ``max_connections``, ``send_buffer``, ``compression``, ...).
+        auth: Token checker.
+        http: Plain HTTP answers.
+        readiness: Whether to take clients; draining is set by :meth:`drain`.
+        sessions: Makes each connection's session.
+        metrics: Where handshakes and closes are counted.
     """
 
-    def __init__(self, config: GatewayConfig, *, authenticator: Authenticator | None = None) -> None:
-        self.config = config
-        self.auth = authenticator or Authenticator(
-            secret=config.jwt_secret, public_key_path=config.jwt_public_key
-        )
-        self.fanout = Fanout(
-            client_buffer=config.client_buffer,
-            send_deadline=config.send_deadline,
-            max_lag=config.max_lag,
-            max_age=config.max_age,
-            close_timeout=config.close_timeout,
-            chunk=config.fanout_chunk,
-            slice_time=config.fanout_slice,
-        )
-        self.store = open_store(
-            config.redis_url,
-            timeout=max(config.ready_timeout, 1.0),
-            cluster=config.cluster,
-            sharded=config.sharded,
-        )
-        self.reads = SubscribeReads(
-            self.store, concurrency=config.history_reads, replay_limit=config.replay_limit
-        )
-        self.heartbeats = Heartbeats(offline_after=config.offline_after)
-        self.subscriber = Subscriber(
-            store=self.store,
-            gateway_id=config.id,
-            on_message=self._on_message,
-            on_preview=self._on_preview,
-            on_gap=self._on_gap,
-            health_check_interval=config.health_check_interval,
-            ready_timeout=config.ready_timeout,
-            # Several canaries per --ready-timeout: readiness gates handshakes, so it must not
-            # flap when one canary is a little late.
-            canary_interval=min(1.0, config.ready_timeout / 3),
-        )
-        self.metrics = GatewayMetrics(
-            fanout=self.fanout,
-            subscriber=self.subscriber,
-            connections=lambda: len(self._open),
-            ready=lambda: self.not_ready_reason() is None,
-            history_reads=lambda: self.reads.reads,
-        )
-        self.fanout.policy.on_message = self.metrics.on_message  # metrics need the fan-out first
-        self.http = HttpRoutes(
-            gateway_id=config.id,
-            static_dir=config.static_dir or DEFAULT_STATIC_DIR,
-            not_ready=self.not_ready_reason,
-            metrics=lambda: (self.metrics.render(), CONTENT_TYPE),
-            health=lambda: {
-                "connections": len(self._open),
-                "uptime": round(time.monotonic() - self._started, 3),
-            },
-            store=self.store,
-            allowed=self._allowed if self.auth.enabled else None,
-            origins=config.origins,
-        )
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        auth: Authenticator,
+        http: HttpRoutes,
+        readiness: Readiness,
+        sessions: SessionFactory,
+        metrics: ServerMetrics,
+    ) -> None:
+        self._config = config
+        self._auth = auth
+        self._http = http
+        self._readiness = readiness
+        self._sessions = sessions
+        self._metrics = metrics
         self._open: set[ServerConnection] = set()
         self._handshakes: weakref.WeakKeyDictionary[ServerConnection, Handshake] = weakref.WeakKeyDictionary()
-        self._draining = False
-        self._started = time.monotonic()
-        self._server: Server | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._server: WsServer | None = None
         self._closers: set[asyncio.Task[None]] = set()
 
-    # ------------------------------------------------------------------
-    # State
-
-    def _allowed(self, request: Request) -> Callable[[str], bool]:
-        """Which streams a plain HTTP request's token allows (raises AuthError)."""
-        token = parse_query_token(request.path) or bearer(request)
-        return self.auth.verify(token).allows
-
-    def not_ready_reason(self) -> str | None:
-        """None while ready to take clients; else why not."""
-        if self._draining:
-            return "draining: shutting down"
-        return self.subscriber.not_ready_reason()
+    @property
+    def connections(self) -> int:
+        """Open WebSocket connections."""
+        return len(self._open)
 
     @property
     def port(self) -> int:
@@ -141,21 +100,18 @@ class Gateway:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    # ------------------------------------------------------------------
-    # Lifecycle
-
     async def start(self) -> None:
-        """Bind the port and start the Redis subscription.
+        """Bind the port.
 
         Raises:
             OSError: The address cannot be bound.
         """
-        config = self.config
+        config = self._config
         self._server = await serve(
             self._handle,
             config.host,
             config.port,
-            create_connection=Connection,
+            create_connection=_wsio.AnsweringConnection,
             process_request=self._process_request,
             process_response=self._process_response,
             compression="deflate" if config.compression == "deflate" else None,
@@ -166,87 +122,68 @@ class Gateway:
             reuse_port=config.reuse_port or None,
             backlog=4096,
         )
-        self._started = time.monotonic()
-        self._tasks = [
-            asyncio.create_task(self.subscriber.run(), name="framecast-subscriber"),
-            asyncio.create_task(self._watch_heartbeats(), name="framecast-heartbeats"),
-            asyncio.create_task(self._watch_readiness(), name="framecast-readiness"),
-            asyncio.create_task(self.metrics.watch_loop(), name="framecast-loop-lag"),
-        ]
-        if not self.auth.enabled:
-            log.warning(
-                "no --jwt-secret or --jwt-public-key: the gateway is OPEN, "
-                "anyone who can reach it reads every stream"
-            )
 
     async def drain(self) -> None:
-        """Stop accepting, close clients with 1001 within ``drain_timeout``, release Redis."""
-        self._draining = True
+        """Stop accepting and close every client with 1001 within ``drain_timeout`` (then abort)."""
+        self._readiness.drain()
         server = self._server
-        if server is not None:
-            log.info("draining: closing %d client(s) with 1001", len(self._open))
-            server.close(close_connections=True)
-            try:
-                async with asyncio.timeout(self.config.drain_timeout):
-                    await server.wait_closed()
-            except TimeoutError:
-                log.warning("drain timeout: aborting %d connection(s)", len(self._open))
-                for connection in list(self._open):
-                    connection.transport.abort()
-        await self.subscriber.stop()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.fanout.aclose()
-        with contextlib.suppress(Exception):
-            await self.store.aclose()
+        if server is None:
+            return
+        log.info("draining: closing %d client(s) with 1001", len(self._open))
+        server.close(close_connections=True)
+        try:
+            async with asyncio.timeout(self._config.drain_timeout):
+                await server.wait_closed()
+        except TimeoutError:
+            log.warning("drain timeout: aborting %d connection(s)", len(self._open))
+            for connection in list(self._open):
+                _wsio.abort(connection)
+
+    def move_clients(self) -> int:
+        """Close every open client with 1013 (try again later: on a ready gateway); returns how many.
+
+        Connections already closing are left alone, so each is closed and counted once.
+        """
+        moving = [c for c in self._open if c.state is State.OPEN]
+        for connection in moving:
+            self._metrics.closed("unready")
+            self._spawn(
+                _wsio.close_or_abort(
+                    connection,
+                    wire.CLOSE_TRY_AGAIN_LATER,
+                    "gateway lost redis: reconnect",
+                    self._config.close_timeout,
+                )
+            )
+        return len(moving)
 
     # ------------------------------------------------------------------
     # Handshake
 
     async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urllib.parse.urlsplit(request.path).path
-        if path != "/ws" and not path.startswith("/ws/"):
-            return await self.http.respond(request)
-        if self._draining:
-            return text_response(503, "gateway shutting down: retry (another gateway will take you)")
-        reason = self.not_ready_reason()
-        if reason is not None:
-            # nginx retries a 503 on the next gateway (proxy_next_upstream http_503).
-            return text_response(503, f"gateway not ready ({reason}): retry", {"Retry-After": "1"})
-        if len(self._open) + len(self._handshakes) >= self.config.max_connections:
-            return text_response(
-                503, f"gateway full ({self.config.max_connections} connections): retry later"
-            )
-        try:
-            stream, since, epoch, previews, token = parse_ws_path(request.path)
-        except BadRequest as exc:
-            return text_response(400, str(exc))
-        grant = OPEN_GRANT
-        if self.auth.enabled:
-            try:
-                grant = self.auth.verify(token or bearer(request))
-            except AuthError as exc:
-                return text_response(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
-            if stream is not None and not grant.allows(stream):
-                return text_response(403, f"token does not allow stream {stream!r}")
-        self._handshakes[connection] = Handshake(
-            stream=stream, since=since, epoch=epoch, previews=previews, grant=grant
+        if not is_websocket_path(request.path):
+            return await self._http.respond(request)
+        verdict = admit(
+            request,
+            draining=self._readiness.draining,
+            not_ready=self._readiness.reason(),
+            connections=len(self._open) + len(self._handshakes),
+            max_connections=self._config.max_connections,
+            auth=self._auth,
         )
-        if self.config.send_buffer:
-            sock = connection.transport.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
+        if isinstance(verdict, Refusal):
+            return text_response(verdict.status, verdict.text, verdict.headers)
+        self._handshakes[connection] = verdict
+        if self._config.send_buffer:
+            _wsio.set_send_buffer(connection, self._config.send_buffer)
         return None
 
     def _process_response(self, connection: ServerConnection, request: Request, response: Response) -> None:
-        response.headers[GATEWAY_HEADER] = self.config.id
+        response.headers[GATEWAY_HEADER] = self._config.id
         if response.status_code != 101:
             self._handshakes.pop(connection, None)  # refused late (e.g. bad Origin): free its slot now
         if urllib.parse.urlsplit(request.path).path.startswith("/ws"):
-            outcome = "accepted" if response.status_code == 101 else str(response.status_code)
-            self.metrics.handshakes.labels(outcome).inc()
+            self._metrics.handshake("accepted" if response.status_code == 101 else str(response.status_code))
 
     # ------------------------------------------------------------------
     # Connections
@@ -255,14 +192,14 @@ class Gateway:
         handshake = self._handshakes.pop(connection, None)
         if handshake is None:  # pragma: no cover - process_request always records one
             return
-        session = Session(self, connection, handshake.grant)
+        session = self._sessions(connection, handshake.grant)
         self._open.add(connection)
         expiry: asyncio.TimerHandle | None = None
         if handshake.grant.expires_at is not None:
             delay = max(handshake.grant.expires_at - time.time(), 0.0)
             expiry = asyncio.get_running_loop().call_later(delay, self._expire, connection)
         try:
-            await connection.send(wire.encode(wire.Hello(gateway=self.config.id)), text=True)
+            await connection.send(wire.encode(wire.Hello(gateway=self._config.id)), text=True)
             if handshake.stream is not None:
                 await session.subscribe(
                     wire.Subscribe(
@@ -282,92 +219,10 @@ class Gateway:
             self._open.discard(connection)
 
     def _expire(self, connection: ServerConnection) -> None:
-        self.metrics.closes.labels("token-expired").inc()
-        task = asyncio.create_task(connection.close(wire.CLOSE_TOKEN_EXPIRED, "token expired"))
+        self._metrics.closed("token-expired")
+        self._spawn(connection.close(wire.CLOSE_TOKEN_EXPIRED, "token expired"))
+
+    def _spawn(self, closing: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(closing)
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
-
-    # ------------------------------------------------------------------
-    # Redis -> fan-out
-
-    def _on_message(self, stream: str, data: bytes) -> None:
-        peeked = self.fanout.deliver(stream, data)
-        if peeked is None:
-            return
-        self.heartbeats.seen(stream, peeked)
-
-    def _on_preview(self, stream: str, data: bytes) -> None:
-        self.fanout.deliver_preview(stream, data)
-
-    def _on_gap(self, streams: list[str]) -> None:
-        for stream in streams:
-            self.fanout.announce(stream, wire.encode(wire.Gap(stream=stream)))
-
-    def offline_status(self, stream: str, *, epoch: str = "", seq: int = 0) -> bytes:
-        """A gateway-made ``status`` with state offline (no heartbeat heard)."""
-        return wire.encode(
-            wire.Status(
-                stream=stream,
-                epoch=epoch,
-                seq=seq,
-                sent_at=time.time(),
-                state="offline",
-                source=f"gateway {self.config.id}: no heartbeat for {self.config.offline_after:g} s",
-            )
-        )
-
-    async def _watch_readiness(self) -> None:
-        spell = UnreadySpell(close_after=self.config.unready_close_after)
-        while not self._draining:
-            await asyncio.sleep(0.25)
-            reason = self.not_ready_reason()
-            if not spell.due(reason) or self._draining:
-                continue
-            # The spell stays due until ready again (a client that slipped in is moved too), so
-            # pick only connections not yet closing: each is closed, logged and counted once.
-            moving = [c for c in self._open if c.state is State.OPEN]
-            if not moving:
-                continue
-            log.warning(
-                "unready for %.1f s (%s): closing %d client(s) with 1013 so they move to a ready gateway",
-                spell.unready_for,
-                reason,
-                len(moving),
-            )
-            for connection in moving:
-                self.metrics.closes.labels("unready").inc()
-                task = asyncio.create_task(
-                    close_or_abort(
-                        connection,
-                        wire.CLOSE_TRY_AGAIN_LATER,
-                        "gateway lost redis: reconnect",
-                        self.config.close_timeout,
-                    )
-                )
-                self._closers.add(task)
-                task.add_done_callback(self._closers.discard)
-
-    async def _watch_heartbeats(self) -> None:
-        interval = min(0.5, self.config.offline_after / 4)
-        while True:
-            await asyncio.sleep(interval)
-            # Silence while Redis is down says nothing about the producer: wait for the link.
-            if not self.subscriber.connected:
-                continue
-            for stream, epoch, seq in self.heartbeats.due():
-                if self.fanout.clients(stream):
-                    log.info(
-                        "stream %s: no heartbeat for %.1f s, telling clients it is offline",
-                        stream,
-                        self.config.offline_after,
-                    )
-                    self.fanout.announce(
-                        stream, self.offline_status(stream, epoch=epoch, seq=seq), kind="status"
-                    )
-
-
-def main(argv: Sequence[str] | None = None, *, prog: str = "python -m gateway") -> int:
-    """Run a gateway (:func:`gateway.main.main`; ``framecast gateway`` still names this module)."""
-    from gateway.main import main as run_main  # here: gateway.main imports this module
-
-    return run_main(argv, prog=prog)

@@ -1,8 +1,10 @@
 """One WebSocket connection's session: its subscriptions and the operations that change them.
 
 A :class:`Session` runs the client's ``subscribe``/``unsubscribe`` operations: it joins the
-fan-out, acquires the Redis subscription, sends the replay and the current status, then lets
-the stream go live.
+stream (the fan-out buffers its live messages, the Redis subscription is acquired), sends the
+replay and the current status, then lets the stream go live. It sees the rest of the gateway
+through two narrow interfaces, :class:`Desk` (the streams: :class:`gateway.streams.Streams`)
+and :class:`SessionMetrics` (what it counts), and its :class:`SessionLimits`.
 """
 
 from __future__ import annotations
@@ -10,22 +12,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
+from framecast.exceptions import BrokerError
 from gateway._wsio import close_or_abort
 from gateway.auth import Grant
+from gateway.config import GatewayConfig
 from gateway.history import Replay
 from gateway.reads import Snapshot
-from gateway.store import STORE_ERRORS
 
-if TYPE_CHECKING:
-    from gateway.server import Gateway
-
-__all__ = ["MAX_BAD_OPS", "Session"]
+__all__ = ["MAX_BAD_OPS", "Desk", "Session", "SessionLimits", "SessionMetrics"]
 
 log = logging.getLogger("gateway")
 
@@ -36,13 +37,100 @@ _READ_ATTEMPTS = 50  # reads of a subscriber's snapshot while Redis does not ans
 _READ_RETRY_PAUSE = 0.2  # seconds between them
 
 
-class Session:
-    """One connection's subscriptions and the operations that change them."""
+class Desk(Protocol):
+    """What a session needs of the gateway's streams (:class:`gateway.streams.Streams` is one)."""
 
-    def __init__(self, gateway: Gateway, connection: ServerConnection, grant: Grant) -> None:
-        self.gateway = gateway
+    def join(
+        self, stream: str, connection: ServerConnection, *, previews: bool, previously: bool | None
+    ) -> asyncio.Future[Any]:
+        """Join ``stream`` (its live messages buffered for the connection until :meth:`go_live`).
+
+        ``previously``: the previews flag of the subscription this one replaces (None: new).
+        Returns a future done once Redis confirmed the subscription.
+        """
+
+    async def snapshot(self, stream: str, *, since: int | None, epoch: str | None) -> Snapshot:
+        """The replay and stored status for a joining subscriber.
+
+        Raises:
+            BrokerError: Redis could not be read.
+        """
+
+    def current_status(self, stream: str, plan: Replay, raw: bytes | None) -> bytes | None:
+        """The stream's status to send after the replay: ``raw`` if it is one, else an offline one."""
+
+    def go_live(self, stream: str, connection: ServerConnection, *, epoch: str | None, seq: int) -> None:
+        """The replay ended at ``(epoch, seq)``: send what was buffered after it, then live."""
+
+    def leave(self, stream: str, connection: ServerConnection, *, previews: bool) -> None:
+        """Stop ``stream`` for the connection."""
+
+    def forget(self, connection: ServerConnection, streams: dict[str, bool]) -> None:
+        """The connection ended: out of every stream (``streams``: stream -> previews)."""
+
+
+class SessionMetrics(Protocol):
+    """What a session counts (:class:`gateway.metrics.GatewayMetrics` is one)."""
+
+    def closed(self, reason: str) -> None:
+        """The gateway closed a connection, for ``reason``."""
+
+    def client_error(self, code: str) -> None:
+        """A client operation was refused with ``code``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionLimits:
+    """A session's bounds.
+
+    Attributes:
+        max_streams: Streams one connection may subscribe to.
+        ready_timeout: Seconds a subscribe waits for Redis (the subscription, the history).
+        send_timeout: Seconds the replay may take to be sent before the client is closed with 4008.
+        close_timeout: Seconds a closing handshake may take before the connection is aborted.
+    """
+
+    max_streams: int
+    ready_timeout: float
+    send_timeout: float
+    close_timeout: float
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> SessionLimits:
+        """The limits of a gateway's sessions."""
+        return cls(
+            max_streams=config.max_streams_per_client,
+            ready_timeout=config.ready_timeout,
+            send_timeout=config.max_lag,
+            close_timeout=config.close_timeout,
+        )
+
+
+class Session:
+    """One connection's subscriptions and the operations that change them.
+
+    Args:
+        connection: The client's connection.
+        grant: What its token allows.
+        desk: The gateway's streams.
+        limits: The session's bounds.
+        metrics: Where refusals and closes are counted.
+    """
+
+    def __init__(
+        self,
+        connection: ServerConnection,
+        grant: Grant,
+        *,
+        desk: Desk,
+        limits: SessionLimits,
+        metrics: SessionMetrics,
+    ) -> None:
         self.connection = connection
         self.grant = grant
+        self._desk = desk
+        self._limits = limits
+        self._metrics = metrics
         self.streams: dict[str, bool] = {}  # stream -> previews
         self._notices: set[asyncio.Task[None]] = set()
 
@@ -65,47 +153,43 @@ class Session:
             bad += 1
             await self.error(code, text, refused)  # a bad stream name is echoed: clients match it
             if bad >= MAX_BAD_OPS:
-                self.gateway.metrics.closes.labels("bad-requests").inc()
+                self._metrics.closed("bad-requests")
                 await self.connection.close(wire.CLOSE_BAD_REQUEST, f"{bad} bad operations in a row")
                 return
 
     async def error(self, code: str, message: str, stream: str | None = None) -> None:
-        self.gateway.metrics.client_errors.labels(code).inc()
+        self._metrics.client_error(code)
         await self.connection.send(
             wire.encode(wire.Error(code=code, message=message, stream=stream)), text=True
         )
 
     async def subscribe(self, op: wire.Subscribe) -> None:
         """Subscribe (or re-subscribe, e.g. with ``since`` after a gap) to a stream."""
-        gateway, stream = self.gateway, op.stream
-        config = gateway.config
+        stream, limits, desk = op.stream, self._limits, self._desk
         if not self.grant.allows(stream):
             await self.error("forbidden", f"token does not allow stream {stream!r}", stream)
             return
-        if stream not in self.streams and len(self.streams) >= config.max_streams_per_client:
+        if stream not in self.streams and len(self.streams) >= limits.max_streams:
             await self.error(
-                "too-many-streams", f"at most {config.max_streams_per_client} streams per connection", stream
+                "too-many-streams", f"at most {limits.max_streams} streams per connection", stream
             )
             return
         if op.since is not None and not op.epoch:
             await self.error("bad-message", "since needs epoch (the epoch the seq belongs to)", stream)
             return
-        previously = self.streams.get(stream)
         # Joining first: live messages from now on are buffered, so replay and live meet exactly.
-        gateway.fanout.add(stream, self.connection, previews=op.previews, joining=True)
-        subscribed = gateway.subscriber.acquire(stream, previews=op.previews)
-        if previously is not None:
-            gateway.subscriber.release(stream, previews=previously)
+        subscribed = desk.join(
+            stream, self.connection, previews=op.previews, previously=self.streams.get(stream)
+        )
         self.streams[stream] = op.previews
-        gateway.heartbeats.watch(stream)
         # Bounded: with Redis down the client still gets 'subscribed' now and a 'gap' later.
-        await asyncio.wait([subscribed], timeout=config.ready_timeout)
+        await asyncio.wait([subscribed], timeout=limits.ready_timeout)
         unavailable = False
         try:
-            snapshot = await self._read_waiting(op, timeout=config.ready_timeout)
+            snapshot = await self._read_waiting(op, timeout=limits.ready_timeout)
             plan = snapshot.plan
-            status = self._current_status(stream, plan, snapshot.status)
-        except STORE_ERRORS as exc:  # TimeoutError is an OSError
+            status = desk.current_status(stream, plan, snapshot.status)
+        except (BrokerError, TimeoutError) as exc:
             log.info("stream %s: history unavailable for a subscriber: %s", stream, exc)
             # The resume position is kept (live from `since` on) and the client told `gap`: it
             # subscribes again with `since`, and that replay fills the hole once Redis answers.
@@ -113,7 +197,7 @@ class Session:
             plan = Replay(epoch=op.epoch, seq=op.since or 0)
             status = None
         try:
-            async with asyncio.timeout(config.max_lag):
+            async with asyncio.timeout(limits.send_timeout):
                 await self.connection.send(
                     wire.encode(wire.Subscribed(stream=stream, previews=op.previews)), text=True
                 )
@@ -130,14 +214,13 @@ class Session:
                 if status is not None:
                     await self.connection.send(status, text=True)
         except TimeoutError:
-            gateway.fanout.stats.slow_closes += 1
-            gateway.metrics.closes.labels("slow-consumer").inc()
+            self._metrics.closed("slow-consumer")
             await close_or_abort(
-                self.connection, wire.CLOSE_SLOW_CONSUMER, "slow consumer", config.close_timeout
+                self.connection, wire.CLOSE_SLOW_CONSUMER, "slow consumer", limits.close_timeout
             )
             return
         if stream in self.streams:  # not unsubscribed meanwhile
-            gateway.fanout.go_live(stream, self.connection, epoch=plan.epoch, seq=plan.seq)
+            desk.go_live(stream, self.connection, epoch=plan.epoch, seq=plan.seq)
             if not subscribed.done():
                 # Went ahead unconfirmed: whatever was published until Redis confirms the
                 # SUBSCRIBE is lost for this client, so it is told once the subscription holds.
@@ -150,40 +233,24 @@ class Session:
         it (bounded) rather than losing its position at once.
 
         Raises:
-            redis.exceptions.RedisError: Redis still could not be read after ``timeout``.
+            BrokerError: Redis still could not be read after ``timeout``.
         """
         deadline = asyncio.get_running_loop().time() + timeout
         async with asyncio.timeout_at(deadline):
             for attempt in range(_READ_ATTEMPTS):
                 try:
-                    return await self.gateway.reads.read(op.stream, since=op.since, epoch=op.epoch)
-                except STORE_ERRORS:
+                    return await self._desk.snapshot(op.stream, since=op.since, epoch=op.epoch)
+                except BrokerError:
                     if attempt == _READ_ATTEMPTS - 1:
                         raise
                     await asyncio.sleep(min(_READ_RETRY_PAUSE, timeout / 4))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
-    def _current_status(self, stream: str, plan: Replay, raw: bytes | None) -> bytes | None:
-        """The stream's latest heartbeat (``raw``), or an offline status if its producer is silent."""
-        gateway = self.gateway
-        if raw is not None:
-            try:
-                if isinstance(wire.decode(raw), wire.Status):
-                    return raw
-            except wire.WireError:
-                pass
-        epoch, seq = gateway.heartbeats.last(stream)
-        if not epoch and plan.epoch:
-            epoch, seq = plan.epoch, plan.seq
-        gateway.heartbeats.mark_offline(stream)
-        return gateway.offline_status(stream, epoch=epoch, seq=seq)
-
     async def unsubscribe(self, stream: str) -> None:
         """Stop a stream (idempotent: always answered with ``unsubscribed``)."""
         previews = self.streams.pop(stream, None)
         if previews is not None:
-            self.gateway.fanout.remove(stream, self.connection)
-            self._release(stream, previews)
+            self._desk.leave(stream, self.connection, previews=previews)
         await self.connection.send(wire.encode(wire.Unsubscribed(stream=stream)), text=True)
 
     def _confirmed_late(self, stream: str, subscribed: asyncio.Future[object]) -> None:
@@ -202,13 +269,5 @@ class Session:
 
     def close(self) -> None:
         """Forget the connection everywhere (its handler is ending)."""
-        self.gateway.fanout.discard(self.connection)
-        for stream, previews in self.streams.items():
-            self._release(stream, previews)
+        self._desk.forget(self.connection, self.streams)
         self.streams.clear()
-
-    def _release(self, stream: str, previews: bool) -> None:
-        gateway = self.gateway
-        gateway.subscriber.release(stream, previews=previews)
-        if not gateway.fanout.clients(stream):
-            gateway.heartbeats.unwatch(stream)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from framecast import settings, wire
 from framecast.settings import LOG_LEVELS, non_negative, option, port_number, positive
+from producer.devices import ENGINES, check_device
 
 __all__ = ["DESCRIPTION", "EPILOG", "LOG_LEVELS", "Config"]
 
@@ -33,12 +34,14 @@ detectors:
   faces              frontal faces (Haar cascade)
   people             standing people (HOG)
   qr                 QR codes; the label is the decoded text
-  onnx:PATH          a YOLOv5/v8-style ONNX model run with OpenCV DNN; see --confidence, --nms,
-                     --classes, --input-size
+  onnx:PATH          a YOLOv5/v8-style ONNX model run with onnxruntime (OpenCV DNN where it is
+                     absent); see --device, --threads, --confidence, --nms, --classes, --input-size
   module:callable    your own predictor: a function frame -> list of framecast.wire.Detection (or
                      (label, confidence, (x1, y1, x2, y2)) tuples), or a class instantiated once
   NAME               a predictor registered under the entry-point group 'framecast.detectors'
-  An unknown detector is an error (exit 2). A predictor that raises is logged (rate-limited) and
+  An unknown detector, or a --device whose execution provider is not installed, is an error
+  (exit 2). --predictor-socket sends frames to a shared inference worker (framecast inference)
+  instead: one model for many cameras, batched. A predictor that raises is logged (rate-limited) and
   counted; the producer carries on with the next frame.
 
 behaviour:
@@ -162,6 +165,36 @@ class Config:
         help="onnx: the model's square input size in pixels.",
         metavar="PIXELS",
         check=_input_size,
+        group="predictor",
+    )
+    device: str = option(
+        "auto",
+        help="onnx: where the model runs: auto, cpu, cuda[:N], tensorrt[:N], openvino[:CPU/GPU/NPU], "
+        "rocm[:N], migraphx[:N], coreml, directml[:N] (onnxruntime execution providers). auto: the "
+        "first of cuda, migraphx, rocm, openvino, coreml, directml, cpu that is installed and starts.",
+        metavar="DEVICE",
+        check=check_device,
+        group="predictor",
+    )
+    engine: str = option(
+        "auto",
+        help="onnx: what runs the model: onnxruntime, opencv (OpenCV DNN, CPU only), or auto "
+        "(onnxruntime when installed).",
+        choices=ENGINES,
+        group="predictor",
+    )
+    threads: int = option(
+        0,
+        help="onnx: threads per inference (0: one per core; 1 in each --workers process).",
+        metavar="N",
+        check=non_negative,
+        group="predictor",
+    )
+    predictor_socket: str | None = option(
+        None,
+        help="Send frames to the shared inference worker on this Unix socket ('framecast inference', "
+        "or a [predictors.NAME] of framecast up) instead of running --detector in this process.",
+        metavar="PATH",
         group="predictor",
     )
 

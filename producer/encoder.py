@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 import cv2
 import numpy as np
 
+from framecast.exceptions import FramecastError
+
 __all__ = [
     "CODECS",
     "DEFAULT_CODEC",
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 
-class EncodeError(RuntimeError):
+class EncodeError(FramecastError, RuntimeError):
     """A codec cannot be used: unknown, missing from the installed FFmpeg, or it refused a setting."""
 
 

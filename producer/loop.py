@@ -13,16 +13,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import BrokenExecutor, Executor
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
-
 from framecast import logs, wire
+from framecast.broker import open_broker
 from producer.capture import Grabber
 from producer.config import Config
 from producer.detectors import Predictor
@@ -32,7 +27,7 @@ from producer.preview import render
 from producer.publisher import Draft, Publisher
 from producer.sources import Opener, Reader
 from producer.videofeed import from_config as video_feed
-from producer.workers import Prediction, Workers
+from producer.workers import Prediction, for_config
 
 __all__ = ["Producer"]
 
@@ -90,31 +85,26 @@ class Producer:
             description=description,
             on_state=self._source_state,
         )
-        # One immediate retry, on a fresh connection, for a connection found dead: after a Redis
-        # restart every idle pooled connection is, and each would otherwise count as an outage
-        # the first time it is handed out. Timeouts are not retried (a down Redis would cost
-        # twice the timeout per call); real outages are the publisher's job (with backoff,
-        # keeping only the newest result).
-        redis: Redis | RedisCluster = (RedisCluster if config.cluster else Redis).from_url(
+        # Outages are the publisher's job (with backoff, keeping only the newest result).
+        broker = open_broker(
             config.redis_url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            timeout=REDIS_TIMEOUT,
+            cluster=config.cluster,
+            sharded=config.sharded or config.cluster,
         )
         self.publisher = Publisher(
-            redis,
+            broker,
             stream=config.stream,
             history=config.history,
             status_ttl=max(3.0, 3 * config.heartbeat_interval),
             where=f"Redis at {logs.redact_url(config.redis_url)}",
             on_link=lambda up: self.metrics.redis_connected.set(1 if up else 0),
             on_publish=self.metrics.capture_to_publish.observe,
-            sharded=config.sharded or config.cluster,
         )
         self.video = video_feed(config, self.publisher, metrics.registry)
-        self.workers = Workers(config, predictor=predictor)
+        self.workers = for_config(config, predictor=predictor, on_state=self.beat_now.set)
         self.capacity = asyncio.Semaphore(self.workers.slots)
-        self.queue: asyncio.Queue[tuple[Frame, asyncio.Future[Prediction], Executor] | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[tuple[Frame, asyncio.Future[Prediction], object] | None] = asyncio.Queue()
         self.active = not config.demand
         self.preview_wanted = False
         self.next_preview = 0.0
@@ -125,15 +115,25 @@ class Producer:
         self.failures = 0
         self.failures_logged = 0
         self.failure_logged_at = -ERROR_LOG_INTERVAL
-        metrics.info.info(
+        self.provider = ""
+        self._describe(provider=self.workers.provider)
+        metrics.active.set(1 if self.active else 0)
+
+    def _describe(self, *, provider: str) -> None:
+        """(Re)label the info metric; the provider of a shared worker or worker processes comes later."""
+        self.provider = provider
+        self.metrics.info.info(
             {
-                "stream": config.stream,
-                "source": description,
-                "detector": config.detector,
+                "stream": self.config.stream,
+                "source": self.description,
+                # A camera of a shared worker does not load the model: the worker's socket says which.
+                "detector": f"shared:{self.config.predictor_socket}"
+                if self.config.predictor_socket
+                else self.config.detector,
                 "epoch": self.publisher.epoch,
+                "provider": provider,
             }
         )
-        metrics.active.set(1 if self.active else 0)
 
     # ---------------------------------------------------------------- threads -> loop
 
@@ -151,12 +151,17 @@ class Producer:
     async def run(self, stop: asyncio.Event) -> int:
         if self.config.metrics_port:
             self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
+        if self.config.predictor_socket:
+            runs = f"the shared inference worker at {self.config.predictor_socket}"
+        else:
+            where = f"{self.config.workers} worker processes" if self.config.workers else "1 worker thread"
+            on = f" on {self.workers.provider}" if self.workers.provider else ""
+            runs = f"detector {self.config.detector}{on}, {where}"
         log.info(
-            "stream %s: source %s, detector %s, %s, epoch %s",
+            "stream %s: source %s, %s, epoch %s",
             self.config.stream,
             self.description,
-            self.config.detector,
-            f"{self.config.workers} worker processes" if self.config.workers else "1 worker thread",
+            runs,
             self.publisher.epoch,
         )
         self.grabber.start()
@@ -249,6 +254,12 @@ class Producer:
                     self.wake.clear()
                     await _wait(self.wake, 0.5)
                     continue
+                if not self.workers.ready:
+                    # A shared worker is gone (restarting): frames go by as skipped meanwhile.
+                    if self.slot.closed:
+                        return
+                    await self.workers.wait_ready(0.5)
+                    continue
                 await self.capacity.acquire()
                 handed_over = False
                 try:
@@ -271,8 +282,8 @@ class Producer:
                     if interval:
                         due = max(due, frame.captured_at) + interval
                     last = frame.index
-                    future, executor = self.workers.submit(frame.image)
-                    self.queue.put_nowait((frame, future, executor))
+                    future, token = self.workers.submit(frame)
+                    self.queue.put_nowait((frame, future, token))
                     handed_over = True
                     if self.video is not None:
                         self.video.offer(frame)  # never blocks: the encoder has its own thread
@@ -303,12 +314,12 @@ class Producer:
             item = await self.queue.get()
             if item is None:
                 return
-            frame, future, executor = item
+            frame, future, token = item
             try:
                 try:
                     detections, seconds = await future
                 except BrokenExecutor as exc:
-                    self._executor_broken(executor, exc)
+                    self._executor_broken(token, exc)
                     continue
                 except Exception as exc:
                     self._predict_failed(frame, exc)
@@ -342,9 +353,9 @@ class Producer:
         self.failures_logged = self.failures
         self.failure_logged_at = now
 
-    def _executor_broken(self, executor: Executor, exc: BaseException) -> None:
+    def _executor_broken(self, token: object, exc: BaseException) -> None:
         self.metrics.predict_errors.inc()
-        if self.workers.replace(executor):  # later frames of the same broken pool stay quiet
+        if self.workers.replace(token):  # later frames of the same broken pool stay quiet
             log.error("the predictor's workers died (%s); starting new ones", exc)
 
     # ---------------------------------------------------------------- previews
@@ -395,6 +406,8 @@ class Producer:
             active=self.active,
             source=self.description,
             video=self.config.video_codec.lower() if self.config.video else "",
+            predictor=self.workers.state,
+            predictor_restarts=self.workers.restarts if self.workers.state else None,
         )
 
     async def _heartbeat(self) -> None:
@@ -420,10 +433,13 @@ class Producer:
         m.advance(m.reconnects, self.grabber.reconnects)
         m.advance(m.published, self.publisher.published)
         m.advance(m.publish_errors, self.publisher.errors)
+        m.advance(m.publish_refused, self.publisher.refused)
         m.capture_fps.set(self.capture_fps)
         m.process_fps.set(self.process_fps)
         # Uncapped, the source's own rate is the aim; the grabber measures it as delivered.
         m.target_fps.set(self.config.max_fps or self.capture_fps)
+        if self.workers.provider != self.provider:
+            self._describe(provider=self.workers.provider)
 
     async def _watch_demand(self) -> None:
         while True:

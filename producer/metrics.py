@@ -22,7 +22,11 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         p = "framecast_producer_"
-        self.info = Info(p[:-1], "The producer's stream, source, detector and epoch.", registry=r)
+        self.info = Info(
+            p[:-1],
+            "The producer's stream, source, detector, epoch and the execution provider running its model.",
+            registry=r,
+        )
         self.captured = Counter(p + "frames_captured", "Frames read from the source.", registry=r)
         self.skipped = Counter(
             p + "frames_skipped", "Frames replaced by a newer one before the predictor took them.", registry=r
@@ -50,7 +54,14 @@ class Metrics:
         self.predict_errors = Counter(
             p + "predict_errors", "Frames on which the predictor raised.", registry=r
         )
-        self.publish_errors = Counter(p + "publish_errors", "Redis calls that failed.", registry=r)
+        self.publish_errors = Counter(
+            p + "publish_errors", "Redis calls that failed (unreachable or refused).", registry=r
+        )
+        self.publish_refused = Counter(
+            p + "publish_refused",
+            "Redis calls Redis answered with an error reply (a refused write, not a lost link).",
+            registry=r,
+        )
         self.reconnects = Counter(p + "source_reconnects", "Times the source was reopened.", registry=r)
         self.source_online = Gauge(p + "source_online", "1 while the source delivers frames.", registry=r)
         self.redis_connected = Gauge(p + "redis_connected", "1 while Redis answers.", registry=r)

@@ -2,14 +2,22 @@
 
 Every result is one round trip: ``MULTI; XADD history <epoch_ms>-<seq> m <bytes>; PUBLISH channel
 <bytes>; EXEC``, so a result a gateway sees live is already in the history it replays from, and
-the history entry id encodes the result's epoch start and ``seq``. With ``sharded=True`` every
-PUBLISH is an SPUBLISH (accepted inside MULTI by a standalone server) and subscribers are counted
-with PUBSUB SHARDNUMSUB. Given a Redis Cluster client, the MULTI goes to the shard owning the
-stream (all of its names share one hash tag, so one slot) and SHARDNUMSUB asks that shard.
+the history entry id encodes the result's epoch start and ``seq``. Every Redis call goes through
+the :class:`~framecast.broker.Broker`: on a sharded one every PUBLISH is an SPUBLISH (accepted
+inside MULTI by a standalone server) and subscribers are counted with PUBSUB SHARDNUMSUB; on a
+Redis Cluster the MULTI goes to the shard owning the stream (all of its names share one hash tag,
+so one slot) and SHARDNUMSUB asks that shard.
 
 When Redis cannot be reached the publisher keeps only the newest result (older ones would be
 stale by the time Redis is back), retries with capped exponential backoff and jitter, and logs
 once when the link is lost and once when it is back, never per result.
+
+A Redis that *answers* with an error (``WRONGTYPE``, ``ERR value is out of range``...) is not a
+lost link: retrying the same command cannot help, so the result is dropped (counted in
+:attr:`Publisher.refused`), the link stays up, and the error is logged once per distinct reply,
+as what it is: Redis refusing the write. Replies that do mean "try elsewhere or later" (a
+read-only replica after a failover, a cluster that is down or moving a slot, a server out of
+memory) count as the link being down.
 """
 
 from __future__ import annotations
@@ -21,14 +29,11 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterPipeline, RedisCluster
-from redis.exceptions import RedisClusterException, RedisError, ResponseError
+from typing import Literal
 
 from framecast import wire
+from framecast.broker import Append, Broker, Count, Delete, Op, Publish, Put
+from framecast.exceptions import BrokerError
 from framecast.retry import backoff
 
 __all__ = ["Draft", "Publisher"]
@@ -49,16 +54,12 @@ class Draft:
     detections: tuple[wire.Detection, ...] = ()
 
 
-def _is_id_conflict(exc: ResponseError) -> bool:
-    return "equal or smaller than the target stream top item" in str(exc)
-
-
 class Publisher:
     """Writes one stream's results, heartbeats and previews; survives Redis outages.
 
     Args:
-        redis: Client to publish with (its socket timeouts bound every call); a
-            :class:`~redis.asyncio.cluster.RedisCluster` for a Redis Cluster (use ``sharded``).
+        broker: Where to publish (its timeout bounds every call; it knows standalone from
+            cluster, classic from sharded pub/sub).
         stream: Stream name.
         history: Approximate length the history is trimmed to.
         status_ttl: Seconds the status key outlives the last heartbeat.
@@ -67,14 +68,12 @@ class Publisher:
         backoff_base: First retry delay in seconds, doubled per failure, with jitter.
         backoff_cap: Largest retry delay in seconds.
         on_link: Called with True/False when the link comes up or goes down.
-        sharded: Sharded pub/sub: SPUBLISH instead of PUBLISH and PUBSUB SHARDNUMSUB instead
-            of PUBSUB NUMSUB (the gateways must SSUBSCRIBE, ``--sharded``).
         on_publish: Called with the seconds from capture to the write, once per result written.
     """
 
     def __init__(
         self,
-        redis: Redis | RedisCluster,
+        broker: Broker,
         *,
         stream: str,
         history: int = 1000,
@@ -84,12 +83,10 @@ class Publisher:
         backoff_base: float = 0.25,
         backoff_cap: float = 5.0,
         on_link: Callable[[bool], None] | None = None,
-        sharded: bool = False,
         on_publish: Callable[[float], None] | None = None,
     ) -> None:
         self._on_publish = on_publish
-        self._redis = redis
-        self._sharded = sharded
+        self._broker = broker
         self.stream = wire.check_stream_name(stream)
         self._channel = wire.channel(stream)
         self._preview_channel = wire.preview_channel(stream)
@@ -103,7 +100,10 @@ class Publisher:
         self.seq = 0
         """``seq`` of the last result written."""
         self.errors = 0
-        """Failed Redis calls so far."""
+        """Failed Redis calls so far (unreachable or refused)."""
+        self.refused = 0
+        """Redis calls Redis answered with an error reply (see the module docstring)."""
+        self._refusals: dict[str, str] = {}  # what was refused -> the error reply, logged once
         self.published = 0
         """Results written so far (all epochs)."""
         self.parked: Draft | None = None
@@ -144,11 +144,15 @@ class Publisher:
             return None
         try:
             result = await self._write(draft)
-        except (RedisError, RedisClusterException, OSError) as exc:
-            self._park(draft)
-            self._lost(exc)
+        except BrokerError as exc:
+            if exc.refused:
+                self.dropped += 1  # the same write would be refused again
+            else:
+                self._park(draft)
+            self._failed(exc, "result")
             return None
         self._up()
+        self._accepted("result")
         return result
 
     def _park(self, draft: Draft) -> None:
@@ -178,20 +182,13 @@ class Publisher:
         )
         data = wire.encode(result)
         self._attempted = (seq, draft)
+        entry = Append(self._history_key, f"{self._epoch_ms}-{seq}", data, self._history)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.xadd(
-                    self._history_key,
-                    {wire.HISTORY_FIELD: data},
-                    id=f"{self._epoch_ms}-{seq}",
-                    maxlen=self._history,
-                    approximate=True,
-                )
-                self._publish(pipe, self._channel, data)
-                await pipe.execute()
-        except ResponseError as exc:
-            if not _is_id_conflict(exc):
-                self._attempted = None
+            await self._broker.write([entry, Publish(self._channel, data)], atomic=True)
+        except BrokerError as exc:
+            if not exc.stale_id:
+                if exc.refused:
+                    self._attempted = None  # not applied; a lost link leaves it to _reconcile
                 raise
             if await self._landed(seq):
                 # The client retried a transaction whose first try was applied but whose reply
@@ -225,22 +222,14 @@ class Publisher:
 
     async def _epoch_start(self) -> int:
         """max(now, newest history id's ms + 1): ids keep increasing across producer restarts."""
-        newest: Any = await self._redis.xrevrange(self._history_key, count=1)
+        newest = await self._broker.latest(self._history_key)
         now_ms = int(time.time() * 1000)
-        if not newest:
-            return now_ms
-        entry_id = newest[0][0]
-        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        return max(now_ms, int(text.split("-", 1)[0]) + 1)
+        return now_ms if newest is None else max(now_ms, newest.ms + 1)
 
     async def _landed(self, seq: int) -> bool:
         """Whether the newest history entry is this epoch's ``seq`` (our own write)."""
-        newest: Any = await self._redis.xrevrange(self._history_key, count=1)
-        if not newest:
-            return False
-        entry_id = newest[0][0]
-        text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-        return text == f"{self._epoch_ms}-{seq}"
+        newest = await self._broker.latest(self._history_key)
+        return newest is not None and newest.id == f"{self._epoch_ms}-{seq}"
 
     async def _reconcile(self) -> None:
         """After a failed write whose outcome is unknown, learn whether Redis applied it."""
@@ -266,21 +255,17 @@ class Publisher:
         if self._state == "down":
             return None
         data = wire.encode(status)
+        ops: list[Op] = [Publish(self._channel, data), Put(self._status_key, data, self._status_ttl_ms)]
+        if previews:
+            ops.append(Count(self._preview_channel))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                self._publish(pipe, self._channel, data)
-                pipe.set(self._status_key, data, px=self._status_ttl_ms)
-                if previews and not isinstance(pipe, ClusterPipeline):
-                    self._numsub(pipe, self._preview_channel)
-                replies = await pipe.execute()
-            if previews and isinstance(self._redis, RedisCluster):
-                # A cluster pipeline would ask every node: ask the shard owning the channel.
-                replies.append(await self._numsub(self._redis, self._preview_channel))
-        except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
+            counts = await self._broker.write(ops)
+        except BrokerError as exc:
+            self._failed(exc, "heartbeat")
             return None
         self._up()
-        return _count(replies[2]) if previews else 0
+        self._accepted("heartbeat")
+        return counts[0] if previews else 0
 
     async def subscribers(self) -> int | None:
         """Subscribers of the stream's channel (on this Redis node), or None when unreachable."""
@@ -295,30 +280,29 @@ class Publisher:
 
     async def preview(self, data: bytes) -> bool:
         """Publish an encoded preview; False when Redis is unreachable (previews are not kept)."""
-        return await self._publish_one(self._preview_channel, data)
+        return await self._publish_one(self._preview_channel, data, "preview")
 
     async def video(self, data: bytes) -> bool:
         """Publish an encoded video frame; False when Redis did not take it (frames are not kept)."""
-        return await self._publish_one(self._video_channel, data)
+        return await self._publish_one(self._video_channel, data, "video frame")
 
     async def _subscribers(self, channel: str) -> int | None:
         if self._state == "down":
             return None
         try:
-            reply = await self._numsub(self._redis, channel)
-        except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
+            return await self._broker.subscribers(channel)
+        except BrokerError as exc:
+            self._failed(exc, "subscriber count")
             return None
-        return _count(reply)
 
-    async def _publish_one(self, channel: str, data: bytes) -> bool:
+    async def _publish_one(self, channel: str, data: bytes, what: str) -> bool:
         """One PUBLISH outside the results' transaction: what is not taken is not kept."""
         if self._state == "down":
             return False
         try:
-            await self._publish(self._redis, channel, data)
-        except (RedisError, RedisClusterException, OSError) as exc:
-            self._lost(exc)
+            await self._broker.publish(channel, data)
+        except BrokerError as exc:
+            self._failed(exc, what)
             return False
         return True
 
@@ -342,35 +326,39 @@ class Publisher:
         elif self.dropped:
             log.info("%d results were dropped during Redis outages (only the newest is kept)", self.dropped)
         if final is not None and self._state != "down":
-            with contextlib.suppress(RedisError, RedisClusterException, OSError, TimeoutError):
-                async with asyncio.timeout(timeout), self._redis.pipeline(transaction=False) as pipe:
-                    self._publish(pipe, self._channel, wire.encode(final))
-                    pipe.delete(self._status_key)
-                    await pipe.execute()
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.aclose()
-
-    def _publish(
-        self, target: Redis | Pipeline | RedisCluster | ClusterPipeline, channel: str, data: bytes
-    ) -> Any:
-        """PUBLISH, or SPUBLISH when sharded, on a client (awaitable) or a pipeline (queued)."""
-        if self._sharded:
-            return target.spublish(channel, data)
-        return target.publish(channel, data)
-
-    def _numsub(self, target: Redis | Pipeline | RedisCluster, channel: str) -> Any:
-        """PUBSUB NUMSUB, or PUBSUB SHARDNUMSUB when sharded (same reply shape).
-
-        On a cluster, SHARDNUMSUB is asked of the primary owning the channel's slot: redis-py would
-        otherwise ask every node and not add up their answers.
-        """
-        if isinstance(target, RedisCluster):
-            return _shard_numsub(target, channel)
-        if self._sharded:
-            return target.pubsub_shardnumsub(channel)
-        return target.pubsub_numsub(channel)
+            with contextlib.suppress(BrokerError, TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._broker.write(
+                        [Publish(self._channel, wire.encode(final)), Delete(self._status_key)]
+                    )
+        with contextlib.suppress(BrokerError):
+            await self._broker.aclose()
 
     # ----------------------------------------------------------------- link state
+
+    def _failed(self, exc: BrokerError, what: str) -> None:
+        """A Redis call failed: a refusal (Redis answered) or a lost link."""
+        if exc.reply is None:
+            self._lost(exc)
+            return
+        self.errors += 1
+        self.refused += 1
+        reply = exc.reply
+        if self._refusals.get(what) != reply:
+            self._refusals[what] = reply
+            log.error(
+                "%s refused the %s of stream %s: %s (Redis answered, the link is fine: a setting "
+                "or data problem, e.g. --history, or a key of another type)%s",
+                self._where,
+                what,
+                self.stream,
+                reply,
+                "; dropping each refused result" if what == "result" else "",
+            )
+
+    def _accepted(self, what: str) -> None:
+        if self._refusals.pop(what, None) is not None:
+            log.info("%s accepts the %s of stream %s again", self._where, what, self.stream)
 
     def _up(self) -> None:
         if self._state == "up":
@@ -381,14 +369,14 @@ class Publisher:
         if self._on_link is not None:
             self._on_link(True)
 
-    def _lost(self, exc: BaseException) -> None:
+    def _lost(self, exc: BrokerError) -> None:
         self.errors += 1
         if self._state == "down":
             return
         log.warning(
             "%s unreachable (%s); retrying with backoff, keeping only the newest result",
             self._where,
-            str(exc).strip() or type(exc).__name__,
+            exc,
         )
         self._state = "down"
         if self._on_link is not None:
@@ -404,7 +392,7 @@ class Publisher:
         while True:
             await asyncio.sleep(next(delays))
             try:
-                await self._redis.ping()
+                await self._broker.ping()
                 await self._reconcile()
                 while self.parked is not None:
                     draft = self.parked
@@ -415,7 +403,7 @@ class Publisher:
                         if self.parked is None:
                             self.parked = draft
                         raise
-            except (RedisError, RedisClusterException, OSError) as exc:
+            except BrokerError as exc:
                 self.errors += 1
                 log.debug("%s still unreachable: %s", self._where, exc)
                 continue
@@ -424,16 +412,3 @@ class Publisher:
             if self._on_link is not None:
                 self._on_link(True)
             return
-
-
-async def _shard_numsub(cluster: RedisCluster, channel: str) -> Any:
-    await cluster.initialize()  # the slot map is needed before the first command learns it
-    return await cluster.pubsub_shardnumsub(channel, target_nodes=cluster.get_node_from_key(channel))
-
-
-def _count(reply: Any) -> int:
-    """The count in a PUBSUB NUMSUB reply for one channel (``[(channel, n)]``)."""
-    try:
-        return int(reply[0][1])
-    except (IndexError, TypeError, ValueError):
-        return 0

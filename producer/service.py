@@ -20,6 +20,7 @@ from framecast import logs, settings
 from producer import detectors
 from producer.config import DESCRIPTION, EPILOG, Config
 from producer.detectors import DetectorError, Predictor
+from producer.devices import DeviceError
 from producer.loop import Producer
 from producer.metrics import Metrics
 from producer.sources import Opener, Reader, SourceError, opener, parse_source
@@ -42,13 +43,22 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
     logs.setup(config.log_level, name="producer")
     if config.log_level.upper() != "DEBUG":
         _quiet_opencv()
-    try:
-        predictor: Predictor | None = detectors.load(config.detector, options=options(config))
-    except DetectorError as exc:
-        return settings.fail(prog, f"--detector={config.detector}: {exc}", 2)
-    if config.workers:
-        del predictor  # built only to fail fast; each worker process builds its own
-        predictor = None
+    predictor: Predictor | None = None
+    if config.predictor_socket:
+        if config.workers:
+            return settings.fail(
+                prog, "--workers and --predictor-socket exclude each other: the shared worker predicts", 2
+            )
+    else:
+        try:
+            predictor = detectors.load(config.detector, options=options(config))
+        except DeviceError as exc:
+            return settings.fail(prog, f"--device={config.device}: {exc}", 2)
+        except DetectorError as exc:
+            return settings.fail(prog, f"--detector={config.detector}: {exc}", 2)
+        if config.workers:
+            del predictor  # built only to fail fast; each worker process builds its own
+            predictor = None
     try:
         source = parse_source(config.source)
     except SourceError as exc:
@@ -134,12 +144,13 @@ async def run(
 
     Raises:
         DetectorError: ``config.detector`` names no usable predictor.
+        DeviceError: ``config.device`` cannot be used here.
         OSError: The metrics port cannot be bound.
     """
     source = parse_source(config.source)
     if open_source is None:
         open_source = opener(source, timeout=config.stall_timeout)
-    if predictor is None and not config.workers:
+    if predictor is None and not config.workers and not config.predictor_socket:
         predictor = detectors.load(config.detector, options=options(config))
     producer = Producer(
         config,

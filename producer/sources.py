@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import cv2
 import numpy as np
 
+from framecast.exceptions import FramecastError
 from producer.synthetic import Scene
 
 __all__ = [
@@ -35,7 +37,7 @@ SYNTHETIC_FPS = 30.0
 _NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")
 
 
-class SourceError(RuntimeError):
+class SourceError(FramecastError, RuntimeError):
     """A source that cannot be used; the text says which and why."""
 
 
@@ -143,6 +145,14 @@ def _open_file(path: str) -> Reader:
         raise SourceError(f"no such file: {path}")
     if os.path.isdir(path):
         raise SourceError(f"{path} is a directory, not a video file")
+    mode = os.stat(path).st_mode
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        # Opening a named pipe waits, inside FFmpeg and for ever, for something to write to it.
+        kind = "named pipe (FIFO)" if stat.S_ISFIFO(mode) else "socket"
+        raise SourceError(
+            f"{path} is a {kind}, not a video file: opening it would wait for a writer with no end;"
+            " stream into framecast through rtsp:// or http:// instead, or record to a file"
+        )
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
         cap.release()

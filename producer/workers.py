@@ -15,14 +15,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from framecast import wire
 from producer import detectors
 from producer.config import Config
 from producer.detectors import Predictor
+from producer.latest import Frame
 
-__all__ = ["STOP_GRACE", "Prediction", "Workers", "options"]
+__all__ = ["STOP_GRACE", "Prediction", "Runner", "Workers", "for_config", "options"]
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,75 @@ def options(config: Config) -> detectors.Options:
         nms=config.nms,
         classes=config.classes,
         input_size=config.input_size,
+        engine=config.engine,
+        device=config.device,
+        # Parallelism comes from the processes: an engine's own threads would fight over cores.
+        threads=config.threads or (1 if config.workers else 0),
     )
+
+
+class Runner(Protocol):
+    """Where predictions run, as the producer's loop sees it (:class:`Workers` or a shared worker)."""
+
+    @property
+    def slots(self) -> int:
+        """Frames that may be in flight at once."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Whether a frame submitted now can be predicted (a shared worker may be unreachable)."""
+        ...
+
+    @property
+    def state(self) -> wire.PredictorState | None:
+        """``ready``/``down`` for a shared worker, None for a predictor in this process (heartbeats)."""
+        ...
+
+    @property
+    def restarts(self) -> int:
+        """Times a lost shared worker was found again (0 in this process)."""
+        ...
+
+    @property
+    def provider(self) -> str:
+        """What runs the model (``CPUExecutionProvider``...), "" when unknown or not a model."""
+        ...
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return once :attr:`ready`, or after ``timeout`` seconds."""
+        ...
+
+    def submit(self, frame: Frame) -> tuple[asyncio.Future[Prediction], object]:
+        """Start predicting on ``frame``; returns the future and a token for :meth:`replace`."""
+        ...
+
+    def replace(self, token: object) -> bool:
+        """The future of ``token`` failed with ``BrokenExecutor``: recover; True to log it."""
+        ...
+
+    async def stop(self) -> bool:
+        """Stop, waiting a while for predictions in progress; True if all finished."""
+        ...
+
+
+def for_config(
+    config: Config, *, predictor: Predictor | None, on_state: Callable[[], None] | None = None
+) -> Runner:
+    """The runner the settings ask for: a shared worker (``--predictor-socket``) or :class:`Workers`.
+
+    Args:
+        config: Settings.
+        predictor: The predictor for one worker thread (None with processes or a shared worker).
+        on_state: Called (in the event loop) when a shared worker goes or comes back.
+    """
+    if config.predictor_socket:
+        from producer.inference.client import SharedWorkers
+
+        if predictor is not None:
+            raise ValueError("a predictor object cannot be used with a shared worker (predictor_socket)")
+        return SharedWorkers(config, on_state=on_state)
+    return Workers(config, predictor=predictor)
 
 
 def _predict(predictor: Predictor, image: Any) -> Prediction:
@@ -71,6 +140,15 @@ def _init_worker(spec: str, options: detectors.Options) -> None:
 def _predict_in_worker(image: Any) -> Prediction:
     assert _worker_predictor is not None, "worker not initialised"
     return _predict(_worker_predictor, image)
+
+
+def _provider_in_worker() -> str:
+    return provider_of(_worker_predictor)
+
+
+def provider_of(predictor: object) -> str:
+    """What runs a predictor's model (``CPUExecutionProvider``, ``opencv``...), "" if it has none."""
+    return str(getattr(getattr(predictor, "engine", None), "provider", ""))
 
 
 class _DaemonThread(Executor):
@@ -140,6 +218,7 @@ class Workers:
         self._config = config
         self._predictor = predictor
         self._stop_grace = stop_grace
+        self._provider: Future[str] | None = None
         self.executor = self._make_executor()
         """The executor new frames go to (replaced when its processes die)."""
 
@@ -148,22 +227,50 @@ class Workers:
         """Frames that may be in flight at once."""
         return max(1, self._config.workers)
 
-    def submit(self, image: Any) -> tuple[asyncio.Future[Prediction], Executor]:
-        """Start predicting on ``image``; returns the future and the executor it runs on."""
+    @property
+    def ready(self) -> bool:
+        """Always: the predictor is in this process (a dead pool is replaced at once)."""
+        return True
+
+    @property
+    def state(self) -> wire.PredictorState | None:
+        """None: heartbeats say nothing of a predictor that lives in this process."""
+        return None
+
+    @property
+    def restarts(self) -> int:
+        return 0
+
+    @property
+    def provider(self) -> str:
+        """The model's execution provider; in worker processes, known once the first one is up."""
+        if self._predictor is not None:
+            return provider_of(self._predictor)
+        if self._provider is not None and self._provider.done() and not self._provider.exception():
+            return self._provider.result()
+        return ""
+
+    async def wait_ready(self, timeout: float) -> None:
+        return
+
+    def submit(self, frame: Frame) -> tuple[asyncio.Future[Prediction], Executor]:
+        """Start predicting on ``frame``; returns the future and the executor it runs on."""
         loop = asyncio.get_running_loop()
         executor = self.executor
         if self._config.workers:
-            return loop.run_in_executor(executor, _predict_in_worker, image), executor
+            return loop.run_in_executor(executor, _predict_in_worker, frame.image), executor
         assert self._predictor is not None
-        return loop.run_in_executor(executor, functools.partial(_predict, self._predictor, image)), executor
+        call = functools.partial(_predict, self._predictor, frame.image)
+        return loop.run_in_executor(executor, call), executor
 
-    def replace(self, executor: Executor) -> bool:
-        """Replace ``executor`` (its processes died) unless it was already replaced.
+    def replace(self, token: object) -> bool:
+        """Replace the executor ``token`` (its processes died) unless it was already replaced.
 
         Returns:
             Whether this call replaced it (the first frame to see a broken pool logs it).
         """
-        if executor is not self.executor:
+        executor = self.executor
+        if token is not executor:
             return False
         executor.shutdown(wait=False, cancel_futures=True)
         self.executor = self._make_executor()
@@ -212,10 +319,12 @@ class Workers:
 
     def _make_executor(self) -> Executor:
         if self._config.workers:
-            return ProcessPoolExecutor(
+            pool = ProcessPoolExecutor(
                 self._config.workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
                 initargs=(self._config.detector, options(self._config)),
             )
+            self._provider = pool.submit(_provider_in_worker)  # for the info metric's label
+            return pool
         return _DaemonThread("predict")

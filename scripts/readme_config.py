@@ -18,15 +18,17 @@ BEGIN, END = "<!-- config:begin -->", "<!-- config:end -->"
 def section() -> str:
     """The generated Markdown between the README's config markers."""
     sys.path.insert(0, str(ROOT))
+    from framecast.client.watch import WatchConfig
+    from framecast.local.up import UpConfig
     from framecast.settings import markdown_table
-    from framecast.up import UpConfig
-    from framecast.watch import WatchConfig
     from gateway.config import GatewayConfig
     from producer.config import Config as ProducerConfig
+    from producer.inference.config import Config as InferenceConfig
 
     parts = [
         ("`framecast up` — the local topology", UpConfig),
         ("`framecast producer` — capture, predict, publish", ProducerConfig),
+        ("`framecast inference` — one model for many cameras", InferenceConfig),
         ("`framecast gateway` — subscribe, fan out, serve", GatewayConfig),
         ("`framecast watch URL` — print what a gateway serves", WatchConfig),
     ]

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/_venv.sh
-ensure_venv producer local
+ensure_venv --inexact producer local
 exec .venv/bin/framecast up "$@"

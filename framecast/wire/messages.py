@@ -36,6 +36,7 @@ __all__ = [
     "GatewayReply",
     "Hello",
     "Peek",
+    "PredictorState",
     "Preview",
     "Reset",
     "Result",
@@ -124,6 +125,7 @@ class Result:
 
 
 StreamState = Literal["online", "offline"]
+PredictorState = Literal["ready", "down"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +151,11 @@ class Status:
         source: A short, credential-free description of the source.
         video: The codec of the stream's video (``"vp8"``, ``"vp9"``, ``"h264"``, ``"av1"``), or
             ``""`` when its producer encodes none.
+        predictor: For a producer whose predictor is a shared inference worker: ``"ready"``,
+            or ``"down"`` while the worker is unreachable (restarting) and no frame is predicted.
+            None (absent on the wire) when the predictor runs in the producer.
+        predictor_restarts: With ``predictor``: times the shared worker was lost and found
+            again in this epoch.
     """
 
     stream: str
@@ -163,6 +170,8 @@ class Status:
     active: bool = True
     source: str = ""
     video: str = ""
+    predictor: PredictorState | None = None
+    predictor_restarts: int | None = None
     type: Literal["status"] = field(default="status", init=False)
 
 
@@ -249,9 +258,11 @@ class Reset:
 
     Attributes:
         stream: Stream name.
-        reason: ``"history-expired"``, ``"epoch-changed"`` or ``"no-history"``. (Redis
-            unreadable while subscribing is a ``gap`` with ``"history-unavailable"``: the
-            client keeps its position.)
+        reason: ``"history-expired"``, ``"epoch-changed"``, ``"no-history"`` or
+            ``"position-ahead"`` (``since`` is beyond the newest result of its epoch: the
+            client drops its position for the stream, or it would drop every result up to
+            it as already seen). (Redis unreadable while subscribing is a ``gap`` with
+            ``"history-unavailable"``: the client keeps its position.)
     """
 
     stream: str

@@ -8,7 +8,7 @@ from one thread at a time.
 Where a predictor comes from, in the order :func:`load` tries:
 
 * a built-in name: ``motion``, ``faces``, ``people``, ``qr``;
-* ``onnx:PATH``: a YOLO-style ONNX model run with OpenCV DNN;
+* ``onnx:PATH``: a YOLO-style ONNX model run with onnxruntime (OpenCV DNN where it is absent);
 * ``module:attribute``: your own code; a class is instantiated once with no arguments, any other
   callable is used as it is;
 * a name registered in the entry-point group ``framecast.detectors`` (same rule as above).
@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from framecast.exceptions import FramecastError
 from framecast.wire import Detection
 
 __all__ = [
@@ -45,7 +46,7 @@ Predictor: TypeAlias = Callable[[np.ndarray], Iterable[Any] | None]
 ENTRY_POINT_GROUP = "framecast.detectors"
 
 
-class DetectorError(ValueError):
+class DetectorError(FramecastError, ValueError):
     """A ``--detector`` value that names no usable predictor; the text says why."""
 
 
@@ -59,6 +60,9 @@ class Options:
         nms: onnx: IoU threshold of non-maximum suppression.
         classes: onnx: file of class names, one per line.
         input_size: onnx: square model input size.
+        engine: onnx: ``auto`` (onnxruntime, else OpenCV DNN), ``onnxruntime`` or ``opencv``.
+        device: onnx: where onnxruntime runs the model (:mod:`producer.devices`).
+        threads: onnx: threads per inference (0: the engine's default, one per core).
     """
 
     min_area: int = 400
@@ -66,6 +70,9 @@ class Options:
     nms: float = 0.45
     classes: str | None = None
     input_size: int = 640
+    engine: str = "auto"
+    device: str = "auto"
+    threads: int = 0
 
 
 def _motion(options: Options) -> Predictor:
@@ -138,6 +145,9 @@ def load(spec: str, *, options: Options | None = None) -> Predictor:
             confidence=options.confidence,
             nms=options.nms,
             classes=options.classes,
+            engine=options.engine,
+            device=options.device,
+            threads=options.threads,
         )
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")

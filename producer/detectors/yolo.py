@@ -1,4 +1,4 @@
-"""``onnx:PATH``: a YOLO-style detection model run with OpenCV DNN.
+"""``onnx:PATH``: a YOLO-style detection model, run by onnxruntime (or OpenCV DNN where it is absent).
 
 Handles the two common output layouts of exported YOLO models:
 
@@ -6,7 +6,8 @@ Handles the two common output layouts of exported YOLO models:
 * YOLOv8/v11: ``[1, 4 + classes, N]``, columns of ``cx, cy, w, h, class scores...``.
 
 Boxes are in model-input pixels; the frame is letterboxed into the square input (aspect kept,
-grey padding) and boxes are mapped back to frame pixels.
+grey padding) and boxes are mapped back to frame pixels. :meth:`Yolo.batch` does the same for
+several frames in one inference (the shared worker, :mod:`producer.inference`, batches cameras).
 """
 
 from __future__ import annotations
@@ -15,128 +16,19 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from framecast.wire import Detection
 from producer.detectors import DetectorError, classes_from_file
+from producer.detectors.boxes import Letterbox, blob, letterbox, nms
+from producer.detectors.coco import COCO
+from producer.detectors.engines import Engine, open_engine
 from producer.detectors.onnx_meta import names_from_metadata
 
-__all__ = ["COCO", "Layout", "Letterbox", "Yolo", "decode", "layout", "letterbox"]
+__all__ = ["COCO", "MAX_DETECTIONS", "Layout", "Letterbox", "Yolo", "decode", "layout", "letterbox"]
 
-COCO: tuple[str, ...] = (
-    "person",
-    "bicycle",
-    "car",
-    "motorcycle",
-    "airplane",
-    "bus",
-    "train",
-    "truck",
-    "boat",
-    "traffic light",
-    "fire hydrant",
-    "stop sign",
-    "parking meter",
-    "bench",
-    "bird",
-    "cat",
-    "dog",
-    "horse",
-    "sheep",
-    "cow",
-    "elephant",
-    "bear",
-    "zebra",
-    "giraffe",
-    "backpack",
-    "umbrella",
-    "handbag",
-    "tie",
-    "suitcase",
-    "frisbee",
-    "skis",
-    "snowboard",
-    "sports ball",
-    "kite",
-    "baseball bat",
-    "baseball glove",
-    "skateboard",
-    "surfboard",
-    "tennis racket",
-    "bottle",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "chair",
-    "couch",
-    "potted plant",
-    "bed",
-    "dining table",
-    "toilet",
-    "tv",
-    "laptop",
-    "mouse",
-    "remote",
-    "keyboard",
-    "cell phone",
-    "microwave",
-    "oven",
-    "toaster",
-    "sink",
-    "refrigerator",
-    "book",
-    "clock",
-    "vase",
-    "scissors",
-    "teddy bear",
-    "hair drier",
-    "toothbrush",
-)
-"""The 80 COCO class names, used for 80-class models when no ``--classes`` file is given."""
-
-
-@dataclass(frozen=True, slots=True)
-class Letterbox:
-    """How a frame was fitted into the model input: ``input = frame * scale + (pad_x, pad_y)``."""
-
-    scale: float
-    pad_x: float
-    pad_y: float
-    width: int
-    height: int
-
-
-def letterbox(frame: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
-    """Resize ``frame`` into a ``size`` x ``size`` square, aspect kept, padded with grey (114)."""
-    height, width = frame.shape[:2]
-    scale = min(size / width, size / height)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-    resized = cv2.resize(frame, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
-    square = cv2.copyMakeBorder(
-        resized,
-        pad_y,
-        size - new_h - pad_y,
-        pad_x,
-        size - new_w - pad_x,
-        cv2.BORDER_CONSTANT,
-        value=(114, 114, 114),
-    )
-    return square, Letterbox(scale, float(pad_x), float(pad_y), width, height)
+MAX_DETECTIONS = 300
+"""Most boxes reported per frame (Ultralytics' ``max_det``): bounds NMS and the message size."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,16 +97,18 @@ def decode(
     nms: float = 0.45,
     names: Sequence[str] | None = None,
     shape: Layout | None = None,
+    max_detections: int = MAX_DETECTIONS,
 ) -> list[Detection]:
-    """Turn a YOLO output tensor into detections in frame pixels.
+    """Turn a YOLO output tensor into detections in frame pixels, best first.
 
     Args:
-        output: The raw output, ``[1, N, 5 + C]`` (v5) or ``[1, 4 + C, N]`` (v8), batch of one.
+        output: The raw output of one frame, ``[1, N, 5 + C]`` (v5) or ``[1, 4 + C, N]`` (v8).
         box: How the frame was letterboxed.
         confidence: Lowest score kept (v5: objectness x class score; v8: class score).
         nms: IoU threshold of per-class non-maximum suppression.
         names: Class names (``class N`` labels without); 80-class models get COCO's.
         shape: The output's layout, when already known (:func:`layout` of it otherwise).
+        max_detections: Most detections kept (the best ones).
 
     Raises:
         ValueError: The output has a shape no YOLO layout explains.
@@ -223,43 +117,49 @@ def decode(
     found_layout = shape or layout(table.shape, names)
     while table.ndim > 2 and table.shape[0] == 1:
         table = table[0]
-    if found_layout.channel_first:
-        table = table.T
     if names is None and found_layout.classes == len(COCO):
         names = COCO
+    # Boxes as columns (v8's natural order): every step below reads rows of this view, no copy.
+    columns = table if found_layout.channel_first else table.T
     first_class = 5 if found_layout.objectness else 4
-    class_scores = table[:, first_class:]
-    class_ids = class_scores.argmax(axis=1)
-    scores = class_scores[np.arange(len(table)), class_ids]
+    class_scores = columns[first_class:]
+    class_ids = class_scores.argmax(axis=0)
+    scores = np.take_along_axis(class_scores, class_ids[None], axis=0)[0]
     if found_layout.objectness:
-        scores = scores * table[:, 4]
-    keep = scores >= confidence
-    if not keep.any():
+        scores = scores * columns[4]
+    keep = np.flatnonzero(scores >= confidence)
+    if not keep.size:
         return []
-    rows, scores, class_ids = table[keep], scores[keep], class_ids[keep]
-    cx, cy, w, h = rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
-    x1 = (cx - w / 2 - box.pad_x) / box.scale
-    y1 = (cy - h / 2 - box.pad_y) / box.scale
-    x2 = (cx + w / 2 - box.pad_x) / box.scale
-    y2 = (cy + h / 2 - box.pad_y) / box.scale
-    x1, x2 = np.clip(x1, 0, box.width), np.clip(x2, 0, box.width)
-    y1, y2 = np.clip(y1, 0, box.height), np.clip(y2, 0, box.height)
-    rects = [
-        [float(a), float(b), float(c - a), float(d - b)] for a, b, c, d in zip(x1, y1, x2, y2, strict=True)
-    ]
-    kept = cv2.dnn.NMSBoxesBatched(rects, scores.tolist(), class_ids.tolist(), confidence, nms)
+    scores, class_ids = scores[keep], class_ids[keep]
+    cx, cy, w, h = columns[:4, keep]
+    corners = np.stack(
+        [
+            (cx - w / 2 - box.pad_x) / box.scale,
+            (cy - h / 2 - box.pad_y) / box.scale,
+            (cx + w / 2 - box.pad_x) / box.scale,
+            (cy + h / 2 - box.pad_y) / box.scale,
+        ],
+        axis=1,
+    )
+    np.clip(corners[:, 0::2], 0, box.width, out=corners[:, 0::2])
+    np.clip(corners[:, 1::2], 0, box.height, out=corners[:, 1::2])
+    kept = _nms(corners, scores, class_ids, iou=nms, max_detections=max_detections)
     found: list[Detection] = []
-    for i in sorted(np.asarray(kept, dtype=int).reshape(-1).tolist(), key=lambda j: -float(scores[j])):
-        if x2[i] <= x1[i] or y2[i] <= y1[i]:
+    for i in kept.tolist():
+        x1, y1, x2, y2 = corners[i].tolist()
+        if x2 <= x1 or y2 <= y1:
             continue
         found.append(
             Detection(
                 label=_label(int(class_ids[i]), names),
                 confidence=round(min(1.0, max(0.0, float(scores[i]))), 4),
-                box=(float(x1[i]), float(y1[i]), float(x2[i]), float(y2[i])),
+                box=(x1, y1, x2, y2),
             )
         )
     return found
+
+
+_nms = nms  # decode()'s keyword argument of the same name shadows it
 
 
 def _label(class_id: int, names: Sequence[str] | None) -> str:
@@ -269,7 +169,7 @@ def _label(class_id: int, names: Sequence[str] | None) -> str:
 
 
 class Yolo:
-    """A YOLO ONNX model as a predictor.
+    """A YOLO ONNX model as a predictor, one frame (``__call__``) or several (:meth:`batch`) at a time.
 
     Class names come from ``classes`` if given, else from the model's own ``names`` metadata
     (Ultralytics exports carry it), else COCO's for 80-class models, else ``class N``. The output
@@ -281,10 +181,14 @@ class Yolo:
         confidence: Lowest score kept.
         nms: IoU threshold of non-maximum suppression.
         classes: File of class names, one per line.
+        engine: ``auto`` (onnxruntime, else OpenCV DNN), ``onnxruntime`` or ``opencv``.
+        device: Where onnxruntime runs it (:mod:`producer.devices`).
+        threads: Threads per inference (0: the engine's default).
 
     Raises:
-        DetectorError: The file is missing, is not a model OpenCV can run, or its outputs match no
-            supported layout (the message names the shapes seen).
+        DetectorError: The file is missing, is not a model the engine can run, or its outputs
+            match no supported layout (the message names the shapes seen).
+        DeviceError: The device cannot be used here.
     """
 
     def __init__(
@@ -295,15 +199,16 @@ class Yolo:
         confidence: float = 0.25,
         nms: float = 0.45,
         classes: str | None = None,
+        engine: str = "auto",
+        device: str = "auto",
+        threads: int = 0,
     ) -> None:
         if not path:
             raise DetectorError("onnx: needs a model path, e.g. onnx:yolov8n.onnx")
         if not os.path.isfile(path):
             raise DetectorError(f"no such ONNX model: {path}")
-        try:
-            self._net = cv2.dnn.readNetFromONNX(path)
-        except cv2.error as exc:
-            raise DetectorError(f"cannot load {path} as an ONNX model: {_cv_detail(exc)}") from None
+        self.engine: Engine = open_engine(path, engine=engine, device=device, threads=threads)
+        """What runs the graph (its ``name`` and ``provider`` say which)."""
         self.names: Sequence[str] | None = (
             classes_from_file(classes) if classes else names_from_metadata(path)
         )
@@ -320,12 +225,12 @@ class Yolo:
         """Run the model once on a blank input and read its output layout."""
         blank = np.zeros((1, 3, self.input_size, self.input_size), np.float32)
         try:
-            self._net.setInput(blank)
-            outputs = self._net.forward(self._net.getUnconnectedOutLayersNames())
-        except cv2.error as exc:
+            outputs = self.engine.run(blank)
+        except Exception as exc:  # the engines' own error types
+            text = str(exc).strip().splitlines()
             raise DetectorError(
                 f"{path} does not run on a {self.input_size}x{self.input_size} input "
-                f"(set --input-size to the model's): {_cv_detail(exc)}"
+                f"(set --input-size to the model's): {text[-1] if text else type(exc).__name__}"
             ) from None
         shapes = [list(np.shape(o)) for o in outputs]
         if len(shapes) != 1:
@@ -340,15 +245,22 @@ class Yolo:
             raise DetectorError(f"{path}: {exc}") from None
 
     def __call__(self, frame: np.ndarray) -> list[Detection]:
-        square, box = letterbox(frame, self.input_size)
-        blob = cv2.dnn.blobFromImage(square, 1 / 255.0, (self.input_size, self.input_size), swapRB=True)
-        self._net.setInput(blob)
-        output = self._net.forward()
-        return decode(
-            output, box, confidence=self.confidence, nms=self.nms, names=self.names, shape=self.layout
-        )
+        return self.batch([frame])[0]
 
-
-def _cv_detail(exc: cv2.error) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1] if text else "unreadable"
+    def batch(self, frames: Sequence[np.ndarray]) -> list[list[Detection]]:
+        """Detections of each frame, from one inference over all of them (frames may differ in size)."""
+        if not frames:
+            return []
+        tensor, boxes = blob(frames, self.input_size)
+        output = self.engine.run(tensor)[0]
+        return [
+            decode(
+                output[i : i + 1],
+                box,
+                confidence=self.confidence,
+                nms=self.nms,
+                names=self.names,
+                shape=self.layout,
+            )
+            for i, box in enumerate(boxes)
+        ]

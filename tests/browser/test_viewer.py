@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from framecast.up import Stack, running
+from framecast.local.up import Stack, running
 from tests.support.chromium import FRAME_PIXEL, OVERLAY_PIXELS, WAIT_MS, chromium, status, wait_status
 from tests.support.gateway import gateway_env
 

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page
 
-from framecast.cameras import Camera
-from framecast.up import running
+from framecast.local.cameras import Camera
+from framecast.local.up import running
 from tests.support.chromium import chromium, status, wait_status
 from tests.support.feed import Feed
 from tests.support.gateway import GatewayProc, running_gateway

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page
 
-from framecast.up import running
+from framecast.local.up import running
 from tests.support.chromium import chromium, status, wait_status
 from tests.support.gateway import gateway_env
 from tests.support.producer import running_producer

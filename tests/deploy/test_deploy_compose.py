@@ -16,7 +16,7 @@ import jsonschema
 import pytest
 import yaml
 
-from framecast import nginx
+from framecast.local import nginx
 from gateway.config import GatewayConfig
 from producer.config import Config as ProducerConfig
 from tests.deploy._settings import default, unknown
@@ -118,7 +118,7 @@ def test_the_default_replicas_fit_the_balancer_even_on_one_core() -> None:
 
 
 def test_envsubst_fills_exactly_the_templates_placeholders() -> None:
-    template = (ROOT / "framecast/nginx.conf.template").read_text()
+    template = (ROOT / "framecast/local/nginx.conf.template").read_text()
     placeholders = set(re.findall(r"\$\{([A-Z_]+)\}", template))
     for name in LBS:
         command = " ".join(SERVICES[name]["command"])
@@ -150,6 +150,35 @@ def test_dockerfiles_are_multi_stage_pinned_and_non_root(dockerfile: str) -> Non
     assert users and users[-1].isdigit() and users[-1] != "0"
 
 
+@pytest.mark.parametrize(
+    ("dockerfile", "locked"), [("gateway.Dockerfile", "gateway.txt"), ("producer.Dockerfile", "producer.txt")]
+)
+def test_dockerfiles_install_only_what_the_lock_pins_hash_checked(dockerfile: str, locked: str) -> None:
+    """Every pip install takes the export of uv.lock with --require-hashes, or the wheel just built."""
+    text = (ROOT / "deploy" / dockerfile).read_text().replace("\\\n", " ")
+    installs = [
+        command.strip()
+        for line in text.splitlines()
+        if line.startswith("RUN ")
+        for command in line[4:].split("&&")
+        if re.search(r"\bpip (install|wheel)\b", command)
+    ]
+    requirements = [re.search(r"-r /requirements/(\S+)", c) for c in installs]
+    assert sorted(m[1] for m in requirements if m) == sorted(["build.txt", locked])
+    for command, match in zip(installs, requirements, strict=True):
+        assert "--no-deps" in command.split(), command
+        if match:
+            assert "--require-hashes" in command.split(), command
+            assert (ROOT / "deploy" / "requirements" / match[1]).is_file(), command
+        elif " install " in command:
+            assert "--no-index" in command.split() and "/dist/" in command, command  # our own wheel
+        else:
+            assert "--no-build-isolation" in command.split(), command  # the locked setuptools builds it
+    exported = (ROOT / "deploy" / "requirements" / locked).read_text()
+    assert "--hash=sha256:" in exported and "websockets==" in exported
+    assert ("opencv-python-headless==" in exported) == (locked == "producer.txt")
+
+
 def test_dockerignore_keeps_the_context_to_the_sources() -> None:
     lines = [
         line
@@ -158,7 +187,15 @@ def test_dockerignore_keeps_the_context_to_the_sources() -> None:
     ]
     assert lines[0] == "**"
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert allowed == {"pyproject.toml", "README.md", "framecast", "gateway", "producer", "clients/js/src"}
+    assert allowed == {
+        "pyproject.toml",
+        "README.md",
+        "deploy/requirements",
+        "framecast",
+        "gateway",
+        "producer",
+        "clients/js/src",
+    }
     # Each Dockerfile copies only what the context keeps.
     for dockerfile in ("gateway.Dockerfile", "producer.Dockerfile"):
         for line in (ROOT / "deploy" / dockerfile).read_text().splitlines():

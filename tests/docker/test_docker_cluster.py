@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.docker._clients import each_gets, watchers
 from tests.docker._compose import Project, docker
 

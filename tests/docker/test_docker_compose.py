@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.docker._clients import each_gets, hello_gateway, raw_sockets, watchers
 from tests.docker._compose import COMPOSE, ROOT, Project, docker, docker_ok
 from tests.support.wait import poll, wait_until

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.docker._compose import Project, docker
 from tests.support.wait import wait_until
 

@@ -145,6 +145,10 @@ def _complete(answer: bytes) -> bool:
     head, sep, body = answer.partition(b"\r\n\r\n")
     if not sep:
         return False
+    if status_of(head) == 101:
+        # Switching Protocols has no body and the connection stays open for the new protocol:
+        # waiting for a close would only wait out the timeout (20 s a case through nginx).
+        return True
     for line in head.split(b"\r\n")[1:]:
         name, _, value = line.partition(b":")
         if name.strip().lower() == b"content-length":

@@ -21,8 +21,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from framecast import wire
-from framecast.embedded import free_port
-from framecast.up import running
+from framecast.local.embedded import free_port
+from framecast.local.up import running
 from tests.support.gateway import FakeProducer, GatewayProc, raw_websocket, start_gateway
 from tests.support.procs import child_env
 from tests.support.valkey import RedisServer, spawn_valkey

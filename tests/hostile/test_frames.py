@@ -27,6 +27,12 @@ from tests.hostile.conftest import Bench
 from tests.support.gateway import raw_websocket
 
 
+def _case_id(value: object) -> str:
+    """Each case is named by its description: the frames' random masks would make the ids differ
+    between runs, and pytest-xdist's workers must collect the same ids."""
+    return value if isinstance(value, str) else str(value) if isinstance(value, int) else "frame"
+
+
 def _open(bench: Bench, path: str = "/ws") -> tuple[socket.socket, FrameReader]:
     sock, head = raw_websocket(bench.port, path)
     assert head.startswith(b"HTTP/1.1 101"), head[:200]
@@ -73,6 +79,7 @@ def _closed_with(bench: Bench, data: bytes, code: int) -> None:
         ("truncated UTF-8", frame(OP_TEXT, b'{"op":"\xe2\x82"}'), 1007),
         ("UTF-8 surrogate", frame(OP_TEXT, b'"\xed\xa0\x80"'), 1007),
     ],
+    ids=_case_id,
 )
 def test_protocol_violations_get_their_close_code(
     open_bench: Bench, name: str, data: bytes, code: int

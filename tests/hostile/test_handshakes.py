@@ -83,6 +83,37 @@ def test_nul_in_host_is_a_400(target: Bench) -> None:
 
 
 @pytest.mark.parametrize(
+    ("header", "values"),
+    [
+        ("Origin", ("http://a.com", "http://b.com")),
+        ("Host", ("127.0.0.1", "example.com")),
+        ("Authorization", ("Bearer a", "Bearer b")),
+        ("Sec-WebSocket-Key", ("dGhlIHNhbXBsZSBub25jZQ==", "AAAAAAAAAAAAAAAAAAAAAA==")),
+        ("Sec-WebSocket-Version", ("13", "13")),
+    ],
+)
+def test_a_header_that_must_appear_once_sent_twice_is_a_400_on_every_path(
+    target: Bench, header: str, values: tuple[str, str]
+) -> None:
+    """Known defect (issue 20): two ``Origin`` headers got a 500 and a logged traceback, on every path."""
+    repeated = "".join(f"{header}: {value}\r\n" for value in values)
+    for path, extra in (
+        ("/healthz", ""),
+        ("/streams", ""),
+        ("/", ""),
+        ("/ws/default", _UPGRADE + _VERSION),
+        ("/ws", _UPGRADE + _VERSION),
+    ):
+        lines = f"Host: 127.0.0.1\r\n{extra}" if header != "Host" else extra
+        lines = "".join(line + "\r\n" for line in lines.split("\r\n") if line and not line.startswith(header))
+        answer = http_exchange(target.port, f"GET {path} HTTP/1.1\r\n{lines}{repeated}\r\n".encode())
+        assert status_of(answer) == 400, f"{header} twice on {path}: {answer[:300]!r}"
+    if target.gateway is not None:
+        assert "Traceback" not in target.gateway.logs and "ERROR" not in target.gateway.logs
+    target.assert_undisturbed()
+
+
+@pytest.mark.parametrize(
     "framing",
     [
         "Content-Length: 1\r\n\r\nx",

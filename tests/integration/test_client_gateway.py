@@ -18,7 +18,7 @@ import pytest
 
 from framecast import client, wire
 from framecast.client import AuthError, ClientError
-from framecast.up import running
+from framecast.local.up import running
 from tests.support.feed import Feed
 from tests.support.gateway import GatewayProc, gateway_env, running_gateway, start_gateway
 from tests.support.valkey import RedisServer
@@ -149,6 +149,25 @@ async def test_resume_across_a_producer_restart_gets_a_reset_and_the_new_epoch(
         (restarted_feed.epoch, 3),
     ]
     assert [r.reason for r in collector.of(wire.Reset)] == ["epoch-changed"]
+
+
+async def test_a_position_beyond_the_streams_newest_is_reset_and_the_client_receives_again(
+    redis_server: RedisServer, feed: Feed
+) -> None:
+    """Known defect (issue 20): a ``since`` past the newest seq of the epoch got no reset, and the
+    client dropped every result up to its (corrupt) position as already seen: silence."""
+    feed.publish(5)
+    ahead = client.Position(feed.epoch, 1_000_000)
+    with running_gateway(redis_url=redis_server.url, wait="ready") as gateway:
+        collector = Collector(client.subscribe(gateway.url, ["cam"], since={"cam": ahead}, delays=_fast))
+        try:
+            await collector.wait_for(lambda: collector.seqs() == [5], "the latest result after the reset")
+            feed.publish(2)
+            await collector.wait_for(lambda: collector.seqs() == [5, 6, 7], "live results")
+        finally:
+            await collector.close()
+    assert [r.reason for r in collector.of(wire.Reset)] == [client.POSITION_AHEAD]
+    assert collector.subscription.cursor.position("cam") == client.Position(feed.epoch, 7)
 
 
 async def test_two_streams_on_one_connection_each_resume_from_their_own_position(

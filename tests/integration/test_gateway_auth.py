@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -16,8 +15,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from framecast import wire
-from framecast.embedded import free_port, valkey_command, wait_for_port
+from framecast.local.embedded import free_port
 from tests.support.gateway import FakeProducer, GatewayProc, raw_websocket, running_gateway
+from tests.support.valkey import spawn_valkey
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
 ORIGIN = "https://viewer.example"
@@ -33,9 +33,8 @@ def token(streams: object = "*", *, ttl: float = 60.0, secret: str = SECRET) -> 
 def redis_url() -> Iterator[str]:
     with tempfile.TemporaryDirectory(prefix="framecast-valkey-") as workdir:
         port = free_port()
-        process = subprocess.Popen(valkey_command(port, workdir=workdir), stdout=subprocess.DEVNULL)
+        process = spawn_valkey(port, workdir)
         try:
-            wait_for_port(port, process=process)
             yield f"redis://127.0.0.1:{port}/0"
         finally:
             process.terminate()

@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from framecast import wire
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.gateway import (
     FakeProducer,
     GatewayProc,
@@ -31,6 +31,7 @@ from tests.support.gateway import (
     start_gateway,
 )
 from tests.support.proxy import running_proxy
+from tests.support.valkey import spawn_valkey
 from tests.support.wait import poll
 
 if TYPE_CHECKING:
@@ -448,15 +449,12 @@ async def test_deaf_subscription_makes_gateway_unready_then_heals(redis_server: 
 
 
 async def test_starts_without_redis_and_becomes_ready_when_it_appears(tmp_path: Path) -> None:
-    from framecast.embedded import valkey_command, wait_for_port
-
     port = free_port()
     with running_gateway(redis_url=f"redis://127.0.0.1:{port}/0", wait="healthz") as gw:
         status, body = gw.get_json("/readyz")
         assert status == 503 and isinstance(body, dict) and "redis" in str(body["reason"])
-        valkey = subprocess.Popen(valkey_command(port, workdir=tmp_path), stdout=subprocess.DEVNULL)
+        valkey = spawn_valkey(port, str(tmp_path))
         try:
-            wait_for_port(port, process=valkey)
             await poll(lambda: gw.get("/readyz")[0] == 200, what="readiness once Redis is up")
         finally:
             valkey.terminate()

@@ -10,9 +10,10 @@ import redis.asyncio as aioredis
 from websockets.asyncio.client import connect
 
 from framecast import wire
+from framecast.broker import open_broker
 from gateway.history import replay
-from gateway.store import open_store
 from gateway.subscriber import Subscriber
+from tests.support.feed import Feed
 from tests.support.gateway import FakeProducer, running_gateway
 
 if TYPE_CHECKING:
@@ -26,44 +27,49 @@ def seqs(messages: list[bytes]) -> list[int]:
 async def test_replay_plans(redis_server: RedisServer) -> None:
     producer = FakeProducer(redis_server.url, "cam", maxlen=1000)
     client = aioredis.Redis.from_url(redis_server.url)
-    store = open_store(redis_server.url, timeout=5.0)
+    broker = open_broker(redis_server.url, timeout=5.0)
     try:
-        empty = await replay(store, "cam", since=None)
+        empty = await replay(broker, "cam", since=None)
         assert (empty.messages, empty.reset) == ([], None)
-        assert (await replay(store, "cam", since=4, epoch="x")).reset == "no-history"
+        assert (await replay(broker, "cam", since=4, epoch="x")).reset == "no-history"
 
         for _ in range(10):
             producer.result()
-        latest = await replay(store, "cam")
+        latest = await replay(broker, "cam")
         assert seqs(latest.messages) == [10] and latest.reset is None and latest.seq == 10
 
-        resumed = await replay(store, "cam", since=4, epoch=producer.epoch)
+        resumed = await replay(broker, "cam", since=4, epoch=producer.epoch)
         assert seqs(resumed.messages) == [5, 6, 7, 8, 9, 10] and resumed.reset is None
         assert (resumed.epoch, resumed.seq) == (producer.epoch, 10)
 
-        up_to_date = await replay(store, "cam", since=10, epoch=producer.epoch)
-        assert up_to_date.messages == [] and up_to_date.seq == 10
+        up_to_date = await replay(broker, "cam", since=10, epoch=producer.epoch)
+        assert up_to_date.messages == [] and up_to_date.seq == 10 and up_to_date.reset is None
 
-        assert (await replay(store, "cam", since=4, epoch="old")).reset == "epoch-changed"
-        limited = await replay(store, "cam", since=0, epoch=producer.epoch, limit=5)
+        # Known defect (issue 20): a position beyond the newest result of the epoch was taken as
+        # up to date; the client then dropped every result up to it, silently.
+        ahead = await replay(broker, "cam", since=11, epoch=producer.epoch)
+        assert ahead.reset == "position-ahead" and seqs(ahead.messages) == [10] and ahead.seq == 10
+
+        assert (await replay(broker, "cam", since=4, epoch="old")).reset == "epoch-changed"
+        limited = await replay(broker, "cam", since=0, epoch=producer.epoch, limit=5)
         assert limited.reset == "history-expired" and seqs(limited.messages) == [10]
 
         await client.xtrim(wire.history_key("cam"), maxlen=3, approximate=False)  # 8..10 left
-        trimmed = await replay(store, "cam", since=5, epoch=producer.epoch)
+        trimmed = await replay(broker, "cam", since=5, epoch=producer.epoch)
         assert trimmed.reset == "history-expired" and seqs(trimmed.messages) == [10]
-        assert seqs((await replay(store, "cam", since=7, epoch=producer.epoch)).messages) == [8, 9, 10]
+        assert seqs((await replay(broker, "cam", since=7, epoch=producer.epoch)).messages) == [8, 9, 10]
 
         # A new producer run: entries of the new epoch sort after the old ones.
         old_epoch = producer.epoch
         producer.restart()
         producer.result()
-        moved_on = await replay(store, "cam", since=10, epoch=old_epoch)
+        moved_on = await replay(broker, "cam", since=10, epoch=old_epoch)
         assert moved_on.reset == "epoch-changed" and seqs(moved_on.messages) == [1]
         assert moved_on.epoch == producer.epoch
-        fresh = await replay(store, "cam", since=0, epoch=producer.epoch)
+        fresh = await replay(broker, "cam", since=0, epoch=producer.epoch)
         assert seqs(fresh.messages) == [1] and fresh.reset is None
     finally:
-        await store.aclose()
+        await broker.aclose()
         await client.aclose()
         producer.close()
 
@@ -159,3 +165,43 @@ async def test_a_connection_storm_queues_history_reads_and_every_subscriber_gets
     finally:
         await client.aclose()
         producer.close()
+
+
+async def test_unsubscribe_then_subscribe_with_since_back_to_back_keeps_the_stream_flowing(
+    redis_server: RedisServer,
+) -> None:
+    """Known defect: on one connection, ``unsubscribe`` followed at once by ``subscribe`` with
+    ``since`` for the same stream left the gateway sending nothing more for it in 2 of 8 trials:
+    the subscribe took the channel for held while its UNSUBSCRIBE was on its way to Redis
+    (tests/unit/test_demand.py has the exact interleaving). Sixteen rounds on one connection;
+    each must be followed by live results from after its resume position."""
+    feed = Feed(redis_server.url, "cam")
+    feed.publish(3)
+    feed.start(rate=20)
+    try:
+        with running_gateway(redis_url=redis_server.url, wait="ready") as gateway:
+            async with connect(gateway.ws_url + "/ws", open_timeout=30) as ws:
+
+                async def next_result(after: int) -> wire.Result:
+                    """The first live result past ``after`` (bounded: 400 messages, 30 s)."""
+                    async with asyncio.timeout(30):
+                        for _ in range(400):
+                            message = wire.decode(await ws.recv())
+                            if isinstance(message, wire.Result) and message.seq > after:
+                                return message
+                    raise AssertionError(f"no result past seq {after} in 400 messages")
+
+                await ws.send(wire.encode(wire.Subscribe(stream="cam")), text=True)
+                last = await next_result(0)
+                for round_ in range(16):
+                    await ws.send(wire.encode(wire.Unsubscribe(stream="cam")), text=True)
+                    resume = wire.Subscribe(stream="cam", since=last.seq, epoch=last.epoch)
+                    await ws.send(wire.encode(resume), text=True)
+                    # Past anything published before the resubscription could have been held.
+                    beyond = feed.seq + 2
+                    try:
+                        last = await next_result(beyond)
+                    except TimeoutError:
+                        raise AssertionError(f"round {round_}: the stream went silent") from None
+    finally:
+        feed.stop()

@@ -14,10 +14,10 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from framecast import wire
-from tests.support.gateway import FakeProducer, raw_websocket, running_gateway
+from tests.support.gateway import Collector, FakeProducer, raw_websocket, running_gateway
 from tests.support.wait import poll
 
 if TYPE_CHECKING:
@@ -28,27 +28,14 @@ MESSAGES = 300
 PAD = 2000  # bytes of label per result: ~2.1 KB messages
 
 
-class Collector:
-    """A normal client: reads everything, keeps the result seqs."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.seqs: list[int] = []
-        self.task = asyncio.create_task(self._run())
-
-    async def _run(self) -> None:
-        with contextlib.suppress(Exception):
-            async for data in self.ws:
-                message = wire.decode(data)
-                if isinstance(message, wire.Result):
-                    self.seqs.append(message.seq)
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.ws.close(), 5)
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+def reached(collectors: list[Collector], count: int) -> bool:
+    """Whether every reader has ``count`` results; fails at once, naming why, if one never will."""
+    for index, collector in enumerate(collectors):
+        if collector.trouble:
+            raise AssertionError(
+                f"reader {index} at {len(collector.seqs)} results: {', '.join(collector.trouble)}"
+            )
+    return all(len(c.seqs) >= count for c in collectors)
 
 
 def read_frames(sock: socket.socket, *, until_seq: int, max_bytes: int, timeout: float = 30.0) -> list[int]:
@@ -134,8 +121,7 @@ async def test_stalled_reader_does_not_disturb_200_readers_and_is_closed(redis_s
             producer.result(pad=PAD)
             if seq % window == 0:
                 await poll(
-                    lambda seq=seq: all(len(c.seqs) >= seq - window for c in collectors),
-                    what=f"readers to reach {seq - window}",
+                    lambda seq=seq: reached(collectors, seq - window), what=f"readers to reach {seq - window}"
                 )
             if seq % 20 == 0:
                 samples.append(
@@ -145,7 +131,7 @@ async def test_stalled_reader_does_not_disturb_200_readers_and_is_closed(redis_s
                 assert lagging <= 1, "only the stalled client may lag"
                 lagging_seen = lagging_seen or lagging == 1
         await poll(
-            lambda: all(len(c.seqs) >= MESSAGES for c in collectors),
+            lambda: reached(collectors, MESSAGES),
             timeout=60,
             what="every reader to get everything",
         )

@@ -1,5 +1,5 @@
 """A real ``framecast up --monitoring``: its own Prometheus (Debian's) scraping every gateway and the
-producer of the stack, with the configuration ``framecast.monitoring`` generates and
+producer of the stack, with the configuration ``framecast.local.monitoring`` generates and
 deploy/prometheus/alerts.yml loaded. Every dashboard panel query is evaluated through the HTTP API
 and must return data, so a renamed metric or a broken join fails here, not on the dashboard.
 """
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from framecast.up import Stack, running
+from framecast.local.up import Stack, running
 from tests.support import monitoring
 from tests.support.gateway import gateway_env
 from tests.support.procs import child_env

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.producer import run_producer
 
 # Nothing listens here: none of these runs may get as far as needing Redis.

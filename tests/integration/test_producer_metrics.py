@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import urllib.request
-
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.gateway import metric
 from tests.support.procs import child_env
-from tests.support.producer import running_producer
+from tests.support.producer import running_producer, scrape
 from tests.support.valkey import RedisServer
 from tests.support.wait import wait_until
 
 P = "framecast_producer_"
-
-
-def _scrape(port: int) -> str:
-    """The exposition text; empty while the producer is not listening yet."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            return str(response.read().decode())
-    except OSError:
-        return ""
 
 
 def test_capped_producer_reports_its_max_fps_and_every_publish_latency(redis_server: RedisServer) -> None:
@@ -29,7 +18,7 @@ def test_capped_producer_reports_its_max_fps_and_every_publish_latency(redis_ser
     with running_producer(redis_server.url, [*args, "--metrics-port", str(port)], env=child_env()):
 
         def published() -> str | None:
-            text = _scrape(port)
+            text = scrape(port)
             return text if metric(text, P + "capture_to_publish_seconds_count") >= 3 else None
 
         text = wait_until(published, timeout=30, what="three results published")
@@ -48,7 +37,7 @@ def test_uncapped_producer_aims_at_the_sources_measured_rate(redis_server: Redis
     with running_producer(redis_server.url, args, env=child_env()):
 
         def aimed() -> float | None:
-            text = _scrape(port)
+            text = scrape(port)
             target, captured = metric(text, P + "target_fps"), metric(text, P + "capture_fps")
             return target if target > 0 and target == captured else None
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.onnx_models import EXPECTED, SIZE, v5_table, v8_table, write_model
 from tests.support.producer import Listener, run_producer, running_producer
 

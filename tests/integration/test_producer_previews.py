@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from producer.synthetic import QR_TEXT
 from tests.support.producer import Listener, metrics, running_producer
 from tests.support.wait import wait_until

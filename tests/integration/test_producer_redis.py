@@ -139,3 +139,45 @@ def test_a_file_that_ends_while_redis_is_down_publishes_its_last_result_or_logs_
     else:
         assert f"the last result (frame {_FRAMES - 1}) was not published" in logs, logs
         assert "in all never reached Redis" in logs, logs
+
+
+def test_a_write_redis_refuses_is_logged_and_counted_as_refused_not_as_an_outage(
+    redis_server: RedisServer, child_env: dict[str, str]
+) -> None:
+    """Known defect (issue 20): every refused XADD was logged as "Redis ... unreachable".
+
+    The stream's history key holds a string, so Redis answers every XADD with WRONGTYPE: the link
+    is fine (heartbeats keep going), the results are refused, and once the key is gone they flow.
+    """
+    from framecast import wire
+    from framecast.local.embedded import free_port
+    from tests.support.gateway import metric
+    from tests.support.producer import scrape
+
+    admin = redis.Redis.from_url(redis_server.url)
+    port = free_port()
+    try:
+        admin.set(wire.history_key("default"), "not a stream")
+        with (
+            Listener(redis_server.url) as heard,
+            running_producer(
+                redis_server.url, [*_ARGS, "--metrics-port", str(port)], env=child_env
+            ) as producer,
+        ):
+            refused = wait_until(
+                lambda: metric(scrape(port), "framecast_producer_publish_refused_total") >= 3,
+                what="refused writes counted",
+            )
+            assert refused
+            heard.wait_for(lambda: len(heard.statuses) >= 3, what="heartbeats while results are refused")
+            assert heard.results == [], "a refused write is not published"
+            admin.delete(wire.history_key("default"))
+            heard.wait_for(lambda: len(heard.results) >= 3, what="results once Redis accepts them")
+            assert producer.process.poll() is None
+        logs = producer.logs
+    finally:
+        admin.close()
+    assert "unreachable" not in logs, logs
+    assert "refused the result of stream default: WRONGTYPE" in logs, logs
+    assert logs.count("refused the result") == 1, "logged once, not per result"
+    assert "accepts the result of stream default again" in logs

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.producer import Listener, running_producer
 from tests.support.rtsp import RtspServer
 from tests.support.wait import wait_until

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 from tests.support.producer import Listener, kill, start_mjpeg, start_producer
 
 if TYPE_CHECKING:

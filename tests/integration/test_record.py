@@ -15,7 +15,7 @@ import av
 import pytest
 
 from framecast import wire
-from framecast.record import Recorder, RecordError
+from framecast.client.record import Recorder, RecordError
 from producer.encoder import Encoder, check_codec
 from producer.synthetic import Scene
 from tests.support.video import psnr

@@ -20,9 +20,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from framecast import wire
-from framecast.embedded import free_port
-from framecast.nginx import client_capacity
-from framecast.up import Stack, running
+from framecast.local.embedded import free_port
+from framecast.local.nginx import client_capacity
+from framecast.local.up import Stack, running
 from tests.support.procs import OutputLines
 from tests.support.wait import wait_until
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from framecast import client, wire
-from framecast.up import running
+from framecast.local.up import running
 from tests.support.gateway import gateway_env
 from tests.support.tls import self_signed
 

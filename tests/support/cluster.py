@@ -8,11 +8,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import redis
 
-from framecast.embedded import free_port, valkey_command, wait_for_port
+from framecast.local import launch
+from framecast.local.embedded import free_port, wait_for_port
 
 __all__ = ["Cluster", "running_cluster"]
 
@@ -70,12 +72,22 @@ def running_cluster() -> Iterator[Cluster]:
         clients: list[redis.Redis] = []
         try:
             for port, bus in zip(cluster.ports, buses, strict=True):
-                argv = valkey_command(port, workdir=workdir)
-                argv += ["--cluster-enabled", "yes", "--cluster-config-file", f"{workdir}/nodes-{port}.conf"]
                 # The bus defaults to port + 10000, which may not exist for a high ephemeral port.
-                argv += ["--cluster-port", str(bus)]
+                spec = launch.Valkey(
+                    port=port,
+                    workdir=Path(workdir),
+                    args=(
+                        *(
+                            "--cluster-enabled",
+                            "yes",
+                            "--cluster-config-file",
+                            f"{workdir}/nodes-{port}.conf",
+                        ),
+                        *("--cluster-port", str(bus)),
+                    ),
+                )
                 cluster.processes.append(
-                    subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    subprocess.Popen(spec.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 )
             for port, process in zip(cluster.ports, cluster.processes, strict=True):
                 wait_for_port(port, timeout=10, process=process)

@@ -11,15 +11,17 @@ Usage::
 
     gw = start_gateway(redis_url=..., wait="ready")   # remember gw.stop() in a finally
 
-Each gateway listens on a free 127.0.0.1 port and writes its output to a log
+Each gateway listens on a port of 127.0.0.1 that it picks itself (``--port 0``) and writes its output to a log
 file (``gw.logs``) so a chatty process can never block on a full pipe.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
+import itertools
 import json
 import os
 import re
@@ -28,7 +30,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -38,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from websockets.asyncio.client import ClientConnection
 
 from framecast import wire
-from framecast.embedded import free_port
+from framecast.local import launch
 from tests.support.procs import child_env
 
 __all__ = [
@@ -214,11 +216,11 @@ def start_gateway(
     """Start ``python -m gateway`` on 127.0.0.1 and wait for it.
 
     Args:
-        redis_url: ``--redis-url`` (None: leave it to ``env``/the default).
+        redis_url: Its Redis (``REDIS_URL``; None: leave it to ``env``/the default).
         args: Extra command-line flags.
         env: Extra environment variables (on top of a clean one, see :func:`gateway_env`).
-        gateway_id: ``--id`` (default ``gw-<port>``).
-        port: TCP port (default: a free one).
+        gateway_id: ``--id`` (default ``gw-<number>``, unique in this test run).
+        port: TCP port (default: one the gateway binds itself, ``--port 0``).
         wait: ``"healthz"`` (serving), ``"ready"`` (Redis subscription up) or None.
         timeout: Seconds to wait.
         open_files: Soft and hard open-files limit of the child (default: inherited).
@@ -226,24 +228,32 @@ def start_gateway(
     Returns:
         The running gateway; call ``.stop()`` in a ``finally`` (or use :func:`running_gateway`).
     """
-    port = port or free_port()
-    gateway_id = gateway_id or f"gw-{port}"
-    argv = [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--id", gateway_id]
-    if redis_url is not None:
-        argv += ["--redis-url", redis_url]
-    argv += list(args)
+    # Port 0: the gateway binds a port the kernel picks and reports it (`_reported_port`), so no
+    # other process can take it between a check and the bind. An explicit port is for tests that
+    # need to know it first (two gateways sharing one with --reuse-port).
+    gateway_id = gateway_id or f"gw-{next(_ids)}"
+    spec = launch.Gateway(id=gateway_id, port=port or 0, redis_url=redis_url, args=tuple(args))
     handle, name = tempfile.mkstemp(prefix=f"framecast-{gateway_id}-", suffix=".log")
     log_file = os.fdopen(handle, "wb")
     process = subprocess.Popen(
-        argv,
+        spec.argv(),
         stdin=subprocess.DEVNULL,
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        env=gateway_env(env),
+        env=gateway_env({**(env or {}), **spec.env()}),
         cwd=ROOT,
         preexec_fn=None if open_files is None else functools.partial(limit_open_files, open_files),
     )
-    gw = GatewayProc(process, port, gateway_id, Path(name), log_file)
+    log_path = Path(name)
+    if not port:
+        try:
+            port = _reported_port(process, log_path, timeout=timeout)
+        except BaseException:
+            process.kill()
+            process.wait(timeout=10)
+            log_file.close()
+            raise
+    gw = GatewayProc(process, port, gateway_id, log_path, log_file)
     try:
         if wait == "healthz":
             gw.wait_until("/healthz", 200, timeout=timeout)
@@ -253,6 +263,26 @@ def start_gateway(
         gw.stop(signal.SIGKILL)
         raise
     return gw
+
+
+_ids = itertools.count(os.getpid() * 1000)  # digits only, unique among this run's processes
+_LISTENING = re.compile(rb"gateway \S+ listening on http://[^ ]+:(\d+) ")
+
+
+def _reported_port(process: subprocess.Popen[bytes], log_path: Path, *, timeout: float) -> int:
+    """The port a gateway started with ``--port 0`` bound, from its "listening on" log line."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.02) + 1):
+        match = _LISTENING.search(log_path.read_bytes())
+        if match:
+            return int(match.group(1))
+        if process.poll() is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    raise RuntimeError(
+        f"gateway reported no port (exit status {process.poll()}; needs --log-level INFO or lower):\n"
+        + log_path.read_text(errors="replace")[-3000:]
+    )
 
 
 def limit_open_files(limit: int) -> None:
@@ -410,3 +440,38 @@ def raw_websocket(
             break
         head += chunk
     return sock, head
+
+
+class Collector:
+    """A reading client on an open connection: reads everything in a task, keeps the result seqs.
+
+    It also says why it stopped early (``trouble``), so a wait for it fails at once, naming why.
+    """
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.seqs: list[int] = []
+        self.trouble: list[str] = []
+        """What a reader that keeps up must never see: a gap or reset notice, its connection ending."""
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        try:
+            async for data in self.ws:
+                message = wire.decode(data)
+                if isinstance(message, wire.Result):
+                    self.seqs.append(message.seq)
+                elif isinstance(message, wire.Gap | wire.Reset):
+                    self.trouble.append(f"{type(message).__name__.lower()} ({message.reason})")
+            self.trouble.append(f"closed ({self.ws.close_code} {self.ws.close_reason})")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.trouble.append(f"ended by {exc!r}")
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), 5)
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task

@@ -3,8 +3,8 @@
     with running_nginx(["127.0.0.1:8001", "127.0.0.1:8002"]) as balancer:
         connect(balancer.ws_url + "/ws/cam")
 
-The configuration is :func:`framecast.up.render_nginx_conf` (the template shipped for
-``framecast up`` and docker compose), so a test exercises what users run.
+Started from :class:`framecast.local.launch.Nginx`, as ``framecast up`` starts it: the template
+shipped for ``framecast up`` and docker compose, so a test exercises what users run.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from framecast.embedded import free_port, nginx_binary, wait_for_port
-from framecast.up import render_nginx_conf
+from framecast.local import launch
+from framecast.local.embedded import free_port, wait_for_port
 
 __all__ = ["Balancer", "running_nginx"]
 
@@ -53,29 +53,26 @@ def running_nginx(upstreams: Sequence[str], *, log_level: str = "warn") -> Itera
         workdir = Path(tmp)
         # nginx workers drop root privileges to "nobody" and must still reach their temp paths.
         workdir.chmod(0o755)
-        port = free_port()
-        conf = workdir / "nginx.conf"
-        conf.write_text(
-            render_nginx_conf(
-                listen=f"127.0.0.1:{port}",
-                upstreams=upstreams,
-                runtime_dir=str(workdir),
-                worker_connections=2048,
-                log_level=log_level,
-                open_files=4096,
-            )
+        spec = launch.Nginx(
+            port=free_port(),
+            upstreams=tuple(upstreams),
+            workdir=workdir,
+            worker_connections=2048,
+            log_level=log_level,
+            open_files=4096,
         )
+        spec.prepare()
         log = workdir / "error.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [str(nginx_binary()), "-p", str(workdir), "-c", str(conf), "-g", "daemon off;"],
+                spec.argv(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
         try:
-            wait_for_port(port, timeout=20)
-            yield Balancer(port=port, log=log, process=process)
+            wait_for_port(spec.port, timeout=20)
+            yield Balancer(port=spec.port, log=log, process=process)
         finally:
             process.terminate()
             try:

@@ -14,7 +14,17 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["EXPECTED", "SIZE", "constant_model", "v5_table", "v8_table", "write_model"]
+__all__ = [
+    "EXPECTED",
+    "SIZE",
+    "brightness_model",
+    "constant_model",
+    "conv_model",
+    "shifted_box",
+    "v5_table",
+    "v8_table",
+    "write_model",
+]
 
 # A 640x480 frame in a 64x64 input: scale 0.1, 8 pixels of padding above and below.
 # Model box (cx 32, cy 32, w 16, h 16) -> frame box (240, 160, 400, 320).
@@ -85,3 +95,99 @@ def v8_table(classes: int = 80, candidates: int = 30) -> np.ndarray:
     columns[:4, 1], columns[4 + 1, 1] = [33, 33, 16, 16], 0.8  # overlaps the first: NMS drops it
     columns[:4, 2], columns[4 + 2, 2] = [50, 50, 4, 4], 0.2  # below --confidence 0.25
     return columns[None]
+
+
+# brightness_model: the box of class 1 moves right by SHIFT model pixels per unit of the
+# brightest input value (0..1), so each camera's result says which frame it was computed from.
+SHIFT = 20.0
+
+
+def brightness_model(*, size: int = SIZE, classes: int = 3, candidates: int = 30) -> onnx.ModelProto:
+    """A YOLOv8-shaped ``[batch, 4 + classes, candidates]`` model with a dynamic batch axis.
+
+    Frame ``n`` of a batch answers :func:`v8_table` with its first box's ``cx`` moved by
+    ``SHIFT * max(images[n])``: a uniform grey frame of level ``g`` gives the box of
+    :func:`shifted_box` ``(g)``. A batch of frames from different cameras gives each its own box,
+    so a result routed to the wrong camera shows.
+    """
+    table = v8_table(classes, candidates)  # [1, 4 + C, N]
+    shift = np.zeros_like(table)
+    shift[0, 0, 0] = SHIFT
+    nodes = [
+        helper.make_node("ReduceMax", ["images"], ["peak"], axes=[1, 2, 3], keepdims=1),  # [B, 1, 1, 1]
+        helper.make_node("Reshape", ["peak", "to_b11"], ["peak3"]),  # [B, 1, 1]
+        helper.make_node("Mul", ["peak3", "shift"], ["moved"]),  # [B, 4 + C, N]
+        helper.make_node("Add", ["moved", "table"], ["output0"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "to_b11"),
+        numpy_helper.from_array(shift, "shift"),
+        numpy_helper.from_array(table, "table"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brightness-yolo",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 4 + classes, candidates])],
+        initializer=initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="framecast-tests", ir_version=7
+    )
+    helper.set_model_props(model, {"names": str({i: f"c{i}" for i in range(classes)})})
+    onnx.checker.check_model(model)
+    return model
+
+
+def shifted_box(level: int, *, frame: tuple[int, int] = (640, 480)) -> tuple[float, float, float, float]:
+    """The box :func:`brightness_model` finds in a uniform ``level`` frame (padding is 114)."""
+    width, height = frame
+    scale = min(SIZE / width, SIZE / height)
+    pad_x, pad_y = (SIZE - round(width * scale)) // 2, (SIZE - round(height * scale)) // 2
+    peak = max(level, 114 if (pad_x or pad_y) else 0) / 255
+    cx, cy, w, h = 32 + SHIFT * peak, 32.0, 16.0, 16.0
+    return (
+        (cx - w / 2 - pad_x) / scale,
+        (cy - h / 2 - pad_y) / scale,
+        (cx + w / 2 - pad_x) / scale,
+        (cy + h / 2 - pad_y) / scale,
+    )
+
+
+def conv_model(*, size: int = SIZE, classes: int = 3, seed: int = 7) -> onnx.ModelProto:
+    """A YOLOv8-shaped model that computes: a random 8x8/8 convolution, boxes and scores from it.
+
+    Its output depends on every pixel (unlike the constant tables), so two engines agreeing on
+    its boxes agree on the arithmetic, not just on the decoding. Dynamic batch axis.
+    """
+    rng = np.random.default_rng(seed)
+    channels = 4 + classes
+    weights = rng.normal(0, 0.05, (channels, 3, 8, 8)).astype(np.float32)
+    bias = rng.normal(0, 0.5, channels).astype(np.float32)
+    scale = np.ones((1, channels, 1), np.float32)
+    scale[0, :4, 0] = [size, size, size / 3, size / 3]
+    nodes = [
+        helper.make_node("Conv", ["images", "w", "b"], ["features"], kernel_shape=[8, 8], strides=[8, 8]),
+        helper.make_node("Reshape", ["features", "to_bcn"], ["flat"]),  # [B, 4 + C, (size/8)^2]
+        helper.make_node("Sigmoid", ["flat"], ["unit"]),
+        helper.make_node("Mul", ["unit", "scale"], ["output0"]),
+    ]
+    initializers = [
+        numpy_helper.from_array(weights, "w"),
+        numpy_helper.from_array(bias, "b"),
+        numpy_helper.from_array(np.array([0, channels, -1], np.int64), "to_bcn"),
+        numpy_helper.from_array(scale, "scale"),
+    ]
+    candidates = (size // 8) ** 2
+    graph = helper.make_graph(
+        nodes,
+        "conv-yolo",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", channels, candidates])],
+        initializer=initializers,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="framecast-tests", ir_version=7
+    )
+    onnx.checker.check_model(model)
+    return model

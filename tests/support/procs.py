@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 
-from framecast.procs import ROOT, child_env
+from framecast.local.procs import ROOT, child_env
 
 __all__ = ["ROOT", "OutputLines", "child_env"]
 

@@ -36,7 +36,8 @@ from typing import Any
 import redis
 
 from framecast import wire
-from framecast.embedded import wait_for_port
+from framecast.local import launch
+from framecast.local.embedded import wait_for_port
 from tests.support.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -94,15 +95,16 @@ class ProducerProc:
 def start_producer(
     redis_url: str, args: Sequence[str] = (), *, env: Mapping[str, str], log_dir: str | None = None
 ) -> ProducerProc:
-    """Start ``python -m producer --redis-url URL ARGS...`` (stop it in a ``finally``)."""
+    """Start ``python -m producer ARGS...`` publishing to ``redis_url`` (stop it in a ``finally``)."""
+    spec = launch.Producer(redis_url=redis_url, args=tuple(args))
     fd, path = tempfile.mkstemp(prefix="producer-", suffix=".log", dir=log_dir)
     os.close(fd)
     log_file = open(path, "wb")  # noqa: SIM115 - closed by ProducerProc.stop/wait
     process = subprocess.Popen(
-        [sys.executable, "-m", "producer", "--redis-url", redis_url, *args],
+        spec.argv(),
         stdout=log_file,
         stderr=subprocess.STDOUT,
-        env=dict(env),
+        env={**env, **spec.env()},
         cwd=ROOT,
     )
     return ProducerProc(process, Path(path), log_file)
@@ -135,7 +137,7 @@ def metrics(port: int) -> dict[str, float]:
 def run_producer(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 60.0) -> tuple[int, str]:
     """Run a producer to completion; returns (exit status, stderr)."""
     done = subprocess.run(
-        [sys.executable, "-m", "producer", *args],
+        launch.Producer(args=tuple(args)).argv(),
         capture_output=True,
         env=dict(env),
         cwd=ROOT,
@@ -320,3 +322,12 @@ if __name__ == "__main__":
         _serve_mjpeg(int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) == 4 else 0)
     else:
         sys.exit("usage: tests/support/producer.py mjpeg PORT [HANG_AFTER]")
+
+
+def scrape(port: int) -> str:
+    """A producer's ``--metrics-port`` exposition text; empty while it is not listening yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""

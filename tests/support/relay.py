@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from framecast import wire
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 
 STATIC = Path(__file__).resolve().parents[2] / "gateway" / "static"
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}

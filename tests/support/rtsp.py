@@ -49,7 +49,7 @@ class RtspServer:
         frames: int = 0,
     ) -> None:
         self.image = image
-        from framecast.embedded import free_port  # not at the top: the child runs without framecast
+        from framecast.local.embedded import free_port  # not at the top: the child runs without framecast
 
         self.port = port or free_port()
         self.protocols = protocols
@@ -63,7 +63,7 @@ class RtspServer:
 
     def start(self) -> None:
         """Start the server and wait until it listens."""
-        from framecast.embedded import wait_for_port
+        from framecast.local.embedded import wait_for_port
 
         command = [
             SYSTEM_PYTHON,

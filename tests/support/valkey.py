@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
-from framecast.embedded import valkey_command, wait_for_port
+from framecast.local import launch
+from framecast.local.embedded import wait_for_port
 
 
 @dataclass
@@ -37,7 +39,7 @@ class RedisServer:
 
 def spawn_valkey(port: int, workdir: str) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
-        valkey_command(port, workdir=workdir),
+        launch.Valkey(port=port, workdir=Path(workdir)).argv(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

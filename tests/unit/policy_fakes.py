@@ -6,18 +6,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from framecast import wire
-from gateway.policy import OVER, SKIP, WRITTEN, Close, Policy, Step, Wait
+from gateway.policy import OVER, SKIP, WRITTEN, Close, Counters, Policy, Step, Wait
 
 EPOCH = "e1"
 
 
 def framer(data: bytes, binary: bool) -> bytes:
-    """A stand-in framing: one opcode byte, then the payload (the policy never looks inside)."""
-    return (b"B" if binary else b"T") + data
+    """A stand-in framing: an opcode byte, a 4-byte length, the payload (the policy never looks inside)."""
+    return (b"B" if binary else b"T") + len(data).to_bytes(4, "big") + data
 
 
-def unframe(frame: bytes) -> tuple[bool, bytes]:
-    return frame[:1] == b"B", frame[1:]
+def ping_framer(payload: bytes) -> bytes:
+    """The same stand-in framing for a lag probe (a ping)."""
+    return b"P" + len(payload).to_bytes(4, "big") + payload
+
+
+def unframe(frames: bytes) -> list[tuple[bytes, bytes]]:
+    """Split written bytes into (opcode byte, payload) frames."""
+    out = []
+    pos = 0
+    while pos < len(frames):
+        size = int.from_bytes(frames[pos + 1 : pos + 5], "big")
+        out.append((frames[pos : pos + 1], frames[pos + 5 : pos + 5 + size]))
+        pos += 5 + size
+    assert pos == len(frames), "torn frame"
+    return out
 
 
 @dataclass
@@ -54,6 +67,10 @@ class FakeSink:
     fragmenting: bool = False
     written: list[Written] = field(default_factory=list)
     peak: int = 0
+    # Lag probes: every ping written, as (index in `written` it follows, payload), and the
+    # payloads registered with expect_pong, in order.
+    pings: list[tuple[int, bytes]] = field(default_factory=list)
+    expected: list[bytes] = field(default_factory=list)
 
     def buffered(self) -> int:
         return self.level
@@ -65,8 +82,16 @@ class FakeSink:
         return not self.open
 
     def write_frame(self, frame: bytes) -> None:
-        binary, data = unframe(frame)
-        self._record(binary, data, len(frame))
+        for opcode, data in unframe(frame):
+            if opcode == b"P":
+                self.pings.append((len(self.written), data))
+                self.level += 5 + len(data)
+            else:
+                self._record(opcode == b"B", data, 5 + len(data))
+
+    def expect_pong(self, payload: bytes) -> None:
+        assert self.pings and self.pings[-1][1] == payload, "a pong expected for a ping never written"
+        self.expected.append(payload)
 
     def offer(self, frame: bytes, limit: int) -> int:
         if not self.writable():
@@ -134,6 +159,22 @@ def preview(stream: str, seq: int, *, captured_at: float) -> bytes:
             jpeg=b"\xff\xd8jpeg\xff\xd9",
         )
     )
+
+
+class Recorder(Counters):
+    """The policy's counters, and every batch written and fan-out ended, as the observer saw them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[str, float | None, int]] = []
+        self.fanouts: list[tuple[str, float | None, int]] = []
+
+    def written(self, kind: str, clients: int, nbytes: int, age: float | None) -> None:
+        super().written(kind, clients, nbytes, age)
+        self.writes.append((kind, age, clients))
+
+    def fanned_out(self, kind: str, seconds: float, age: float | None, clients: int) -> None:
+        self.fanouts.append((kind, age, clients))
 
 
 class Driver:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from framecast import cameras, settings
-from framecast.cameras import Camera, CameraError
+from framecast import settings
+from framecast.local import cameras
+from framecast.local.cameras import Camera, CameraError
 from producer.config import Config as ProducerConfig
 
 

@@ -45,3 +45,15 @@ def test_gateway_is_dispatched_to_gateway_main() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().startswith("usage: framecast gateway")
     assert cli._COMMANDS["gateway"][0] == "gateway.main"
+
+
+def test_bench_without_a_checkout_is_one_line_saying_where_it_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As after `pip install framecast`: the wheel has no bench package.
+    for name in [m for m in sys.modules if m == "bench" or m.startswith("bench.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "bench", None)
+    assert cli.main(["bench", "--quick"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "source checkout" in err and "python -m bench" in err

@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from framecast import wire
-from framecast.client import ClientError, Cursor, Position, backoff, websocket_url
+from framecast.client import POSITION_AHEAD, ClientError, Cursor, Position, backoff, websocket_url
 
 
 def _result(seq: int, epoch: str = "e1", stream: str = "cam") -> wire.Result:
@@ -144,3 +144,14 @@ def test_cursor_after_reset_a_new_epoch_retires_the_old_one() -> None:
     assert cursor.accept(_result(1, epoch="new"))
     assert not cursor.accept(_result(10, epoch="old"))
     assert cursor.accept(_result(2, epoch="new"))
+
+
+def test_cursor_drops_a_position_the_gateway_says_is_ahead_of_the_stream() -> None:
+    """Known defect (issue 20): a ``since`` beyond the stream's newest dropped every result."""
+    cursor = Cursor({"cam": Position("e1", 1_000_000)})
+    assert cursor.accept(_result(5)) is False
+    cursor.reset("cam", POSITION_AHEAD)
+    assert cursor.position("cam") is None
+    assert cursor.accept(_result(5)) and cursor.accept(_result(6))
+    cursor.reset("cam", "history-expired")  # any other reason keeps the position
+    assert cursor.position("cam") == Position("e1", 6)

@@ -22,7 +22,7 @@ from websockets.http11 import Request, Response
 
 from framecast import client, wire
 from framecast.client import AuthError, ClientError, ConnectError, Position
-from framecast.embedded import free_port
+from framecast.local.embedded import free_port
 
 Handler = Callable[[ServerConnection, int], Awaitable[None]]
 

@@ -1,11 +1,11 @@
-"""framecast.embedded's port checks agree with the servers that bind those ports."""
+"""framecast.local.embedded's port checks agree with the servers that bind those ports."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
 
-from framecast.embedded import port_in_use
+from framecast.local.embedded import port_in_use
 from tests.support.wait import wait_until
 
 _TIME_WAIT = "06"  # the state column of /proc/net/tcp

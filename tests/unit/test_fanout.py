@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
@@ -23,11 +24,23 @@ from websockets.protocol import State
 from framecast import wire
 from gateway._wsio import WsSink, raw_send
 from gateway.fanout import Fanout
+from gateway.policy import Limits
 from tests.support.wait import poll
+from tests.unit.policy_fakes import Recorder
 
 STREAM = "cam1"
 EPOCH = "e1"
 SMALL_BUFFER = 4096
+
+
+_LIMITS = {field for field in Limits.__dataclass_fields__}
+
+
+def make(**options: Any) -> Fanout:
+    """A fan-out with these limits (staleness off unless asked: max_age 0) and driver options."""
+    limits = {"max_age": 0.0, **{k: v for k, v in options.items() if k in _LIMITS}}
+    rest = {k: v for k, v in options.items() if k not in _LIMITS}
+    return Fanout(Limits(**limits), **rest)
 
 
 def result(seq: int, *, epoch: str = EPOCH, captured_at: float | None = None, pad: int = 0) -> bytes:
@@ -139,7 +152,7 @@ class Reader:
 
 
 async def test_every_client_gets_every_message_in_order_with_identical_bytes() -> None:
-    fanout = Fanout(client_buffer=1 << 20)
+    fanout = make(client_buffer=1 << 20)
     async with fan_server(fanout) as server:
         readers = [Reader(await client(server.port)) for _ in range(5)]
         for _ in readers:
@@ -150,8 +163,8 @@ async def test_every_client_gets_every_message_in_order_with_identical_bytes() -
         await until(lambda: all(len(r.messages) == 50 for r in readers), what="50 messages each")
         for reader in readers:
             assert [m.encode() if isinstance(m, str) else m for m in reader.messages] == sent
-        assert fanout.stats.deliveries == 250
-        assert fanout.stats.messages["result"] == 50
+        assert fanout.observer.deliveries == 250
+        assert fanout.observer.messages["result"] == 50
         for reader in readers:
             await reader.stop()
 
@@ -159,7 +172,7 @@ async def test_every_client_gets_every_message_in_order_with_identical_bytes() -
 @pytest.mark.parametrize("raw", [True, False], ids=["raw-socket-send", "transport-only"])
 async def test_partial_writes_keep_every_byte_in_order_on_both_write_paths(raw: bool) -> None:
     """A reader that pauses makes the kernel take part of a frame: the rest queues, nothing overtakes it."""
-    fanout = Fanout(client_buffer=8 << 20, raw_send=raw)
+    fanout = make(client_buffer=8 << 20, raw_send=raw)
     async with fan_server(fanout) as server:
         paused_ws = await client(server.port, small=True)
         paused_server_side = await server.next()
@@ -167,7 +180,7 @@ async def test_partial_writes_keep_every_byte_in_order_on_both_write_paths(raw: 
         await server.next()
         sink = fanout.policy.sink(paused_server_side)
         assert isinstance(sink, WsSink)
-        assert (sink.send is not None) is raw, "the raw path is taken exactly when asked for"
+        assert sink.raw is raw, "the raw path is taken exactly when asked for"
         paused_ws.transport.pause_reading()
         sent = [result(seq, pad=3000) for seq in range(1, 201)]
         # Until the small socket buffers fill, frames go out raw; then the transport holds a remainder.
@@ -195,15 +208,15 @@ async def test_partial_writes_keep_every_byte_in_order_on_both_write_paths(raw: 
 
 async def test_compressed_and_plain_clients_choose_their_write_path() -> None:
     """Deflate clients stay on websockets' path (per-connection compression), plain ones go raw."""
-    fanout = Fanout()
+    fanout = make()
     async with fan_server(fanout, compression="deflate") as server:
         deflated = await client(server.port, compression="deflate")
         deflated_sink = fanout.policy.sink(await server.next())
         plain = await client(server.port)
         plain_sink = fanout.policy.sink(await server.next())
         assert isinstance(deflated_sink, WsSink) and isinstance(plain_sink, WsSink)
-        assert not deflated_sink.shared and deflated_sink.send is None
-        assert plain_sink.shared and plain_sink.send is not None
+        assert not deflated_sink.shared and not deflated_sink.raw
+        assert plain_sink.shared and plain_sink.raw
         await deflated.close()
         await plain.close()
 
@@ -228,7 +241,7 @@ def test_a_transport_without_a_socket_of_its_own_gets_the_transport_path() -> No
 
 
 async def test_malformed_message_is_dropped_for_everyone_and_counted() -> None:
-    fanout = Fanout()
+    fanout = make()
     async with fan_server(fanout) as server:
         reader = Reader(await client(server.port))
         await server.next()
@@ -237,13 +250,13 @@ async def test_malformed_message_is_dropped_for_everyone_and_counted() -> None:
         assert fanout.deliver(STREAM, result(1)) is not None
         await until(lambda: len(reader.messages) == 1, what="the valid message")
         assert reader.seqs() == [1]
-        assert fanout.stats.drops["malformed"] == 2
+        assert fanout.observer.drops["malformed"] == 2
         await reader.stop()
 
 
 async def test_stale_messages_are_dropped_by_capture_time() -> None:
     now = [1000.0]
-    fanout = Fanout(max_age=2.0, clock=lambda: now[0])
+    fanout = make(max_age=2.0, clock=lambda: now[0])
     async with fan_server(fanout) as server:
         readers = [Reader(await client(server.port)) for _ in range(3)]
         for _ in readers:
@@ -256,13 +269,13 @@ async def test_stale_messages_are_dropped_by_capture_time() -> None:
         await until(lambda: all(len(r.messages) == 3 for r in readers), what="three messages each")
         assert all(r.seqs() == [1, 3] for r in readers)
         assert all(wire.decode(r.messages[1]) == wire.Gap(stream=STREAM, reason="stale") for r in readers)
-        assert fanout.stats.drops["stale"] == 3  # one message, three clients
+        assert fanout.observer.drops["stale"] == 3  # one message, three clients
         for reader in readers:
             await reader.stop()
 
 
 async def test_stalled_client_is_conflated_to_the_newest_while_others_get_everything() -> None:
-    fanout = Fanout(client_buffer=16 * 1024, max_lag=60.0)
+    fanout = make(client_buffer=16 * 1024, max_lag=60.0)
     async with fan_server(fanout) as server:
         normal = Reader(await client(server.port))
         await server.next()
@@ -277,10 +290,10 @@ async def test_stalled_client_is_conflated_to_the_newest_while_others_get_everyt
         assert normal.seqs() == list(range(1, total + 1))
         assert fanout.is_lagging(stalled_server_side)
         assert fanout.lagging == 1
-        assert fanout.stats.drops["conflated"] > 0
+        assert fanout.observer.drops["conflated"] > 0
         # Memory bound: the stalled client's unsent bytes never exceed the limit plus one message.
         unsent = stalled_server_side.transport.get_write_buffer_size()
-        assert unsent <= fanout.policy.client_buffer + payload + 512
+        assert unsent <= fanout.limits.client_buffer + payload + 512
 
         stalled = Reader(stalled_ws)
         stalled_ws.transport.resume_reading()
@@ -298,7 +311,7 @@ async def test_stalled_client_is_conflated_to_the_newest_while_others_get_everyt
 
 
 async def test_client_lagging_longer_than_max_lag_is_closed_with_4008() -> None:
-    fanout = Fanout(client_buffer=8 * 1024, max_lag=0.3, send_deadline=0.05, close_timeout=30.0)
+    fanout = make(client_buffer=8 * 1024, max_lag=0.3, send_deadline=0.05, close_timeout=30.0)
     async with fan_server(fanout) as server:
         normal = Reader(await client(server.port))
         await server.next()
@@ -308,7 +321,7 @@ async def test_client_lagging_longer_than_max_lag_is_closed_with_4008() -> None:
         for seq in itertools.count(1):
             assert seq < 5000, "the stalled client was never closed"
             fanout.deliver(STREAM, result(seq, pad=500))
-            if fanout.stats.slow_closes:
+            if fanout.observer.slow_closes:
                 break
             await asyncio.sleep(0.005)
         # The close frame waits behind the unsent data: read everything, then the close.
@@ -318,7 +331,7 @@ async def test_client_lagging_longer_than_max_lag_is_closed_with_4008() -> None:
         assert stalled.closed is not None and stalled.closed.rcvd is not None
         assert stalled.closed.rcvd.code == wire.CLOSE_SLOW_CONSUMER
         assert stalled.closed.rcvd.reason == "slow consumer"
-        assert fanout.stats.slow_closes == 1
+        assert fanout.observer.slow_closes == 1
         # The reading client was never affected.
         assert normal.closed is None
         assert normal.seqs() == list(range(1, len(normal.seqs()) + 1))
@@ -327,7 +340,7 @@ async def test_client_lagging_longer_than_max_lag_is_closed_with_4008() -> None:
 
 
 async def test_stalled_client_whose_close_cannot_get_through_is_aborted() -> None:
-    fanout = Fanout(client_buffer=8 * 1024, max_lag=0.2, send_deadline=0.05, close_timeout=0.2)
+    fanout = make(client_buffer=8 * 1024, max_lag=0.2, send_deadline=0.05, close_timeout=0.2)
     async with fan_server(fanout) as server:
         stalled_ws = await client(server.port, small=True)
         server_side = await server.next()
@@ -335,7 +348,7 @@ async def test_stalled_client_whose_close_cannot_get_through_is_aborted() -> Non
         for seq in itertools.count(1):
             assert seq < 5000, "the stalled client was never closed"
             fanout.deliver(STREAM, result(seq, pad=500))
-            if fanout.stats.slow_closes:
+            if fanout.observer.slow_closes:
                 break
             await asyncio.sleep(0.005)
         await asyncio.wait_for(server_side.wait_closed(), 10)
@@ -345,7 +358,7 @@ async def test_stalled_client_whose_close_cannot_get_through_is_aborted() -> Non
 
 
 async def test_joining_client_gets_buffered_live_messages_after_its_replay_without_duplicates() -> None:
-    fanout = Fanout()
+    fanout = make()
     accepted: asyncio.Queue[ServerConnection] = asyncio.Queue()
 
     async def handler(ws: ServerConnection) -> None:
@@ -388,7 +401,7 @@ async def test_joining_client_gets_buffered_live_messages_after_its_replay_witho
 
 
 async def test_previews_go_only_to_clients_that_asked() -> None:
-    fanout = Fanout()
+    fanout = make()
     async with fan_server(fanout) as server:
         plain = Reader(await client(server.port))
         await server.next()
@@ -417,7 +430,7 @@ async def test_previews_go_only_to_clients_that_asked() -> None:
 
 @pytest.mark.parametrize("mixed", [False, True])
 async def test_compressed_clients_get_the_same_messages(mixed: bool) -> None:
-    fanout = Fanout()
+    fanout = make()
     async with fan_server(fanout, compression="deflate") as server:
         deflated = Reader(await client(server.port, compression="deflate"))
         deflated_side = await server.next()
@@ -436,7 +449,7 @@ async def test_compressed_clients_get_the_same_messages(mixed: bool) -> None:
 
 
 async def test_remove_and_discard_stop_delivery() -> None:
-    fanout = Fanout()
+    fanout = make()
     async with fan_server(fanout) as server:
         a = Reader(await client(server.port))
         a_side = await server.next()
@@ -454,7 +467,7 @@ async def test_remove_and_discard_stop_delivery() -> None:
 
 
 async def test_big_audiences_are_served_in_slices_in_order_and_leavers_are_skipped() -> None:
-    fanout = Fanout(chunk=2)
+    fanout = make(chunk=2)
     async with fan_server(fanout) as server:
         readers, sides = [], []
         for _ in range(6):
@@ -469,14 +482,14 @@ async def test_big_audiences_are_served_in_slices_in_order_and_leavers_are_skipp
             assert reader.seqs() == list(range(1, 6))
         await asyncio.sleep(0.05)
         assert readers[5].seqs() == [], "no slice wrote to a client that had left"
-        assert fanout.stats.deliveries == 25
+        assert fanout.observer.deliveries == 25
         for reader in readers:
             await reader.stop()
 
 
 async def test_a_slice_ends_when_its_time_budget_is_spent() -> None:
     """With a budget no write fits in, a slice writes one group of 16 clients and yields to the loop."""
-    fanout = Fanout(chunk=0, slice_time=1e-9)
+    fanout = make(chunk=0, slice_time=1e-9)
     async with fan_server(fanout) as server:
         readers, sides = [], []
         for _ in range(40):
@@ -489,34 +502,42 @@ async def test_a_slice_ends_when_its_time_budget_is_spent() -> None:
         await until(lambda: all(r.seqs() == [1] for r in readers[:16]), what="the first slice's message")
         await asyncio.sleep(0.05)
         assert all(r.seqs() == [] for r in readers[16:]), "the first slice overran its time budget"
-        assert fanout.stats.deliveries == 16
+        assert fanout.observer.deliveries == 16
         for reader in readers:
             await reader.stop()
 
 
 async def test_a_newer_message_never_overtakes_a_sliced_one_at_any_client() -> None:
     """Slices end on the clock, so two messages' slices differ in size: order must hold anyway."""
-    fanout = Fanout(chunk=0, slice_time=1e-9)  # count unlimited: the clock alone ends a slice
+    timer = {"now": 0.0, "stopped": False}
+
+    def clock() -> float:
+        if not timer["stopped"]:
+            timer["now"] += 1.0  # every look finds the slice's budget spent
+        return timer["now"]
+
+    # Count unlimited: the clock alone ends a slice.
+    fanout = make(chunk=0, slice_time=1e-9, timer=clock)
     async with fan_server(fanout) as server:
         readers = []
         for _ in range(40):
             readers.append(Reader(await client(server.port)))
             await server.next()
         fanout.deliver(STREAM, result(1))  # first slice: 16 clients, the rest in later loop steps
-        fanout.policy.slice_time = 60.0  # the next message would reach all 40 in one synchronous slice
+        timer["stopped"] = True  # the next message would reach all 40 in one synchronous slice
         fanout.deliver(STREAM, result(2))
         fanout.deliver(STREAM, result(3))
         await until(lambda: all(len(r.messages) == 3 for r in readers), what="three messages each")
         for reader in readers:
             assert reader.seqs() == [1, 2, 3]
-        assert fanout.stats.deliveries == 120
+        assert fanout.observer.deliveries == 120
         for reader in readers:
             await reader.stop()
 
 
 async def test_an_overloaded_stream_sheds_its_oldest_waiting_results_and_keeps_order() -> None:
     """Results arriving faster than a big audience can be written: skip to the present, bounded."""
-    fanout = Fanout(chunk=0, slice_time=1e-9)
+    fanout = make(chunk=0, slice_time=1e-9)
     async with fan_server(fanout) as server:
         readers = []
         for _ in range(40):
@@ -531,14 +552,14 @@ async def test_an_overloaded_stream_sheds_its_oldest_waiting_results_and_keeps_o
             seqs = reader.seqs()
             assert seqs == sorted(set(seqs)), "in order, no duplicates"
             assert seqs[0] == 1 and len(seqs) <= 66, "the one in flight, then at most 65 waiting"
-        assert fanout.stats.drops["overload"] == 40 * (100 - len(readers[0].seqs()))
+        assert fanout.observer.drops["overload"] == 40 * (100 - len(readers[0].seqs()))
         for reader in readers:
             await reader.stop()
 
 
 async def test_a_result_that_went_stale_while_waiting_is_not_sent() -> None:
     now = [1000.0]
-    fanout = Fanout(chunk=0, slice_time=1e-9, max_age=2.0, clock=lambda: now[0])
+    fanout = make(chunk=0, slice_time=1e-9, max_age=2.0, clock=lambda: now[0])
     async with fan_server(fanout) as server:
         readers = []
         for _ in range(40):
@@ -550,7 +571,7 @@ async def test_a_result_that_went_stale_while_waiting_is_not_sent() -> None:
         now[0] = 1003.0  # 2 is now 3 s old, 3 only 0.5 s: 2 goes when its turn comes
         await until(lambda: all(r.seqs()[-1:] == [3] for r in readers), what="result 3")
         assert all(r.seqs() == [1, 3] for r in readers)
-        assert fanout.stats.drops["stale"] == 40
+        assert fanout.observer.drops["stale"] == 40
         for reader in readers:
             await reader.stop()
 
@@ -562,7 +583,7 @@ async def test_lagging_clients_are_awaited_together_and_one_that_drains_is_flush
 
     The deadline is far longer than the test may wait: only the drain itself can end the wait.
     """
-    fanout = Fanout(client_buffer=8 * 1024, send_deadline=600.0, max_lag=600.0)
+    fanout = make(client_buffer=8 * 1024, send_deadline=600.0, max_lag=600.0)
     async with fan_server(fanout) as server:
         first_ws = await client(server.port, small=True)
         first_side = await server.next()
@@ -603,8 +624,9 @@ async def test_lagging_clients_are_awaited_together_and_one_that_drains_is_flush
 
 async def test_write_time_ages_are_reported_per_slice_on_real_connections() -> None:
     now = [1000.0]
-    writes: list[tuple[str, float, int]] = []
-    fanout = Fanout(chunk=2, clock=lambda: now[0], on_write=lambda *args: writes.append(args))
+    counts = Recorder()
+    writes = counts.writes
+    fanout = make(chunk=2, clock=lambda: now[0], observer=counts)
     async with fan_server(fanout) as server:
         readers = []
         for _ in range(3):

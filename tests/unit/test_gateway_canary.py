@@ -19,7 +19,7 @@ class _Clock:
         return self.now
 
 
-class _FrozenStore:
+class _FrozenBroker:
     """A PUBLISH that is never acknowledged: the link is frozen both ways."""
 
     def __init__(self) -> None:
@@ -32,15 +32,15 @@ class _FrozenStore:
 
 def _canary(clock: _Clock, store: object) -> Canary:
     canary = Canary(store, ready_timeout=3.0, interval=1.0, clock=clock)  # type: ignore[arg-type]
-    canary.reset([CHANNEL])
+    canary.reset((CHANNEL,))
     canary.link_up()
     return canary
 
 
 async def test_canaries_never_acknowledged_make_the_link_deaf_after_twice_the_ready_timeout() -> None:
-    clock, store = _Clock(), _FrozenStore()
+    clock, store = _Clock(), _FrozenBroker()
     canary = _canary(clock, store)
-    canary.back(CHANNEL.encode(), b"0")  # one round trip before the freeze
+    canary.back(CHANNEL, b"0")  # one round trip before the freeze
     send = asyncio.ensure_future(canary._send(CHANNEL, 1, lambda: True))
     await asyncio.sleep(0)
     assert store.published == ["1"]
@@ -54,11 +54,11 @@ async def test_canaries_never_acknowledged_make_the_link_deaf_after_twice_the_re
 
 
 async def test_a_canary_back_after_a_deaf_silence_still_rebuilds_the_link_once() -> None:
-    clock, store = _Clock(), _FrozenStore()
+    clock, store = _Clock(), _FrozenBroker()
     canary = _canary(clock, store)
-    canary.back(CHANNEL.encode(), b"0")
+    canary.back(CHANNEL, b"0")
     clock.now += 6.5  # thawed just before the watchdog looked
-    canary.back(CHANNEL.encode(), b"1")
+    canary.back(CHANNEL, b"1")
     assert canary.stale_reason() is None
     with pytest.raises(Deaf, match=r"after 6\.5 s of silence"):
         canary.check()
@@ -66,10 +66,10 @@ async def test_a_canary_back_after_a_deaf_silence_still_rebuilds_the_link_once()
 
 
 async def test_a_punctual_canary_keeps_the_link() -> None:
-    clock, store = _Clock(), _FrozenStore()
+    clock, store = _Clock(), _FrozenBroker()
     canary = _canary(clock, store)
     for seq in range(10):
         clock.now += 1.0
-        canary.back(CHANNEL.encode(), str(seq).encode())
+        canary.back(CHANNEL, str(seq).encode())
         canary.check()
     assert canary.stale_reason() is None

@@ -42,6 +42,9 @@ def test_flags_and_environment() -> None:
         (["--send-deadline", "5", "--max-lag", "1"], "--send-deadline"),
         (["--jwt-public-key", "/nonexistent.pem"], "--jwt-public-key"),
         (["--require-auth"], "FRAMECAST_JWT_SECRET"),
+        (["--send-buffer", str(2**31)], "--send-buffer"),  # setsockopt's C int (issue 20)
+        (["--lag-threshold", "11", "--max-lag", "10"], "--lag-threshold"),
+        (["--lag-probe-interval", "0"], "--lag-probe-interval"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag(

@@ -9,11 +9,9 @@ another exception (which websockets answers with 500).
 
 from __future__ import annotations
 
-import importlib
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
 import jwt
@@ -22,42 +20,21 @@ from hypothesis import strategies as st
 
 from framecast import wire
 from gateway.auth import Authenticator, AuthError
+from gateway.handshake import parse_ws_path
 
 _PROFILE = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _SECRET = "s" * 64
 
 
-def _find_parser() -> Callable[[str], Any]:
-    """The handshake path parser, wherever it lives (H2 moves it out of gateway/server.py)."""
-    for module, name in (
-        ("gateway.handshake", "parse_ws_path"),
-        ("gateway.handshake", "_parse_ws_path"),
-        ("gateway.handshake", "parse_path"),
-        ("gateway.server", "_parse_ws_path"),
-    ):
-        try:
-            found = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-        return found  # type: ignore[no-any-return]
-    raise AssertionError("no handshake path parser found in gateway.handshake or gateway.server")
-
-
-_parse = _find_parser()
-
-
-def _fields(parsed: Any) -> dict[str, Any]:
-    """(stream, since, epoch, previews, token) from a tuple or an object with those attributes."""
-    names = ("stream", "since", "epoch", "previews", "token")
-    if isinstance(parsed, tuple) and not hasattr(parsed, "_fields"):
-        return dict(zip(names, parsed, strict=False))
-    return {n: getattr(parsed, n, None) for n in names}
+def _fields(parsed: tuple[Any, ...]) -> dict[str, Any]:
+    """(stream, since, epoch, previews, token) by name."""
+    return dict(zip(("stream", "since", "epoch", "previews", "token"), parsed, strict=True))
 
 
 def _parse_or_refuse(path: str) -> dict[str, Any] | None:
     """The parse result, or None for the documented refusal (a ValueError: HTTP 400)."""
     try:
-        return _fields(_parse(path))
+        return _fields(parse_ws_path(path))
     except ValueError as exc:
         assert str(exc), "a refusal must say what is wrong (it is the 400's body)"
         return None

@@ -1,4 +1,4 @@
-"""``framecast.monitoring``: the generated Prometheus configuration and finding Prometheus.
+"""``framecast.local.monitoring``: the generated Prometheus configuration and finding Prometheus.
 
 The configuration is checked by Debian's real ``promtool``; a real ``framecast up --monitoring``
 is in tests/integration/test_monitoring.py.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from framecast import monitoring
+from framecast.local import launch, monitoring
 from tests.support.procs import child_env
 
 
@@ -43,20 +43,20 @@ def test_a_stack_without_producers_has_no_producer_job() -> None:
 def test_promtool_accepts_the_generated_config_with_the_alert_rules(tmp_path: Path) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool missing: install Debian's prometheus package"
-    plan = monitoring.plan(
+    spec = launch.Prometheus(
         binary="prometheus",
         workdir=tmp_path,
         port=9999,
-        gateways=["127.0.0.1:1"],
-        producers=["127.0.0.1:2"],
+        gateways=("127.0.0.1:1",),
+        producers=("127.0.0.1:2",),
     )
-    plan.config_path.write_text(plan.config)
-    assert str(monitoring.ALERTS) in plan.config
-    assert f"--config.file={plan.config_path}" in plan.argv
-    assert "--web.listen-address=127.0.0.1:9999" in plan.argv
-    assert plan.url == "http://127.0.0.1:9999"
+    spec.prepare()
+    assert str(monitoring.ALERTS) in spec.config_path.read_text()
+    assert f"--config.file={spec.config_path}" in spec.argv()
+    assert "--web.listen-address=127.0.0.1:9999" in spec.argv()
+    assert spec.url == "http://127.0.0.1:9999" and spec.port == 9999
     result = subprocess.run(
-        [promtool, "check", "config", str(plan.config_path)], capture_output=True, text=True, timeout=60
+        [promtool, "check", "config", str(spec.config_path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "rules found" in result.stdout, result.stdout  # alerts.yml was loaded and checked

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from framecast import nginx
-from framecast.embedded import nginx_binary
 from framecast.exceptions import ConfigError
+from framecast.local import nginx
+from framecast.local.embedded import nginx_binary
 from tests.support.tls import self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +26,9 @@ VALUES = {
     "NGINX_LOG_LEVEL": "warn",
     "NGINX_OPEN_FILES": "2048",
     "NGINX_TLS": "listen 127.0.0.1:18443 ssl; ssl_certificate /c.pem; ssl_certificate_key /k.pem;",
+    "NGINX_CLIENT_SNDBUF": "32k",
+    "NGINX_PROXY_BUFFER": "8k",
+    "NGINX_UPSTREAM_RCVBUF": "32k",
 }
 
 
@@ -55,7 +58,7 @@ def test_render_matches_envsubst_given_the_same_variable_list() -> None:
 
 def test_cli_prints_the_envsubst_list_and_renders_from_the_environment(tmp_path: Path) -> None:
     listed = subprocess.run(
-        [sys.executable, "-m", "framecast.nginx", "vars"],
+        [sys.executable, "-m", "framecast.local.nginx", "vars"],
         capture_output=True,
         text=True,
         timeout=30,
@@ -67,7 +70,7 @@ def test_cli_prints_the_envsubst_list_and_renders_from_the_environment(tmp_path:
     cert, key = self_signed(tmp_path / "tls")
     tls = nginx.tls_directives("127.0.0.1:18443", cert, key)
     rendered = subprocess.run(
-        [sys.executable, "-m", "framecast.nginx", "render"],
+        [sys.executable, "-m", "framecast.local.nginx", "render"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **VALUES, "NGINX_RUNTIME_DIR": str(tmp_path), "NGINX_TLS": tls},
@@ -89,7 +92,7 @@ def test_cli_prints_the_envsubst_list_and_renders_from_the_environment(tmp_path:
 
 def test_cli_render_without_upstreams_fails_in_one_line() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "framecast.nginx", "render"],
+        [sys.executable, "-m", "framecast.local.nginx", "render"],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin"},
@@ -103,7 +106,8 @@ def test_cli_render_without_upstreams_fails_in_one_line() -> None:
 
 def test_missing_values_take_defaults_and_a_required_one_is_named() -> None:
     rendered = nginx.render({"UPSTREAM_SERVERS": "server a:1;"})
-    assert "listen 8080;" in rendered and "server a:1;" in rendered
+    assert "listen 8080 sndbuf=64k;" in rendered and "server a:1;" in rendered
+    assert "proxy_socket_rcvbuf 64k;" in rendered and "proxy_buffer_size 8k;" in rendered
     with pytest.raises(ConfigError, match="UPSTREAM_SERVERS"):
         nginx.render({})
 
@@ -113,3 +117,12 @@ def test_compose_passes_envsubst_the_same_variable_list() -> None:
     calls = re.findall(r"envsubst\s+'([^']*)'", compose)
     assert len(calls) == 1, calls
     assert re.findall(r"\$\$\{(\w+)\}", calls[0]) == NAMES
+
+
+def test_the_bound_for_a_stalled_client_follows_the_buffer_sizes() -> None:
+    # Defaults: 2 x 64 KiB (client socket) + 8 KiB (proxy buffer) + 2 x 64 KiB (upstream socket).
+    assert nginx.stalled_client_bound() == 264 * 1024
+    assert nginx.stalled_client_bound(VALUES) == (2 * 32 + 8 + 2 * 32) * 1024
+    assert [nginx.size_bytes(v) for v in ("4096", "64k", "1M")] == [4096, 65536, 1 << 20]
+    with pytest.raises(ConfigError, match="size"):
+        nginx.size_bytes("lots")

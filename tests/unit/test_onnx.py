@@ -1,4 +1,5 @@
-"""``onnx:PATH``: real ONNX files of YOLO exports' shapes (built with ``onnx``), run by OpenCV DNN."""
+"""``onnx:PATH``: real ONNX files of YOLO exports' shapes (built with ``onnx``), run by onnxruntime and
+by OpenCV DNN (the fallback where onnxruntime is absent): both engines must give the same boxes."""
 
 from __future__ import annotations
 
@@ -15,10 +16,19 @@ from producer.detectors.yolo import COCO, Layout, Letterbox, decode, layout, let
 from tests.support.onnx_models import EXPECTED, SIZE, v5_table, v8_table, write_model
 
 FRAME = np.zeros((480, 640, 3), np.uint8)
+ENGINES = ("onnxruntime", "opencv")
 
 
-def _detect(spec: str, **options: object) -> tuple[Detection, ...]:
-    predictor = load(spec, options=Options(input_size=SIZE, **options))  # type: ignore[arg-type]
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """Each test that takes it runs once per engine, with the same expectations."""
+    name: str = request.param
+    return name
+
+
+def _detect(spec: str, engine: str = "auto", **options: object) -> tuple[Detection, ...]:
+    predictor = load(spec, options=Options(input_size=SIZE, engine=engine, **options))  # type: ignore[arg-type]
+    assert predictor.engine.name == (engine if engine != "auto" else "onnxruntime")
     return clip(predictor(FRAME), 640, 480)
 
 
@@ -32,58 +42,60 @@ def check_v5(found: Sequence[Detection], names: Sequence[str]) -> None:
     assert cat.box == pytest.approx((480.0, 270.0, 640.0, 370.0), abs=0.01)
 
 
-def test_a_yolov5_export_with_a_classes_file(tmp_path: Path) -> None:
+def test_a_yolov5_export_with_a_classes_file(tmp_path: Path, engine: str) -> None:
     model = write_model(tmp_path / "v5.onnx", [v5_table()], size=SIZE)
     names = tmp_path / "classes.txt"
     names.write_text("# pets\ncat\ndog\n")
-    check_v5(_detect(f"onnx:{model}", classes=str(names)), ["cat", "dog"])
+    check_v5(_detect(f"onnx:{model}", engine, classes=str(names)), ["cat", "dog"])
 
 
-def test_an_80_class_yolov5_export_gets_the_80_coco_names_not_objectness_as_a_label(tmp_path: Path) -> None:
+def test_an_80_class_yolov5_export_gets_the_80_coco_names_not_objectness_as_a_label(
+    tmp_path: Path, engine: str
+) -> None:
     model = write_model(tmp_path / "v5.onnx", [v5_table(80)], size=SIZE)  # [1, 20, 85]
-    check_v5(_detect(f"onnx:{model}"), COCO)  # class 1 is "bicycle", class 0 "person"
+    check_v5(_detect(f"onnx:{model}", engine), COCO)  # class 1 is "bicycle", class 0 "person"
     assert COCO[:2] == ("person", "bicycle") and len(COCO) == 80
 
 
-def test_an_80_class_yolov8_export_gets_coco_names_threshold_and_nms(tmp_path: Path) -> None:
+def test_an_80_class_yolov8_export_gets_coco_names_threshold_and_nms(tmp_path: Path, engine: str) -> None:
     model = write_model(tmp_path / "v8.onnx", [v8_table(80)], size=SIZE)  # [1, 84, 30]
-    found = _detect(f"onnx:{model}", confidence=0.25, nms=0.45)
+    found = _detect(f"onnx:{model}", engine, confidence=0.25, nms=0.45)
     assert [d.label for d in found] == ["bicycle"]
     assert found[0].confidence == pytest.approx(0.9, abs=1e-3)
     assert found[0].box == pytest.approx(EXPECTED, abs=0.01)
     # A looser NMS keeps the duplicate; a lower threshold keeps the unsure box ("car", class 2).
-    assert [d.label for d in _detect(f"onnx:{model}", nms=0.99, confidence=0.1)] == [
+    assert [d.label for d in _detect(f"onnx:{model}", engine, nms=0.99, confidence=0.1)] == [
         "bicycle",
         "bicycle",
         "car",
     ]
 
 
-def test_a_yolov8_export_with_other_class_counts_is_labelled_by_index(tmp_path: Path) -> None:
+def test_a_yolov8_export_with_other_class_counts_is_labelled_by_index(tmp_path: Path, engine: str) -> None:
     model = write_model(tmp_path / "v8.onnx", [v8_table(3)], size=SIZE)  # [1, 7, 30]
-    found = _detect(f"onnx:{model}")
+    found = _detect(f"onnx:{model}", engine)
     assert [d.label for d in found] == ["class 1"]
     assert found[0].box == pytest.approx(EXPECTED, abs=0.01)
 
 
-def test_class_names_are_read_from_the_models_metadata(tmp_path: Path) -> None:
+def test_class_names_are_read_from_the_models_metadata(tmp_path: Path, engine: str) -> None:
     ultralytics = {"names": str({0: "cat", 1: "dog", 2: "fox"}), "stride": "32", "task": "detect"}
     model = write_model(tmp_path / "v8.onnx", [v8_table(3)], size=SIZE, metadata=ultralytics)
     assert names_from_metadata(model) == ["cat", "dog", "fox"]
-    assert [d.label for d in _detect(f"onnx:{model}")] == ["dog"]
+    assert [d.label for d in _detect(f"onnx:{model}", engine)] == ["dog"]
     listed = write_model(tmp_path / "v5.onnx", [v5_table()], size=SIZE, metadata={"names": '["cat", "dog"]'})
-    check_v5(_detect(f"onnx:{listed}"), ["cat", "dog"])
+    check_v5(_detect(f"onnx:{listed}", engine), ["cat", "dog"])
     # A --classes file wins over the metadata.
     override = tmp_path / "classes.txt"
     override.write_text("ant\nbee\ncow\n")
-    assert [d.label for d in _detect(f"onnx:{model}", classes=str(override))] == ["bee"]
+    assert [d.label for d in _detect(f"onnx:{model}", engine, classes=str(override))] == ["bee"]
 
 
-def test_metadata_without_usable_names_is_ignored(tmp_path: Path) -> None:
+def test_metadata_without_usable_names_is_ignored(tmp_path: Path, engine: str) -> None:
     for value in ("{0: 'cat', 2: 'fox'}", "not python", "[1, 2]"):
         model = write_model(tmp_path / "m.onnx", [v8_table(3)], size=SIZE, metadata={"names": value})
         assert names_from_metadata(model) is None
-        assert [d.label for d in _detect(f"onnx:{model}")] == ["class 1"]
+        assert [d.label for d in _detect(f"onnx:{model}", engine)] == ["class 1"]
     bare = write_model(tmp_path / "bare.onnx", [v8_table(3)], size=SIZE)
     assert names_from_metadata(bare) is None
 

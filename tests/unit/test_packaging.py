@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -28,7 +29,7 @@ def _copy_project(target: Path) -> Path:
     target.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, target / name)
-    for package in ("framecast", "gateway", "producer", "bench"):
+    for package in ("framecast", "gateway", "producer", "bench", "tests"):
         shutil.copytree(ROOT / package, target / package, ignore=shutil.ignore_patterns("__pycache__"))
     return target
 
@@ -53,3 +54,26 @@ def test_building_a_wheel_and_an_editable_install_emit_no_setuptools_warnings(tm
         out.mkdir()
         assert _warnings_of(hook, project, out) == [], hook
         assert list(out.glob("framecast-*.whl")), f"{hook} built no wheel"
+
+
+def test_the_wheel_ships_the_product_and_neither_the_benchmark_nor_the_tests(tmp_path: Path) -> None:
+    """``pip install framecast`` then ``import bench`` fails: bench imports the tests' harnesses,
+    which are not shipped, so it runs from a checkout only (python -m bench)."""
+    project = _copy_project(tmp_path / "src")
+    out = tmp_path / "wheel"
+    out.mkdir()
+    assert _warnings_of("build_wheel", project, out) == []
+    (wheel,) = out.glob("framecast-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names if not name.startswith("framecast-0")}
+    assert tops == {"framecast", "gateway", "producer"}, tops
+    for shipped in (
+        "framecast/wire/codec.py",
+        "framecast/broker/standalone.py",
+        "framecast/client/subscription.py",
+        "framecast/local/launch.py",
+        "framecast/local/nginx.conf.template",
+        "gateway/static/index.html",
+        "producer/service.py",
+    ):
+        assert shipped in names, shipped

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from framecast import wire
-from gateway.policy import Close, Policy, Step, Wait
-from tests.unit.policy_fakes import EPOCH, Clock, Driver, FakeSink, framer, preview, result, status
+from gateway.policy import Close, Limits, Policy, Step, Wait
+from tests.unit.policy_fakes import EPOCH, Clock, Driver, FakeSink, Recorder, framer, preview, result, status
 
 S, T = "cam1", "cam2"
 
@@ -29,18 +29,25 @@ def no_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 class World:
     """A policy with fake clocks, and helpers to make clients."""
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, timer: Callable[[], float] | None = None, **limits: Any) -> None:
         self.wall = Clock(1000.0)
         self.mono = Clock(0.0)
         self.timer = Clock(0.0)
         self.frames = 0
+        self.counts = Recorder()
 
         def counting_framer(data: bytes, binary: bool) -> bytes:
             self.frames += 1
             return framer(data, binary)
 
+        # Staleness only where a test asks for it (max_age).
         self.policy = Policy(
-            framer=counting_framer, clock=self.wall, monotonic=self.mono, timer=self.timer, **options
+            Limits(**{"max_age": 0.0, **limits}),
+            framer=counting_framer,
+            observer=self.counts,
+            clock=self.wall,
+            monotonic=self.mono,
+            timer=timer or self.timer,
         )
         self.driver = Driver(self.policy)
 
@@ -65,8 +72,8 @@ def test_every_client_gets_every_message_in_order_framed_once() -> None:
     for sink in sinks:
         assert [w.data for w in sink.written] == sent
     assert world.frames == 10, "one frame per message, shared by every client"
-    assert world.policy.stats.deliveries == 50
-    assert world.policy.stats.messages["result"] == 10
+    assert world.counts.deliveries == 50
+    assert world.counts.messages["result"] == 10
 
 
 def test_deflate_clients_are_framed_by_their_own_connection() -> None:
@@ -87,7 +94,7 @@ def test_malformed_messages_are_dropped_for_everyone_and_counted() -> None:
     assert world.policy.deliver_preview(S, b"nope") is False
     world.result(1)
     assert sink.results() == [1]
-    assert world.policy.stats.drops["malformed"] == 3
+    assert world.counts.drops["malformed"] == 3
 
 
 def test_stale_results_are_dropped_by_capture_time_on_arrival() -> None:
@@ -97,7 +104,7 @@ def test_stale_results_are_dropped_by_capture_time_on_arrival() -> None:
     world.result(2, age=2.5)
     world.result(3, age=2.0)  # exactly max_age: still sent
     assert all(s.results() == [1, 3] for s in sinks)
-    assert world.policy.stats.drops["stale"] == 3
+    assert world.counts.drops["stale"] == 3
 
 
 def test_a_full_client_lags_keeps_the_newest_per_slot_and_others_are_unaffected() -> None:
@@ -112,7 +119,7 @@ def test_a_full_client_lags_keeps_the_newest_per_slot_and_others_are_unaffected(
     assert slow.written == []
     assert world.policy.is_lagging("s") and world.policy.lagging == 1
     assert world.policy.pending("s") == [(S, "result"), (S, "status")]
-    assert world.policy.stats.drops["conflated"] == 4
+    assert world.counts.drops["conflated"] == 4
     assert world.driver.waits == ["s"], "one wait asked for, when it started lagging"
 
 
@@ -145,7 +152,7 @@ def test_pending_messages_that_go_stale_are_dropped_not_flushed() -> None:
     slow.level = 0
     world.policy.tick()
     assert slow.kinds() == ["status"]
-    assert world.policy.stats.drops["stale"] == 1
+    assert world.counts.drops["stale"] == 1
 
 
 def test_a_flush_that_fills_the_buffer_again_lags_again_with_the_rest() -> None:
@@ -161,7 +168,7 @@ def test_a_flush_that_fills_the_buffer_again_lags_again_with_the_rest() -> None:
     assert slow.results() == [1] and slow.kinds() == ["result"]
     assert world.policy.is_lagging("s") and world.policy.pending("s") == [(S, "status")]
     assert world.driver.waits == ["s", "s"]
-    assert slow.peak <= world.policy.client_buffer + len(slow.written[0].data) + 1
+    assert slow.peak <= world.policy.limits.client_buffer + len(slow.written[0].data) + 1
 
 
 def test_a_client_lagging_longer_than_max_lag_is_closed() -> None:
@@ -177,7 +184,7 @@ def test_a_client_lagging_longer_than_max_lag_is_closed() -> None:
     world.policy.tick()
     world.driver.collect()
     assert world.driver.closes == ["s"]
-    assert world.policy.stats.slow_closes == 1
+    assert world.counts.slow_closes == 1
     assert world.policy.lagging == 0 and world.policy.pending("s") == []
     assert world.policy.discard("s") is True, "the handler learns the policy was closing it"
     assert normal.results() == [1]
@@ -242,7 +249,7 @@ def test_a_join_buffer_is_bounded_keeps_the_newest_and_says_so(bound: str) -> No
         stream=S, reason="overflow"
     )
     assert joiner.results() == [8, 9, 10]
-    assert world.policy.stats.drops["join-overflow"] == 1
+    assert world.counts.drops["join-overflow"] == 1
 
 
 def test_a_join_buffer_within_its_bounds_announces_no_gap() -> None:
@@ -252,7 +259,7 @@ def test_a_join_buffer_within_its_bounds_announces_no_gap() -> None:
         world.result(seq)
     world.policy.go_live(S, "j")
     assert joiner.kinds() == ["result"] * 3
-    assert world.policy.stats.drops["join-overflow"] == 0
+    assert world.counts.drops["join-overflow"] == 0
 
 
 def test_stale_buffered_messages_are_dropped_at_go_live() -> None:
@@ -296,7 +303,7 @@ def test_a_run_of_results_that_arrive_stale_is_told_once_to_live_and_once_to_joi
     world.result(6, age=30.0)  # a new run after a fresh result: told again
     for sink in (live, joiner):
         assert sink.kinds()[3:] == ["gap"] and sink.results() == [1, 5]
-    assert world.policy.stats.drops["stale"] == 3 + 3 + 2, "live, then at go_live, then both live"
+    assert world.counts.drops["stale"] == 3 + 3 + 2, "live, then at go_live, then both live"
 
 
 def test_previews_go_only_to_clients_that_asked_as_binary() -> None:
@@ -336,18 +343,18 @@ def test_big_audiences_go_in_slices_in_order_and_leavers_are_skipped() -> None:
         assert sink.results() == [1, 2, 3]
     assert sinks[5].results() == []
     assert world.policy.in_flight() == 0
-    assert world.policy.stats.deliveries == 15
+    assert world.counts.deliveries == 15
 
 
 def test_a_slice_ends_when_its_time_budget_is_spent() -> None:
-    world = World(chunk=0, slice_time=0.001)
-    sinks = [world.client(f"c{i}") for i in range(40)]
+    now = [0.0]
 
     def slow_timer() -> float:
-        world.timer.now += 0.01  # every look at the clock finds the budget spent
-        return world.timer.now
+        now[0] += 0.01  # every look at the clock finds the budget spent
+        return now[0]
 
-    world.policy.timer = slow_timer
+    world = World(chunk=0, slice_time=0.001, timer=slow_timer)
+    sinks = [world.client(f"c{i}") for i in range(40)]
     world.result(1)
     assert sum(1 for s in sinks if s.results() == [1]) == 16, "one group of 16, then yield"
     world.driver.run_steps()
@@ -363,7 +370,7 @@ def test_a_result_that_went_stale_while_waiting_is_not_sent() -> None:
     world.wall.now += 1.0
     world.driver.run_steps()
     assert all(s.results() == [1, 3] for s in sinks)
-    assert world.policy.stats.drops["stale"] == 4
+    assert world.counts.drops["stale"] == 4
 
 
 def test_an_overloaded_stream_sheds_its_oldest_waiting_results_not_status() -> None:
@@ -377,22 +384,19 @@ def test_an_overloaded_stream_sheds_its_oldest_waiting_results_not_status() -> N
     for sink in sinks:
         assert sink.kinds().count("status") == 1
         assert sink.results() == [1, 6, 7], "in flight, then the newest that fit behind the status"
-    assert world.policy.stats.drops["overload"] == 4 * 4
+    assert world.counts.drops["overload"] == 4 * 4
 
 
 def test_write_time_ages_are_reported_once_per_slice_and_per_flushed_message() -> None:
-    writes: list[tuple[str, float, int]] = []
-    entries: list[tuple[str, float | None, int]] = []
     world = World(chunk=2, client_buffer=1000)
-    world.policy.on_write = lambda kind, age, n: writes.append((kind, age, n))
-    world.policy.on_message = lambda kind, _spent, age, n: entries.append((kind, age, n))
+    writes, entries = world.counts.writes, world.counts.fanouts
     sinks = [world.client(f"c{i}") for i in range(3)]
     world.result(1, age=0.25)
     assert writes == [("result", 0.25, 2)], "first slice: two clients, one call"
     world.wall.now += 0.5
     world.driver.run_steps()
     assert writes[1:] == [("result", 0.75, 1)], "the age grew while the message waited for its slice"
-    assert entries == [("result", 0.25, 3)], "entry-time hook: once per message, with the entry age"
+    assert entries == [("result", 0.25, 3)], "entry-time report: once per message, with the entry age"
     sinks[0].level = 5000
     world.result(2)
     world.driver.run_steps()
@@ -404,12 +408,12 @@ def test_write_time_ages_are_reported_once_per_slice_and_per_flushed_message() -
 
 
 def test_status_and_notices_carry_no_capture_age() -> None:
-    writes: list[tuple[str, float, int]] = []
-    world = World(on_write=lambda kind, age, n: writes.append((kind, age, n)))
+    world = World()
     world.client("a")
     world.policy.deliver(S, status(S, 1, sent_at=world.wall.now))
     world.policy.announce(S, wire.encode(wire.Gap(stream=S)))
-    assert writes == []
+    assert world.counts.writes == [("status", None, 1), ("notice", None, 1)]
+    assert world.counts.deliveries == 2
 
 
 def test_steps_for_a_stream_that_emptied_are_harmless() -> None:
@@ -440,7 +444,7 @@ def test_a_message_whose_fan_out_started_reaches_its_whole_audience_all_or_none(
     world.wall.now += 1.5
     world.driver.run_steps()
     assert second.results() == [1]
-    assert world.policy.stats.drops["stale"] == 0 and world.policy.stats.deliveries == 2
+    assert world.counts.drops["stale"] == 0 and world.counts.deliveries == 2
 
 
 def test_a_client_that_rejoins_while_a_message_is_sliced_never_gets_it_after_a_newer_one() -> None:

@@ -11,6 +11,9 @@ After every event, and after a final catch-up, these must hold:
 * what the policy holds for a client is bounded in bytes: one message per
   stream and kind while it lags, and the join buffer's byte bound while it joins;
 * a client that catches up gets the newest result of each of its streams.
+
+Lag probes run throughout (rounds, answers, and clients that never answer): they change
+when a client lags, never these promises.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from framecast import wire
-from gateway.policy import Close, Policy, Step, Wait
-from tests.unit.policy_fakes import Clock, FakeSink, framer, preview, result, status
+from gateway.policy import Close, Limits, Policy, Step, Wait
+from tests.unit.policy_fakes import Clock, FakeSink, framer, ping_framer, preview, result, status
 
 STREAMS = ("a", "b")
 KEYS = ("c0", "c1", "c2", "c3")
@@ -51,6 +54,8 @@ event = st.one_of(
     st.tuples(st.just("drain"), key_, st.sampled_from((0.0, 0.25, 0.5))),
     st.tuples(st.just("advance"), st.sampled_from((0.1, 0.7, 1.5, 4.0))),
     st.tuples(st.just("tick")),
+    st.tuples(st.just("probe")),
+    st.tuples(st.just("pong"), key_),
     st.tuples(st.just("step")),
     st.tuples(st.just("step")),
 )
@@ -62,16 +67,22 @@ class Model:
     def __init__(self, chunk: int, max_waiting: int) -> None:
         self.wall = Clock(1000.0)
         self.mono = Clock(0.0)
-        self.policy = Policy(
-            framer=framer,
+        limits = Limits(
             client_buffer=CLIENT_BUFFER,
             max_lag=5.0,
+            lag_threshold=1.0,
+            probe_messages=2,
             max_age=MAX_AGE,
             join_limit=8,
             join_bytes=JOIN_BYTES,
             chunk=chunk,
             slice_time=0.0,
             max_waiting=max_waiting,
+        )
+        self.policy = Policy(
+            limits,
+            framer=framer,
+            ping_framer=ping_framer,
             clock=self.wall,
             monotonic=self.mono,
             timer=lambda: 0.0,
@@ -81,7 +92,8 @@ class Model:
         self.live: dict[str, set[str]] = {key: set() for key in KEYS}
         self.seq = dict.fromkeys(STREAMS, 0)
         self.steps: list[str] = []
-        self.largest = max(len(result("a", 1, captured_at=0.0, pad=pad)) for pad in PADS) + 1
+        # The largest message, framed, with a lag probe behind it.
+        self.largest = max(len(result("a", 1, captured_at=0.0, pad=pad)) for pad in PADS) + 5 + 13
 
     def sink(self, key: str) -> FakeSink | None:
         """The key's connection: a new one if the policy does not know it, None if it died unseen."""
@@ -140,6 +152,10 @@ class Model:
             self.mono.now += ev[1]
         elif name == "tick":
             policy.tick()
+        elif name == "probe":
+            policy.probe()
+        elif name == "pong":
+            policy.pong(ev[1])
         elif name == "step" and self.steps:
             policy.step(self.steps.pop(0))
         self._collect()
@@ -191,8 +207,10 @@ class Model:
             self.policy.deliver(stream, result(stream, self.seq[stream], captured_at=self.wall.now))
             self._collect()
         for _ in range(200):
-            for sink in self.sinks.values():
+            for key, sink in self.sinks.items():
                 sink.level = 0
+                self.policy.pong(key)
+            self._collect()
             while self.steps:
                 self.policy.step(self.steps.pop(0))
                 self._collect()

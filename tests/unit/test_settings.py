@@ -64,6 +64,12 @@ def test_config_is_frozen() -> None:
         ([], {"FRAMECAST_COMPRESSION": "maybe"}, "FRAMECAST_COMPRESSION=maybe: expected true/false"),
         (["--mode", "c"], {}, "--mode=c: expected one of a, b"),
         (["--mode", "b"], {}, "--mode b needs --secret"),
+        # Known defects (issue 20): values no consumer accepts passed, and failed later.
+        ([], {"FRAMECAST_SEND_DEADLINE": "nan"}, "FRAMECAST_SEND_DEADLINE=nan: expected a finite number"),
+        (["--send-deadline", "inf"], {}, "--send-deadline=inf: expected a finite number"),
+        (["--send-deadline", "1e300"], {}, "--send-deadline=1e300: expected a finite number no larger"),
+        (["--port", "99999999999999999999"], {}, "within 64 bits"),
+        (["--mode", "a\x00b"], {}, "must not contain a NUL character"),
     ],
 )
 def test_bad_values_exit_2_naming_the_flag_or_variable(
@@ -96,3 +102,13 @@ def test_shared_checks_accept_what_redis_py_and_logging_accept() -> None:
         settings.log_level(level)
     with pytest.raises(ValueError, match="expected one of DEBUG, INFO, WARNING, ERROR, CRITICAL"):
         settings.log_level("LOUD")
+
+
+def test_numbers_at_the_edge_of_what_redis_and_timers_take_are_accepted() -> None:
+    from producer.config import Config
+
+    assert settings.check_value(Config, "history", str(2**63 - 1)) == 2**63 - 1
+    assert settings.check_value(Config, "max_fps", "1e9") == 1e9
+    for raw in (str(2**63), "nan", "-inf", "1e10"):
+        with pytest.raises(ValueError):
+            settings.check_value(Config, "history" if raw.isdigit() else "max_fps", raw)

@@ -230,31 +230,16 @@ def test_wire_errors_carry_the_protocol_error_code(data: bytes, code: str) -> No
     assert caught.value.code == code
 
 
-def test_every_framecast_error_has_one_root() -> None:
-    from framecast import client, embedded, exceptions, settings, up
-    from gateway import auth
-
-    # The gateway's token check and the client's handshake raise the same AuthError.
-    assert auth.AuthError is client.AuthError is exceptions.AuthError
-    for error in (
-        wire.WireError,
-        client.AuthError,
-        client.ClientError,
-        client.ConnectError,
-        settings.ConfigError,
-        embedded.EmbeddedError,
-        up.UpError,
-    ):
-        assert issubclass(error, exceptions.FramecastError), error
-    # Code written against the built-ins keeps catching them.
-    assert issubclass(wire.WireError, ValueError) and issubclass(settings.ConfigError, ValueError)
-
-
 @pytest.mark.parametrize("decoder", [wire.decode, wire.decode_op, wire.peek])
 def test_deeply_nested_json_is_a_bad_message_not_a_crash(decoder: object) -> None:
-    # 4000 bytes: under the gateway's default 4096-byte limit, deeper than the parser's stack.
-    with pytest.raises(wire.WireError, match="nested too deeply") as caught:
+    # 4000 bytes fit the gateway's default 4096-byte limit. Deeper than the parser's stack up to
+    # CPython 3.12; 3.13's parser takes that depth, and the message fails for what it is instead.
+    with pytest.raises(wire.WireError) as caught:
         decoder(b"[" * 4000)  # type: ignore[operator]
+    assert caught.value.code == "bad-message"
+    # Deeper than any CPython's parser goes (a larger --max-message-size lets it through).
+    with pytest.raises(wire.WireError, match="nested too deeply") as caught:
+        decoder(b"[" * 100_000 + b"]" * 100_000)  # type: ignore[operator]
     assert caught.value.code == "bad-message"
 
 

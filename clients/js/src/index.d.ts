@@ -187,8 +187,11 @@ export declare class Cursor {
   accept(message: { type: string; stream: string; epoch: string; seq: number }): boolean;
   /** Resets received per stream (replays the gateway could not serve contiguously). */
   readonly resets: Map<string, number>;
-  /** Note a `reset`: the position is kept, so results already delivered are still dropped. */
-  reset(stream: string): void;
+  /**
+   * Note a `reset`: the position is kept, so results already delivered are still dropped;
+   * with reason `position-ahead` (a `since` beyond the stream's newest result) it is dropped.
+   */
+  reset(stream: string, reason?: string): void;
   /** Drop the position of `stream`, so that subscribing again starts from its latest result. */
   forget(stream: string): void;
 }

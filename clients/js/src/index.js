@@ -228,10 +228,12 @@ export class Cursor {
    * Note a `reset` on `stream`. The position is kept: `(epoch, seq)` names one result for
    * good, so a result already delivered is still dropped (the latest that follows a reset may
    * be one this client got live while its resubscription was in flight), and a new epoch
-   * still retires the old one.
+   * still retires the old one. Except for `position-ahead`: the position is beyond anything
+   * the stream numbered, so it is dropped, or every result up to it would be dropped as seen.
    */
-  reset(stream) {
+  reset(stream, reason = "") {
     this.resets.set(stream, (this.resets.get(stream) ?? 0) + 1);
+    if (reason === "position-ahead") this.forget(stream);
   }
 
   /** Drop the position of `stream`, so that subscribing again starts from its latest result. */
@@ -451,7 +453,7 @@ export class Subscription {
       this.gateway = msg.gateway;
       this._setState("open");
     } else if (msg.type === "reset") {
-      this.cursor.reset(msg.stream);
+      this.cursor.reset(msg.stream, msg.reason);
     } else if (msg.type === "gap" && this.streams.has(msg.stream)) {
       // Messages may have been lost between Redis and the gateway: ask for a replay.
       this._send(this._subscribeOp(msg.stream));

@@ -137,6 +137,31 @@ test("a replay of results already delivered is dropped, and live results go on",
   }
 });
 
+test("a position beyond the stream's newest result is reset, and results arrive again", async () => {
+  // Known defect (issue 20): no reset came, and the cursor dropped every result up to the
+  // (corrupt) position as already seen.
+  const producer = startProducer({ redisUrl: valkey.url, stream: "ahead" });
+  const gateway = await startGateway({ redisUrl: valkey.url });
+  const probe = recorder(gateway.wsUrl, ["ahead"]);
+  let rec;
+  try {
+    await withContext(async () => {
+      await waitFor(() => probe.results.length >= 1, { what: "a first result" });
+      const { epoch, seq } = probe.results[0];
+      probe.sub.close();
+      rec = recorder(gateway.wsUrl, ["ahead"], { since: { ahead: { epoch, seq: seq + 1_000_000 } } });
+      await waitFor(() => rec.results.length >= 3, { what: "results after the reset" });
+      const resets = rec.messages.filter((m) => m.type === "reset").map((m) => m.reason);
+      assert.deepEqual(resets, ["position-ahead"]);
+      assertContiguous(rec.results);
+    });
+  } finally {
+    probe.sub.close();
+    rec?.sub.close();
+    await Promise.all([gateway.stop(), producer.stop()]);
+  }
+});
+
 test("a gateway that is down at first is reached once it starts", async () => {
   const producer = startProducer({ redisUrl: valkey.url, stream: "late" });
   const port = await freePort();

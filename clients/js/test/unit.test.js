@@ -38,6 +38,18 @@ test("decodePreview reads FCP1 frames and rejects anything else", async () => {
   assert.equal(decodePreview(buffer.buffer.slice(0, 10)), null);
 });
 
+test("a position-ahead reset drops the position, so the stream's latest is accepted", () => {
+  const cursor = new Cursor({ s: { epoch: "a", seq: 1000000 } });
+  const r = (seq) => ({ type: "result", stream: "s", epoch: "a", seq });
+  assert.equal(cursor.accept(r(5)), false); // below the (corrupt) position: taken as seen
+  cursor.reset("s", "position-ahead");
+  assert.equal(cursor.position("s"), undefined);
+  assert.equal(cursor.accept(r(5)), true);
+  assert.equal(cursor.accept(r(6)), true);
+  cursor.reset("s", "history-expired"); // any other reason keeps it
+  assert.deepEqual(cursor.position("s"), { epoch: "a", seq: 6 });
+});
+
 test("Cursor drops repeats and older seqs, and results of a replaced epoch", () => {
   const cursor = new Cursor();
   const r = (epoch, seq) => ({ type: "result", stream: "s", epoch, seq });

@@ -108,7 +108,7 @@ async function portOpen(port) {
 export async function startValkey() {
   const binary = execFileSync(
     PYTHON,
-    ["-c", "from framecast.embedded import valkey_binary; print(valkey_binary())"],
+    ["-c", "from framecast.local.embedded import valkey_binary; print(valkey_binary())"],
     { cwd: ROOT, env: childEnv(), encoding: "utf8" },
   ).trim();
   const port = await freePort();

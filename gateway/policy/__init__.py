@@ -1,0 +1,52 @@
+"""The fan-out policy, sans I/O: a package of small sub-machines behind one façade, :class:`Policy`.
+
+=================  ==============================================================
+``facade``         :class:`Policy`: events in, writes and actions out; wires the rest
+``limits``         :class:`Limits`: every bound, one frozen object built from the settings
+``observer``       :class:`Observer`: what the fan-out reports; :class:`Counters`
+``state``          kinds and their delivery rules, sinks, actions, per-client state
+``membership``     clients and each stream's audiences
+``joins``          a joining client's live messages, until its replay is done
+``slicing``        big audiences in slices, one message per stream in flight, overload
+``writer``         the one write rule (the hot loop, and single writes)
+``lag``            lagging clients: conflation, expiry, ``max_lag``
+``probes``         lag measured end to end: lag probes
+=================  ==============================================================
+"""
+
+from gateway.policy.facade import Policy
+from gateway.policy.limits import Limits
+from gateway.policy.observer import Counters, Observer
+from gateway.policy.state import (
+    DELIVERY,
+    OVER,
+    SKIP,
+    WRITTEN,
+    Action,
+    Close,
+    Delivery,
+    Framer,
+    PingFramer,
+    Sink,
+    Step,
+    Wait,
+)
+
+__all__ = [
+    "DELIVERY",
+    "OVER",
+    "SKIP",
+    "WRITTEN",
+    "Action",
+    "Close",
+    "Counters",
+    "Delivery",
+    "Framer",
+    "Limits",
+    "Observer",
+    "PingFramer",
+    "Policy",
+    "Sink",
+    "Step",
+    "Wait",
+]

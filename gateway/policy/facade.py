@@ -1,0 +1,424 @@
+"""The fan-out policy's façade, sans I/O: who gets which message, when, and what to do with a slow client.
+
+Like websockets' own protocol core, :class:`Policy` does no I/O of its own: no asyncio, no
+sockets, no websockets. Events go in as method calls (a message arrived, a client joined, went
+live or left, a slice's turn came, a tick, a probe round, a probe's answer); effects come out
+two ways: **writes** straight to each client's :class:`~gateway.policy.state.Sink`,
+synchronously (a write to a buffer with room cannot block, and the hot path must not allocate
+an action per client per message), and **actions** that need waiting, collected with
+:meth:`Policy.actions`: :class:`Step` (the next slice of a stream on the next loop turn),
+:class:`Wait` (await this client's drain) and :class:`Close` (close this client with 4008).
+What it did besides goes to one :class:`~gateway.policy.observer.Observer`. The driver
+(:class:`gateway.fanout.Fanout`) turns sinks into websockets connections and actions into loop
+callbacks and one ``asyncio.wait``; tests drive the policy with fake sinks and fake clocks.
+
+The rules live in the sub-machines this façade wires and feeds (see :mod:`gateway.policy`):
+membership, join buffers, slicing and overload, the one write rule, lag and conflation, lag
+probes. It keeps the flows that cross them: a message's arrival (staleness on arrival, and the
+one ``gap`` notice per run of results that arrive stale), go-live (a join buffer released
+through the write rule), a flush (a caught-up client's pending messages, through the write
+rule) and a close.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Hashable
+
+from framecast import wire
+from gateway.policy.joins import Joins
+from gateway.policy.lag import Lag
+from gateway.policy.limits import Limits
+from gateway.policy.membership import Membership
+from gateway.policy.observer import Counters, Observer
+from gateway.policy.probes import Probes
+from gateway.policy.slicing import Slicer
+from gateway.policy.state import (
+    DELIVERY,
+    NOTICE,
+    PREVIEW,
+    RESULT,
+    Action,
+    Client,
+    Close,
+    Framer,
+    Job,
+    PingFramer,
+    Sink,
+)
+from gateway.policy.writer import Writer
+
+__all__ = ["Policy"]
+
+log = logging.getLogger("gateway.policy")
+
+
+class Policy:
+    """Local clients per stream, and the rules for writing to them; see the module docstring.
+
+    Args:
+        limits: The fan-out's limits (:meth:`Limits.from_config` for a gateway's).
+        framer: Frames a message once for the clients that share frames.
+        ping_framer: Frames a lag probe; lag probes need it (None: none are sent).
+        observer: Receives what the fan-out did (a new :class:`Counters` by default).
+        clock: Wall clock in Unix seconds (captured_at is Unix time).
+        monotonic: Clock for lag durations.
+        timer: High-resolution clock for slice budgets and the fan-out's own timing.
+    """
+
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        *,
+        framer: Framer,
+        ping_framer: PingFramer | None = None,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.limits = limits = limits if limits is not None else Limits()
+        self.observer: Observer = observer if observer is not None else Counters()
+        self._clock = clock
+        self._actions: list[Action] = []
+        threshold = limits.lag_threshold if ping_framer is not None and limits.probing else 0.0
+        self._members = Membership()
+        self._lag = Lag(
+            limits,
+            threshold=threshold,
+            observer=self.observer,
+            clock=clock,
+            monotonic=monotonic,
+            actions=self._actions,
+        )
+        self._probes = Probes(
+            limits, ping_framer=ping_framer, lag=self._lag, observer=self.observer, monotonic=monotonic
+        )
+        self._writer = Writer(
+            limits, framer=framer, lag=self._lag, probes=self._probes, observer=self.observer, clock=clock
+        )
+        self._slicer = Slicer(
+            limits,
+            writer=self._writer,
+            probes=self._probes if self._probes.threshold else None,
+            observer=self.observer,
+            clock=clock,
+            timer=timer,
+            actions=self._actions,
+        )
+        self._joins = Joins(limits, observer=self.observer, clock=clock)
+        # Streams whose live clients were told of a run of stale results (until a fresh one).
+        self._stale_told: set[str] = set()
+
+    @property
+    def probing(self) -> bool:
+        """Whether lag probes are on (a threshold, a probe interval and a ping framer)."""
+        return bool(self._probes.threshold)
+
+    # ------------------------------------------------------------------
+    # Queries
+
+    def actions(self) -> list[Action]:
+        """Take the actions queued since the last call (the driver calls it after every event)."""
+        actions = self._actions[:]
+        self._actions.clear()  # the sub-machines hold this list: emptied, never replaced
+        return actions
+
+    def sink(self, key: Hashable) -> Sink | None:
+        """The sink of a client, if it is known."""
+        client = self._members.clients.get(key)
+        return None if client is None else client.sink
+
+    def client_keys(self) -> list[Hashable]:
+        """Every client's key."""
+        return list(self._members.clients)
+
+    def streams_of(self, key: Hashable) -> list[str]:
+        """The streams a client is on, live or joining."""
+        client = self._members.clients.get(key)
+        return [] if client is None else list(client.streams)
+
+    def max_buffered(self) -> int:
+        """Largest unsent byte count of any client (for a gauge; O(clients))."""
+        return max((client.buffered() for client in self._members.clients.values()), default=0)
+
+    def lagging_keys(self) -> list[Hashable]:
+        """Keys of the clients currently lagging."""
+        return [client.key for client in self._lag.clients]
+
+    def streams(self) -> list[str]:
+        """Streams with at least one client (live or joining)."""
+        return self._members.streams()
+
+    def clients(self, stream: str | None = None) -> int:
+        """Clients of ``stream`` (live and joining), or all clients."""
+        return self._members.count(stream)
+
+    def subscriptions(self) -> int:
+        """Client-stream pairs."""
+        return sum(len(c.streams) for c in self._members.clients.values())
+
+    @property
+    def lagging(self) -> int:
+        """Clients currently lagging."""
+        return len(self._lag.clients)
+
+    def in_flight(self) -> int:
+        """Messages still going out in slices or waiting behind one, over every stream."""
+        return self._slicer.in_flight()
+
+    def is_lagging(self, key: Hashable) -> bool:
+        """Whether a client is currently lagging."""
+        client = self._members.clients.get(key)
+        return client is not None and client.lagging_since is not None
+
+    def probe_age(self, key: Hashable) -> float | None:
+        """Seconds a client's lag probe has gone unanswered, or None if it has none out."""
+        client = self._members.clients.get(key)
+        return None if client is None else self._probes.age(client)
+
+    def max_probe_age(self) -> float:
+        """The oldest unanswered lag probe's age over every client, in seconds (for a gauge)."""
+        return self._probes.oldest()
+
+    def held_bytes(self, key: Hashable) -> int:
+        """Bytes the policy itself holds for a client: pending (lagging) and join buffers."""
+        client = self._members.clients.get(key)
+        if client is None:
+            return 0
+        return sum(len(held[0]) for held in client.pending.values()) + sum(
+            join.bytes for join in client.joining.values()
+        )
+
+    def pending(self, key: Hashable) -> list[tuple[str, str]]:
+        """The (stream, kind) slots a lagging client holds a message for, in arrival order."""
+        client = self._members.clients.get(key)
+        return [] if client is None else list(client.pending)
+
+    # ------------------------------------------------------------------
+    # Membership events
+
+    def add(
+        self, stream: str, key: Hashable, sink: Sink, *, previews: bool = False, joining: bool = False
+    ) -> None:
+        """A client joined a stream (``joining``: buffer its live messages until :meth:`go_live`)."""
+        client = self._members.client(key, sink)
+        self._detach(stream, client)
+        client.streams[stream] = previews
+        if joining:
+            self._members.join(stream, client)
+        else:
+            self._members.attach(stream, client)
+
+    def go_live(self, stream: str, key: Hashable, *, epoch: str | None = None, seq: int = 0) -> None:
+        """A joining client's replay is done: send what was buffered, then deliver live.
+
+        Buffered results of ``epoch`` with ``seq`` at or below ``seq`` (already
+        sent by the replay) are skipped; everything else is sent in order.
+        """
+        client = self._members.clients.get(key)
+        if client is None or stream not in client.streams:
+            return
+        join = self._members.joined(stream, client)
+        if join is not None:
+            for kind, data, captured in self._joins.release(join, stream, epoch=epoch, seq=seq):
+                self._writer.send(client, (stream, kind), data, captured=captured)
+        self._members.attach(stream, client)
+
+    def remove(self, stream: str, key: Hashable) -> None:
+        """A client left one stream (its pending messages for it are dropped)."""
+        client = self._members.clients.get(key)
+        if client is None:
+            return
+        self._detach(stream, client)
+        client.streams.pop(stream, None)
+        if not client.streams:
+            self._forget(client)
+
+    def discard(self, key: Hashable) -> bool:
+        """A client's connection ended: remove it from every stream.
+
+        Returns:
+            Whether the client was being closed by the policy (a :class:`Close` in progress).
+        """
+        client = self._members.clients.get(key)
+        if client is None:
+            return False
+        for stream in list(client.streams):
+            self._detach(stream, client)
+        client.streams.clear()
+        self._forget(client)
+        return client.closing
+
+    def _detach(self, stream: str, client: Client) -> None:
+        self._members.detach(stream, client)
+        for slot in [s for s in client.pending if s[0] == stream]:
+            del client.pending[slot]
+        self._slicer.leave(stream, client)
+
+    def _forget(self, client: Client) -> None:
+        self._members.forget(client)
+        self._probes.forget(client)
+        self._lag.stop(client)
+        client.pending.clear()
+
+    # ------------------------------------------------------------------
+    # Message events
+
+    def deliver(self, stream: str, data: bytes) -> wire.Peek | None:
+        """A stream message (result or status, encoded) arrived: forward it unchanged.
+
+        Returns its routing fields, or None if it was malformed (dropped for everyone).
+        """
+        try:
+            peeked = wire.peek(data)
+        except wire.WireError as exc:
+            self.observer.dropped("malformed", 1)
+            log.debug("dropped a malformed message on %s: %s", stream, exc)
+            return None
+        kind = peeked.type
+        self.observer.received(kind)
+        joiners = self._members.joining.get(stream)
+        if joiners:
+            self._joins.buffer(joiners, stream, peeked, data)
+        clients = self._members.live.get(stream)
+        age = self._clock() - peeked.captured_at
+        max_age = self.limits.max_age
+        if max_age and age > max_age:
+            if clients:
+                self.observer.dropped("stale", len(clients))
+                self._tell_stale(stream, kind, clients)
+            return peeked
+        if kind == RESULT:
+            self._stale_told.discard(stream)
+        if not clients:
+            return peeked
+        rule = DELIVERY.get(kind)
+        if rule is not None and rule.expires:
+            self._slicer.fan(clients, Job((stream, kind), data, False, peeked.captured_at, age))
+        else:
+            self._slicer.fan(clients, Job((stream, kind), data, False, None, None))
+        return peeked
+
+    def _tell_stale(self, stream: str, kind: str, clients: dict[Client, None]) -> None:
+        """A result arrived already older than ``max_age`` and was dropped for every live client.
+
+        The gateway was late, not the client (a Redis link that thawed, a stalled loop): the
+        live clients are told ``gap`` ``stale`` once per run of such results, before the fresh
+        ones, so a resuming client asks for the hole. Joining clients hold the result in their
+        buffer and are told at :meth:`go_live`, by the same clock: one notice each, not two.
+        """
+        if kind != RESULT or stream in self._stale_told:
+            return
+        self._stale_told.add(stream)
+        self.observer.received(NOTICE)
+        data = wire.encode(wire.Gap(stream=stream, reason="stale"))
+        self._slicer.fan(clients, Job((stream, NOTICE), data, False, None, None))
+
+    def deliver_preview(self, stream: str, data: bytes) -> bool:
+        """An encoded binary preview arrived, for the clients that asked. False if malformed."""
+        clients = self._members.previews.get(stream)
+        if not clients:
+            return True
+        try:
+            captured = wire.decode_preview(data).captured_at
+        except wire.WireError:
+            self.observer.dropped("malformed", 1)
+            return False
+        self.observer.received(PREVIEW)
+        max_age = self.limits.max_age
+        if max_age and self._clock() - captured > max_age:
+            self.observer.dropped("stale", len(clients))
+            return True
+        self._slicer.fan(clients, Job((stream, PREVIEW), data, True, captured, None))
+        return True
+
+    def announce(self, stream: str, data: bytes, *, kind: str = NOTICE) -> None:
+        """A gateway-made text message (gap, offline status) for every client of a stream.
+
+        Never dropped as stale; joining clients get it after their replay.
+        """
+        self.observer.received(kind)
+        joiners = self._members.joining.get(stream)
+        if joiners:
+            self._joins.buffer(joiners, stream, None, data)
+        clients = self._members.live.get(stream)
+        if clients:
+            self._slicer.fan(clients, Job((stream, kind), data, False, None, None))
+
+    def step(self, stream: str) -> None:
+        """A slice's turn came: write the next slice of the oldest sliced message of ``stream``."""
+        self._slicer.step(stream)
+
+    # ------------------------------------------------------------------
+    # Lagging clients and lag probes
+
+    def tick(self) -> None:
+        """A lagging client drained, or the deadline of a wait passed: check every lagging client.
+
+        A client at or below ``low_water`` with no overdue lag probe is flushed (its
+        newest pending messages, minus the stale ones) and is back on the synchronous
+        path; the others drop what went stale meanwhile, and one lagging (or with a
+        probe unanswered) longer than ``max_lag`` gets a :class:`Close`.
+        """
+        for client, caught_up in self._lag.review():
+            if caught_up:
+                self._flush(client)
+            else:
+                self._close(client)
+
+    def probe(self) -> None:
+        """A probe interval passed: start a round of lag probes, and find the clients that lag."""
+        if self._probes.threshold:
+            members = self._members
+            self._probes.round(members.live, members.previews, members.joining)
+
+    def pong(self, key: Hashable) -> None:
+        """A client answered its lag probe: it has read everything written before it.
+
+        A lagging client whose buffer is at ``low_water`` has caught up: its newest
+        pending messages are written now, and it owes a fresh probe behind them.
+        """
+        client = self._members.clients.get(key)
+        if client is None or not self._probes.answered(client):
+            return
+        if client.lagging_since is None or client.closing or client.sink.closed():
+            return
+        if client.buffered() <= self.limits.low_water:
+            self._flush(client)
+
+    def _flush(self, client: Client) -> None:
+        """Write a caught-up client's pending messages (newest per slot), skipping stale ones.
+
+        If the write rule finds its buffer full again on the way, it lags again with the
+        rest. With lag probes on, a probe follows the flushed messages (with the next write,
+        as for any client that owes one), so a client that stalls again is found as soon as
+        one that never lagged.
+        """
+        client.due(False)  # not in the middle of the flush: behind all of it
+        self._lag.stop(client)
+        now = self._clock()
+        held = list(client.pending.items())
+        client.pending.clear()
+        for index, (slot, (data, binary, captured)) in enumerate(held):
+            if self._lag.stale(captured, now):
+                self.observer.dropped("stale", 1)
+                continue
+            if client.sink.closed():
+                return
+            self._writer.send(client, slot, data, binary=binary, captured=captured)
+            if client.lagging_since is not None:
+                # Full again: the rule held this one and the client lags; the rest wait behind it.
+                client.pending.update(held[index + 1 :])
+                return
+        if self._probes.threshold and client.probe_sent is None:
+            client.due(True)
+
+    def _close(self, client: Client) -> None:
+        client.closing = True
+        self._probes.forget(client)
+        client.pending.clear()
+        self._lag.stop(client)
+        self.observer.slow_closed()
+        self._actions.append(Close(key=client.key))
