@@ -11,6 +11,7 @@
 ``writer``         the one write rule (the hot loop, and single writes)
 ``lag``            lagging clients: conflation, expiry, ``max_lag``
 ``probes``         lag measured end to end: lag probes
+``video``          video by group of pictures: chains, the current GOP, joins, lag
 =================  ==============================================================
 """
 

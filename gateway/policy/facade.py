@@ -47,6 +47,7 @@ from gateway.policy.state import (
     PingFramer,
     Sink,
 )
+from gateway.policy.video import Video
 from gateway.policy.writer import Writer
 
 __all__ = ["Policy"]
@@ -108,6 +109,7 @@ class Policy:
             actions=self._actions,
         )
         self._joins = Joins(limits, observer=self.observer, clock=clock)
+        self._video = Video(limits, framer=framer, observer=self.observer, clock=clock)
         # Streams whose live clients were told of a run of stale results (until a fresh one).
         self._stale_told: set[str] = set()
 
@@ -200,16 +202,28 @@ class Policy:
     # Membership events
 
     def add(
-        self, stream: str, key: Hashable, sink: Sink, *, previews: bool = False, joining: bool = False
+        self,
+        stream: str,
+        key: Hashable,
+        sink: Sink,
+        *,
+        previews: bool = False,
+        video: bool = False,
+        joining: bool = False,
     ) -> None:
-        """A client joined a stream (``joining``: buffer its live messages until :meth:`go_live`)."""
+        """A client joined a stream (``joining``: buffer its live messages until :meth:`go_live`).
+
+        ``video``: it also gets the stream's video, from the current GOP when it goes live.
+        """
         client = self._members.client(key, sink)
         self._detach(stream, client)
         client.streams[stream] = previews
+        self._video.want(stream, client, video)
         if joining:
             self._members.join(stream, client)
         else:
             self._members.attach(stream, client)
+            self._video.attach(stream, client)
 
     def go_live(self, stream: str, key: Hashable, *, epoch: str | None = None, seq: int = 0) -> None:
         """A joining client's replay is done: send what was buffered, then deliver live.
@@ -225,6 +239,7 @@ class Policy:
             for kind, data, captured in self._joins.release(join, stream, epoch=epoch, seq=seq):
                 self._writer.send(client, (stream, kind), data, captured=captured)
         self._members.attach(stream, client)
+        self._video.attach(stream, client)
 
     def remove(self, stream: str, key: Hashable) -> None:
         """A client left one stream (its pending messages for it are dropped)."""
@@ -253,6 +268,7 @@ class Policy:
 
     def _detach(self, stream: str, client: Client) -> None:
         self._members.detach(stream, client)
+        self._video.detach(stream, client)
         for slot in [s for s in client.pending if s[0] == stream]:
             del client.pending[slot]
         self._slicer.leave(stream, client)
@@ -333,6 +349,15 @@ class Policy:
             return True
         self._slicer.fan(clients, Job((stream, PREVIEW), data, True, captured, None))
         return True
+
+    def deliver_video(self, stream: str, data: bytes) -> wire.VideoPeek | None:
+        """An encoded binary video frame arrived, for the stream's video clients (GOP rules:
+        :mod:`gateway.policy.video`). Returns its routing fields, or None if it was malformed."""
+        return self._video.deliver(stream, data)
+
+    def video_viewers(self, stream: str) -> int:
+        """Clients of ``stream``'s video."""
+        return self._video.viewers(stream)
 
     def announce(self, stream: str, data: bytes, *, kind: str = NOTICE) -> None:
         """A gateway-made text message (gap, offline status) for every client of a stream.
