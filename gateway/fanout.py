@@ -111,7 +111,13 @@ class Fanout:
     # Membership
 
     def add(
-        self, stream: str, connection: Connection, *, previews: bool = False, joining: bool = False
+        self,
+        stream: str,
+        connection: Connection,
+        *,
+        previews: bool = False,
+        video: bool = False,
+        joining: bool = False,
     ) -> None:
         """Add a client to a stream.
 
@@ -119,6 +125,7 @@ class Fanout:
             stream: Stream name.
             connection: An open websockets asyncio connection.
             previews: Also send this client the stream's binary previews.
+            video: Also send this client the stream's video (from the current GOP on).
             joining: Buffer the stream's live messages for this client instead of
                 sending them, until :meth:`go_live` (used while a replay is sent,
                 so that replay and live meet with no gap and no duplicate).
@@ -136,7 +143,7 @@ class Fanout:
             if policy.probing and (self._prober is None or self._prober.done()):
                 with contextlib.suppress(RuntimeError):  # no running loop: no probes
                     self._prober = asyncio.get_running_loop().create_task(self._probe_every())
-        policy.add(stream, connection, sink, previews=previews, joining=joining)
+        policy.add(stream, connection, sink, previews=previews, video=video, joining=joining)
 
     def go_live(self, stream: str, connection: Connection, *, epoch: str | None = None, seq: int = 0) -> None:
         """End a client's joining state: send what was buffered, then deliver live.
@@ -206,6 +213,15 @@ class Fanout:
         Returns False if it was malformed (dropped).
         """
         ok = self.policy.deliver_preview(stream, data)
+        self._act()
+        return ok
+
+    def deliver_video(self, stream: str, data: bytes) -> bool:
+        """Send an encoded video frame to the stream's video clients (by group of pictures).
+
+        Returns False if it was malformed (dropped).
+        """
+        ok = self.policy.deliver_video(stream, data) is not None
         self._act()
         return ok
 

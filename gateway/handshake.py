@@ -1,6 +1,6 @@
 """What a WebSocket handshake asks for: the path, its query and the credentials.
 
-``/ws`` or ``/ws/<stream>`` with ``since``, ``epoch``, ``previews`` and ``token`` in the
+``/ws`` or ``/ws/<stream>`` with ``since``, ``epoch``, ``previews``, ``video`` and ``token`` in the
 query (or the token as ``Authorization: Bearer``). Pure parsing: :class:`BadRequest` carries
 the one-line reason a 400 answers with.
 """
@@ -33,23 +33,26 @@ class Handshake:
     epoch: str | None
     previews: bool
     grant: Grant
+    video: bool = False
 
 
 class BadRequest(FramecastError, ValueError):
     """A handshake the gateway answers with 400 (the message says why)."""
 
 
-def _flag(value: str) -> bool:
+def _flag(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on", ""):
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise BadRequest(f"previews: expected 1 or 0, got {value!r}")
+    raise BadRequest(f"{name}: expected 1 or 0, got {value!r}")
 
 
-def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, str | None]:
-    """``/ws`` or ``/ws/<stream>`` with its query: (stream, since, epoch, previews, token)."""
+def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, bool, str | None]:
+    """``/ws`` or ``/ws/<stream>`` with its query: (stream, since, epoch, previews, video, token)."""
     parts = urllib.parse.urlsplit(path)
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
 
@@ -77,9 +80,8 @@ def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, 
             raise BadRequest(f"since: {since_raw} is above the largest sequence number (2**64 - 1)")
         if not epoch:
             raise BadRequest("since needs epoch (the epoch the seq belongs to)")
-    previews_raw = one("previews")
-    previews = _flag(previews_raw) if previews_raw is not None else False
-    return stream, since, epoch or None, previews, one("token")
+    previews, video = _flag("previews", one("previews")), _flag("video", one("video"))
+    return stream, since, epoch or None, previews, video, one("token")
 
 
 def parse_query_token(path: str) -> str | None:

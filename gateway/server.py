@@ -207,6 +207,7 @@ class Server:
                         since=handshake.since,
                         epoch=handshake.epoch,
                         previews=handshake.previews,
+                        video=handshake.video,
                     )
                 )
             await session.serve()

@@ -25,6 +25,7 @@ from gateway.auth import Grant
 from gateway.config import GatewayConfig
 from gateway.history import Replay
 from gateway.reads import Snapshot
+from gateway.subscriber import Wants
 
 __all__ = ["MAX_BAD_OPS", "Desk", "Session", "SessionLimits", "SessionMetrics"]
 
@@ -41,11 +42,12 @@ class Desk(Protocol):
     """What a session needs of the gateway's streams (:class:`gateway.streams.Streams` is one)."""
 
     def join(
-        self, stream: str, connection: ServerConnection, *, previews: bool, previously: bool | None
+        self, stream: str, connection: ServerConnection, *, wants: Wants, previously: Wants | None
     ) -> asyncio.Future[Any]:
         """Join ``stream`` (its live messages buffered for the connection until :meth:`go_live`).
 
-        ``previously``: the previews flag of the subscription this one replaces (None: new).
+        ``wants``: previews and video besides; ``previously``: what the subscription this one
+        replaces wanted (None: new).
         Returns a future done once Redis confirmed the subscription.
         """
 
@@ -62,11 +64,11 @@ class Desk(Protocol):
     def go_live(self, stream: str, connection: ServerConnection, *, epoch: str | None, seq: int) -> None:
         """The replay ended at ``(epoch, seq)``: send what was buffered after it, then live."""
 
-    def leave(self, stream: str, connection: ServerConnection, *, previews: bool) -> None:
+    def leave(self, stream: str, connection: ServerConnection, *, wants: Wants) -> None:
         """Stop ``stream`` for the connection."""
 
-    def forget(self, connection: ServerConnection, streams: dict[str, bool]) -> None:
-        """The connection ended: out of every stream (``streams``: stream -> previews)."""
+    def forget(self, connection: ServerConnection, streams: dict[str, Wants]) -> None:
+        """The connection ended: out of every stream (``streams``: stream -> what it wanted)."""
 
 
 class SessionMetrics(Protocol):
@@ -131,7 +133,7 @@ class Session:
         self._desk = desk
         self._limits = limits
         self._metrics = metrics
-        self.streams: dict[str, bool] = {}  # stream -> previews
+        self.streams: dict[str, Wants] = {}
         self._notices: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
@@ -178,10 +180,9 @@ class Session:
             await self.error("bad-message", "since needs epoch (the epoch the seq belongs to)", stream)
             return
         # Joining first: live messages from now on are buffered, so replay and live meet exactly.
-        subscribed = desk.join(
-            stream, self.connection, previews=op.previews, previously=self.streams.get(stream)
-        )
-        self.streams[stream] = op.previews
+        wants = Wants(previews=op.previews, video=op.video)
+        subscribed = desk.join(stream, self.connection, wants=wants, previously=self.streams.get(stream))
+        self.streams[stream] = wants
         # Bounded: with Redis down the client still gets 'subscribed' now and a 'gap' later.
         await asyncio.wait([subscribed], timeout=limits.ready_timeout)
         unavailable = False
@@ -199,7 +200,8 @@ class Session:
         try:
             async with asyncio.timeout(limits.send_timeout):
                 await self.connection.send(
-                    wire.encode(wire.Subscribed(stream=stream, previews=op.previews)), text=True
+                    wire.encode(wire.Subscribed(stream=stream, previews=op.previews, video=op.video)),
+                    text=True,
                 )
                 if plan.reset is not None:
                     await self.connection.send(
@@ -248,9 +250,9 @@ class Session:
 
     async def unsubscribe(self, stream: str) -> None:
         """Stop a stream (idempotent: always answered with ``unsubscribed``)."""
-        previews = self.streams.pop(stream, None)
-        if previews is not None:
-            self._desk.leave(stream, self.connection, previews=previews)
+        wants = self.streams.pop(stream, None)
+        if wants is not None:
+            self._desk.leave(stream, self.connection, wants=wants)
         await self.connection.send(wire.encode(wire.Unsubscribed(stream=stream)), text=True)
 
     def _confirmed_late(self, stream: str, subscribed: asyncio.Future[object]) -> None:

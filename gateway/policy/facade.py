@@ -109,7 +109,7 @@ class Policy:
             actions=self._actions,
         )
         self._joins = Joins(limits, observer=self.observer, clock=clock)
-        self._video = Video(limits, framer=framer, observer=self.observer, clock=clock)
+        self._video = Video(limits, framer=framer, observer=self.observer, clock=clock, probes=self._probes)
         # Streams whose live clients were told of a run of stale results (until a fresh one).
         self._stale_told: set[str] = set()
 

@@ -36,7 +36,8 @@ from collections.abc import Callable, Iterable
 from framecast import wire
 from gateway.policy.limits import Limits
 from gateway.policy.observer import Observer
-from gateway.policy.state import WRITTEN, Client, Framer
+from gateway.policy.probes import Probes
+from gateway.policy.state import WRITTEN, Client, Framer, Job
 
 __all__ = ["VIDEO", "Chain", "Video"]
 
@@ -112,10 +113,18 @@ class Video:
         framer: Frames a message once for the clients that share frames.
         observer: Told of frames in, written and dropped.
         clock: Wall clock in Unix seconds (``captured_at`` is Unix time).
+        probes: Lag probes: video counts towards a stream's next wave, and a client due a probe
+            gets it right behind its next frame (None: no probes).
     """
 
     def __init__(
-        self, limits: Limits, *, framer: Framer, observer: Observer, clock: Callable[[], float]
+        self,
+        limits: Limits,
+        *,
+        framer: Framer,
+        observer: Observer,
+        clock: Callable[[], float],
+        probes: Probes | None = None,
     ) -> None:
         self._limit = limits.client_buffer
         self._resume = limits.low_water
@@ -124,6 +133,7 @@ class Video:
         self._framer = framer
         self._observer = observer
         self._clock = clock
+        self._probes = probes if probes is not None and probes.threshold else None
         self._chains: dict[str, Chain] = {}
         # stream -> video client -> waits for a keyframe (skips deltas). dict order = join order.
         self._viewers: dict[str, dict[Client, bool]] = {}
@@ -227,6 +237,8 @@ class Video:
         frame = self._framer(data, True)
         chain.keep(data, frame, peek.captured_at, self._gop_bytes)
         if viewers:
+            if self._probes is not None:
+                self._probes.carried(Job((stream, VIDEO), data, True, None, None))
             self._fan(viewers, data, frame, peek.key, age)
         return peek
 
@@ -256,6 +268,15 @@ class Video:
         if client.closing or client.lagging_since is not None:
             return False
         if client.shared:
+            probes = self._probes
+            if client.probe_due and probes is not None:
+                # The round's ping right behind the frame, in the same write (as the write rule
+                # does): a client stalled behind a balancer is found by video alone.
+                payload, ping = probes.current
+                if client.offer(frame + ping, limit) != WRITTEN:
+                    return False
+                probes.probed(client, payload)
+                return True
             return client.offer(frame, limit) == WRITTEN
         sink = client.sink  # framed (and compressed) per connection
         if not sink.writable() or sink.buffered() > limit:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from framecast import wire
 from gateway.policy import Limits, Policy
-from tests.unit.policy_fakes import Clock, FakeSink, Recorder, framer, result
+from tests.unit.policy_fakes import Clock, FakeSink, Recorder, framer, ping_framer, result
 
 S = "cam"
 NOW = 1000.0
@@ -369,3 +369,29 @@ def check_chain(key: str, frames: list[wire.VideoFrame]) -> None:
         elif previous is not None and previous.epoch == frame.epoch:
             assert frame.seq > previous.seq, f"{key}: keyframe {frame.seq} after {previous.seq}"
         previous = frame
+
+
+def test_a_client_stalled_behind_a_proxy_is_found_by_probes_behind_video_and_resumes_at_a_keyframe() -> None:
+    clock, ticks = Clock(NOW), Clock(0.0)
+    limits = Limits(max_age=2.0, lag_threshold=1.0, probe_interval=0.5, probe_bytes=200)
+    policy = Policy(limits, framer=framer, ping_framer=ping_framer, clock=clock, monotonic=ticks)
+    sink = FakeSink(clock)
+    policy.add(S, "c", sink, video=True)
+    gop(policy, 1, 3)  # 300 bytes of video: the stream is due a wave of probes
+    policy.probe()
+    policy.deliver_video(S, video(4, group=1))
+    assert sink.pings and sink.pings[-1][0] == len(sink.written)  # the ping right behind frame 4
+    # The client (behind a proxy that reads everything) answers nothing for over lag_threshold.
+    ticks.now += 1.5
+    policy.probe()
+    assert policy.is_lagging("c")
+    policy.deliver_video(S, video(5, group=1))
+    policy.deliver_video(S, video(6, key=True))
+    assert seqs(sink) == [1, 2, 3, 4]
+    # It read everything and answered: it is back, and video resumes at the next keyframe.
+    sink.level = 0
+    policy.pong("c")
+    assert not policy.is_lagging("c")
+    policy.deliver_video(S, video(7, group=6))
+    gop(policy, 8, 2)
+    assert seqs(sink) == [1, 2, 3, 4, 8, 9]
