@@ -1,21 +1,23 @@
 """The viewer's video in a real Chromium: WebCodecs decoding of the real producer's encoder output.
 
-valkey -> producer (synthetic scene, motion, real PyAV encoder) -> a stand-in relay
-(tests/support/relay.py: the Redis channels as they come, no GOP rules) -> Chromium. The gateway's
-own video fan-out, through nginx, is tested with the gateway; here the page joins mid-group
-through the relay, so the viewer's own rule (wait for a keyframe) is what keeps decoding clean.
+The real stack (``framecast up``: valkey, producer with the synthetic scene, motion and the real
+PyAV encoder, gateways with their GOP rules, nginx) -> Chromium: the page joins mid-group and
+starts from the gateway's current GOP (no frame skipped, no decode error), and a tab stalled for
+3 s goes on decoding without an error. The secure-context fallback is checked against a
+stand-in relay (tests/support/relay.py: the Redis channels as they come) and the real stack.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, Page
 
-from framecast.local.up import running
+from framecast.local.up import Stack, running
 from tests.support.chromium import chromium, status, wait_status
 from tests.support.gateway import gateway_env
 from tests.support.producer import running_producer
@@ -65,20 +67,27 @@ def page(browser: Browser) -> Iterator[Page]:
     yield from _page(browser)
 
 
+def _stack(codec: str) -> AbstractContextManager[Stack]:
+    """The real stack through nginx, its producer encoding ``codec`` with 1 s keyframe intervals."""
+    env = {"FRAMECAST_VIDEO_CODEC": codec, "FRAMECAST_VIDEO_KEYFRAME_INTERVAL": "1"}
+    return running(gateways=2, env=gateway_env(env))
+
+
 @pytest.mark.parametrize("codec", ["vp8", "h264", "av1"])
 def test_video_is_the_default_view_and_boxes_sit_on_the_picture_they_were_computed_on(
-    redis_server: RedisServer, child_env: dict[str, str], page: Page, codec: str
+    page: Page, codec: str
 ) -> None:
-    args = ["--video-codec", codec, "--video-keyframe-interval", "1", "--heartbeat-interval", "0.25"]
-    with running_producer(redis_server.url, args, env=child_env), relay(redis_server.url) as url:
-        page.goto(url)
+    with _stack(codec) as stack:
+        # Mid-group: the stack has run a while, and the page joins whenever it loads.
+        page.goto(stack.url)
         wait_status(page, "s.videoMode === 'video' && +s.videoFrames >= 30 && +s.boxes > 0", timeout=60_000)
         first = page.evaluate("() => document.getElementById('frame').toDataURL()")
         wait_status(page, f"+s.videoFrames >= {int(status(page)['videoFrames']) + 5}")
-        # Joined mid-group through the relay: frames before the first keyframe were skipped,
-        # never decoded, and the decoder never failed.
+        # It joined mid-group and started from the gateway's GOP: nothing skipped while waiting
+        # for a keyframe, and the decoder never failed.
         s = status(page)
         assert s["decodeErrors"] == "0", page.evaluate("() => window.framecastViewer.video.lastError")
+        assert page.evaluate("() => window.framecastViewer.video.skipped") == 0
         assert page.evaluate("() => document.getElementById('frame').toDataURL()") != first, "a still picture"
         assert float(s["videoFps"]) > 0
         assert math.isfinite(float(s["videoLatencyP50"]))  # capture -> painted
@@ -105,6 +114,19 @@ def test_video_is_the_default_view_and_boxes_sit_on_the_picture_they_were_comput
         # The status bar stays in view at 1280x800.
         box = page.evaluate("() => document.getElementById('status').getBoundingClientRect().toJSON()")
         assert box["top"] >= 0 and box["bottom"] <= 800, box
+
+
+def test_a_tab_stalled_for_3_s_goes_on_decoding_without_an_error(page: Page) -> None:
+    with _stack("vp8") as stack:
+        page.goto(stack.url)
+        wait_status(page, "s.videoMode === 'video' && +s.videoFrames >= 15", timeout=60_000)
+        # The page's main thread busy for 3 s: nothing is read, decoded or painted meanwhile.
+        page.evaluate("() => { const end = Date.now() + 3000; while (Date.now() < end) {} }")
+        painted = int(status(page)["videoFrames"])
+        wait_status(page, f"+s.videoFrames >= {painted + 30}", timeout=60_000)
+        s = status(page)
+        assert s["decodeErrors"] == "0", page.evaluate("() => window.framecastViewer.video.lastError")
+        assert s["videoMode"] == "video"
 
 
 def codec_prefix(codec: str) -> str:
@@ -143,8 +165,7 @@ def test_over_https_through_nginx_a_remote_host_gets_webcodecs_and_http_does_not
     browser: Browser, tmp_path: Path
 ) -> None:
     # The real stack (valkey, producer, 2 gateways, nginx with --tls-cert): viewer.test is not
-    # localhost, so only HTTPS makes the page a secure context. Until the gateways send video, the
-    # viewer asks for it over wss and falls back to previews, naming the gateway as the reason.
+    # localhost, so only HTTPS makes the page a secure context, and there the video plays.
     cert, key = self_signed(tmp_path)
     with running(gateways=2, tls_cert=str(cert), tls_key=str(key), tls_port=0, env=gateway_env()) as stack:
         assert stack.tls_url is not None
@@ -153,8 +174,8 @@ def test_over_https_through_nginx_a_remote_host_gets_webcodecs_and_http_does_not
             secure = context.new_page()
             secure.goto(stack.tls_url.replace("127.0.0.1", "viewer.test"))
             assert secure.evaluate("() => [isSecureContext, typeof VideoDecoder]") == [True, "function"]
-            wait_status(secure, "s.connection === 'open' && +s.results >= 5 && +s.previews >= 1")
-            assert status(secure)["videoMode"] in ("video", "fallback")
+            wait_status(secure, "s.videoMode === 'video' && +s.videoFrames >= 15 && +s.results >= 5")
+            assert status(secure)["decodeErrors"] == "0"
             assert not secure.is_disabled("#video")
 
             plain = context.new_page()
