@@ -12,6 +12,8 @@ does not close it.
 
 Binary messages (previews, video frames) are counted, with each connection's time from its
 opening handshake to its first one (``first_binary_ms`` in the summary: time to first frame).
+Each SIGUSR1 marks ``[time, bytes, binary messages]`` so far (``marks`` in the summary): a
+harness measures a window with two of them, whatever came before (connecting, a join burst).
 
 Per result it records the connection index, ``seq``, ``captured_at`` and the
 wall-clock time of the ``recv()`` that delivered it, as flat binary arrays
@@ -149,6 +151,7 @@ class _Recorder:
         self.errors: list[str] = []
         self.bytes = 0
         self.binary = 0
+        self.marks: list[list[float]] = []
         self.recording = True
         self.epoll = select.epoll()
 
@@ -434,6 +437,7 @@ class _Recorder:
             "results": len(self.seq),
             "bytes": self.bytes,
             "binary": self.binary,
+            "marks": self.marks,
             "first_binary_ms": [
                 (c.first_binary - c.opened) * 1e3 for c in self.conns.values() if c.first_binary and c.opened
             ],
@@ -461,6 +465,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench.clie
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(
+        signal.SIGUSR1, lambda _s, _f: recorder.marks.append([time.time(), recorder.bytes, recorder.binary])
+    )
     line = recorder.connect()
     print(json.dumps(line), flush=True)
     if config.stall:

@@ -23,6 +23,8 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -69,13 +71,20 @@ def _measure(
 ) -> dict[str, Any]:
     url = f"ws://127.0.0.1:{gateway}/ws/default?{MODES[mode]}"
     load = Load(children, url=url, connections=viewers, processes=2, nice=5, connect_timeout=120)
+    time.sleep(3)  # past the joins (each client's first group of pictures comes in a burst)
+    _mark(load)
     cpu0, t0 = machine.cpu_seconds(pid), time.monotonic()
-    time.sleep(seconds)  # the measurement window: everything below is counted over it
+    time.sleep(seconds)  # the measurement window: the marks and the CPU readings bound it
+    _mark(load)
     cpu1, t1 = machine.cpu_seconds(pid), time.monotonic()
     records = load.finish(stop=True)
     window = t1 - t0
-    read = sum(s["bytes"] for s in records.summaries)
-    pictures = sum(s.get("binary", 0) for s in records.summaries)
+    marks = [s["marks"] for s in records.summaries]
+    if any(len(m) != 2 for m in marks):
+        raise RuntimeError(f"a load client missed a mark: {marks}")
+    # Rates over each client's own marks (its clock read when it handled the signal).
+    read = sum((m[1][1] - m[0][1]) / (m[1][0] - m[0][0]) for m in marks) * window
+    pictures = sum((m[1][2] - m[0][2]) / (m[1][0] - m[0][0]) for m in marks) * window
     first = sorted(x for s in records.summaries for x in s.get("first_binary_ms", []))
     cpu = cpu1 - cpu0
     return {
@@ -93,6 +102,12 @@ def _measure(
         "first_picture_ms_p95": first[int(0.95 * (len(first) - 1))] if first else None,
         "first_picture_clients": len(first),
     }
+
+
+def _mark(load: Load) -> None:
+    """Every load client notes what it read so far (SIGUSR1), and the harness waits until it did."""
+    for pid in load.pids:
+        os.kill(pid, signal.SIGUSR1)
 
 
 def run(viewers: Sequence[int], *, seconds: float, codec: str) -> dict[str, Any]:
