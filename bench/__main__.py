@@ -234,6 +234,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
     from bench.sharing import SharingOptions
     from bench.single import SingleOptions
     from bench.topology import TopologyOptions
+    from bench.video_fanout import VideoOptions
 
     quick = config.quick
     scale = config.time_scale
@@ -320,7 +321,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
         "shared": sharing,
         "profile": profile,
         "capacity": capacity,
-        "video": {"viewers": (10,) if quick else (100, 1000), "seconds": 2.0 if quick else 10.0 * scale},
+        "video": VideoOptions(viewers=(10,), seconds=2.0) if quick else VideoOptions(seconds=10.0 * scale),
     }
 
 
@@ -381,7 +382,7 @@ def measure(config: BenchConfig) -> dict[str, Any]:
             elif part == "video":
                 from bench import video_fanout
 
-                results["video"] = video_fanout.run(**plan["video"], codec="vp8")
+                results["video"] = video_fanout.run(plan["video"], say=_say)
             elif part == "profile":
                 from bench import profile, report
 

@@ -30,7 +30,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from bench import machine
@@ -40,6 +41,17 @@ from framecast.local import launch
 from framecast.local.embedded import free_port, wait_for_port
 
 MODES = {"video": "video=1", "previews": "previews=1"}
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """One run: the audiences, the window per (mode, audience), the producer's codec."""
+
+    viewers: tuple[int, ...] = (100, 1000)
+    seconds: float = 10.0
+    codec: str = "vp8"
+
+
 LINKS = {"1 Gbit/s": 1e9 / 8, "10 Gbit/s": 10e9 / 8}
 
 
@@ -110,7 +122,14 @@ def _mark(load: Load) -> None:
         os.kill(pid, signal.SIGUSR1)
 
 
-def run(viewers: Sequence[int], *, seconds: float, codec: str) -> dict[str, Any]:
+def _stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def run(options: VideoOptions, *, say: Callable[[str], None] = _stderr) -> dict[str, Any]:
+    """Measure every (audience, mode) of ``options`` in one run; returns the rows and the bounds."""
+    viewers, seconds, codec = options.viewers, options.seconds, options.codec
+    machine.raise_fd_limit(max(viewers) * 4 + 256)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="framecast-video-fanout-") as workdir, Children() as children:
         redis_url = start_valkey(children, workdir)
@@ -145,7 +164,7 @@ def run(viewers: Sequence[int], *, seconds: float, codec: str) -> dict[str, Any]
             for mode in MODES:
                 row = _measure(children, port, gateway.pid, mode, count, seconds)
                 rows.append(row)
-                print(_line(row), file=sys.stderr, flush=True)
+                say(_line(row))
         warm.finish(stop=True)
     return {"codec": codec, "seconds": seconds, "rows": rows, "links": _links(rows)}
 
@@ -196,9 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--codec", default="vp8", help="The producer's --video-codec.")
     args = parser.parse_args(argv)
-    viewers = [int(v) for v in args.viewers.split(",") if v]
-    machine.raise_fd_limit(max(viewers) * 4 + 256)
-    report = run(viewers, seconds=args.seconds, codec=args.codec)
+    viewers = tuple(int(v) for v in args.viewers.split(",") if v)
+    report = run(VideoOptions(viewers=viewers, seconds=args.seconds, codec=args.codec))
     report["machine"] = machine.describe()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = ROOT / "bench" / "results" / f"video-fanout-{stamp}.json"

@@ -275,6 +275,32 @@ def test_capacity_part_measures_idle_memory_and_redis_throughput(tmp_path: Path)
         assert redis["valkey_cpu_us_per_message"] == pytest.approx(per_message, rel=0.01, abs=0.001)
 
 
+def test_video_part_measures_video_against_previews(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    argv = [sys.executable, "-m", "bench", "--quick", "--parts", "video", "--output", str(tmp_path)]
+    done = subprocess.run(
+        [*argv, "--docs", str(tmp_path / "report" / "performance.md")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    video = json.loads((tmp_path / "latest-quick.json").read_text())["video"]
+    rows = {row["mode"]: row for row in video["rows"]}
+    assert set(rows) == {"video", "previews"} and all(r["viewers"] == 10 for r in rows.values())
+    # Each viewer read pictures of its kind in the window, and every one of them joined with one.
+    for row in rows.values():
+        assert row["pictures_per_viewer_s"] > 0 and row["first_picture_clients"] == 10
+        assert row["cpu_us_per_picture"] == pytest.approx(
+            row["gateway_cpu_s"] / (row["pictures_per_viewer_s"] * 10 * row["window_s"]) * 1e6, rel=1e-6
+        )
+    links = {entry["mode"]: entry for entry in video["links"]}
+    assert links["video"]["1 Gbit/s"] == int(1e9 / 8 / rows["video"]["bytes_per_viewer_s"])
+
+
 def test_help_and_bad_settings() -> None:
     shown = subprocess.run(
         [sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, timeout=60, check=False
