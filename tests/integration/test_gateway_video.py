@@ -14,6 +14,7 @@ import asyncio
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from framecast import wire
 from framecast.local.up import Stack, running
-from tests.support.gateway import gateway_env
+from tests.support.gateway import gateway_env, metric
 from tests.support.video import decode
 from tests.support.wait import wait_until
 
@@ -78,6 +79,14 @@ def _check_chains(frames: list[wire.VideoFrame]) -> list[int]:
         else:
             assert b.group == (b.seq if b.key else a.group)
     return gaps
+
+
+def _skipped(stack: Stack) -> float:
+    """Video frames the (one) gateway did not send to a client for lack of room."""
+    port = stack.gateways[0].port
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return metric(text, "framecast_gateway_dropped_total", {"reason": "conflated"})
 
 
 def _video_subscribers(stack: Stack) -> int:
@@ -137,7 +146,14 @@ async def _stalled(stack: Stack) -> list[wire.VideoFrame]:
     async with connect(_ws(stack), max_queue=2) as ws:
         await _hello(ws)
         frames = await _frames(ws, lambda f: sum(x.key for x in f) >= 2)
-        await asyncio.sleep(3)  # the stall itself; what follows waits for events, not time
+        skipped = await asyncio.to_thread(_skipped, stack)
+        await asyncio.sleep(3)  # the stall itself
+        # ... and until the gateway skipped frames for it (its lag probe went unanswered): the
+        # probe rides the next frame after a wave, so when in the stall it is found varies.
+        for _ in range(300):
+            if await asyncio.to_thread(_skipped, stack) > skipped:
+                break
+            await asyncio.sleep(0.1)
 
         def resumed(more: list[wire.VideoFrame]) -> bool:
             gaps = _gaps(frames + more)
