@@ -127,6 +127,7 @@ test("kinds and maxRate are checked when the subscription is made", () => {
   assert.deepEqual(sub.kinds, ["event", "status"], "in protocol order");
   assert.deepEqual(KINDS, ["result", "event", "status"]);
   sub.close();
+});
 
 // An FCV1 frame laid out by hand from docs/protocol.md's table (not by the code under test).
 function videoFrame({ key = true, seq = 7, group = 7, codec = "vp8", data = [1, 2, 3] } = {}) {
