@@ -119,6 +119,12 @@ def test_the_subscription_choices_of_the_query_are_taken_as_subscribe_takes_them
     assert isinstance(plain, Handshake) and plain.choices == Choices()
 
 
+def test_video_and_the_subscription_choices_go_together() -> None:
+    decided = decide("/ws/door?video=1&kinds=event&max_rate=2")
+    assert isinstance(decided, Handshake)
+    assert decided.video and decided.choices == Choices(kinds=("event",), max_rate=2.0)
+
+
 def test_tokens_are_checked_only_when_the_gateway_requires_them() -> None:
     missing = decide("/ws/cam1", auth=LOCKED)
     assert isinstance(missing, Refusal) and missing.status == 401
