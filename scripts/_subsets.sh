@@ -3,7 +3,8 @@
 # shellcheck disable=SC2034  # used by the scripts that source this file
 FANOUT_TESTS=(
   tests/unit/test_fanout.py tests/unit/test_policy.py tests/unit/test_policy_lag.py
-  tests/unit/test_policy_properties.py tests/unit/test_policy_video.py tests/integration/test_gateway_slow.py
+  tests/unit/test_policy_properties.py tests/unit/test_policy_video.py tests/unit/test_policy_events.py
+  tests/unit/test_policy_mixed.py tests/integration/test_gateway_slow.py
   tests/integration/test_gateway_inprocess.py tests/integration/test_gateway_requests.py
 )
 PRODUCER_TESTS=(
