@@ -187,8 +187,9 @@ class WsSink:
                 return OVER
             self.write(frame)
             return WRITTEN
+        send = self.send  # a slot read, then a call (see Writer.write)
         try:
-            sent = self.send(frame)
+            sent = send(frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:
@@ -204,8 +205,9 @@ class WsSink:
         if self.queue:
             self.write(frame)
             return
+        send = self.send  # a slot read, then a call (see Writer.write)
         try:
-            sent = self.send(frame)
+            sent = send(frame)
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:

@@ -79,7 +79,10 @@ class Writer:
         missed = 0
         for client in clients:
             if client.direct:
-                outcome = client.offer(frame, limit)
+                # A slot read, then a call: `client.offer(...)` would be an unspecialised method
+                # look-up (the attribute is an instance slot, not a method of the class).
+                offer = client.offer
+                outcome = offer(frame, limit)
                 if outcome:
                     missed += 1
                     if outcome == OVER:
