@@ -30,7 +30,8 @@ __all__ = ["BenchConfig", "main"]
 PARTS = ("fanout", "topology", "producer", "predictors", "shared", "tracking")
 # Run only when asked (--parts ...,profile): it needs py-spy (the bench extra) and root or ptrace rights.
 # capacity (docs/capacity.md's own inputs) holds ~12k connections open: only when asked, too.
-EXTRA_PARTS = ("profile", "capacity")
+# video (the gateway's video fan-out against previews) holds 1000 viewers of each: only when asked.
+EXTRA_PARTS = ("profile", "capacity", "video")
 STRATEGIES = (
     "framecast",
     "framecast-noprobe",
@@ -72,6 +73,10 @@ Measure framecast, with numbers anyone can rerun:
             the inputs of docs/capacity.md that the other parts do not measure.
   profile   (only when named in --parts) the framecast strategy at saturation under
             py-spy: a flamegraph and a top-N summary in docs/perf/.
+  video     (only when named in --parts) the gateway's video fan-out (VP8, 15 fps) against
+            JPEG previews at 100 and 1000 viewers in one run: bytes/s and pictures/s per
+            viewer, gateway CPU per picture and per MB, time to first picture, viewers per
+            1 and 10 Gbit/s link (python -m bench.video_fanout; docs/capacity.md).
 
 Results go to bench/results/<time>.json (and latest.json); docs/performance.md
 and docs/perf/*.png are regenerated from them. The default run takes about ten
@@ -233,6 +238,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
     from bench.single import SingleOptions
     from bench.topology import TopologyOptions
     from bench.tracking import TrackingOptions
+    from bench.video_fanout import VideoOptions
 
     quick = config.quick
     scale = config.time_scale
@@ -325,6 +331,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
         "shared": sharing,
         "profile": profile,
         "capacity": capacity,
+        "video": VideoOptions(viewers=(10,), seconds=2.0) if quick else VideoOptions(seconds=10.0 * scale),
     }
 
 
@@ -386,6 +393,10 @@ def measure(config: BenchConfig) -> dict[str, Any]:
                 from bench import capacity
 
                 results["capacity"] = capacity.run(plan["capacity"], say=_say)
+            elif part == "video":
+                from bench import video_fanout
+
+                results["video"] = video_fanout.run(plan["video"], say=_say)
             elif part == "profile":
                 from bench import profile, report
 

@@ -10,6 +10,11 @@ walked by their headers only, and the fields it records (``seq`` and
 ``recv()`` chunk by one regular expression. Pings are answered, so keepalive
 does not close it.
 
+Binary messages (previews, video frames) are counted, with each connection's time from its
+opening handshake to its first one (``first_binary_ms`` in the summary: time to first frame).
+Each SIGUSR1 marks ``[time, bytes, binary messages]`` so far (``marks`` in the summary): a
+harness measures a window with two of them, whatever came before (connecting, a join burst).
+
 Per result it records the connection index, ``seq``, ``captured_at`` and the
 wall-clock time of the ``recv()`` that delivered it, as flat binary arrays
 (``<out>.conn``, ``<out>.seq``, ``<out>.cap``, ``<out>.t``) plus a summary in
@@ -94,7 +99,7 @@ class ClientConfig:
 
 
 class _Conn:
-    __slots__ = ("buf", "closed_by_peer", "gateway", "index", "sock", "state")
+    __slots__ = ("buf", "closed_by_peer", "first_binary", "gateway", "index", "opened", "sock", "state")
 
     def __init__(self, index: int, sock: socket.socket) -> None:
         self.index = index
@@ -103,6 +108,8 @@ class _Conn:
         self.buf = b""
         self.gateway: str | None = None
         self.closed_by_peer = False
+        self.opened = 0.0  # time.time() of the end of its opening handshake
+        self.first_binary = 0.0  # ...and of its first binary message
 
 
 def _mask_frame(opcode: int, payload: bytes) -> bytes:
@@ -143,6 +150,8 @@ class _Recorder:
         self.close_codes: dict[int, int] = {}
         self.errors: list[str] = []
         self.bytes = 0
+        self.binary = 0
+        self.marks: list[list[float]] = []
         self.recording = True
         self.epoll = select.epoll()
 
@@ -197,6 +206,7 @@ class _Recorder:
             self._fail(conn, f"handshake: {status.decode(errors='replace')}")
             return
         conn.state = _OPEN
+        conn.opened = time.time()
         self.open += 1
         conn.buf = b""
         if self.subscribe:
@@ -298,6 +308,11 @@ class _Recorder:
                 self._control(conn, opcode, buf[pos + header : end])
                 if conn.state == _CLOSED:
                     return
+            elif opcode == 2:
+                if self.recording:
+                    self.binary += 1
+                if not conn.first_binary:
+                    conn.first_binary = now
             pos = end
         if pos:
             if conn.gateway is None:
@@ -421,6 +436,11 @@ class _Recorder:
             "conn_gateway": conn_gateway,
             "results": len(self.seq),
             "bytes": self.bytes,
+            "binary": self.binary,
+            "marks": self.marks,
+            "first_binary_ms": [
+                (c.first_binary - c.opened) * 1e3 for c in self.conns.values() if c.first_binary and c.opened
+            ],
             "stall": self.config.stall,
             "errors": self.errors,
         }
@@ -445,6 +465,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m bench.clie
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    signal.signal(
+        signal.SIGUSR1, lambda _s, _f: recorder.marks.append([time.time(), recorder.bytes, recorder.binary])
+    )
     line = recorder.connect()
     print(json.dumps(line), flush=True)
     if config.stall:

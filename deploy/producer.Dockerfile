@@ -1,4 +1,4 @@
-# The producer image: OpenCV (headless) and numpy on top of the shared code.
+# The producer image: OpenCV (headless), numpy and PyAV (FFmpeg's video encoders) on top of the shared code.
 # Stage 1 installs framecast and its locked dependencies into a virtualenv; stage 2 copies only that
 # virtualenv, so no build tooling, pip cache or source tree reaches the runtime image.
 # PYTHON_IMAGE may name a digest (python:3.11-slim@sha256:...) to pin the base exactly.

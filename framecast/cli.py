@@ -23,6 +23,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "gateway": ("gateway.main", "serve a Redis-fed stream to WebSocket clients"),
     "watch": ("framecast.client.watch", "print the results a gateway serves, one line each"),
+    "record": (
+        "framecast.client.record",
+        "save a stream's live video to an .mp4 or .webm file (no re-encoding)",
+    ),
     "bench": (
         "bench.__main__",
         "measure fan-out strategies, the topology and the predictors (from a source checkout)",

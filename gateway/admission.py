@@ -64,7 +64,7 @@ def admit(
     if connections >= max_connections:
         return Refusal(503, f"gateway full ({max_connections} connections): retry later")
     try:
-        stream, since, epoch, previews, token = parse_ws_path(request.path)
+        stream, since, epoch, previews, video, token = parse_ws_path(request.path)
         choices = parse_choices(request.path)
     except BadRequest as exc:
         return Refusal(400, str(exc))
@@ -76,7 +76,9 @@ def admit(
             return Refusal(401, str(exc), {"WWW-Authenticate": 'Bearer realm="framecast"'})
         if stream is not None and not grant.allows(stream):
             return Refusal(403, f"token does not allow stream {stream!r}")
-    return Handshake(stream=stream, since=since, epoch=epoch, previews=previews, grant=grant, choices=choices)
+    return Handshake(
+        stream=stream, since=since, epoch=epoch, previews=previews, video=video, grant=grant, choices=choices
+    )
 
 
 def streams_allowed(request: Request, *, auth: Authenticator) -> Callable[[str], bool]:

@@ -66,6 +66,7 @@ class Gateway:
             gateway_id=config.id,
             on_message=route.message,
             on_preview=route.preview,
+            on_video=route.video,
             on_gap=route.gap,
             health_check_interval=config.health_check_interval,
             ready_timeout=config.ready_timeout,

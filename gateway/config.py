@@ -26,7 +26,7 @@ Serve live framecast streams from Redis to WebSocket clients.
 
 The gateway subscribes once per stream to Redis (only while it has clients for
 that stream) and pushes every message to its local clients. WebSocket paths:
-/ws/<stream> (one stream; ?since=SEQ&epoch=E&previews=1 resumes) and /ws
+/ws/<stream> (one stream; ?since=SEQ&epoch=E resumes, previews=1 and video=1 add them) and /ws
 (send subscribe/unsubscribe operations). Plain HTTP: /healthz, /readyz,
 /metrics, /streams and the viewer's static files.
 

@@ -118,6 +118,7 @@ class Fanout:
         connection: Connection,
         *,
         previews: bool = False,
+        video: bool = False,
         joining: bool = False,
         kinds: tuple[str, ...] | None = None,
         max_rate: float | None = None,
@@ -128,6 +129,7 @@ class Fanout:
             stream: Stream name.
             connection: An open websockets asyncio connection.
             previews: Also send this client the stream's binary previews.
+            video: Also send this client the stream's video (from the current GOP on).
             joining: Buffer the stream's live messages for this client instead of
                 sending them, until :meth:`go_live` (used while a replay is sent,
                 so that replay and live meet with no gap and no duplicate).
@@ -148,7 +150,14 @@ class Fanout:
                 with contextlib.suppress(RuntimeError):  # no running loop: no probes
                     self._prober = asyncio.get_running_loop().create_task(self._probe_every())
         policy.add(
-            stream, connection, sink, previews=previews, joining=joining, kinds=kinds, max_rate=max_rate
+            stream,
+            connection,
+            sink,
+            previews=previews,
+            video=video,
+            joining=joining,
+            kinds=kinds,
+            max_rate=max_rate,
         )
 
     def go_live(
@@ -228,6 +237,15 @@ class Fanout:
         Returns False if it was malformed (dropped).
         """
         ok = self.policy.deliver_preview(stream, data)
+        self._act()
+        return ok
+
+    def deliver_video(self, stream: str, data: bytes) -> bool:
+        """Send an encoded video frame to the stream's video clients (by group of pictures).
+
+        Returns False if it was malformed (dropped).
+        """
+        ok = self.policy.deliver_video(stream, data) is not None
         self._act()
         return ok
 

@@ -1,7 +1,7 @@
 """What a WebSocket handshake asks for: the path, its query and the credentials.
 
-``/ws`` or ``/ws/<stream>`` with ``since``, ``epoch``, ``previews`` and ``token`` in the
-query (or the token as ``Authorization: Bearer``), and the subscription's choices: ``kinds``,
+``/ws`` or ``/ws/<stream>`` with ``since``, ``epoch``, ``previews``, ``video`` and ``token`` in
+the query (or the token as ``Authorization: Bearer``), and the subscription's choices: ``kinds``,
 ``max_rate``, ``event_since`` and ``event_epoch``. Pure parsing: :class:`BadRequest` carries
 the one-line reason a 400 answers with.
 """
@@ -56,23 +56,26 @@ class Handshake:
     previews: bool
     grant: Grant
     choices: Choices = NO_CHOICES
+    video: bool = False
 
 
 class BadRequest(FramecastError, ValueError):
     """A handshake the gateway answers with 400 (the message says why)."""
 
 
-def _flag(value: str) -> bool:
+def _flag(name: str, value: str | None) -> bool:
+    if value is None:
+        return False
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on", ""):
         return True
     if lowered in ("0", "false", "no", "off"):
         return False
-    raise BadRequest(f"previews: expected 1 or 0, got {value!r}")
+    raise BadRequest(f"{name}: expected 1 or 0, got {value!r}")
 
 
-def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, str | None]:
-    """``/ws`` or ``/ws/<stream>`` with its query: (stream, since, epoch, previews, token)."""
+def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, bool, str | None]:
+    """``/ws`` or ``/ws/<stream>`` with its query: (stream, since, epoch, previews, video, token)."""
     parts = urllib.parse.urlsplit(path)
     query = urllib.parse.parse_qs(parts.query, keep_blank_values=True)
 
@@ -88,9 +91,8 @@ def parse_ws_path(path: str) -> tuple[str | None, int | None, str | None, bool, 
         except wire.WireError as exc:
             raise BadRequest(str(exc)) from None
     since, epoch = _position(one("since"), one("epoch"), "since", "epoch")
-    previews_raw = one("previews")
-    previews = _flag(previews_raw) if previews_raw is not None else False
-    return stream, since, epoch or None, previews, one("token")
+    previews, video = _flag("previews", one("previews")), _flag("video", one("video"))
+    return stream, since, epoch or None, previews, video, one("token")
 
 
 def _position(

@@ -122,7 +122,7 @@ class LiveGauges(Collector):
         drops = CounterMetricFamily(
             "framecast_gateway_dropped", "Deliveries not made, by reason.", labels=["reason"]
         )
-        for reason in ("stale", "conflated", "overload", "malformed", "join-overflow"):
+        for reason in ("stale", "conflated", "overload", "malformed", "join-overflow", "broken-chain"):
             drops.add_metric([reason], stats.drops.get(reason, 0))
         yield drops
         yield _counter(

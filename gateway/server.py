@@ -211,6 +211,7 @@ class Server:
                         max_rate=handshake.choices.max_rate,
                         event_since=handshake.choices.event_since,
                         event_epoch=handshake.choices.event_epoch,
+                        video=handshake.video,
                     )
                 )
             await session.serve()

@@ -26,6 +26,7 @@ from gateway.auth import Grant
 from gateway.config import GatewayConfig
 from gateway.history import Replay
 from gateway.reads import Snapshot
+from gateway.subscriber import Wants
 
 __all__ = ["MAX_BAD_OPS", "Desk", "Session", "SessionLimits", "SessionMetrics"]
 
@@ -46,16 +47,16 @@ class Desk(Protocol):
         stream: str,
         connection: ServerConnection,
         *,
-        previews: bool,
-        previously: bool | None,
+        wants: Wants,
+        previously: Wants | None,
         kinds: tuple[str, ...] | None = None,
         max_rate: float | None = None,
     ) -> asyncio.Future[Any]:
         """Join ``stream`` (its live messages buffered for the connection until :meth:`go_live`).
 
-        ``previously``: the previews flag of the subscription this one replaces (None: new).
-        ``kinds`` and ``max_rate``: the subscription's choices. Returns a future done once Redis
-        confirmed the subscription.
+        ``wants``: previews and video besides; ``previously``: what the subscription this one
+        replaces wanted (None: new). ``kinds`` and ``max_rate``: the subscription's choices.
+        Returns a future done once Redis confirmed the subscription.
         """
 
     async def snapshot(
@@ -88,11 +89,11 @@ class Desk(Protocol):
         """The replay ended at ``(epoch, seq)`` (the events replay at ``events``): send what was
         buffered after them, then live."""
 
-    def leave(self, stream: str, connection: ServerConnection, *, previews: bool) -> None:
+    def leave(self, stream: str, connection: ServerConnection, *, wants: Wants) -> None:
         """Stop ``stream`` for the connection."""
 
-    def forget(self, connection: ServerConnection, streams: dict[str, bool]) -> None:
-        """The connection ended: out of every stream (``streams``: stream -> previews)."""
+    def forget(self, connection: ServerConnection, streams: dict[str, Wants]) -> None:
+        """The connection ended: out of every stream (``streams``: stream -> what it wanted)."""
 
 
 class SessionMetrics(Protocol):
@@ -157,7 +158,7 @@ class Session:
         self._desk = desk
         self._limits = limits
         self._metrics = metrics
-        self.streams: dict[str, bool] = {}  # stream -> previews
+        self.streams: dict[str, Wants] = {}
         self._notices: set[asyncio.Task[None]] = set()
 
     async def serve(self) -> None:
@@ -209,15 +210,16 @@ class Session:
             op = dataclasses.replace(op, since=None, epoch=None)
         resume_events = op.event_since is not None and op.event_epoch is not None and "event" in kinds
         # Joining first: live messages from now on are buffered, so replay and live meet exactly.
+        wants = Wants(previews=op.previews, video=op.video)
         subscribed = desk.join(
             stream,
             self.connection,
-            previews=op.previews,
+            wants=wants,
             previously=self.streams.get(stream),
             kinds=op.kinds,
             max_rate=op.max_rate,
         )
-        self.streams[stream] = op.previews
+        self.streams[stream] = wants
         # Bounded: with Redis down the client still gets 'subscribed' now and a 'gap' later.
         await asyncio.wait([subscribed], timeout=limits.ready_timeout)
         unavailable = False
@@ -243,7 +245,11 @@ class Session:
                 await self.connection.send(
                     wire.encode(
                         wire.Subscribed(
-                            stream=stream, previews=op.previews, kinds=op.kinds, max_rate=op.max_rate
+                            stream=stream,
+                            previews=op.previews,
+                            kinds=op.kinds,
+                            max_rate=op.max_rate,
+                            video=op.video,
                         )
                     ),
                     text=True,
@@ -310,9 +316,9 @@ class Session:
 
     async def unsubscribe(self, stream: str) -> None:
         """Stop a stream (idempotent: always answered with ``unsubscribed``)."""
-        previews = self.streams.pop(stream, None)
-        if previews is not None:
-            self._desk.leave(stream, self.connection, previews=previews)
+        wants = self.streams.pop(stream, None)
+        if wants is not None:
+            self._desk.leave(stream, self.connection, wants=wants)
         await self.connection.send(wire.encode(wire.Unsubscribed(stream=stream)), text=True)
 
     def _confirmed_late(self, stream: str, subscribed: asyncio.Future[object]) -> None:

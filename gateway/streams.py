@@ -5,7 +5,7 @@ heartbeats, the history reads):
 
 * :class:`Route` takes what the subscriber reads and routes it (step 9 of the route in
   docs/development.md): each stream message to the fan-out, whose ``wire.peek()`` reads its
-  routing fields, and to the heartbeats; previews to the fan-out; a resubscription's gap to
+  routing fields, and to the heartbeats; previews and video to the fan-out; a resubscription's gap to
   every client of the streams it touched;
 * :class:`Streams` is the :class:`gateway.session.Desk` the sessions use: join a stream
   (fan-out, subscription, heartbeat watch together), read its replay, go live, leave.
@@ -23,7 +23,7 @@ from gateway.fanout import Fanout
 from gateway.heartbeats import Heartbeats
 from gateway.history import Replay
 from gateway.reads import Snapshot, SubscribeReads
-from gateway.subscriber import Subscriber
+from gateway.subscriber import Subscriber, Wants
 
 __all__ = ["Route", "Streams"]
 
@@ -49,6 +49,10 @@ class Route:
     def preview(self, stream: str, data: bytes) -> None:
         """A binary preview of ``stream``."""
         self._fanout.deliver_preview(stream, data)
+
+    def video(self, stream: str, data: bytes) -> None:
+        """A binary video frame of ``stream``."""
+        self._fanout.deliver_video(stream, data)
 
     def gap(self, streams: list[str]) -> None:
         """The subscription came back after a drop: these streams' clients may have missed messages."""
@@ -79,16 +83,24 @@ class Streams:
         stream: str,
         connection: ServerConnection,
         *,
-        previews: bool,
-        previously: bool | None,
+        wants: Wants,
+        previously: Wants | None,
         kinds: tuple[str, ...] | None = None,
         max_rate: float | None = None,
     ) -> asyncio.Future[Any]:
         """Join ``stream`` (live messages buffered until :meth:`go_live`); done once Redis confirmed."""
-        self._fanout.add(stream, connection, previews=previews, joining=True, kinds=kinds, max_rate=max_rate)
-        subscribed = self._subscriber.acquire(stream, previews=previews)
+        self._fanout.add(
+            stream,
+            connection,
+            previews=wants.previews,
+            video=wants.video,
+            joining=True,
+            kinds=kinds,
+            max_rate=max_rate,
+        )
+        subscribed = self._subscriber.acquire(stream, wants)
         if previously is not None:
-            self._subscriber.release(stream, previews=previously)
+            self._subscriber.release(stream, previously)
         self._heartbeats.watch(stream)
         return subscribed
 
@@ -132,18 +144,18 @@ class Streams:
         """The replay ended at ``(epoch, seq)`` (events at ``events``): what was buffered after, then live."""
         self._fanout.go_live(stream, connection, epoch=epoch, seq=seq, events=events)
 
-    def leave(self, stream: str, connection: ServerConnection, *, previews: bool) -> None:
+    def leave(self, stream: str, connection: ServerConnection, *, wants: Wants) -> None:
         """Stop ``stream`` for ``connection``."""
         self._fanout.remove(stream, connection)
-        self._release(stream, previews)
+        self._release(stream, wants)
 
-    def forget(self, connection: ServerConnection, streams: dict[str, bool]) -> None:
+    def forget(self, connection: ServerConnection, streams: dict[str, Wants]) -> None:
         """``connection`` ended: out of the fan-out, and its subscriptions released."""
         self._fanout.discard(connection)
-        for stream, previews in streams.items():
-            self._release(stream, previews)
+        for stream, wants in streams.items():
+            self._release(stream, wants)
 
-    def _release(self, stream: str, previews: bool) -> None:
-        self._subscriber.release(stream, previews=previews)
+    def _release(self, stream: str, wants: Wants) -> None:
+        self._subscriber.release(stream, wants)
         if not self._fanout.clients(stream):
             self._heartbeats.unwatch(stream)

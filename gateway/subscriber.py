@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from framecast import wire
@@ -33,7 +34,7 @@ from framecast.retry import backoff
 from gateway.canary import Canary, Deaf
 from gateway.demand import Demand, Route
 
-__all__ = ["Subscriber"]
+__all__ = ["MESSAGES", "PREVIEWS", "VIDEO", "Subscriber", "Wants"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,16 @@ MESSAGES = "messages"
 """The kind of a stream's channel: results and statuses."""
 PREVIEWS = "previews"
 """The kind of a stream's preview channel: binary previews."""
+VIDEO = "video"
+"""The kind of a stream's video channel: binary video frames."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wants:
+    """What a client takes of a stream besides its results and statuses (each its own channel)."""
+
+    previews: bool = False
+    video: bool = False
 
 
 class Subscriber:
@@ -53,6 +64,7 @@ class Subscriber:
         broker: The gateway's Redis; if None, one is opened for ``url`` (and closed by :meth:`stop`).
         url: Redis URL, when no ``broker`` is given.
         on_preview: Called with ``(stream, data)`` for each binary preview.
+        on_video: Called with ``(stream, data)`` for each binary video frame.
         on_gap: Called with the streams subscribed when the connection came back
             after a drop (their clients may have missed messages).
         sharded: With ``url``: SSUBSCRIBE/SPUBLISH instead of SUBSCRIBE/PUBLISH.
@@ -74,6 +86,7 @@ class Subscriber:
         broker: Broker | None = None,
         url: str | None = None,
         on_preview: Callable[[str, bytes], None] | None = None,
+        on_video: Callable[[str, bytes], None] | None = None,
         on_gap: Callable[[list[str]], None] | None = None,
         sharded: bool = False,
         cluster: bool = False,
@@ -95,6 +108,7 @@ class Subscriber:
         self._deliver: dict[str, Callable[[str, bytes], None] | None] = {
             MESSAGES: on_message,
             PREVIEWS: on_preview,
+            VIDEO: on_video,
         }
         self._on_gap = on_gap
         self._gateway_id = gateway_id
@@ -126,17 +140,18 @@ class Subscriber:
     # ------------------------------------------------------------------
     # Demand
 
-    def acquire(self, stream: str, *, previews: bool = False) -> asyncio.Future[Any]:
-        """Count one more local user of a stream; subscribe if it is the first.
+    def acquire(self, stream: str, wants: Wants = Wants()) -> asyncio.Future[Any]:
+        """Count one more local user of a stream (and of its preview and video channels, as it
+        ``wants``); subscribe to each channel it is the first user of.
 
         Returns:
-            A future done once Redis confirmed the subscription (and the preview
-            one, if asked); at once if it already had. It stays pending while
-            Redis is down, and is cancelled if the stream is released first.
+            A future done once Redis confirmed the subscriptions; at once if it already had.
+            It stays pending while Redis is down, and is cancelled if the stream is released
+            first.
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[None]] = []
-        for channel, kind in _channels(stream, previews):
+        for channel, kind in _channels(stream, wants):
             future: asyncio.Future[None] = loop.create_future()
             if self._demand.acquire(channel, Route(stream, kind), future):
                 future.set_result(None)
@@ -144,9 +159,9 @@ class Subscriber:
         self._request_sync()
         return futures[0] if len(futures) == 1 else asyncio.gather(*futures)
 
-    def release(self, stream: str, *, previews: bool = False) -> None:
-        """Count one user less; unsubscribe when it was the last."""
-        for channel, _ in _channels(stream, previews):
+    def release(self, stream: str, wants: Wants = Wants()) -> None:
+        """Count one user less (of each channel it ``wants``); unsubscribe when it was the last."""
+        for channel, _ in _channels(stream, wants):
             for future in self._demand.release(channel):
                 future.cancel()
         self._request_sync()
@@ -313,11 +328,13 @@ class Subscriber:
                 self._on_gap(settled.gap)
 
 
-def _channels(stream: str, previews: bool) -> list[tuple[str, str]]:
+def _channels(stream: str, wants: Wants) -> list[tuple[str, str]]:
     """The channels of ``stream`` a user needs, each with its kind."""
     wanted = [(wire.channel(stream), MESSAGES)]
-    if previews:
+    if wants.previews:
         wanted.append((wire.preview_channel(stream), PREVIEWS))
+    if wants.video:
+        wanted.append((wire.video_channel(stream), VIDEO))
     return wanted
 
 

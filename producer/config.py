@@ -76,6 +76,16 @@ def _input_size(value: int) -> None:
         raise ValueError("must be a multiple of 32, at least 32")
 
 
+def _video_codec(value: str) -> None:
+    # Imported here, not at module level: `framecast up` checks camera settings with this class.
+    from producer.encoder import EncodeError, check_codec
+
+    try:
+        check_codec(value)
+    except EncodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _non_empty(value: str) -> None:
     if not value.strip():
         raise ValueError("must not be empty")
@@ -262,6 +272,44 @@ class Config:
     )
     preview_quality: int = option(
         75, help="Preview JPEG quality (1-100).", metavar="Q", check=_quality, group="output"
+    )
+
+    # video
+    video: bool = option(
+        True,
+        help="Encode the frames the predictor takes as live video, only while someone watches video"
+        " (--no-video: never; the stream then offers previews only).",
+        group="video",
+    )
+    video_codec: str = option(
+        "vp8",
+        help="vp8 (libvpx, BSD; every browser's WebCodecs), vp9 (libvpx, BSD), h264 (libx264, GPL) or"
+        " av1 (SVT-AV1, BSD). One the installed PyAV cannot encode is refused.",
+        metavar="CODEC",
+        check=_video_codec,
+        group="video",
+    )
+    video_bitrate: int = option(
+        500,
+        help="Bitrate cap in kbit/s (a one-second rate buffer never holds more).",
+        metavar="KBITS",
+        check=positive,
+        group="video",
+    )
+    video_keyframe_interval: float = option(
+        2.0,
+        help="Seconds of capture time between keyframes: where a joining viewer starts, and the most"
+        " a lagging one skips.",
+        metavar="SECONDS",
+        check=positive,
+        group="video",
+    )
+    video_width: int = option(
+        640,
+        help="Largest video width in pixels (never scaled up; the aspect is kept, both sides even).",
+        metavar="PIXELS",
+        check=positive,
+        group="video",
     )
 
     # redis

@@ -27,6 +27,7 @@ from producer.metrics import Metrics, Rates
 from producer.preview import render
 from producer.publisher import Draft, Publisher
 from producer.sources import Opener, Reader
+from producer.videofeed import from_config as video_feed
 from producer.workers import Prediction, for_config
 
 __all__ = ["Producer"]
@@ -113,6 +114,7 @@ class Producer:
             events=bool(analyzer and analyzer.analytics),
             event_history=config.event_history,
         )
+        self.video = video_feed(config, self.publisher, metrics.registry)
         self.workers = for_config(config, predictor=predictor, on_state=self.beat_now.set)
         self.capacity = asyncio.Semaphore(self.workers.slots)
         self.queue: asyncio.Queue[tuple[Frame, asyncio.Future[Prediction], object] | None] = asyncio.Queue()
@@ -183,6 +185,8 @@ class Producer:
         if self.config.demand:
             tasks.append(asyncio.create_task(self._watch_demand(), name="demand"))
         collector = asyncio.create_task(self._collect(), name="collect")
+        # Not among the tasks whose end stops the producer: video never takes predictions down.
+        video = asyncio.create_task(self.video.run(), name="video") if self.video else None
         stopper = asyncio.create_task(stop.wait(), name="stop")
         status = 0
         try:
@@ -198,13 +202,15 @@ class Producer:
                 await self._flush_at_end(stopper)
                 log.info("source ended: %d results published, stopping", self.publisher.published)
         finally:
-            everything = [collector, stopper, *tasks]
+            everything = [collector, stopper, *tasks, *([video] if video else [])]
             for task in everything:
                 task.cancel()
             _, stuck = await asyncio.wait(everything, timeout=5)
             if stuck:  # never seen; a stop must not hang on it
                 log.warning("tasks still running at shutdown: %s", ", ".join(t.get_name() for t in stuck))
             await self.loop.run_in_executor(None, self.grabber.stop)
+            if self.video is not None:
+                await self.video.close()
             await self.publisher.close(self._status(state="offline"))
             self._sync_metrics()
             if self.tracking_pool is not None:
@@ -294,6 +300,8 @@ class Producer:
                     future, token = self.workers.submit(frame)
                     self.queue.put_nowait((frame, future, token))
                     handed_over = True
+                    if self.video is not None:
+                        self.video.offer(frame)  # never blocks: the encoder has its own thread
                 finally:
                     if not handed_over:
                         self.capacity.release()
@@ -443,6 +451,7 @@ class Producer:
             event_seq=self.publisher.event_seq,
             zones=self.zone_shapes,
             lines=self.line_shapes,
+            video=self.config.video_codec.lower() if self.config.video else "",
             predictor=self.workers.state,
             predictor_restarts=self.workers.restarts if self.workers.state else None,
         )

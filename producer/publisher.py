@@ -124,6 +124,7 @@ class Publisher:
         self.stream = wire.check_stream_name(stream)
         self._channel = wire.channel(stream)
         self._preview_channel = wire.preview_channel(stream)
+        self._video_channel = wire.video_channel(stream)
         self._history_key = wire.history_key(stream)
         self._events_key = wire.events_key(stream)
         self._status_key = wire.status_key(stream)
@@ -369,24 +370,40 @@ class Publisher:
 
     async def subscribers(self) -> int | None:
         """Subscribers of the stream's channel (on this Redis node), or None when unreachable."""
-        if self._state == "down":
-            return None
-        try:
-            count = await self._broker.subscribers(self._channel)
-        except BrokerError as exc:
-            self._failed(exc, "subscriber count")
-            return None
-        self._up()
+        count = await self._subscribers(self._channel)
+        if count is not None:
+            self._up()
         return count
+
+    async def video_viewers(self) -> int | None:
+        """Subscribers of the stream's video channel (gateways with video clients), None if unreachable."""
+        return await self._subscribers(self._video_channel)
 
     async def preview(self, data: bytes) -> bool:
         """Publish an encoded preview; False when Redis is unreachable (previews are not kept)."""
+        return await self._publish_one(self._preview_channel, data, "preview")
+
+    async def video(self, data: bytes) -> bool:
+        """Publish an encoded video frame; False when Redis did not take it (frames are not kept)."""
+        return await self._publish_one(self._video_channel, data, "video frame")
+
+    async def _subscribers(self, channel: str) -> int | None:
+        if self._state == "down":
+            return None
+        try:
+            return await self._broker.subscribers(channel)
+        except BrokerError as exc:
+            self._failed(exc, "subscriber count")
+            return None
+
+    async def _publish_one(self, channel: str, data: bytes, what: str) -> bool:
+        """One PUBLISH outside the results' transaction: what is not taken is not kept."""
         if self._state == "down":
             return False
         try:
-            await self._broker.publish(self._preview_channel, data)
+            await self._broker.publish(channel, data)
         except BrokerError as exc:
-            self._failed(exc, "preview")
+            self._failed(exc, what)
             return False
         return True
 

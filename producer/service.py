@@ -25,6 +25,7 @@ from producer.devices import DeviceError
 from producer.loop import Producer
 from producer.metrics import Metrics
 from producer.sources import Opener, Reader, SourceError, opener, parse_source
+from producer.videofeed import check_video, frame_size
 from producer.workers import options
 
 __all__ = ["main", "run"]
@@ -79,6 +80,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m producer")
             first = opener(source, timeout=config.stall_timeout)()
         except SourceError as exc:
             return settings.fail(prog, f"--source: {exc}", 1)
+    if config.video:
+        problem = check_video(config, frame_size(source, first))
+        if problem:
+            if first is not None:
+                first.close()
+            return settings.fail(prog, problem, 2)
     try:
         status = asyncio.run(_serve(config, predictor=predictor, first=first, analyzer=analyzer))
     except OSError as exc:

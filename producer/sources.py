@@ -135,9 +135,11 @@ def opener(source: Source, *, timeout: float = 10.0) -> Opener:
         from producer import scenes
 
         scripted = scenes.scene_named(source.target.partition(":")[2])
-        return lambda: _SyntheticReader(lambda i: scenes.render(scripted, i), fps=scenes.FPS)
+        return lambda: _SyntheticReader(
+            lambda i: scenes.render(scripted, i), fps=scenes.FPS, size=(scenes.WIDTH, scenes.HEIGHT)
+        )
     if source.kind == "synthetic":
-        return lambda: _SyntheticReader(Scene().render, fps=SYNTHETIC_FPS)
+        return _scene_reader
     if source.kind == "device":
         return lambda: _open_device(int(source.target))
     if source.kind == "file":
@@ -225,13 +227,28 @@ class _CaptureReader:
             image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
         return image
 
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """Width and height of the frames, as the backend reports them (None: unknown)."""
+        width, height = (
+            int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
+        return (width, height) if width > 0 and height > 0 else None
+
     def close(self) -> None:
         self._cap.release()
 
 
+def _scene_reader() -> _SyntheticReader:
+    scene = Scene()  # a fresh one per open, as a camera reopened
+    return _SyntheticReader(scene.render, fps=SYNTHETIC_FPS, size=(scene.width, scene.height))
+
+
 class _SyntheticReader:
-    def __init__(self, render: Callable[[int], np.ndarray], *, fps: float) -> None:
+    def __init__(self, render: Callable[[int], np.ndarray], *, fps: float, size: tuple[int, int]) -> None:
         self._render = render
+        self._size = size
         self._pacer = _Pacer(fps)
         self._index = 0
 
@@ -240,6 +257,10 @@ class _SyntheticReader:
         image = self._render(self._index)
         self._index += 1
         return image
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
 
     def close(self) -> None:
         pass

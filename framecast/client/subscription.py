@@ -84,6 +84,7 @@ Message: TypeAlias = (
     | wire.Event
     | wire.Status
     | wire.Preview
+    | wire.VideoFrame
     | wire.Hello
     | wire.Subscribed
     | wire.Unsubscribed
@@ -141,6 +142,7 @@ class Cursor:
         self._results: dict[str, Position] = {s: Position(*p) for s, p in (since or {}).items()}
         self._events: dict[str, Position] = {s: Position(*p) for s, p in (event_since or {}).items()}
         self._previews: dict[str, Position] = {}
+        self._video: dict[str, Position] = {}
         self._retired: dict[str, list[str]] = {}
         self._events_retired: dict[str, list[str]] = {}
         self._remember = remember_epochs
@@ -167,21 +169,23 @@ class Cursor:
         """The last event delivered on ``stream``, if any."""
         return self._events.get(stream)
 
-    def accept(self, message: wire.Result | wire.Event | wire.Preview) -> bool:
+    def accept(self, message: wire.Result | wire.Event | wire.Preview | wire.VideoFrame) -> bool:
         """Whether ``message`` is new; if so, record it as the stream's position.
 
         A result is new when it belongs to a different epoch than the last one
         (that is not a replaced epoch), or has a higher ``seq`` in the same one.
-        Previews and events are tracked separately from results, by the same rule
-        (events with epochs of their own: a new epoch in results does not retire
+        Previews, video frames and events are tracked separately from results, by the
+        same rule (events with epochs of their own: a new epoch in results does not retire
         the events of the old one that are still to come, in a replay).
         """
         if isinstance(message, wire.Event):
             table, retired = self._events, self._events_retired
         elif isinstance(message, wire.Result):
             table, retired = self._results, self._retired
-        else:
+        elif isinstance(message, wire.Preview):
             table, retired = self._previews, self._retired
+        else:
+            table, retired = self._video, self._retired
         stream = message.stream
         if message.epoch in retired.get(stream, ()):
             self.duplicates += 1
@@ -330,6 +334,7 @@ class Subscription:
         kinds: Iterable[str] | None = None,
         max_rate: float | None = None,
         event_since: Mapping[str, Position] | None = None,
+        video: bool = False,
         max_attempts: int | None = None,
         delays: Callable[[], Iterator[float]] = backoff,
         on_disconnect: Callable[[str, float], None] | None = None,
@@ -350,6 +355,7 @@ class Subscription:
         if max_attempts is not None and max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._previews = previews
+        self._video = video
         self._max_attempts = max_attempts
         self._delays = delays
         self._on_disconnect = on_disconnect
@@ -386,7 +392,7 @@ class Subscription:
 
     @property
     def raw(self) -> str | bytes:
-        """The message last yielded exactly as received (text, or bytes for a preview)."""
+        """The message last yielded exactly as received (text, or bytes for a preview or video frame)."""
         return self._raw
 
     # ---------------------------------------------------------------- iteration
@@ -462,6 +468,7 @@ class Subscription:
             max_rate=self._max_rate,
             event_since=events.seq if events else None,
             event_epoch=events.epoch if events else None,
+            video=self._video,
         )
         return wire.encode(op).decode()
 
@@ -489,7 +496,8 @@ class Subscription:
                 try:
                     async for message in self._session(ws):
                         if failures and isinstance(
-                            message, wire.Result | wire.Event | wire.Status | wire.Preview
+                            message,
+                            wire.Result | wire.Event | wire.Status | wire.Preview | wire.VideoFrame,
                         ):
                             # Stream traffic flows again: the next outage starts a fresh backoff.
                             # (A hello alone does not count, or a gateway that accepts and then
@@ -540,9 +548,8 @@ class Subscription:
             if isinstance(message, wire.Gap) and message.stream in self._streams:
                 # Messages may have been lost between Redis and the gateway: ask for a replay.
                 await ws.send(self._subscribe_op(message.stream))
-            self._raw = (
-                raw.decode() if isinstance(raw, bytes) and not isinstance(message, wire.Preview) else raw
-            )
+            binary = isinstance(message, wire.Preview | wire.VideoFrame)
+            self._raw = raw.decode() if isinstance(raw, bytes) and not binary else raw
             yield message
 
     def _decode(self, raw: str | bytes) -> Message | None:
@@ -550,6 +557,8 @@ class Subscription:
             if isinstance(raw, bytes):
                 if wire.is_preview(raw):
                     return wire.decode_preview(raw)
+                if wire.is_video(raw):
+                    return wire.decode_video(raw)
                 # Tolerate a gateway that frames a JSON message as binary.
                 return wire.decode(raw)
             return wire.decode(raw)
@@ -560,6 +569,10 @@ class Subscription:
 
     def _admit(self, message: Message) -> bool:
         """Update state for ``message``; False when it must not be delivered."""
+        if isinstance(message, wire.VideoFrame):
+            # Not replayed, so not held back while a resubscription is answered: the decoding
+            # chain goes on (the gateway never sends a broken one).
+            return message.stream in self._streams and self.cursor.accept(message)
         if isinstance(message, wire.Result | wire.Event | wire.Preview):
             if message.stream not in self._streams:
                 return False
@@ -601,6 +614,7 @@ def subscribe(
     kinds: Iterable[str] | None = None,
     max_rate: float | None = None,
     event_since: Mapping[str, Position] | None = None,
+    video: bool = False,
     max_attempts: int | None = None,
     delays: Callable[[], Iterator[float]] = backoff,
     on_disconnect: Callable[[str, float], None] | None = None,
@@ -629,6 +643,8 @@ def subscribe(
         event_since: Event position per stream to resume from: events after it
             are replayed from the gateway's events history, earlier ones never
             delivered (positions: :attr:`Cursor.event_positions`).
+        video: Also receive the encoded video (:class:`~framecast.wire.VideoFrame`), from a
+            keyframe on.
         max_attempts: Consecutive failed connection attempts after which
             :class:`ConnectError` is raised; None retries forever.
         delays: Makes the iterator of delays between attempts (default
@@ -660,6 +676,7 @@ def subscribe(
             kinds=kinds,
             max_rate=max_rate,
             event_since=event_since,
+            video=video,
             max_attempts=max_attempts,
             delays=delays,
             on_disconnect=on_disconnect,

@@ -222,6 +222,8 @@ class Nginx(Spec):
         open_files: Open-file limit of each worker.
         worker_connections: Connections per worker (two per proxied client).
         log_level: Its error_log level.
+        tls: Nothing, or the HTTPS listener beside the plain one
+            (:func:`framecast.local.nginx.tls_directives`).
     """
 
     port: int
@@ -231,6 +233,7 @@ class Nginx(Spec):
     open_files: int = 65536
     worker_connections: int = 16384
     log_level: str = "warn"
+    tls: str = ""
 
     @property
     def config_path(self) -> Path:
@@ -256,6 +259,7 @@ class Nginx(Spec):
             worker_connections=self.worker_connections,
             log_level=self.log_level,
             open_files=self.open_files,
+            tls=self.tls,
         )
         return {self.config_path: conf}
 

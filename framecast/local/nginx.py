@@ -31,6 +31,7 @@ __all__ = [
     "render_conf",
     "size_bytes",
     "stalled_client_bound",
+    "tls_directives",
     "worker_connections_for",
 ]
 
@@ -48,12 +49,14 @@ VARIABLES: tuple[tuple[str, str | None], ...] = (
     ("NGINX_CLIENT_SNDBUF", "64k"),
     ("NGINX_PROXY_BUFFER", "8k"),
     ("NGINX_UPSTREAM_RCVBUF", "64k"),
+    ("NGINX_TLS", ""),
 )
 """Every placeholder of the template with its default (None: it must be given).
 
 ``LISTEN`` is nginx's ``listen`` argument (``port`` or ``host:port``);
 ``UPSTREAM_SERVERS`` the ``server ...;`` lines of the gateways' upstream;
-``NGINX_RESOLVER`` a ``resolver`` directive for upstreams named by DNS (or nothing).
+``NGINX_RESOLVER`` a ``resolver`` directive for upstreams named by DNS (or nothing);
+``NGINX_TLS`` nothing, or a TLS listener beside the plain one (:func:`tls_directives`).
 ``NGINX_CLIENT_SNDBUF``, ``NGINX_PROXY_BUFFER`` and ``NGINX_UPSTREAM_RCVBUF`` bound what nginx
 holds for one client that stops reading (:func:`stalled_client_bound`).
 """
@@ -150,6 +153,19 @@ def client_capacity(*, workers: int, worker_connections: int) -> int:
     return workers * (worker_connections - _RESERVE) // 2
 
 
+def tls_directives(listen: str, cert: str | Path, key: str | Path) -> str:
+    """A TLS listener on ``listen`` (``port`` or ``host:port``) with a certificate and its key.
+
+    TLS 1.2 and 1.3 only; the plain listener stays (health checks, localhost), and both serve
+    the same locations. Browsers give a page WebCodecs only in a secure context, so the viewer
+    shows video to a remote browser only over HTTPS.
+    """
+    return (
+        f"listen {listen} ssl; ssl_certificate {cert}; ssl_certificate_key {key}; "
+        "ssl_protocols TLSv1.2 TLSv1.3; ssl_session_cache shared:framecast_tls:1m;"
+    )
+
+
 def render_conf(
     *,
     listen: str,
@@ -160,6 +176,7 @@ def render_conf(
     log_level: str = "warn",
     resolver: str = "",
     open_files: int = 65536,
+    tls: str = "",
 ) -> str:
     """The configuration ``framecast up`` runs: :func:`render` with values for a local stack.
 
@@ -172,6 +189,7 @@ def render_conf(
         log_level: nginx error_log level.
         resolver: A ``resolver`` directive, for upstreams named by DNS.
         open_files: Open-file limit of each worker (at most the hard limit nginx runs under).
+        tls: :func:`tls_directives`, or nothing.
     """
     return render(
         {
@@ -186,6 +204,7 @@ def render_conf(
             "NGINX_LOG_LEVEL": log_level,
             "NGINX_RESOLVER": resolver,
             "NGINX_OPEN_FILES": str(open_files),
+            "NGINX_TLS": tls,
             # Never more connections than descriptors: two per proxied client, plus a margin.
             "NGINX_WORKER_CONNECTIONS": str(worker_connections_for(open_files, worker_connections)),
         }

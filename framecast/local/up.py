@@ -36,7 +36,7 @@ from framecast.limits import raise_open_files_limit
 from framecast.local import cameras, launch, monitoring, predictors
 from framecast.local.cameras import Camera, CameraError
 from framecast.local.embedded import free_port, port_in_use
-from framecast.local.nginx import client_capacity, worker_connections_for
+from framecast.local.nginx import client_capacity, tls_directives, worker_connections_for
 from framecast.local.predictors import SharedPredictor
 from framecast.local.supervisor import Child, Supervisor
 from framecast.logs import redact_url
@@ -50,6 +50,24 @@ _GATEWAY_CONNECTIONS = 10000
 
 # Seconds a producer has to send its first heartbeat once launched.
 _PRODUCER_START = 30.0
+
+
+def _tls(config: UpConfig, port: int) -> str:
+    """The nginx TLS listener of ``config`` (nothing without a certificate)."""
+    if not (config.tls_cert and config.tls_key):
+        return ""
+    cert, key = Path(config.tls_cert).resolve(), Path(config.tls_key).resolve()
+    return tls_directives(f"{config.host}:{port}", cert, key)
+
+
+def _readable(value: str) -> None:
+    path = Path(value)
+    if not path.is_file():
+        raise ValueError(f"{value!r} is not a file")
+    try:
+        path.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read {value!r}: {exc.strerror}") from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,6 +99,30 @@ class UpConfig:
     )
     host: str = option(
         "127.0.0.1", help="Address nginx listens on.", env="FRAMECAST_UP_HOST", group="topology"
+    )
+    tls_cert: str | None = option(
+        None,
+        help="Certificate chain (PEM) for HTTPS on --tls-port beside HTTP; with --tls-key. Browsers "
+        "decode the viewer's video only over HTTPS or from localhost.",
+        env="FRAMECAST_UP_TLS_CERT",
+        metavar="PATH",
+        check=_readable,
+        group="tls",
+    )
+    tls_key: str | None = option(
+        None,
+        help="The certificate's private key (PEM); with --tls-cert.",
+        env="FRAMECAST_UP_TLS_KEY",
+        metavar="PATH",
+        check=_readable,
+        group="tls",
+    )
+    tls_port: int = option(
+        8443,
+        help="Port of the HTTPS listener (0 picks a free one); used with --tls-cert.",
+        env="FRAMECAST_UP_TLS_PORT",
+        check=settings.port_number,
+        group="tls",
     )
     source: str = option(
         "synthetic",
@@ -175,6 +217,7 @@ class Stack:
             echo=echo, cwd=self.workdir, restart=config.restart, finished=_producer_finished
         )
         self.port = config.port or free_port(config.host)
+        self.tls_port = (config.tls_port or free_port(config.host)) if config.tls_cert else 0
         self.redis_url = config.redis_url or ""
         self._open_files = 1024
         self._gateway_connections = _GATEWAY_CONNECTIONS
@@ -197,6 +240,11 @@ class Stack:
     def url(self) -> str:
         """The viewer's URL (through nginx)."""
         return f"http://{self.config.host}:{self.port}/"
+
+    @property
+    def tls_url(self) -> str | None:
+        """The viewer's HTTPS URL (through nginx), with ``--tls-cert``."""
+        return f"https://{self.config.host}:{self.tls_port}/" if self.tls_port else None
 
     def ws_url(self, stream: str | None = None) -> str:
         """WebSocket URL through nginx: ``/ws/<stream>``, or ``/ws`` for the multiplexed endpoint."""
@@ -227,6 +275,11 @@ class Stack:
             raise UpError(
                 f"port {self.port} on {self.config.host} is in use: "
                 "pass --port (or set FRAMECAST_UP_PORT) to choose another"
+            )
+        if self.tls_port and port_in_use(self.tls_port, self.config.host):
+            raise UpError(
+                f"port {self.tls_port} on {self.config.host} is in use: "
+                "pass --tls-port (or set FRAMECAST_UP_TLS_PORT) to choose another"
             )
         if self.redis_url:
             self._check_redis()
@@ -337,6 +390,7 @@ class Stack:
             upstreams=tuple(f"127.0.0.1:{g.port}" for g in self.gateways),
             workdir=self.workdir,
             open_files=self._open_files,
+            tls=_tls(self.config, self.tls_port),
         )
         self._start("nginx", nginx, wait=True)
         if prometheus_binary:
@@ -609,6 +663,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
     try:
         config = dataclasses.replace(config, cameras=resolve_cameras(config, args, environ=os.environ))
         config = dataclasses.replace(config, predictors=predictors.resolve(config.config, config.cameras))
+        if bool(config.tls_cert) != bool(config.tls_key):
+            given, missing = ("--tls-cert", "--tls-key") if config.tls_cert else ("--tls-key", "--tls-cert")
+            return settings.fail(
+                prog, f"{given} needs {missing} (the certificate and its key go together)", 2
+            )
         stack = Stack(config, echo=echo, env=dict(os.environ))
         stack.start()
         starting[0] = False
@@ -633,6 +692,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "framecast up") -> in
         f"{config.gateways} gateways; Redis {redact_url(stack.redis_url)}). Ctrl-C stops.",
         flush=True,
     )
+    if stack.tls_url is not None:
+        print(
+            f"framecast up: viewer over HTTPS at {stack.tls_url} (live video for remote browsers)", flush=True
+        )
     if stack.prometheus is not None:
         print(f"framecast up: Prometheus at {stack.prometheus.url}", flush=True)
     while not stop.wait(0.5):

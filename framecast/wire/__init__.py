@@ -10,6 +10,7 @@ modules each have one job:
   line names follow it too).
 * :mod:`framecast.wire.messages`: the message dataclasses and protocol constants.
 * :mod:`framecast.wire.codec`: encoding and decoding (bytes <-> messages).
+* :mod:`framecast.wire.video`: the binary framing of encoded video frames (``FCV1``).
 
 Text messages are UTF-8 JSON objects with a ``type`` field; stream messages
 also carry ``v``, the format version. Decoding never trusts its input:
@@ -47,6 +48,7 @@ from framecast.wire.keys import (
     preview_channel,
     status_key,
     stream_of_status_key,
+    video_channel,
 )
 from framecast.wire.messages import (
     CLOSE_BAD_REQUEST,
@@ -81,6 +83,15 @@ from framecast.wire.messages import (
     Unsubscribe,
     Unsubscribed,
 )
+from framecast.wire.video import (
+    VIDEO_HEADER_SIZE,
+    VideoFrame,
+    VideoPeek,
+    decode_video,
+    encode_video,
+    is_video,
+    peek_video,
+)
 
 __all__ = [
     "CLOSE_BAD_REQUEST",
@@ -96,6 +107,7 @@ __all__ = [
     "STATUS_KEY_PATTERN",
     "STREAM_NAME_PATTERN",
     "VERSION",
+    "VIDEO_HEADER_SIZE",
     "ClientOp",
     "Detection",
     "Error",
@@ -118,6 +130,8 @@ __all__ = [
     "TextMessage",
     "Unsubscribe",
     "Unsubscribed",
+    "VideoFrame",
+    "VideoPeek",
     "WireError",
     "canary_channel",
     "channel",
@@ -125,15 +139,20 @@ __all__ = [
     "decode",
     "decode_op",
     "decode_preview",
+    "decode_video",
     "encode",
     "encode_preview",
+    "encode_video",
     "events_key",
     "history_key",
     "is_preview",
+    "is_video",
     "parse_kinds",
     "parse_max_rate",
     "peek",
+    "peek_video",
     "preview_channel",
     "status_key",
     "stream_of_status_key",
+    "video_channel",
 ]

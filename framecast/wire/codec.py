@@ -95,7 +95,8 @@ def _as_dict(message: TextMessage | ClientOp) -> dict[str, Any]:
     out[kind] = getattr(message, kind)
     for name in message.__slots__:
         value = getattr(message, name)
-        if value is not None and name != kind:
+        # `video` (a later addition) only when set: without it a message is byte for byte as before.
+        if value is not None and name != kind and not (name == "video" and not value):
             out[name] = list(value) if isinstance(value, tuple) else value
     return out
 
@@ -104,7 +105,7 @@ def _status_fields(status: Status) -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = [("type", "status")]
     for name in status.__slots__:
         value = getattr(status, name)
-        if name == "type" or value is None:
+        if name == "type" or value is None or (name == "video" and not value):
             continue
         if name in ("zones", "lines"):
             value = {key: [list(p) for p in points] for key, points in value.items()}
@@ -348,6 +349,7 @@ def _status(obj: dict[str, Any]) -> Status:
         event_seq=_int(obj, "event_seq", optional=True) or 0,
         zones=_shapes(obj, "zones", minimum=3),
         lines=_shapes(obj, "lines", minimum=2, maximum=2),  # type: ignore[arg-type]
+        video=_str(obj, "video", optional=True) or "",
         predictor=predictor,
         predictor_restarts=_int(obj, "predictor_restarts", optional=True),
     )
@@ -453,6 +455,7 @@ def decode(data: bytes | str) -> TextMessage:
             previews=_bool(obj, "previews", False),
             kinds=None if kinds is None else parse_kinds(kinds),
             max_rate=None if rate is None else parse_max_rate(rate),
+            video=_bool(obj, "video", False),
         )
     if kind == "unsubscribed":
         return Unsubscribed(stream=_str(obj, "stream"))
@@ -507,6 +510,7 @@ def decode_op(data: bytes | str) -> ClientOp:
             max_rate=None if rate is None else parse_max_rate(rate),
             event_since=event_since,
             event_epoch=event_epoch,
+            video=_bool(obj, "video", False),
         )
     if op == "unsubscribe":
         return Unsubscribe(stream=check_stream_name(_str(obj, "stream")))

@@ -22,6 +22,7 @@ __all__ = [
     "preview_channel",
     "status_key",
     "stream_of_status_key",
+    "video_channel",
 ]
 
 KEY_PREFIX = "framecast:"
@@ -68,6 +69,15 @@ def channel(stream: str) -> str:
 def preview_channel(stream: str) -> str:
     """Redis pub/sub channel carrying a stream's binary preview frames: ``framecast:{<stream>}:preview``."""
     return f"{_tagged(stream)}:preview"
+
+
+def video_channel(stream: str) -> str:
+    """Redis pub/sub channel carrying a stream's encoded video frames: ``framecast:{<stream>}:video``.
+
+    Apart from the results: a gateway subscribes to it only while one of its clients watches
+    video, and the producer encodes only while someone subscribes to it.
+    """
+    return f"{_tagged(stream)}:video"
 
 
 def history_key(stream: str) -> str:

@@ -222,6 +222,8 @@ class Status:
         zones: With zones: each zone's polygon (frame pixels), so a viewer can draw it.
         lines: With lines: each line's two points (the first to the second: ``in`` is left
             to right of that direction on the picture).
+        video: The codec of the stream's video (``"vp8"``, ``"vp9"``, ``"h264"``, ``"av1"``), or
+            ``""`` when its producer encodes none.
         predictor: For a producer whose predictor is a shared inference worker: ``"ready"``,
             or ``"down"`` while the worker is unreachable (restarting) and no frame is predicted.
             None (absent on the wire) when the predictor runs in the producer.
@@ -243,6 +245,7 @@ class Status:
     event_seq: int = 0
     zones: Mapping[str, tuple[tuple[float, float], ...]] | None = None
     lines: Mapping[str, tuple[tuple[float, float], tuple[float, float]]] | None = None
+    video: str = ""
     predictor: PredictorState | None = None
     predictor_restarts: int | None = None
     type: Literal["status"] = field(default="status", init=False)
@@ -306,12 +309,14 @@ class Subscribed:
         kinds: The kinds of stream message that will be sent, when the subscription chose
             (None: all of them).
         max_rate: The cap on results per second, when the subscription set one.
+        video: Whether video was asked for and this gateway will send it.
     """
 
     stream: str
     previews: bool = False
     kinds: tuple[Kind, ...] | None = None
     max_rate: float | None = None
+    video: bool = False
     type: Literal["subscribed"] = field(default="subscribed", init=False)
 
 
@@ -400,6 +405,8 @@ class Subscribe:
         event_since: Last event ``seq`` the client has; the gateway replays the events after it
             before going live (events of later epochs included).
         event_epoch: The epoch ``event_since`` belongs to; required with ``event_since``.
+        video: Also send the encoded video (binary :class:`~framecast.wire.VideoFrame` messages),
+            starting at a keyframe.
     """
 
     stream: str
@@ -410,6 +417,7 @@ class Subscribe:
     max_rate: float | None = None
     event_since: int | None = None
     event_epoch: str | None = None
+    video: bool = False
     op: Literal["subscribe"] = field(default="subscribe", init=False)
 
 

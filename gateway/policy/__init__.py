@@ -12,6 +12,7 @@
 ``lag``            lagging clients: conflation, expiry, events kept, ``max_lag``
 ``caps``           rate-capped clients: the newest result held until it is due
 ``probes``         lag measured end to end: lag probes
+``video``          video by group of pictures: chains, the current GOP, joins, lag
 =================  ==============================================================
 """
 

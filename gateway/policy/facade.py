@@ -49,6 +49,7 @@ from gateway.policy.state import (
     PingFramer,
     Sink,
 )
+from gateway.policy.video import Video
 from gateway.policy.writer import Writer
 
 __all__ = ["Policy"]
@@ -119,6 +120,7 @@ class Policy:
             actions=self._actions,
         )
         self._monotonic = monotonic
+        self._video = Video(limits, framer=framer, observer=self.observer, clock=clock, probes=self._probes)
         # Streams whose live clients were told of a run of stale results (until a fresh one).
         self._stale_told: set[str] = set()
 
@@ -217,12 +219,15 @@ class Policy:
         sink: Sink,
         *,
         previews: bool = False,
+        video: bool = False,
         joining: bool = False,
         kinds: tuple[str, ...] | None = None,
         max_rate: float | None = None,
     ) -> None:
         """A client joined a stream (``joining``: buffer its live messages until :meth:`go_live`).
 
+        ``video``: it also gets the stream's video, from the current GOP when it goes live
+        (video follows its own rules: neither ``kinds`` nor ``max_rate`` applies to it).
         ``kinds``: only these kinds of stream message (None: all); ``max_rate``: at most this
         many results a second, conflated to the newest (None: every result).
         """
@@ -234,6 +239,7 @@ class Policy:
             client.caps.pop(stream, None)  # no filter: the plain path
         else:
             client.caps[stream] = Cap(wanted, max_rate)
+        self._video.want(stream, client, video)
         if joining:
             self._members.join(stream, client)
         else:
@@ -294,6 +300,7 @@ class Policy:
 
     def _attach(self, stream: str, client: Client) -> None:
         self._members.attach(stream, client)
+        self._video.attach(stream, client)
         cap = client.caps.get(stream)
         if cap is not None and cap.interval and RESULT in cap.kinds:
             self._caps.attach(stream, client, cap)
@@ -302,6 +309,7 @@ class Policy:
         self._members.detach(stream, client)
         self._lag.clear(client, stream)
         self._caps.forget(client, stream)
+        self._video.detach(stream, client)
         self._slicer.leave(stream, client)
 
     def _forget(self, client: Client) -> None:
@@ -385,6 +393,15 @@ class Policy:
             return True
         self._slicer.fan(clients, Job((stream, PREVIEW), data, True, captured, None))
         return True
+
+    def deliver_video(self, stream: str, data: bytes) -> wire.VideoPeek | None:
+        """An encoded binary video frame arrived, for the stream's video clients (GOP rules:
+        :mod:`gateway.policy.video`). Returns its routing fields, or None if it was malformed."""
+        return self._video.deliver(stream, data)
+
+    def video_viewers(self, stream: str) -> int:
+        """Clients of ``stream``'s video."""
+        return self._video.viewers(stream)
 
     def announce(self, stream: str, data: bytes, *, kind: str = NOTICE) -> None:
         """A gateway-made text message (gap, offline status) for every client of a stream.

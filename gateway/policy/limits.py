@@ -60,6 +60,9 @@ class Limits:
         join_bytes: Bytes of live messages kept per joining client and stream (0: count only).
         max_waiting: Messages of a stream that may wait behind a sliced one before the oldest
             waiting result or preview is shed.
+        video_gop_bytes: Bytes of a stream's current group of pictures kept for joining video
+            clients (one bigger is given up: they start at the next keyframe). 4 MiB holds a
+            2-second group at 16 Mbit/s, 32 times the producer's default bitrate.
     """
 
     client_buffer: int = _setting("client_buffer")
@@ -76,6 +79,7 @@ class Limits:
     join_limit: int = 1024
     join_bytes: int = 8 << 20
     max_waiting: int = MAX_WAITING
+    video_gop_bytes: int = 4 << 20
 
     def __post_init__(self) -> None:
         if self.client_buffer <= 0:

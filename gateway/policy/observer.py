@@ -61,6 +61,8 @@ class Counters:
             ``max_age``), ``conflated`` (replaced by a newer one while the client
             lagged), ``malformed`` (not a valid stream message: dropped for all),
             ``join-overflow`` (too many live messages while a replay ran),
+            ``broken-chain`` (a video frame after a gap in its stream's chain: clients wait
+            for the next keyframe),
             ``overload`` (the stream's messages arrived faster than they could be
             written to its audience: the oldest waiting ones were skipped).
         slow_closes: Clients closed with 4008.

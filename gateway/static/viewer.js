@@ -1,12 +1,16 @@
-// The framecast viewer: one stream's live preview, boxes, detections and health.
+// The framecast viewer: one stream's live video (or previews), boxes, detections and health.
 //
 // Page parameters: ?stream=NAME (default: the first listed by /streams), ?token=T (passed to the
-// WebSocket and to /streams), ?previews=0 (boxes on a blank frame, no JPEGs).
+// WebSocket and to /streams), ?video=0 (JPEG previews instead of video), ?previews=0 (no JPEGs:
+// boxes on a blank frame when there is no video either).
+// Video (video.js) is the default where the page can decode it (WebCodecs: HTTPS or localhost)
+// and the stream and gateway send it; otherwise the viewer falls back to previews, and says why.
 // Every status field is mirrored as a data-* attribute of #status; window.framecastViewer exposes
 // the counters and the (epoch, seq) of the last results drawn, for scripts and tests.
 
 import { subscribe } from "./client.js";
 import { Overlay } from "./overlay.js";
+import { VideoView, videoSupport } from "./video.js";
 
 const LATENCY_WINDOW = 50; // results in the latency median
 const RATE_WINDOW_MS = 5000; // results/s is averaged over this
@@ -14,6 +18,7 @@ const SILENT_AFTER_MS = 3000; // no heartbeat for this long: the producer is sil
 const PREVIEW_STALE_MS = 2000; // no preview for this long: draw boxes on a blank frame
 const SEQ_HISTORY = 5000; // (epoch, seq) pairs kept for inspection
 const RECENT_RESULTS = 64; // results kept to match the previews that show them
+const VIDEO_STALE_MS = 2000; // no picture for this long: results are drawn as without video
 
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
@@ -21,6 +26,7 @@ const $ = (id) => document.getElementById(id);
 const el = {
   stream: $("stream"),
   previews: $("previews"),
+  video: $("video"),
   boxes: $("boxes"),
   frame: $("frame"),
   overlay: $("overlay"),
@@ -36,8 +42,20 @@ const el = {
   latency: $("latency"),
   seq: $("seq"),
   reconnects: $("reconnects"),
+  pictureMode: $("picture-mode"),
+  videoFps: $("video-fps"),
+  decodeErrors: $("decode-errors"),
 };
 el.previews.checked = params.get("previews") !== "0";
+const support = videoSupport();
+el.video.checked = params.get("video") !== "0" && support === "ok";
+el.video.disabled = support !== "ok";
+if (support !== "ok") {
+  el.video.parentElement.title =
+    support === "insecure"
+      ? "video needs a secure context: open this page over HTTPS (or from localhost)"
+      : "this browser has no WebCodecs";
+}
 
 const stats = {
   results: 0,
@@ -63,6 +81,21 @@ let drawnResult = null; // the result whose boxes are on the overlay
 let previewKey = null; // epoch:seq of the picture on the frame canvas
 const recent = new Map(); // epoch:seq -> result, for previews that arrive after or before it
 let subscription = null;
+let videoFallback = ""; // why video is not shown although asked for ("" while it is)
+const paints = []; // times of painted video pictures, for the fps
+const video = new VideoView({
+  canvas: el.frame,
+  onPaint(id, result) {
+    paints.push(performance.now());
+    el.placeholder.hidden = true;
+    if (result) showBoxes(result);
+    else clearBoxes(); // the boxes of another picture would be out of place on this one
+  },
+  onUnsupported(codec, why) {
+    fallBack(`this browser cannot decode ${codec} video (${why})`);
+  },
+});
+stats.video = video.stats;
 
 function setField(name, text, cls) {
   const node = el[name];
@@ -133,8 +166,19 @@ async function drawPreview(preview) {
   if (shown) showBoxes(shown);
 }
 
+function clearBoxes() {
+  drawnResult = null;
+  stats.drawn = null;
+  el.overlay.getContext("2d").clearRect(0, 0, el.overlay.width, el.overlay.height);
+}
+
+function videoLive() {
+  return subscription?.video && performance.now() - video.stats.lastPaintAt < VIDEO_STALE_MS;
+}
+
 function showBoxes(result) {
   drawnResult = result;
+  stats.drawn = { epoch: result.epoch, frame: result.frame, boxes: result.detections.map((d) => d.box) };
   stats.boxes += drawBoxes(result);
   setData("boxes", stats.boxes);
 }
@@ -229,7 +273,10 @@ function onResult(result) {
   if (recent.size > RECENT_RESULTS) recent.delete(recent.keys().next().value);
 
   sizeCanvases(result.width, result.height);
-  if (!previewsLive()) {
+  if (subscription?.video) video.result(result); // boxes go up with the picture they belong to
+  if (videoLive()) {
+    // painted by the video's onPaint
+  } else if (!previewsLive()) {
     // No pictures (turned off, or none lately): boxes on a blank frame of the source's size.
     drawBlankFrame();
     showBoxes(result);
@@ -266,9 +313,13 @@ function onMessage(msg) {
     case "preview":
       if (el.previews.checked) drawPreview(msg);
       break;
+    case "video":
+      if (subscription.video) video.push(msg);
+      break;
     case "status":
       onStatus(msg);
       overlay.onStatus(msg);
+      if (subscription.video && msg.state === "online" && !msg.video) fallBack("this stream has no video");
       break;
     case "event":
       overlay.onEvent(msg);
@@ -282,6 +333,7 @@ function onMessage(msg) {
       break;
     case "subscribed":
       showMessage("");
+      if (subscription.video && !msg.video) fallBack("the gateway sends no video");
       break;
     default:
       break;
@@ -319,6 +371,57 @@ function tick() {
     setData("streamState", "silent");
   }
   if (subscription) setData("duplicates", subscription.cursor.duplicates);
+  while (paints.length && now - paints[0] > RATE_WINDOW_MS) paints.shift();
+  const fps = paints.length / (Math.min(RATE_WINDOW_MS, Math.max(1000, now - (paints[0] ?? now))) / 1000);
+  setField("videoFps", fps.toFixed(1));
+  setData("videoFps", fps.toFixed(1));
+  setField("decodeErrors", String(video.stats.errors), video.stats.errors ? "bad" : "");
+  setData("decodeErrors", video.stats.errors);
+  setData("videoFrames", video.stats.painted);
+  if (video.stats.latencies.length) setData("videoLatencyP50", median(video.stats.latencies).toFixed(1));
+  setData("videoSkipped", video.stats.skipped);
+  showMode();
+}
+
+// ---------------------------------------------------------------- video or previews
+
+function showMode() {
+  let mode;
+  let text;
+  if (subscription?.video) {
+    mode = "video";
+    text = video.stats.codec ? `video ${video.stats.codec.split(".")[0]}` : "video (waiting)";
+  } else if (el.previews.checked) {
+    mode = "previews";
+    text = "previews";
+  } else {
+    mode = "none";
+    text = "boxes only";
+  }
+  const why = el.video.checked ? videoFallback : support === "ok" ? "" : el.video.parentElement.title;
+  setField("pictureMode", why ? `${text} (${why})` : text, mode);
+  setData("videoMode", subscription?.video ? "video" : support === "ok" ? (videoFallback ? "fallback" : "off") : support);
+}
+
+function fallBack(why) {
+  // Asked for video, cannot have it: previews (if on) instead, and say why in the status bar.
+  if (!subscription.video) return;
+  videoFallback = why;
+  choosePicture();
+}
+
+function choosePicture() {
+  // What to ask the gateway for: video when wanted and possible, else previews (if on).
+  const wantVideo = el.video.checked && !videoFallback;
+  subscription.video = wantVideo;
+  subscription.previews = !wantVideo && el.previews.checked;
+  video.reset();
+  // A subscribe on a stream already subscribed replaces its options (and resumes from our
+  // position). Not unsubscribe + subscribe: a gateway that sees both at once can release the
+  // stream's Redis subscription after taking it again, and go deaf to the stream.
+  subscription.add(current);
+  if (!wantVideo && !el.previews.checked) drawBlankFrame();
+  showMode();
 }
 
 // ---------------------------------------------------------------- streams
@@ -356,6 +459,7 @@ function resetView() {
   stats.since = 0;
   stats.lastStatusAt = 0;
   stats.lastPreviewAt = 0;
+  video.reset();
   el.overlay.getContext("2d").clearRect(0, 0, el.overlay.width, el.overlay.height);
   drawBlankFrame();
   el.detections.replaceChildren();
@@ -376,6 +480,10 @@ function show(stream) {
   history.replaceState(null, "", url);
   resetView();
   if (previous) subscription.remove(previous);
+  // Another stream may have the video this one lacked: ask again.
+  videoFallback = "";
+  subscription.video = el.video.checked;
+  subscription.previews = !subscription.video && el.previews.checked;
   // Coming back to a stream seen earlier: start from its latest result, not a long replay.
   subscription.cursor.forget(stream);
   subscription.add(stream);
@@ -386,15 +494,22 @@ async function main() {
   current = params.get("stream") || names[0] || "default";
   setData("stream", current);
   fillPicker(names);
-  subscription = subscribe([current], { token, previews: el.previews.checked, onMessage, onState });
+  const wantVideo = el.video.checked;
+  subscription = subscribe([current], {
+    token,
+    video: wantVideo,
+    previews: !wantVideo && el.previews.checked,
+    onMessage,
+    onState,
+  });
   window.framecastViewer.subscription = subscription;
+  showMode();
   el.stream.addEventListener("change", () => show(el.stream.value));
-  el.previews.addEventListener("change", () => {
-    // Previews are negotiated per subscription: ask again with the new choice.
-    subscription.previews = el.previews.checked;
-    subscription.remove(current);
-    subscription.add(current);
-    if (!el.previews.checked) drawBlankFrame();
+  // Video and previews are negotiated per subscription: ask again with the new choice.
+  el.previews.addEventListener("change", choosePicture);
+  el.video.addEventListener("change", () => {
+    videoFallback = "";
+    choosePicture();
   });
   el.boxes.addEventListener("change", () => drawnResult && drawBoxes(drawnResult));
   setInterval(tick, 500);

@@ -67,7 +67,8 @@ def _assert_consecutive(seqs: list[tuple[str, int]]) -> None:
 def test_boxes_appear_over_the_preview_and_the_status_bar_is_live(
     stack: Stack, page: Page, artifacts: Path
 ) -> None:
-    page.goto(stack.url)
+    # Previews, not the default video (tests/browser/test_viewer_video.py has the video).
+    page.goto(stack.url + "?video=0")
     # No ?stream=: the viewer picks the first stream /streams lists (the producer's "default").
     wait_status(page, "s.connection === 'open' && s.stream === 'default'")
     wait_status(page, "+s.results >= 10 && +s.boxes > 0 && +s.previews > 0")
@@ -97,7 +98,7 @@ def test_boxes_appear_over_the_preview_and_the_status_bar_is_live(
 
 
 def test_without_previews_boxes_are_drawn_on_a_blank_frame(stack: Stack, page: Page) -> None:
-    page.goto(stack.url + "?stream=default&previews=0")
+    page.goto(stack.url + "?stream=default&previews=0&video=0")
     wait_status(page, "s.connection === 'open' && +s.results >= 5 && +s.boxes > 0")
     page.wait_for_function(f"({OVERLAY_PIXELS})() > 0", timeout=WAIT_MS, polling=50)
     assert status(page)["previews"] == "0"

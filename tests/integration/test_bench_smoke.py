@@ -231,13 +231,13 @@ def test_report_states_each_floor_ratio_from_the_results(smoke: tuple[dict[str, 
             assert f"missed by {ratio / limit - 1:.0%}" in cell
 
 
-def test_profile_mode_writes_a_flamegraph_and_the_top_functions(tmp_path: Path) -> None:
-    docs = tmp_path / "report" / "performance.md"
+def _quick_part(part: str, tmp_path: Path) -> Any:
+    """Run ``python -m bench --quick --parts PART`` (report under ``tmp_path/report``); its results."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    argv = [sys.executable, "-m", "bench", "--quick", "--parts", "profile", "--output", str(tmp_path)]
+    argv = [sys.executable, "-m", "bench", "--quick", "--parts", part, "--output", str(tmp_path)]
     done = subprocess.run(
-        [*argv, "--docs", str(docs)],
+        [*argv, "--docs", str(tmp_path / "report" / "performance.md")],
         capture_output=True,
         text=True,
         timeout=300,
@@ -245,7 +245,12 @@ def test_profile_mode_writes_a_flamegraph_and_the_top_functions(tmp_path: Path) 
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    profile = json.loads((tmp_path / "latest-quick.json").read_text())["profile"]
+    return json.loads((tmp_path / "latest-quick.json").read_text())[part]
+
+
+def test_profile_mode_writes_a_flamegraph_and_the_top_functions(tmp_path: Path) -> None:
+    docs = tmp_path / "report" / "performance.md"
+    profile = _quick_part("profile", tmp_path)
     assert profile["strategy"] == "framecast" and profile["fanned_out"] > 0
     assert profile["samples"] > 0
     # py-spy saw the fan-out's own hot loop under the samples, not just the event loop.
@@ -262,19 +267,7 @@ def test_profile_mode_writes_a_flamegraph_and_the_top_functions(tmp_path: Path) 
 
 
 def test_capacity_part_measures_idle_memory_and_redis_throughput(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAMECAST_") and k != "REDIS_URL"}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
-    argv = [sys.executable, "-m", "bench", "--quick", "--parts", "capacity", "--output", str(tmp_path)]
-    done = subprocess.run(
-        [*argv, "--docs", str(tmp_path / "report" / "performance.md")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    capacity = json.loads((tmp_path / "latest-quick.json").read_text())["capacity"]
+    capacity = _quick_part("capacity", tmp_path)
     assert "error" not in capacity
     direct, proxied = capacity["idle"]["direct"], capacity["idle"]["nginx"]
     assert direct["connections"] == 20 and proxied["connections"] == 10
@@ -289,6 +282,20 @@ def test_capacity_part_measures_idle_memory_and_redis_throughput(tmp_path: Path)
     if redis["valkey_cpu_s"] > 0:
         per_message = redis["valkey_cpu_s"] / redis["messages"] * 1e6
         assert redis["valkey_cpu_us_per_message"] == pytest.approx(per_message, rel=0.01, abs=0.001)
+
+
+def test_video_part_measures_video_against_previews(tmp_path: Path) -> None:
+    video = _quick_part("video", tmp_path)
+    rows = {row["mode"]: row for row in video["rows"]}
+    assert set(rows) == {"video", "previews"} and all(r["viewers"] == 10 for r in rows.values())
+    # Each viewer read pictures of its kind in the window, and every one of them joined with one.
+    for row in rows.values():
+        assert row["pictures_per_viewer_s"] > 0 and row["first_picture_clients"] == 10
+        assert row["cpu_us_per_picture"] == pytest.approx(
+            row["gateway_cpu_s"] / (row["pictures_per_viewer_s"] * 10 * row["window_s"]) * 1e6, rel=1e-6
+        )
+    links = {entry["mode"]: entry for entry in video["links"]}
+    assert links["video"]["1 Gbit/s"] == int(1e9 / 8 / rows["video"]["bytes_per_viewer_s"])
 
 
 def test_help_and_bad_settings() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import re
-import urllib.request
 from typing import TYPE_CHECKING
 
 import cv2
@@ -12,22 +10,11 @@ import numpy as np
 
 from framecast.local.embedded import free_port
 from producer.synthetic import QR_TEXT
-from tests.support.producer import Listener, running_producer
+from tests.support.producer import Listener, metrics, running_producer
 from tests.support.wait import wait_until
 
 if TYPE_CHECKING:
     from tests.support.valkey import RedisServer
-
-
-def _metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        match = re.fullmatch(r"(framecast_producer_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)", line)
-        if match:
-            values[match.group(1)] = float(match.group(2))
-    return values
 
 
 def test_worker_processes_previews_on_demand_and_metrics(
@@ -41,9 +28,9 @@ def test_worker_processes_previews_on_demand_and_metrics(
     with running_producer(redis_server.url, args, env=child_env) as producer:
         with Listener(redis_server.url) as heard:
             heard.wait_for(lambda: len(heard.results) >= 8, timeout=60, what="results from the worker pool")
-            wait_until(lambda: _metrics(port).get("framecast_producer_results_published_total", 0) >= 8)
+            wait_until(lambda: metrics(port).get("framecast_producer_results_published_total", 0) >= 8)
             # Results flow, but nobody asked for previews: none was made.
-            before = _metrics(port)
+            before = metrics(port)
         assert before["framecast_producer_previews_published_total"] == 0
         assert before["framecast_producer_frames_captured_total"] > 0
         assert before["framecast_producer_predict_seconds_count"] >= 8

@@ -38,10 +38,12 @@ FRAME_PIXEL = """([x, y]) => Array.from(
 
 
 @contextlib.contextmanager
-def chromium() -> Iterator[Browser]:
-    """A headless Chromium for the duration of the block."""
+def chromium(*, args: tuple[str, ...] = ()) -> Iterator[Browser]:
+    """A headless Chromium for the duration of the block (``args``: more command-line switches)."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=[*ARGS, *args]
+        )
         try:
             yield browser
         finally:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import os
+import re
 import signal
 import socketserver
 import subprocess
@@ -121,6 +122,18 @@ def running_producer(
         proc.stop()
 
 
+def metrics(port: int) -> dict[str, float]:
+    """A producer's ``framecast_producer_*`` samples from its ``--metrics-port`` (labels dropped)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        match = re.fullmatch(r"(framecast_producer_[a-z_]+)(?:\{[^}]*\})? ([0-9.e+-]+)", line)
+        if match:
+            values[match.group(1)] = float(match.group(2))
+    return values
+
+
 def run_producer(args: Sequence[str], *, env: Mapping[str, str], timeout: float = 60.0) -> tuple[int, str]:
     """Run a producer to completion; returns (exit status, stderr)."""
     done = subprocess.run(
@@ -139,23 +152,27 @@ def run_producer(args: Sequence[str], *, env: Mapping[str, str], timeout: float 
 
 
 class Listener:
-    """Subscribes to a stream's channel (and optionally its preview channel) on a thread.
+    """Subscribes to a stream's channel (and optionally its preview and video channels) on a thread.
 
     Every message is decoded with :mod:`framecast.wire`, so a malformed one fails the test.
     """
 
-    def __init__(self, redis_url: str, stream: str = "default", *, previews: bool = False) -> None:
+    def __init__(
+        self, redis_url: str, stream: str = "default", *, previews: bool = False, video: bool = False
+    ) -> None:
         self._client = redis.Redis.from_url(redis_url)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         channels = [wire.channel(stream)] + ([wire.preview_channel(stream)] if previews else [])
-        self._pubsub.subscribe(*channels)
+        self._pubsub.subscribe(*channels, *([wire.video_channel(stream)] if video else []))
         self._preview_channel = wire.preview_channel(stream).encode()
+        self._video_channel = wire.video_channel(stream).encode()
         self.results: list[wire.Result] = []
         self.events: list[wire.Event] = []
         self.statuses: list[wire.Status] = []
         self.order: list[wire.Result | wire.Event] = []
         """Results and events in the order the channel delivered them."""
         self.previews: list[wire.Preview] = []
+        self.video: list[wire.VideoFrame] = []
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="listener", daemon=True)
@@ -175,6 +192,9 @@ class Listener:
             try:
                 if message["channel"] == self._preview_channel:
                     self.previews.append(wire.decode_preview(message["data"]))
+                    continue
+                if message["channel"] == self._video_channel:
+                    self.video.append(wire.decode_video(message["data"]))
                     continue
                 decoded = wire.decode(message["data"])
             except wire.WireError as exc:

@@ -53,7 +53,9 @@ class Written:
 
     @property
     def message(self) -> object:
-        return wire.decode_preview(self.data) if self.binary else wire.decode(self.data)
+        if not self.binary:
+            return wire.decode(self.data)
+        return wire.decode_video(self.data) if wire.is_video(self.data) else wire.decode_preview(self.data)
 
 
 @dataclass

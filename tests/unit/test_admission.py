@@ -46,6 +46,15 @@ def test_a_ready_gateway_accepts_what_the_path_asks_for() -> None:
         stream="cam1", since=7, epoch="e1", previews=True, grant=OPEN_GRANT
     )
     assert decide("/ws") == Handshake(stream=None, since=None, epoch=None, previews=False, grant=OPEN_GRANT)
+    assert decide("/ws/cam1?video=1") == Handshake(
+        stream="cam1", since=None, epoch=None, previews=False, video=True, grant=OPEN_GRANT
+    )
+
+
+def test_a_bad_video_flag_is_a_400_that_names_it() -> None:
+    refusal = decide("/ws/cam1?video=maybe")
+    assert isinstance(refusal, Refusal) and refusal.status == 400
+    assert refusal.text == "video: expected 1 or 0, got 'maybe'"
 
 
 @pytest.mark.parametrize(
@@ -108,6 +117,12 @@ def test_the_subscription_choices_of_the_query_are_taken_as_subscribe_takes_them
     )
     plain = decide("/ws/door")
     assert isinstance(plain, Handshake) and plain.choices == Choices()
+
+
+def test_video_and_the_subscription_choices_go_together() -> None:
+    decided = decide("/ws/door?video=1&kinds=event&max_rate=2")
+    assert isinstance(decided, Handshake)
+    assert decided.video and decided.choices == Choices(kinds=("event",), max_rate=2.0)
 
 
 def test_tokens_are_checked_only_when_the_gateway_requires_them() -> None:

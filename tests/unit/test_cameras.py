@@ -143,3 +143,35 @@ def test_booleans_in_any_accepted_spelling_reach_the_producer_as_flags() -> None
     assert camera.argv() == ["--stream", "door", "--demand", "--max-fps", "5"]
     (camera,) = cameras.check_options([cameras.parse_spec("door=synthetic,demand=off")], check)
     assert camera.argv() == ["--stream", "door", "--no-demand"]
+
+
+def test_video_settings_per_camera_are_checked_like_the_producers_flags(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        "[cameras.door]\nsource='synthetic'\nvideo_codec='h264'\nvideo_bitrate=800\nvideo_keyframe_interval=1\n"
+        "[cameras.yard]\nsource='synthetic'\nvideo=false\n",
+    )
+    door, yard = cameras.check_options(
+        cameras.load(path), lambda k, v: settings.check_value(ProducerConfig, k, v)
+    )
+    assert door.argv()[2:] == [
+        "--video-codec",
+        "h264",
+        "--video-bitrate",
+        "800",
+        "--video-keyframe-interval",
+        "1",
+    ]
+    assert yard.argv()[2:] == ["--no-video"]
+    for spec, needle in [
+        (
+            "cam=synthetic,video_codec=h265",
+            "video_codec='h265': unknown codec 'h265' (choose vp8, vp9, h264, av1)",
+        ),
+        ("cam=synthetic,video_bitrate=0", "video_bitrate='0': must be greater than 0"),
+        ("cam=synthetic,video-keyframe-interval=-2", "video_keyframe_interval='-2': must be greater than 0"),
+        ("cam=synthetic,video_width=0", "video_width='0': must be greater than 0"),
+    ]:
+        with pytest.raises(CameraError) as caught:
+            cameras.check_options([cameras.parse_spec(spec)], _check)
+        assert needle in str(caught.value) and "\n" not in str(caught.value)

@@ -27,8 +27,8 @@ _SECRET = "s" * 64
 
 
 def _fields(parsed: tuple[Any, ...]) -> dict[str, Any]:
-    """(stream, since, epoch, previews, token) by name."""
-    return dict(zip(("stream", "since", "epoch", "previews", "token"), parsed, strict=True))
+    """(stream, since, epoch, previews, video, token) by name."""
+    return dict(zip(("stream", "since", "epoch", "previews", "video", "token"), parsed, strict=True))
 
 
 def _parse_or_refuse(path: str) -> dict[str, Any] | None:

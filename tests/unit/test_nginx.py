@@ -12,6 +12,7 @@ import pytest
 from framecast.exceptions import ConfigError
 from framecast.local import nginx
 from framecast.local.embedded import nginx_binary
+from tests.support.tls import self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = [name for name, _ in nginx.VARIABLES]
@@ -24,6 +25,7 @@ VALUES = {
     "NGINX_WORKER_CONNECTIONS": "1024",
     "NGINX_LOG_LEVEL": "warn",
     "NGINX_OPEN_FILES": "2048",
+    "NGINX_TLS": "listen 127.0.0.1:18443 ssl; ssl_certificate /c.pem; ssl_certificate_key /k.pem;",
     "NGINX_CLIENT_SNDBUF": "32k",
     "NGINX_PROXY_BUFFER": "8k",
     "NGINX_UPSTREAM_RCVBUF": "32k",
@@ -64,11 +66,14 @@ def test_cli_prints_the_envsubst_list_and_renders_from_the_environment(tmp_path:
     )
     assert listed.stdout.split() == [f"${{{name}}}" for name in NAMES]
 
+    # A real certificate: nginx -t loads it, so the TLS listener is checked too.
+    cert, key = self_signed(tmp_path / "tls")
+    tls = nginx.tls_directives("127.0.0.1:18443", cert, key)
     rendered = subprocess.run(
         [sys.executable, "-m", "framecast.local.nginx", "render"],
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", **VALUES, "NGINX_RUNTIME_DIR": str(tmp_path)},
+        env={"PATH": "/usr/bin:/bin", **VALUES, "NGINX_RUNTIME_DIR": str(tmp_path), "NGINX_TLS": tls},
         timeout=30,
         check=True,
     )

@@ -22,6 +22,7 @@ MESSAGES = [
     wire.Gap,
     wire.Error,
     wire.Preview,
+    wire.VideoFrame,
     wire.Subscribe,
     wire.Unsubscribe,
 ]

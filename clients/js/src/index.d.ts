@@ -105,6 +105,29 @@ export interface PreviewMessage {
   [field: string]: unknown;
 }
 
+export interface VideoMessage {
+  type: "video";
+  stream: string;
+  epoch: string;
+  /** Encoded frames of this epoch, from 1: a gap is a lost frame. */
+  seq: number;
+  /** `seq` of the keyframe this frame's group starts with. */
+  group: number;
+  /** Source frame index of the picture: the result with the same `epoch` and `frame` was computed on it. */
+  frame: number;
+  captured_at: number;
+  width: number;
+  height: number;
+  /** A keyframe: decodable on its own; `codec` (and `description`) come with it. */
+  key: boolean;
+  /** The WebCodecs codec string (keyframes only, else ""). */
+  codec: string;
+  /** The WebCodecs `description` (empty for what framecast sends today). */
+  description: Uint8Array;
+  /** The encoded frame. */
+  data: Uint8Array;
+}
+
 /**
  * Any other message of the gateway. A newer gateway's message types also reach `onMessage`
  * (their `type` is then none of these): handle the ones you know, ignore the rest.
@@ -115,7 +138,7 @@ export interface OtherMessage {
   [field: string]: unknown;
 }
 
-export type Message = ResultMessage | EventMessage | PreviewMessage | OtherMessage;
+export type Message = ResultMessage | EventMessage | PreviewMessage | VideoMessage | OtherMessage;
 
 export type ConnectionState = "connecting" | "open" | "reconnecting" | "failed" | "closed";
 
@@ -168,6 +191,8 @@ export interface SubscribeOptions {
   kinds?: readonly Kind[] | null;
   /** At most this many results per second per stream, the newest each time (default: all). */
   maxRate?: number | null;
+  /** Also receive the encoded video, from a keyframe on (default false). */
+  video?: boolean;
   /** Positions to resume from, per stream. */
   since?: Record<string, Position>;
   /** Event positions to resume from, per stream: the events after them are replayed. */
@@ -195,6 +220,9 @@ export declare function websocketUrl(path?: string, options?: { token?: string |
 /** Decodes a binary preview frame (`FCP1` + header length + JSON + JPEG); null when it is not one. */
 export declare function decodePreview(buffer: ArrayBuffer): PreviewMessage | null;
 
+/** Decodes a binary video frame (`FCV1`, docs/protocol.md); null when it is not a well-formed one. */
+export declare function decodeVideo(buffer: ArrayBuffer): VideoMessage | null;
+
 /** The WebSocket class this runtime provides: the global one, else `ws`'s. */
 export declare function defaultWebSocket(): Promise<WebSocketClass>;
 
@@ -210,12 +238,14 @@ export declare class Cursor {
   readonly events: Map<string, Position>;
   /** Last preview delivered per stream. */
   readonly previews: Map<string, Position>;
+  /** Last video frame delivered per stream. */
+  readonly video: Map<string, Position>;
   /** Messages dropped as already delivered (or older). */
   duplicates: number;
   position(stream: string): Position | undefined;
   /** Last event delivered on `stream`. */
   eventPosition(stream: string): Position | undefined;
-  /** Whether `message` (a result, event or preview) is new; if so it becomes the stream's position. */
+  /** Whether `message` (a result, event, preview or video frame) is new; if so it becomes the stream's position. */
   accept(message: { type: string; stream: string; epoch: string; seq: number }): boolean;
   /** Resets received per stream (replays the gateway could not serve contiguously). */
   readonly resets: Map<string, number>;
@@ -238,6 +268,7 @@ export declare class Subscription {
   readonly kinds: readonly Kind[] | null;
   /** The cap on results per second (null: none). */
   readonly maxRate: number | null;
+  readonly video: boolean;
   readonly cursor: Cursor;
   readonly state: ConnectionState;
   /** Id of the serving gateway (from its `hello`). */

@@ -14,12 +14,13 @@
  * - resumes: every (re)subscription sends `since`/`epoch` of the last result
  *   seen, so the gateway replays what was missed within its history window
  *   (or sends `reset` when it cannot); a `gap` triggers the same;
- * - de-duplicates results and previews by (epoch, seq);
+ * - de-duplicates results, previews and video frames by (epoch, seq);
  * - delivers events (zone enter/leave, line crossings) once each, resumed from
  *   their own position (`event_since`), so a counter misses none;
  * - lets each subscription choose `kinds` (e.g. events and status only) and a
  *   `maxRate` of results per second (the newest each time);
- * - decodes binary preview frames (`FCP1` + header length + JSON + JPEG).
+ * - decodes binary preview frames (`FCP1` + header length + JSON + JPEG) and video frames
+ *   (`FCV1`, see {@link decodeVideo}).
  *
  * Usage:
  *
@@ -39,7 +40,8 @@
  *
  * Messages are the gateway's JSON objects as received (see docs/protocol.md),
  * except previews, which arrive as `{type: "preview", stream, epoch, seq,
- * frame, captured_at, width, height, jpeg: Blob}`.
+ * frame, captured_at, width, height, jpeg: Blob}`, and video frames (with
+ * `video: true`), which arrive as {@link decodeVideo} returns them.
  *
  * @module framecast/client
  */
@@ -60,6 +62,8 @@ export const KINDS = Object.freeze(["result", "event", "status"]);
 /** The largest `maxRate` (results per second). */
 export const MAX_RATE = 1000;
 const PREVIEW_MAGIC = "FCP1";
+const VIDEO_MAGIC = "FCV1";
+const VIDEO_HEADER = 48; // bytes of the fixed FCV1 header
 
 /**
  * Delays (seconds) between reconnection attempts: capped exponential with jitter.
@@ -123,6 +127,51 @@ export function decodePreview(buffer) {
 }
 
 /**
+ * Decode a binary video frame (`FCV1`, docs/protocol.md): one encoded frame with its identity.
+ *
+ * @param {ArrayBuffer} buffer The message.
+ * @returns {object|null} `{type: "video", stream, epoch, seq, group, frame, captured_at, width,
+ *   height, key, codec, description, data}` (`description` and `data` are Uint8Array views of
+ *   `buffer`; `codec` is the WebCodecs codec string, on keyframes only), or null when the buffer
+ *   is not a well-formed video frame.
+ */
+export function decodeVideo(buffer) {
+  if (buffer.byteLength < VIDEO_HEADER) return null;
+  const view = new DataView(buffer);
+  const bytes = new Uint8Array(buffer);
+  if (String.fromCharCode(...bytes.subarray(0, 4)) !== VIDEO_MAGIC) return null;
+  const [flags, s, e, c] = bytes.subarray(4, 8);
+  const d = view.getUint32(44, false);
+  if (VIDEO_HEADER + s + e + c + d > buffer.byteLength) return null;
+  // seq, group and frame are u64: exact as Numbers up to 2**53, far beyond any real stream.
+  const u64 = (at) => view.getUint32(at, false) * 2 ** 32 + view.getUint32(at + 4, false);
+  const text = new TextDecoder();
+  let at = VIDEO_HEADER;
+  const take = (n) => bytes.subarray(at, (at += n));
+  const stream = text.decode(take(s));
+  const epoch = text.decode(take(e));
+  const codec = text.decode(take(c));
+  const description = take(d);
+  const msg = {
+    type: "video",
+    stream,
+    epoch,
+    seq: u64(8),
+    group: u64(16),
+    frame: u64(24),
+    captured_at: view.getFloat64(32, false),
+    width: view.getUint16(40, false),
+    height: view.getUint16(42, false),
+    key: (flags & 1) === 1,
+    codec,
+    description,
+    data: bytes.subarray(at),
+  };
+  if (msg.group < 1 || msg.group > msg.seq || (msg.key && (msg.group !== msg.seq || !codec))) return null;
+  return msg;
+}
+
+/**
  * The WebSocket class to use: the global one, else the `ws` package's (Node without a global).
  *
  * @returns {Promise<typeof WebSocket>}
@@ -154,6 +203,7 @@ export class Cursor {
     /** @type {Map<string, {epoch: string, seq: number}>} */
     this.events = new Map(Object.entries(eventSince));
     this.previews = new Map();
+    this.video = new Map();
     this.retired = new Map();
     this.eventsRetired = new Map();
     /** Resets received per stream: replays the gateway could not serve contiguously. */
@@ -173,12 +223,20 @@ export class Cursor {
   }
 
   /**
-   * Whether `msg` (a result, an event or a preview) is new; if so it becomes the stream's position.
+   * Whether `msg` (a result, an event, a preview or a video frame) is new; if so it becomes
+   * the stream's position of its kind.
    * @returns {boolean}
    */
   accept(msg) {
     const isEvent = msg.type === "event";
-    const table = msg.type === "result" ? this.results : isEvent ? this.events : this.previews;
+    const table =
+      msg.type === "result"
+        ? this.results
+        : isEvent
+          ? this.events
+          : msg.type === "video"
+            ? this.video
+            : this.previews;
     const retiredBy = isEvent ? this.eventsRetired : this.retired;
     const retired = retiredBy.get(msg.stream) ?? [];
     const last = table.get(msg.stream);
@@ -213,6 +271,7 @@ export class Cursor {
     this.results.delete(stream);
     this.events.delete(stream);
     this.previews.delete(stream);
+    this.video.delete(stream);
   }
 }
 
@@ -233,6 +292,7 @@ export class Subscription {
       kinds = null,
       maxRate = null,
       eventSince = {},
+      video = false,
       delays = backoff,
       probe = probeHandshake,
       maxAttempts = Infinity,
@@ -243,6 +303,7 @@ export class Subscription {
     this.url = websocketUrl(url, { token });
     this.streams = new Set(streams);
     this.previews = previews;
+    this.video = video;
     this.kinds = checkKinds(kinds);
     this.maxRate = checkMaxRate(maxRate);
     this.cursor = new Cursor(since, eventSince);
@@ -306,6 +367,7 @@ export class Subscription {
 
   _subscribeOp(stream) {
     const op = { op: "subscribe", stream, previews: this.previews };
+    if (this.video) op.video = true;
     const position = this._wants("result") ? this.cursor.position(stream) : undefined;
     if (position) Object.assign(op, { since: position.seq, epoch: position.epoch });
     if (this.kinds !== null) op.kinds = [...this.kinds];
@@ -411,7 +473,7 @@ export class Subscription {
         return;
       }
     } else {
-      msg = decodePreview(data);
+      msg = decodePreview(data) ?? decodeVideo(data);
       if (!msg) {
         // Tolerate a gateway that frames a JSON message as binary.
         try {
@@ -425,7 +487,11 @@ export class Subscription {
     // The gateway refused one of this subscription's streams: retrying would be refused again.
     const refusal =
       msg.type === "error" && msg.stream && REFUSALS.has(msg.code) && this.streams.has(msg.stream);
-    if (msg.type === "result" || msg.type === "preview" || msg.type === "event") {
+    if (msg.type === "video") {
+      // Never replayed, so not held back while a resubscription is answered: the decoding
+      // chain goes on (a gateway never sends a broken one).
+      if (!this.streams.has(msg.stream) || !this.cursor.accept(msg)) return;
+    } else if (msg.type === "result" || msg.type === "preview" || msg.type === "event") {
       if (!this.streams.has(msg.stream)) return;
       // Sent before the gateway took the (re)subscription: the replay that follows `subscribed`
       // holds it again, in order. Taken now, it would move the position past the hole the
@@ -452,7 +518,7 @@ export class Subscription {
       if (pending) pending.shift();
       if (!pending || !pending.length) this._unanswered.delete(msg.stream);
     }
-    const traffic = ["result", "event", "preview", "status"];
+    const traffic = ["result", "event", "preview", "video", "status"];
     if (this._failures && traffic.includes(msg.type)) {
       // Stream traffic flows again: the next outage starts a fresh backoff. (A hello alone does
       // not count, or a gateway that accepts and then drops every connection would be retried
@@ -516,6 +582,8 @@ export async function probeHandshake(wsUrl) {
  * @param {boolean} [options.previews=false] Also receive binary preview JPEGs.
  * @param {Array<"result"|"event"|"status">|null} [options.kinds] Only these kinds (default all).
  * @param {number|null} [options.maxRate] At most this many results per second per stream.
+ * @param {boolean} [options.video=false] Also receive the encoded video ({@link decodeVideo}),
+ *   from a keyframe on.
  * @param {Record<string, {epoch: string, seq: number}>} [options.since] Resume positions per stream.
  * @param {Record<string, {epoch: string, seq: number}>} [options.eventSince] Event resume positions.
  * @param {() => Iterator<number>} [options.delays=backoff] Makes the reconnect delays (seconds).

@@ -3,7 +3,16 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Cursor, KINDS, Subscription, backoff, decodePreview, defaultWebSocket, websocketUrl } from "../src/index.js";
+import {
+  Cursor,
+  KINDS,
+  Subscription,
+  backoff,
+  decodePreview,
+  decodeVideo,
+  defaultWebSocket,
+  websocketUrl,
+} from "../src/index.js";
 
 test("backoff doubles up to its maximum, each delay shortened by at most the jitter", () => {
   const delays = backoff({ initial: 1, maximum: 8, factor: 2, jitter: 0.5 });
@@ -88,7 +97,7 @@ test("the package name resolves, through package.json's exports, to this module"
   assert.deepEqual(Object.keys(byName).sort(), [
     "CLOSE_GOING_AWAY", "CLOSE_POLICY", "CLOSE_SLOW_CONSUMER", "CLOSE_TRY_AGAIN_LATER", "Cursor", "KINDS", "MAX_RATE",
     "Subscription", "backoff",
-    "decodePreview", "defaultWebSocket", "probeHandshake", "subscribe", "websocketUrl",
+    "decodePreview", "decodeVideo", "defaultWebSocket", "probeHandshake", "subscribe", "websocketUrl",
   ]);
 });
 
@@ -118,4 +127,56 @@ test("kinds and maxRate are checked when the subscription is made", () => {
   assert.deepEqual(sub.kinds, ["event", "status"], "in protocol order");
   assert.deepEqual(KINDS, ["result", "event", "status"]);
   sub.close();
+});
+
+// An FCV1 frame laid out by hand from docs/protocol.md's table (not by the code under test).
+function videoFrame({ key = true, seq = 7, group = 7, codec = "vp8", data = [1, 2, 3] } = {}) {
+  const text = new TextEncoder();
+  const [stream, epoch, codecBytes] = [text.encode("cam1"), text.encode("9f3a1c2e"), text.encode(key ? codec : "")];
+  const buffer = new Uint8Array(48 + stream.length + epoch.length + codecBytes.length + data.length);
+  const view = new DataView(buffer.buffer);
+  buffer.set(text.encode("FCV1"), 0);
+  buffer.set([key ? 1 : 0, stream.length, epoch.length, codecBytes.length], 4);
+  view.setBigUint64(8, BigInt(seq));
+  view.setBigUint64(16, BigInt(group));
+  view.setBigUint64(24, 3127n);
+  view.setFloat64(32, 1764258000.512);
+  view.setUint16(40, 640);
+  view.setUint16(42, 480);
+  view.setUint32(44, 0);
+  buffer.set(stream, 48);
+  buffer.set(epoch, 52);
+  buffer.set(codecBytes, 60);
+  buffer.set(data, 60 + codecBytes.length);
+  return buffer.buffer;
+}
+
+test("decodeVideo reads FCV1 frames as docs/protocol.md lays them out, and rejects broken ones", () => {
+  const key = decodeVideo(videoFrame());
+  assert.deepEqual(
+    { ...key, description: [...key.description], data: [...key.data] },
+    {
+      type: "video", stream: "cam1", epoch: "9f3a1c2e", seq: 7, group: 7, frame: 3127, captured_at: 1764258000.512,
+      width: 640, height: 480, key: true, codec: "vp8", description: [], data: [1, 2, 3],
+    },
+  );
+  const delta = decodeVideo(videoFrame({ key: false, seq: 9, group: 7 }));
+  assert.equal(delta.key, false);
+  assert.equal(delta.codec, "");
+  assert.equal(delta.group, 7);
+  assert.equal(decodeVideo(videoFrame({ seq: 9, group: 7 })), null, "a keyframe must start its own group");
+  assert.equal(decodeVideo(videoFrame({ key: false, seq: 3, group: 7 })), null, "group after seq");
+  assert.equal(decodeVideo(videoFrame().slice(0, 40)), null);
+  assert.equal(decodeVideo(videoFrame().slice(0, 55)), null, "lengths past the end");
+  assert.equal(decodePreview(videoFrame()), null);
+});
+
+test("Cursor drops a video frame already delivered, apart from results", () => {
+  const cursor = new Cursor();
+  const frame = { type: "video", stream: "s", epoch: "e", seq: 4 };
+  assert.equal(cursor.accept({ type: "result", stream: "s", epoch: "e", seq: 9 }), true);
+  assert.equal(cursor.accept(frame), true);
+  assert.equal(cursor.accept(frame), false);
+  assert.equal(cursor.accept({ ...frame, seq: 5 }), true);
+  assert.deepEqual(cursor.video.get("s"), { epoch: "e", seq: 5 });
 });

@@ -1,0 +1,186 @@
+"""The viewer's video in a real Chromium: WebCodecs decoding of the real producer's encoder output.
+
+The real stack (``framecast up``: valkey, producer with the synthetic scene, motion and the real
+PyAV encoder, gateways with their GOP rules, nginx) -> Chromium: the page joins mid-group and
+starts from the gateway's current GOP (no frame skipped, no decode error), and a tab stalled for
+3 s goes on decoding without an error. The secure-context fallback is checked against a
+stand-in relay (tests/support/relay.py: the Redis channels as they come) and the real stack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page
+
+from framecast.local.up import Stack, running
+from tests.support.chromium import chromium, status, wait_status
+from tests.support.gateway import gateway_env
+from tests.support.producer import running_producer
+from tests.support.relay import relay
+from tests.support.tls import self_signed
+from tests.support.valkey import RedisServer
+
+pytestmark = pytest.mark.browser
+
+# The orange square of producer.synthetic.Scene (BGR 40, 90, 220), and where the motion detector's
+# box over it lies on the painted picture: found in one synchronous read of both canvases' state.
+SQUARE_AND_BOX = """() => {
+  const c = document.getElementById("frame");
+  const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+  let [x1, y1, x2, y2, n] = [1e9, 1e9, -1, -1, 0];
+  for (let y = 0; y < c.height; y++) for (let x = 0; x < c.width; x++) {
+    const i = 4 * (y * c.width + x);
+    if (Math.abs(d[i] - 220) < 40 && Math.abs(d[i + 1] - 90) < 40 && Math.abs(d[i + 2] - 40) < 40) {
+      x1 = Math.min(x1, x); y1 = Math.min(y1, y); x2 = Math.max(x2, x); y2 = Math.max(y2, y); n++;
+    }
+  }
+  const v = window.framecastViewer;
+  return { square: n > 500 ? [x1, y1, x2 + 1, y2 + 1] : null, drawn: v.drawn, painted: v.video.painted };
+}"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with chromium(args=("--host-resolver-rules=MAP viewer.test 127.0.0.1",)) as browser:
+        yield browser
+
+
+def _page(browser: Browser, width: int = 1280, height: int = 800) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        yield page
+    finally:
+        context.close()
+    assert errors == [], f"JavaScript errors on the page: {errors}"
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    yield from _page(browser)
+
+
+def _stack(codec: str) -> AbstractContextManager[Stack]:
+    """The real stack through nginx, its producer encoding ``codec`` with 1 s keyframe intervals."""
+    env = {"FRAMECAST_VIDEO_CODEC": codec, "FRAMECAST_VIDEO_KEYFRAME_INTERVAL": "1"}
+    return running(gateways=2, env=gateway_env(env))
+
+
+@pytest.mark.parametrize("codec", ["vp8", "h264", "av1"])
+def test_video_is_the_default_view_and_boxes_sit_on_the_picture_they_were_computed_on(
+    page: Page, codec: str
+) -> None:
+    with _stack(codec) as stack:
+        # Mid-group: the stack has run a while, and the page joins whenever it loads.
+        page.goto(stack.url)
+        wait_status(page, "s.videoMode === 'video' && +s.videoFrames >= 30 && +s.boxes > 0", timeout=60_000)
+        first = page.evaluate("() => document.getElementById('frame').toDataURL()")
+        wait_status(page, f"+s.videoFrames >= {int(status(page)['videoFrames']) + 5}")
+        # It joined mid-group and started from the gateway's GOP: nothing skipped while waiting
+        # for a keyframe, and the decoder never failed.
+        s = status(page)
+        assert s["decodeErrors"] == "0", page.evaluate("() => window.framecastViewer.video.lastError")
+        assert page.evaluate("() => window.framecastViewer.video.skipped") == 0
+        assert page.evaluate("() => document.getElementById('frame').toDataURL()") != first, "a still picture"
+        assert float(s["videoFps"]) > 0
+        assert math.isfinite(float(s["videoLatencyP50"]))  # capture -> painted
+        assert page.text_content("#picture-mode") == f"video {codec_prefix(codec)}"
+        # Every box drawn went up on the picture of its own result (same source frame index) ...
+        pairs = page.evaluate("() => window.framecastViewer.video.pairs")
+        assert pairs and all(frame == result for frame, result in pairs), pairs
+        # ... and in pixels: the motion box lies on the square where this picture shows it (the
+        # square moves 8 px per processed frame, so a box of the previous or next picture is off
+        # by 8 px or more in x).
+        measured = 0
+        for _ in range(40):
+            seen = page.evaluate(SQUARE_AND_BOX)
+            if seen["square"] and seen["drawn"] and seen["drawn"]["boxes"]:
+                sx1, sy1, _, _ = seen["square"]
+                nearest = min(seen["drawn"]["boxes"], key=lambda b: abs(b[0] - sx1) + abs(b[1] - sy1))
+                error = max(abs(nearest[i] - edge) for i, edge in enumerate(seen["square"]))
+                assert error < 6, (seen["square"], nearest)
+                measured += 1
+                if measured >= 5:
+                    break
+            page.wait_for_timeout(100)  # a fresh picture: sampled 40 times at most, not a wait for absence
+        assert measured >= 5
+        # The status bar stays in view at 1280x800.
+        box = page.evaluate("() => document.getElementById('status').getBoundingClientRect().toJSON()")
+        assert box["top"] >= 0 and box["bottom"] <= 800, box
+
+
+def test_a_tab_stalled_for_3_s_goes_on_decoding_without_an_error(page: Page) -> None:
+    with _stack("vp8") as stack:
+        page.goto(stack.url)
+        wait_status(page, "s.videoMode === 'video' && +s.videoFrames >= 15", timeout=60_000)
+        # The page's main thread busy for 3 s: nothing is read, decoded or painted meanwhile.
+        page.evaluate("() => { const end = Date.now() + 3000; while (Date.now() < end) {} }")
+        painted = int(status(page)["videoFrames"])
+        wait_status(page, f"+s.videoFrames >= {painted + 30}", timeout=60_000)
+        s = status(page)
+        assert s["decodeErrors"] == "0", page.evaluate("() => window.framecastViewer.video.lastError")
+        assert s["videoMode"] == "video"
+
+
+def codec_prefix(codec: str) -> str:
+    return {"vp8": "vp8", "h264": "avc1", "vp9": "vp09", "av1": "av01"}[codec]
+
+
+def test_chromium_decodes_every_codec_the_producer_offers(redis_server: RedisServer, page: Page) -> None:
+    with relay(redis_server.url) as url:
+        page.goto(url)
+        supported = page.evaluate(
+            """async () => Object.fromEntries(await Promise.all(
+                ["vp8", "vp09.00.30.08", "avc1.42C016", "av01.0.04M.08"].map(async (codec) => [codec,
+                  (await VideoDecoder.isConfigSupported({codec, codedWidth: 640, codedHeight: 480}))
+                    .supported])))"""
+        )
+    assert supported == {"vp8": True, "vp09.00.30.08": True, "avc1.42C016": True, "av01.0.04M.08": True}
+
+
+def test_plain_http_from_another_host_falls_back_to_previews_and_says_why(
+    redis_server: RedisServer, child_env: dict[str, str], page: Page
+) -> None:
+    # viewer.test resolves to 127.0.0.1 in this browser only (see the fixture): a host that is not
+    # localhost, over plain HTTP, is not a secure context, and there browsers have no WebCodecs.
+    with (
+        running_producer(redis_server.url, ["--heartbeat-interval", "0.25"], env=child_env),
+        relay(redis_server.url) as url,
+    ):
+        page.goto(url.replace("127.0.0.1", "viewer.test"))
+        assert page.evaluate("() => [isSecureContext, typeof VideoDecoder]") == [False, "undefined"]
+        wait_status(page, "s.videoMode === 'insecure' && +s.previews >= 3 && +s.boxes > 0")
+        assert page.is_disabled("#video") and not page.is_checked("#video")
+        assert "HTTPS" in (page.text_content("#picture-mode") or "")
+
+
+def test_over_https_through_nginx_a_remote_host_gets_webcodecs_and_http_does_not(
+    browser: Browser, tmp_path: Path
+) -> None:
+    # The real stack (valkey, producer, 2 gateways, nginx with --tls-cert): viewer.test is not
+    # localhost, so only HTTPS makes the page a secure context, and there the video plays.
+    cert, key = self_signed(tmp_path)
+    with running(gateways=2, tls_cert=str(cert), tls_key=str(key), tls_port=0, env=gateway_env()) as stack:
+        assert stack.tls_url is not None
+        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 800})
+        try:
+            secure = context.new_page()
+            secure.goto(stack.tls_url.replace("127.0.0.1", "viewer.test"))
+            assert secure.evaluate("() => [isSecureContext, typeof VideoDecoder]") == [True, "function"]
+            wait_status(secure, "s.videoMode === 'video' && +s.videoFrames >= 15 && +s.results >= 5")
+            assert status(secure)["decodeErrors"] == "0"
+            assert not secure.is_disabled("#video")
+
+            plain = context.new_page()
+            plain.goto(stack.url.replace("127.0.0.1", "viewer.test"))
+            assert plain.evaluate("() => [isSecureContext, typeof VideoDecoder]") == [False, "undefined"]
+            wait_status(plain, "s.videoMode === 'insecure' && +s.results >= 5")
+        finally:
+            context.close()
