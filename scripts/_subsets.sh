@@ -9,12 +9,13 @@ FANOUT_TESTS=(
 )
 PRODUCER_TESTS=(
   tests/unit/test_capture.py tests/unit/test_detectors.py tests/unit/test_producer_pieces.py
-  tests/unit/test_onnx.py
+  tests/unit/test_onnx.py tests/unit/test_analytics.py tests/unit/test_zones.py
   tests/integration/test_producer_cli.py tests/integration/test_producer_demand.py
   tests/integration/test_producer_onnx.py tests/integration/test_producer_previews.py
   tests/integration/test_producer_publish.py tests/integration/test_producer_rate.py
   tests/integration/test_producer_redis.py tests/integration/test_producer_sources.py
   tests/integration/test_producer_stop.py tests/integration/test_producer_video.py
+  tests/integration/test_producer_events.py
 )
 # A camera to a client through every real part: producer, valkey, gateways, nginx, client, watch;
 # and the signals that stop them (asyncio's cancellation differs between Pythons).
