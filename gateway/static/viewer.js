@@ -169,7 +169,10 @@ async function drawPreview(preview) {
 function clearBoxes() {
   drawnResult = null;
   stats.drawn = null;
-  el.overlay.getContext("2d").clearRect(0, 0, el.overlay.width, el.overlay.height);
+  const ctx = el.overlay.getContext("2d");
+  ctx.clearRect(0, 0, el.overlay.width, el.overlay.height);
+  // Zones and lines hold for every picture: only the boxes belong to one result.
+  overlay.draw(ctx, { width: el.overlay.width });
 }
 
 function videoLive() {
