@@ -229,9 +229,26 @@ async def test_resume_from_another_epoch_or_trimmed_history_gets_reset_and_lates
 # Producer silence, Redis trouble
 
 
+@pytest.fixture
+def patient_gw(redis_server: RedisServer) -> Iterator[GatewayProc]:
+    """A gateway whose readiness reflects Redis only, not a loaded machine's scheduling.
+
+    ``gw``'s ``--ready-timeout 1`` makes a canary starved for a second on a busy machine turn
+    ``/readyz`` 503 (it did once at load 7): right for the gateway, wrong for a test that asserts
+    that a stream without a producer leaves the gateway ready.
+    """
+    with running_gateway(
+        redis_url=redis_server.url,
+        args=["--ready-timeout", "60", "--offline-after", "1", "--health-check-interval", "1"],
+        wait="ready",
+    ) as gateway:
+        yield gateway
+
+
 async def test_stream_without_producer_is_offline_and_gateway_stays_ready(
-    gw: GatewayProc, redis_server: RedisServer
+    patient_gw: GatewayProc, redis_server: RedisServer
 ) -> None:
+    gw = patient_gw
     ws, _ = await open_stream(gw, "/ws/nobody")
     status = await recv(ws)
     assert isinstance(status, wire.Status) and status.state == "offline"
