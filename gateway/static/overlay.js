@@ -45,6 +45,7 @@ export class Overlay {
       drawn: { zones: 0, lines: 0, trails: 0 }, // what the last draw() painted
     };
     this.trails = new Map(); // track -> {points: [[x, y], ...], seenAt}
+    this.epoch = undefined; // of the last result: track ids and trails belong to one epoch
   }
 
   reset() {
@@ -67,6 +68,9 @@ export class Overlay {
 
   onResult(result) {
     const now = performance.now();
+    // Track ids are unique within an epoch only: a restarted producer's track 1 is someone else.
+    if (this.epoch !== undefined && result.epoch !== this.epoch) this.trails.clear();
+    this.epoch = result.epoch;
     for (const d of result.detections) {
       if (d.track === undefined || d.track === null) continue;
       const trail = this.trails.get(d.track) ?? { points: [], seenAt: now };

@@ -81,3 +81,26 @@ def test_the_door_counter_shows_zones_lines_trails_counters_and_events(
     assert "in " in counters and "out " in counters
     assert page.text_content("#counters li[data-key='zone:hall']")
     page.screenshot(path=str(artifacts / "viewer-door.png"))
+
+
+def test_a_new_epoch_starts_new_trails_under_reused_track_ids(stack: Stack, page: Page) -> None:
+    # A restarted producer numbers its tracks from 1 again: its track 1 is not the old track 1.
+    page.goto(f"{stack.url}?stream=door&previews=0")
+    wait_status(page, "s.connection === 'open'")
+    trails = page.evaluate(
+        """async () => {
+            const { Overlay } = await import("./overlay.js");
+            const overlay = new Overlay({
+                counters: document.createElement("ul"), events: document.createElement("ol"),
+            });
+            const result = (epoch, x) => ({
+                type: "result", epoch, detections: [{ label: "person", box: [x, 10, x + 20, 50], track: 1 }],
+            });
+            overlay.onResult(result("a", 10));
+            overlay.onResult(result("a", 30));
+            const before = overlay.trails.get(1).points.length;
+            overlay.onResult(result("b", 300));
+            return [before, overlay.trails.get(1).points];
+        }"""
+    )
+    assert trails == [2, [[310, 50]]]
