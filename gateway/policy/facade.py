@@ -341,6 +341,11 @@ class Policy:
         :mod:`gateway.policy.video`). Returns its routing fields, or None if it was malformed."""
         return self._video.deliver(stream, data)
 
+    def end_video(self, stream: str) -> None:
+        """The gateway no longer receives ``stream``'s video (its channel given up): its current
+        GOP goes, since the next frame to come may be far from it."""
+        self._video.end(stream)
+
     def video_viewers(self, stream: str) -> int:
         """Clients of ``stream``'s video."""
         return self._video.viewers(stream)

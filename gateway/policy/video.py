@@ -11,7 +11,10 @@ its own) would hand a decoder broken chains. Video gets rules of its own:
   keyframe.
 * **The current GOP**, the keyframe and what followed it, is kept per stream, bounded by
   ``video_gop_bytes``: a group that outgrows it is given up (joining clients then wait for the
-  next keyframe; live ones are not affected).
+  next keyframe; live ones are not affected). It is kept for as long as frames come, after the
+  last viewer left too (the gateway's video channel lingers: a viewer who reloads starts from
+  it at once), until :meth:`Video.end` says they stopped: kept from before, it would miss what
+  came meanwhile.
 * **Joining.** A client that starts watching gets the current GOP first, frame by frame from
   its keyframe, and decodes at once; without one (none yet, given up, or its keyframe older
   than ``max_age``) it starts at the next keyframe.
@@ -187,10 +190,10 @@ class Video:
                     members.discard(client)
                 if not members:
                     del table[stream]
-        if stream not in self._viewers and stream not in self._wanted:
-            # Nobody here watches it: the gateway leaves its channel, and a chain kept from
-            # before would miss what came meanwhile.
-            self._chains.pop(stream, None)
+
+    def end(self, stream: str) -> None:
+        """``stream``'s frames stopped coming (the gateway gave its video channel up): no GOP."""
+        self._chains.pop(stream, None)
 
     def forget(self, client: Client, streams: Iterable[str]) -> None:
         """``client`` is gone."""
