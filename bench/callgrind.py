@@ -1,7 +1,7 @@
 """Instructions per delivery of the fan-out strategies on a fixed workload (callgrind).
 
 ``python -m bench.callgrind [--clients 200] [--messages 256,1024] [--strategies ...] [--every N]
-[--filtered N --filter events|capped]``
+[--filtered N --filter events|capped] [--video]``
 
 CPU time on a shared machine moves by ±20% between runs; instruction counts do not. For each
 strategy and each message count, a bench gateway runs under ``valgrind --tool=callgrind``: it
@@ -27,6 +27,11 @@ subscription filter (issue 22): ``--filter events`` takes events and status only
 reaches it), ``--filter capped`` caps its results at one per 1000 s, so after its first every
 result is held for it, conflated: the steady state of a capped client, the same on every run.
 What they cost shows as the instructions per message beside a run without them.
+
+``--video`` (framecast strategies only) fans video frames out instead of results: every client
+asks for the stream's video and the bench gateway delivers ``--messages`` frames of ~1 KB
+(``wire.encode_video``, a keyframe every 30) through ``Fanout.deliver_video``, the gateway's
+GOP path (:mod:`gateway.policy.video`: one pass over the viewers per frame, no slices).
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["STRATEGIES", "main"]
+
+VIDEO_BYTES, VIDEO_GOP = 1000, 30
+"""``--video``: bytes of encoded picture per frame, frames per group of pictures."""
 
 STRATEGIES = ("framecast-noprobe", "framecast", "floor-socket", "floor-transport", "broadcast")
 """What may be counted, in the order of the printed table."""
@@ -74,8 +82,32 @@ def _framecast(probe: bool, every: int) -> Any:
     return Fanout(limits, observer=Counters())
 
 
+def _video_frames(messages: int) -> list[bytes]:
+    """``--video``'s frames, encoded before the run (the producer's work, not the gateway's)."""
+    from framecast import wire
+
+    picture = bytes(VIDEO_BYTES)
+    frames = []
+    for seq in range(1, messages + 1):
+        key = seq % VIDEO_GOP == 1
+        group = seq - (seq - 1) % VIDEO_GOP
+        frame = wire.VideoFrame(
+            stream="bench", epoch="bench", seq=seq, group=group, frame=seq, captured_at=0.0,
+            width=640, height=480, key=key, codec="vp8" if key else "", data=picture,
+        )  # fmt: skip
+        frames.append(wire.encode_video(frame))
+    return frames
+
+
 async def _serve(
-    strategy: str, clients: int, messages: int, round_every: int, every: int, filtered: int, filter_: str
+    strategy: str,
+    clients: int,
+    messages: int,
+    round_every: int,
+    every: int,
+    filtered: int,
+    filter_: str,
+    video: bool = False,
 ) -> dict[str, Any]:
     from websockets.asyncio.server import ServerConnection, serve
 
@@ -90,7 +122,7 @@ async def _serve(
         connected.append(ws)
         if fanout is not None:
             choices = FILTERS[filter_] if len(connected) > clients else {}
-            fanout.add("bench", ws, **choices)
+            fanout.add("bench", ws, video=video, **choices)
         else:
             other.add(ws)
         try:
@@ -109,7 +141,15 @@ async def _serve(
                 break
             await asyncio.sleep(0.05)
         payload = Payload()
+        frames = _video_frames(messages) if video else []
         for seq in range(1, messages + 1):
+            if fanout is not None and video:
+                fanout.deliver_video("bench", frames[seq - 1])
+                await asyncio.sleep(0)
+                if strategy == "framecast" and seq % round_every == 0:
+                    await _answered(fanout.observer)
+                    fanout.policy.probe()
+                continue
             data = payload.make(seq, 0.0)
             if fanout is None:
                 other.deliver(data)
@@ -168,11 +208,12 @@ def _run(
     filtered: int,
     filter_: str,
     workdir: Path,
+    video: bool = False,
 ) -> dict[str, Any]:
     from bench.load import Load
     from bench.procs import Children, read_json_line
 
-    out = workdir / f"callgrind.{strategy}.{messages}.{filtered}{filter_}"
+    out = workdir / f"callgrind.{strategy}.{messages}.{filtered}{filter_}{'.video' if video else ''}"
     argv = [
         "valgrind",
         "--tool=callgrind",
@@ -194,6 +235,7 @@ def _run(
         str(filtered),
         "--filter",
         filter_,
+        *(["--video"] if video else []),
     ]
     with Children() as children:
         server = children.start(argv, stderr=open(workdir / "valgrind.log", "a"))  # noqa: SIM115
@@ -237,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=0, help="probe_messages (0: the gateway's default)")
     parser.add_argument("--filtered", type=int, default=0, help="connections with a filter, beside --clients")
     parser.add_argument("--filter", choices=sorted(FILTERS), default="events", help="their filter")
+    parser.add_argument("--video", action="store_true", help="fan video frames out instead of results")
     parser.add_argument("--serve", choices=STRATEGIES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
@@ -249,12 +292,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.every,
                 args.filtered,
                 args.filter,
+                args.video,
             )
         )
         print(json.dumps(done), flush=True)
         return 0
     if args.filtered and any(s not in _FRAMECAST for s in args.strategies):
         parser.error("--filtered: only the framecast strategies have filters")
+    if args.video and any(s not in _FRAMECAST for s in args.strategies):
+        parser.error("--video: only the framecast strategies fan video out")
     if shutil.which("valgrind") is None:
         print(
             "python -m bench.callgrind: error: valgrind is not installed (apt-get install valgrind)",
@@ -275,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.filtered,
                     args.filter,
                     Path(tmp),
+                    args.video,
                 )
                 for count in (low, high)
             ]
@@ -288,12 +335,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "instructions_per_delivery": round(per),
                 "filtered": args.filtered,
                 "filter": args.filter if args.filtered else None,
+                **({"video": True} if args.video else {}),
                 "instructions_per_message": round(
                     (runs[1]["instructions"] - runs[0]["instructions"]) / (high - low)
                 ),
             }
             print(json.dumps(row), flush=True)
-    print(f"instructions per delivery, {args.clients} clients, {low}..{high} messages:")
+    what = "video frames" if args.video else "messages"
+    print(f"instructions per delivery, {args.clients} clients, {low}..{high} {what}:")
     base = rows.get("floor-socket")
     for strategy, row in rows.items():
         per = row["instructions_per_delivery"]

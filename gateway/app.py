@@ -68,6 +68,8 @@ class Gateway:
             on_preview=route.preview,
             on_video=route.video,
             on_gap=route.gap,
+            on_video_end=route.video_end,
+            video_linger=config.video_linger,
             health_check_interval=config.health_check_interval,
             ready_timeout=config.ready_timeout,
             # Several canaries per --ready-timeout: readiness gates handshakes, so it must not

@@ -236,6 +236,16 @@ class GatewayConfig:
         check=non_negative,
         group="delivery",
     )
+    video_linger: float = option(
+        4.0,
+        help="Seconds a stream's video subscription, and its current group of pictures, are kept after "
+        "its last video viewer left: a viewer who reloads or resubscribes within them starts at once "
+        "from that group's keyframe instead of waiting up to a keyframe interval for the next one. The "
+        "producer encodes while its video channel has subscribers, so it keeps encoding that long "
+        "after the last viewer (0 = give the subscription up at once).",
+        check=non_negative,
+        group="delivery",
+    )
     close_timeout: float = option(
         2.0,
         help="Seconds a closing handshake may take before the TCP connection is aborted.",

@@ -10,10 +10,16 @@ A channel counts as subscribed only once Redis confirmed the last command sent f
 subscribe that arrives while an unsubscribe of the same channel is on its way waits for (and
 sends) a new subscribe, rather than taking the channel for held. (Taken for held, the channel
 was dropped a moment later by the unsubscribe in flight, and the stream went silent.)
+
+A kind of channel may **linger**: held (and its messages still routed) for some seconds after
+its last user left, so a user who comes back within them finds it held, with whatever state its
+messages kept up to date meanwhile (a stream's video and its current group of pictures). The
+time comes in as an argument (:meth:`Demand.release`, :meth:`Demand.expire`): no clock in here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -60,11 +66,18 @@ class Settled(Generic[W]):
 
 
 class Demand(Generic[W]):
-    """Reference counts of channels, and the link's state for each (one link at a time)."""
+    """Reference counts of channels, and the link's state for each (one link at a time).
 
-    def __init__(self) -> None:
+    Args:
+        linger: Seconds a channel of each of these kinds stays held after its last user left
+            (a kind not named, or 0: given up at once).
+    """
+
+    def __init__(self, *, linger: Mapping[str, float] | None = None) -> None:
+        self._linger = {kind: seconds for kind, seconds in (linger or {}).items() if seconds > 0}
         self._refs: dict[str, int] = {}  # channel -> local users
-        self._routes: dict[str, Route] = {}  # channel -> where its messages go, while used
+        self._routes: dict[str, Route] = {}  # channel -> where its messages go, while used or lingering
+        self._lingering: dict[str, float] = {}  # channel with no user -> when it is given up
         self._waiters: dict[str, list[W]] = {}  # channel -> users waiting for its confirmation
         self._canaries: tuple[str, ...] = ()
         self._open = False  # a link is open
@@ -88,14 +101,16 @@ class Demand(Generic[W]):
         """
         self._refs[channel] = self._refs.get(channel, 0) + 1
         self._routes[channel] = route
+        self._lingering.pop(channel, None)
         if channel in self._held:
             return True
         self._waiters.setdefault(channel, []).append(waiter)
         self._dirty = True
         return False
 
-    def release(self, channel: str) -> list[W]:
-        """Count one user less; at none, the channel is to be given up.
+    def release(self, channel: str, now: float = 0.0) -> list[W]:
+        """Count one user less; at none, the channel is to be given up (at ``now`` plus its
+        kind's linger, by :meth:`expire`, if it lingers).
 
         Returns:
             The waiters that can no longer be served (the last user left before Redis confirmed).
@@ -104,10 +119,35 @@ class Demand(Generic[W]):
         if count > 0:
             self._refs[channel] = count
             return []
-        self._refs.pop(channel, None)
-        self._routes.pop(channel, None)
-        self._dirty = True
+        if channel not in self._refs:
+            return []  # not used (a release too many): nothing to give up
+        del self._refs[channel]
+        route = self._routes.get(channel)
+        linger = self._linger.get(route.kind, 0.0) if route is not None else 0.0
+        if linger:
+            self._lingering[channel] = now + linger  # still wanted, still routed
+        else:
+            self._routes.pop(channel, None)
+            self._dirty = True
         return self._waiters.pop(channel, [])
+
+    def expire(self, now: float) -> list[Route]:
+        """Give up the lingering channels whose time came by ``now``; returns their routes."""
+        gone = [channel for channel, until in self._lingering.items() if until <= now]
+        routes = []
+        for channel in gone:
+            del self._lingering[channel]
+            routes.append(self._routes.pop(channel))
+            self._dirty = True
+        return routes
+
+    def next_expiry(self) -> float | None:
+        """When the next lingering channel is to be given up (None: none lingers)."""
+        return min(self._lingering.values(), default=None)
+
+    def lingering(self, channel: str) -> bool:
+        """Whether ``channel`` is held only for its linger (no user)."""
+        return channel in self._lingering
 
     def route(self, channel: str) -> Route | None:
         """Where a message on ``channel`` goes; None when nobody uses it (being given up)."""
@@ -115,7 +155,9 @@ class Demand(Generic[W]):
 
     def streams(self) -> list[str]:
         """Streams with at least one local user of ``kind`` ``"messages"``."""
-        return sorted({r.stream for r in self._routes.values() if r.kind == "messages"})
+        return sorted(
+            {r.stream for c, r in self._routes.items() if r.kind == "messages" and c not in self._lingering}
+        )
 
     # ------------------------------------------------------------------
     # The link
@@ -158,7 +200,7 @@ class Demand(Generic[W]):
         if not self._open:
             return Changes()
         self._dirty = False
-        wanted = set(self._refs).union(self._canaries)
+        wanted = set(self._refs).union(self._lingering, self._canaries)
         subscribe = sorted(
             (c for c in wanted if not self._sent.get(c, False)), key=lambda c: (c in self._canaries, c)
         )

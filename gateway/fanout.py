@@ -249,6 +249,10 @@ class Fanout:
         self._act()
         return ok
 
+    def end_video(self, stream: str) -> None:
+        """The stream's video stopped coming (its channel given up): its current GOP is dropped."""
+        self.policy.end_video(stream)
+
     def announce(self, stream: str, data: bytes, *, kind: str = "notice") -> None:
         """Send a gateway-made text message (gap, offline status) to every client of a stream.
 

@@ -54,6 +54,10 @@ class Route:
         """A binary video frame of ``stream``."""
         self._fanout.deliver_video(stream, data)
 
+    def video_end(self, stream: str) -> None:
+        """The gateway gave ``stream``'s video channel up: no more frames of it come."""
+        self._fanout.end_video(stream)
+
     def gap(self, streams: list[str]) -> None:
         """The subscription came back after a drop: these streams' clients may have missed messages."""
         for stream in streams:

@@ -14,6 +14,11 @@ Failure handling, beyond what redis-py does by itself:
 * A :class:`~gateway.canary.Canary` watches the link; when it turns deaf the link is torn down
   and rebuilt.
 
+A stream's video channel lingers ``video_linger`` seconds after its last user left: frames keep
+flowing to the fan-out, whose current group of pictures stays current, so a viewer who reloads
+or resubscribes within it starts at once from that GOP rather than at the next keyframe. The
+producer encodes while its video channel has subscribers, so it keeps encoding for as long.
+
 How the link is made (one connection, or one per primary of a Redis Cluster with a canary
 each) is the :class:`~framecast.broker.Broker`'s business.
 """
@@ -67,6 +72,10 @@ class Subscriber:
         on_video: Called with ``(stream, data)`` for each binary video frame.
         on_gap: Called with the streams subscribed when the connection came back
             after a drop (their clients may have missed messages).
+        on_video_end: Called with a stream once its video channel is given up (its last
+            video user left, and ``video_linger`` passed): the frames stop coming.
+        video_linger: Seconds a stream's video channel stays subscribed after its last user
+            left (0: given up at once).
         sharded: With ``url``: SSUBSCRIBE/SPUBLISH instead of SUBSCRIBE/PUBLISH.
         cluster: With ``url``: it is a Redis Cluster node.
         health_check_interval: Seconds between PINGs on an idle connection.
@@ -88,6 +97,8 @@ class Subscriber:
         on_preview: Callable[[str, bytes], None] | None = None,
         on_video: Callable[[str, bytes], None] | None = None,
         on_gap: Callable[[list[str]], None] | None = None,
+        on_video_end: Callable[[str], None] | None = None,
+        video_linger: float = 0.0,
         sharded: bool = False,
         cluster: bool = False,
         health_check_interval: float = 5.0,
@@ -111,6 +122,7 @@ class Subscriber:
             VIDEO: on_video,
         }
         self._on_gap = on_gap
+        self._on_video_end = on_video_end
         self._gateway_id = gateway_id
         self._health_check_interval = health_check_interval
         self.ready_timeout = ready_timeout
@@ -119,7 +131,8 @@ class Subscriber:
         self._backoff_cap = backoff_cap
         self._canary = Canary(broker, ready_timeout=ready_timeout, interval=canary_interval)
         self._canary.reset((wire.canary_channel(gateway_id),))
-        self._demand: Demand[asyncio.Future[None]] = Demand()
+        self._demand: Demand[asyncio.Future[None]] = Demand(linger={VIDEO: video_linger})
+        self._expiry: asyncio.TimerHandle | None = None  # the next lingering channel's end
         self._sync_lock = asyncio.Lock()
         self._kick: asyncio.Task[None] | None = None
         self._link: Subscription | None = None
@@ -160,11 +173,42 @@ class Subscriber:
         return futures[0] if len(futures) == 1 else asyncio.gather(*futures)
 
     def release(self, stream: str, wants: Wants = Wants()) -> None:
-        """Count one user less (of each channel it ``wants``); unsubscribe when it was the last."""
-        for channel, _ in _channels(stream, wants):
-            for future in self._demand.release(channel):
+        """Count one user less (of each channel it ``wants``); unsubscribe when it was the last
+        (a video channel ``video_linger`` seconds later)."""
+        loop = asyncio.get_running_loop()
+        for channel, kind in _channels(stream, wants):
+            for future in self._demand.release(channel, loop.time()):
                 future.cancel()
+            if kind == VIDEO and self._demand.route(channel) is None:
+                self._video_ended(stream)
+        self._arm()
         self._request_sync()
+
+    def _arm(self) -> None:
+        """Wake up when the next lingering channel is to be given up."""
+        when = self._demand.next_expiry()
+        if self._expiry is not None:
+            if when is not None and self._expiry.when() == when:
+                return
+            self._expiry.cancel()
+            self._expiry = None
+        if when is not None and not self._stopping:
+            self._expiry = asyncio.get_running_loop().call_at(when, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        for route in self._demand.expire(asyncio.get_running_loop().time()):
+            if route.kind == VIDEO:
+                self._video_ended(route.stream)
+        self._arm()
+        self._request_sync()
+
+    def _video_ended(self, stream: str) -> None:
+        if self._on_video_end is not None:
+            try:
+                self._on_video_end(stream)
+            except Exception:
+                log.exception("video end of %s failed", stream)
 
     def streams(self) -> list[str]:
         """Streams with at least one local user."""
@@ -236,6 +280,9 @@ class Subscriber:
     async def stop(self) -> None:
         """Stop :meth:`run` (it returns soon after) and close the connections."""
         self._stopping = True
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         if self._owns_broker:
             with contextlib.suppress(Exception):
                 await self._broker.aclose()

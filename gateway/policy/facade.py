@@ -14,19 +14,19 @@ callbacks and one ``asyncio.wait``; tests drive the policy with fake sinks and f
 
 The rules live in the sub-machines this façade wires and feeds (see :mod:`gateway.policy`):
 membership, join buffers, slicing and overload, the one write rule, lag and conflation, lag
-probes. It keeps the flows that cross them: a message's arrival (staleness on arrival, and the
-one ``gap`` notice per run of results that arrive stale), go-live (a join buffer released
-through the write rule), a flush (a caught-up client's pending messages, through the write
-rule) and a close.
+probes, rate caps, video; a message's arrival (:mod:`gateway.policy.arrival`) and a lagging
+client's flush or close (:mod:`gateway.policy.recovery`) are flows across them. The façade
+keeps the flows of membership: a client's choices on joining, go-live (a join buffer released
+through the write rule), and leaving every sub-machine at once.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Hashable
 
 from framecast import wire
+from gateway.policy.arrival import Arrival
 from gateway.policy.caps import Caps
 from gateway.policy.joins import Joins
 from gateway.policy.lag import Lag
@@ -34,27 +34,13 @@ from gateway.policy.limits import Limits
 from gateway.policy.membership import Membership
 from gateway.policy.observer import Counters, Observer
 from gateway.policy.probes import Probes
+from gateway.policy.recovery import Recovery
 from gateway.policy.slicing import Slicer
-from gateway.policy.state import (
-    DELIVERY,
-    FILTERED,
-    NOTICE,
-    PREVIEW,
-    RESULT,
-    Action,
-    Cap,
-    Client,
-    Framer,
-    Job,
-    PingFramer,
-    Sink,
-)
+from gateway.policy.state import FILTERED, NOTICE, RESULT, Action, Cap, Client, Framer, PingFramer, Sink
 from gateway.policy.video import Video
 from gateway.policy.writer import Writer
 
 __all__ = ["Policy"]
-
-log = logging.getLogger("gateway.policy")
 
 
 class Policy:
@@ -121,8 +107,24 @@ class Policy:
         )
         self._monotonic = monotonic
         self._video = Video(limits, framer=framer, observer=self.observer, clock=clock, probes=self._probes)
-        # Streams whose live clients were told of a run of stale results (until a fresh one).
-        self._stale_told: set[str] = set()
+        self._arrival = Arrival(
+            limits,
+            members=self._members,
+            joins=self._joins,
+            caps=self._caps,
+            slicer=self._slicer,
+            observer=self.observer,
+            clock=clock,
+        )
+        self._recovery = Recovery(
+            limits,
+            lag=self._lag,
+            probes=self._probes,
+            writer=self._writer,
+            caps=self._caps,
+            observer=self.observer,
+            clock=clock,
+        )
 
     @property
     def probing(self) -> bool:
@@ -322,82 +324,27 @@ class Policy:
     # Message events
 
     def deliver(self, stream: str, data: bytes) -> wire.Peek | None:
-        """A stream message (result or status, encoded) arrived: forward it unchanged.
+        """A stream message (result, status or event, encoded) arrived: forward it unchanged.
 
-        Returns its routing fields, or None if it was malformed (dropped for everyone).
+        Dropped for the live clients if it arrived older than ``max_age`` (events never are;
+        see :mod:`gateway.policy.arrival`). Returns its routing fields, or None if it was
+        malformed (dropped for everyone).
         """
-        try:
-            peeked = wire.peek(data)
-        except wire.WireError as exc:
-            self.observer.dropped("malformed", 1)
-            log.debug("dropped a malformed message on %s: %s", stream, exc)
-            return None
-        kind = peeked.type
-        self.observer.received(kind)
-        members = self._members
-        joiners = members.joining.get(stream)
-        if joiners:
-            self._joins.buffer(joiners, stream, peeked, data)
-        clients = members.audience(stream, kind)
-        rule = DELIVERY.get(kind)
-        age = self._clock() - peeked.captured_at
-        max_age = self.limits.max_age
-        if max_age and age > max_age and (rule is None or not rule.keeps):
-            capped = self._caps.members(stream) if kind == RESULT else None
-            if capped:
-                clients = {**clients, **capped} if clients else capped
-            if clients:
-                self.observer.dropped("stale", len(clients))
-                self._tell_stale(stream, kind, clients)
-            return peeked
-        if kind == RESULT:
-            self._stale_told.discard(stream)
-            self._caps.offer(stream, data, peeked.captured_at, age)
-        if not clients:
-            return peeked
-        if rule is not None and rule.expires:
-            self._slicer.fan(clients, Job((stream, kind), data, False, peeked.captured_at, age))
-        else:
-            self._slicer.fan(clients, Job((stream, kind), data, False, None, None))
-        return peeked
-
-    def _tell_stale(self, stream: str, kind: str, clients: dict[Client, None]) -> None:
-        """A result arrived already older than ``max_age`` and was dropped for every live client.
-
-        The gateway was late, not the client (a Redis link that thawed, a stalled loop): the
-        live clients are told ``gap`` ``stale`` once per run of such results, before the fresh
-        ones, so a resuming client asks for the hole. Joining clients hold the result in their
-        buffer and are told at :meth:`go_live`, by the same clock: one notice each, not two.
-        """
-        if kind != RESULT or stream in self._stale_told:
-            return
-        self._stale_told.add(stream)
-        self.observer.received(NOTICE)
-        data = wire.encode(wire.Gap(stream=stream, reason="stale"))
-        self._slicer.fan(clients, Job((stream, NOTICE), data, False, None, None))
+        return self._arrival.deliver(stream, data)
 
     def deliver_preview(self, stream: str, data: bytes) -> bool:
         """An encoded binary preview arrived, for the clients that asked. False if malformed."""
-        clients = self._members.previews.get(stream)
-        if not clients:
-            return True
-        try:
-            captured = wire.decode_preview(data).captured_at
-        except wire.WireError:
-            self.observer.dropped("malformed", 1)
-            return False
-        self.observer.received(PREVIEW)
-        max_age = self.limits.max_age
-        if max_age and self._clock() - captured > max_age:
-            self.observer.dropped("stale", len(clients))
-            return True
-        self._slicer.fan(clients, Job((stream, PREVIEW), data, True, captured, None))
-        return True
+        return self._arrival.deliver_preview(stream, data)
 
     def deliver_video(self, stream: str, data: bytes) -> wire.VideoPeek | None:
         """An encoded binary video frame arrived, for the stream's video clients (GOP rules:
         :mod:`gateway.policy.video`). Returns its routing fields, or None if it was malformed."""
         return self._video.deliver(stream, data)
+
+    def end_video(self, stream: str) -> None:
+        """The gateway no longer receives ``stream``'s video (its channel given up): its current
+        GOP goes, since the next frame to come may be far from it."""
+        self._video.end(stream)
 
     def video_viewers(self, stream: str) -> int:
         """Clients of ``stream``'s video."""
@@ -408,13 +355,7 @@ class Policy:
 
         Never dropped as stale; joining clients get it after their replay.
         """
-        self.observer.received(kind)
-        joiners = self._members.joining.get(stream)
-        if joiners:
-            self._joins.buffer(joiners, stream, None, data)
-        clients = self._members.audience(stream, kind) if kind in FILTERED else self._members.live.get(stream)
-        if clients:
-            self._slicer.fan(clients, Job((stream, kind), data, False, None, None))
+        self._arrival.announce(stream, data, kind)
 
     def step(self, stream: str) -> None:
         """A slice's turn came: write the next slice of the oldest sliced message of ``stream``."""
@@ -433,13 +374,10 @@ class Policy:
         A client at or below ``low_water`` with no overdue lag probe is flushed (its
         newest pending messages, minus the stale ones) and is back on the synchronous
         path; the others drop what went stale meanwhile, and one lagging (or with a
-        probe unanswered) longer than ``max_lag`` gets a :class:`Close`.
+        probe unanswered) longer than ``max_lag`` gets a :class:`Close`
+        (:mod:`gateway.policy.recovery`).
         """
-        for client, caught_up in self._lag.review():
-            if caught_up:
-                self._flush(client)
-            else:
-                self._close(client)
+        self._recovery.tick()
 
     def probe(self) -> None:
         """A probe interval passed: start a round of lag probes, and find the clients that lag."""
@@ -454,42 +392,5 @@ class Policy:
         pending messages are written now, and it owes a fresh probe behind them.
         """
         client = self._members.clients.get(key)
-        if client is None or not self._probes.answered(client):
-            return
-        if client.lagging_since is None or client.closing or client.sink.closed():
-            return
-        if client.buffered() <= self.limits.low_water:
-            self._flush(client)
-
-    def _flush(self, client: Client) -> None:
-        """Write a caught-up client's pending messages (newest per slot), skipping stale ones.
-
-        If the write rule finds its buffer full again on the way, it lags again with the
-        rest. With lag probes on, a probe follows the flushed messages (with the next write,
-        as for any client that owes one), so a client that stalls again is found as soon as
-        one that never lagged.
-        """
-        client.due(False)  # not in the middle of the flush: behind all of it
-        self._lag.stop(client)
-        now = self._clock()
-        held = list(client.pending.items())
-        self._lag.clear(client)
-        for index, ((stream, kind, _), (data, binary, captured)) in enumerate(held):
-            if self._lag.stale(captured, now):
-                self.observer.dropped("stale", 1)
-                continue
-            if client.sink.closed() or client.closing:
-                return
-            self._writer.send(client, (stream, kind), data, binary=binary, captured=captured)
-            if client.lagging_since is None and kind == RESULT and stream in client.caps:
-                self._caps.written(client, stream)  # a capped client's interval counts from here
-            if client.lagging_since is not None:
-                # Full again: the rule held this one and the client lags; the rest wait behind it.
-                self._lag.restore(client, held[index + 1 :])
-                return
-        if self._probes.threshold and client.probe_sent is None:
-            client.due(True)
-
-    def _close(self, client: Client) -> None:
-        self._probes.forget(client)
-        self._lag.close(client)
+        if client is not None:
+            self._recovery.pong(client)

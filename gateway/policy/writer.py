@@ -13,7 +13,7 @@ Per client, in order:
 
 The hot loop is the ready case: a flat pass over the audience with one flag test and one sink
 call per client, everything else out of line. Fan-outs (:mod:`gateway.policy.slicing`), a
-lagging client's flush and a joining client's buffered messages (:mod:`gateway.policy.facade`)
+lagging client's flush (:mod:`gateway.policy.recovery`) and a joining client's buffered messages
 all write through :meth:`Writer.write`.
 """
 

@@ -5,7 +5,9 @@ held: a client joining mid-group starts at once with the group's keyframe (the g
 and decodes with no error; a client stalled for 3 s (found by the lag probes behind its video)
 skips whole groups and resumes at a keyframe, never a delta without its chain; the gateway holds
 one Redis subscription to the video channel per stream, whatever its number of video clients,
-and none once they left; ``framecast record`` saves a clip that plays from a keyframe.
+and none once they left; a lone viewer who leaves and comes back within ``--video-linger``
+starts at once from the cached GOP, and the channel (with its GOP) is given up once the linger
+passed with nobody watching; ``framecast record`` saves a clip that plays from a keyframe.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import av
@@ -25,7 +27,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from framecast import wire
 from framecast.local.up import Stack, running
-from tests.support.gateway import gateway_env, metric
+from tests.support.gateway import GatewayProc, gateway_env, metric, running_gateway
+from tests.support.valkey import RedisServer
 from tests.support.video import decode
 from tests.support.wait import wait_until
 
@@ -188,3 +191,91 @@ def test_record_saves_a_clip_that_decodes_from_a_keyframe(stack: Stack, tmp_path
     assert pictures and pictures[0].key_frame
     assert pictures[-1].time - pictures[0].time >= 2.5  # about the 3 s asked for
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr  # one summary line
+
+
+LINGER = "linger"  # a stream of its own, whose frames the test publishes itself
+
+
+def _frame(seq: int, group: int) -> bytes:
+    """A video frame of :data:`LINGER` as the producer frames it (the gateway never decodes one)."""
+    key = seq == group
+    return wire.encode_video(
+        wire.VideoFrame(
+            stream=LINGER, epoch="e1", seq=seq, group=group, frame=seq, captured_at=time.time(),
+            width=64, height=48, key=key, codec="vp8" if key else "", data=bytes(200),
+        )
+    )  # fmt: skip
+
+
+def test_a_viewer_back_within_the_linger_starts_from_the_cached_gop_which_goes_with_the_channel(
+    redis_server: RedisServer,
+) -> None:
+    # The test is the producer here, so it decides where keyframes fall: what a viewer gets
+    # first says exactly where it came from. --max-age 0: no frame is refused for its age.
+    with running_gateway(redis_url=redis_server.url, args=["--max-age", "0"], wait="ready") as gw:
+        asyncio.run(_linger(gw, redis_server.url))
+
+
+async def _linger(gw: GatewayProc, redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    url = f"{gw.ws_url}/ws/{LINGER}?video=1"
+    channel = wire.video_channel(LINGER)
+    producer = aioredis.Redis.from_url(redis_url)
+
+    async def publish(seq: int, group: int) -> int:
+        """Publish a frame; returns how many subscribers (the gateway) it reached."""
+        return int(await producer.publish(channel, _frame(seq, group)))
+
+    async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+        """Poll ``check`` (bounded: 30 s, 1500 tries) until it holds."""
+        for _ in range(1500):
+            if await check():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def nobody_on_the_gateway() -> bool:
+        return await asyncio.to_thread(gw.metric, "framecast_gateway_subscriptions") == 0
+
+    async def channel_given_up() -> bool:
+        return int((await producer.pubsub_numsub(channel))[0][1]) == 0
+
+    async def read_until_key(ws: ClientConnection, seq: int) -> list[wire.VideoFrame]:
+        """Frames up to and including the keyframe ``seq`` (a later event than any before it)."""
+        return await _frames(ws, lambda f: bool(f) and f[-1].key and f[-1].seq == seq)
+
+    try:
+        # A lone viewer watches a group: keyframe 1 and its deltas 2, 3.
+        async with connect(url) as lone:
+            assert (await _hello(lone)).video is True
+            assert await publish(1, 1) == 1, "the gateway holds the video channel once 'subscribed' came"
+            for seq in (2, 3):
+                await publish(seq, 1)
+            assert [f.seq for f in await _frames(lone, lambda f: len(f) >= 3)] == [1, 2, 3]
+        # It left (the gateway saw it go). Nobody watches, yet the channel is held and the
+        # group kept current: delta 4 still reaches the gateway.
+        await until(nobody_on_the_gateway, "the gateway to see the viewer go")
+        assert await publish(4, 1) == 1, "the video channel was given up as the last viewer left"
+        # A viewer back (a reload) starts at once from the cached group: keyframe 1, published
+        # before it came, then 2..4; delta 5 live; keyframe 6 is the next the producer sends.
+        async with connect(url) as back:
+            assert (await _hello(back)).video is True
+            await publish(5, 1)
+            await publish(6, 6)
+            frames = await read_until_key(back, 6)
+        assert [f.seq for f in frames] == [1, 2, 3, 4, 5, 6], "it did not start from the cached group"
+        assert frames[0].key and frames[0].group == 1
+        # Nobody watches again: once the linger passed, the gateway gives the channel up.
+        await until(channel_given_up, "the video channel given up after the linger")
+        # ... and its group with it: a viewer now starts at the next keyframe (9), not at the
+        # group of keyframe 6, which delta 7 (the chain's next frame) would have continued.
+        async with connect(url) as late:
+            assert (await _hello(late)).video is True
+            assert await publish(7, 6) == 1
+            await publish(8, 6)
+            await publish(9, 9)
+            frames = await read_until_key(late, 9)
+        assert [f.seq for f in frames] == [9], "a group from before the channel was given up was sent"
+    finally:
+        await producer.aclose()

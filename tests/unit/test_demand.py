@@ -194,3 +194,63 @@ def test_any_interleaving_settles_on_exactly_the_used_channels(actions: list[str
     assert (demand.route(CAM) is not None) == bool(users)
     assert demand.acquire(CAM, ROUTE, "probe") == bool(users), "held exactly while used"
     assert waiting <= released, "every waiter still wanted was released"
+
+
+VIDEO = "framecast:{cam}:video"
+VIDEO_ROUTE = Route("cam", "video")
+
+
+def _lingering() -> Demand[str]:
+    demand: Demand[str] = Demand(linger={"video": 4.0})
+    demand.opened((CANARY,))
+    _confirm_all(demand, demand.changes())
+    return demand
+
+
+def test_a_lingering_channel_stays_held_and_routed_after_its_last_user_until_its_time() -> None:
+    demand = _lingering()
+    demand.acquire(CAM, ROUTE, "m")
+    demand.acquire(VIDEO, VIDEO_ROUTE, "v")
+    _confirm_all(demand, demand.changes())
+    demand.release(CAM, now=10.0)
+    demand.release(VIDEO, now=10.0)
+    assert demand.changes() == Changes(unsubscribe=[CAM]), "only the kind that lingers stays"
+    assert demand.route(VIDEO) == VIDEO_ROUTE and demand.lingering(VIDEO), "its frames still flow"
+    assert demand.streams() == [], "a lingering channel has no user to tell of a gap"
+    assert demand.next_expiry() == 14.0
+    assert demand.expire(13.9) == []
+    assert demand.expire(14.0) == [VIDEO_ROUTE]
+    assert demand.route(VIDEO) is None and demand.next_expiry() is None
+    assert demand.changes() == Changes(unsubscribe=[VIDEO])
+
+
+def test_a_user_back_within_the_linger_finds_the_channel_held_at_once() -> None:
+    demand = _lingering()
+    demand.acquire(VIDEO, VIDEO_ROUTE, "first")
+    _confirm_all(demand, demand.changes())
+    demand.release(VIDEO, now=10.0)
+    assert demand.acquire(VIDEO, VIDEO_ROUTE, "back"), "held: no wait, no command"
+    assert not demand.dirty and demand.next_expiry() is None
+    assert demand.expire(100.0) == [], "in use again: its linger is over"
+    demand.release(VIDEO, now=100.0)
+    assert demand.next_expiry() == 104.0, "the last user's leaving starts a new linger"
+
+
+def test_a_lingering_channel_is_subscribed_again_on_a_new_link() -> None:
+    demand = _lingering()
+    demand.acquire(VIDEO, VIDEO_ROUTE, "v")
+    _confirm_all(demand, demand.changes())
+    demand.release(VIDEO, now=0.0)
+    demand.closed(stopping=False)
+    demand.opened((CANARY,))
+    assert demand.changes().subscribe == [VIDEO, CANARY]
+
+
+def test_no_linger_gives_the_channel_up_at_once() -> None:
+    demand: Demand[str] = Demand(linger={"video": 0.0})
+    demand.opened((CANARY,))
+    demand.acquire(VIDEO, VIDEO_ROUTE, "v")
+    _confirm_all(demand, demand.changes())
+    demand.release(VIDEO, now=5.0)
+    assert demand.route(VIDEO) is None and demand.next_expiry() is None
+    assert demand.changes() == Changes(unsubscribe=[VIDEO])

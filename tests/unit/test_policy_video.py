@@ -256,6 +256,27 @@ def test_leaving_and_resubscribing_without_video_stops_the_video() -> None:
     assert policy.video_viewers(S) == 0
 
 
+def test_the_gop_outlives_its_last_viewer_until_the_video_ends() -> None:
+    # The gateway's video channel lingers after the last viewer left: frames keep coming and the
+    # group stays current, so a viewer back before the end starts from it at once.
+    policy, clock, _ = make()
+    policy.add(S, "lone", FakeSink(clock), video=True)
+    gop(policy, 1, 3)
+    policy.remove(S, "lone")
+    policy.deliver_video(S, video(4, group=1))  # nobody watches: still kept
+    back = FakeSink(clock)
+    policy.add(S, "back", back, video=True)
+    assert seqs(back) == [1, 2, 3, 4] and received(back)[0].key
+    policy.remove(S, "back")
+    policy.end_video(S)  # the channel was given up: frames 5.. were never seen
+    again = FakeSink(clock)
+    policy.add(S, "again", again, video=True)
+    policy.deliver_video(S, video(9, group=1))
+    assert seqs(again) == [], "no group from before the end, and no delta without its chain"
+    gop(policy, 10, 2)
+    assert seqs(again) == [10, 11]
+
+
 def test_a_malformed_video_frame_is_dropped_for_everyone() -> None:
     policy, clock, observer = make()
     sink = FakeSink(clock)
