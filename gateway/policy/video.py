@@ -166,8 +166,12 @@ class Video:
             return
         max_age = self._max_age
         keyframe_captured = chain.frames[0][2]
-        if max_age and self._clock() - keyframe_captured > max_age:
-            return  # its keyframe is stale: start at the next one
+        # The group is live while its newest frame is fresh: the joiner decodes from the keyframe
+        # through to that frame at once, so what it then shows is that fresh frame. Judged by the
+        # keyframe instead, a joiner late in a group (the keyframe as old as the interval, 2 s by
+        # default, like --max-age) would wait up to a whole interval for the next one.
+        if max_age and self._clock() - chain.frames[-1][2] > max_age:
+            return  # the stream stopped or froze: start at the next keyframe
         sent = nbytes = 0
         for data, frame, _captured in chain.frames:
             if not self._write(client, data, frame, self._limit):

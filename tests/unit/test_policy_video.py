@@ -203,7 +203,23 @@ def test_stale_video_is_dropped_up_to_the_next_fresh_keyframe() -> None:
     assert seqs(sink) == [1, 2, 7, 8]
 
 
-def test_a_joining_client_gets_no_gop_whose_keyframe_is_stale() -> None:
+def test_a_joiner_gets_a_live_gop_whose_keyframe_is_older_than_max_age() -> None:
+    # A keyframe every 2 s and --max-age 2 s (the defaults): late in a group, the keyframe is
+    # nearly 2 s old while the group is live; the joiner decodes it through to the fresh frame.
+    policy, clock, _ = make(max_age=2.0)
+    policy.add(S, "early", FakeSink(clock), video=True)
+    gop(policy, 1, 3)
+    clock.now += 1.5
+    policy.deliver_video(S, video(4, group=1, captured_at=clock.now))
+    clock.now += 1.0
+    late = FakeSink(clock)
+    policy.add(S, "late", late, video=True)
+    assert seqs(late) == [1, 2, 3, 4]
+    policy.deliver_video(S, video(5, group=1, captured_at=clock.now))
+    assert seqs(late) == [1, 2, 3, 4, 5]
+
+
+def test_a_joining_client_gets_no_gop_whose_newest_frame_is_stale() -> None:
     policy, clock, _ = make(max_age=2.0)
     policy.add(S, "early", FakeSink(clock), video=True)
     gop(policy, 1, 3)
