@@ -220,8 +220,7 @@ class Config:
     )
     track_lost: float = option(
         1.0,
-        help="Seconds (capture time; a file's or synthetic scene's own clock) a track may go undetected"
-        " before it is given up; a track lost"
+        help="Seconds (capture time) a track may go undetected before it is given up; a track lost"
         " inside a zone then leaves it (rounded to 1/30 s).",
         metavar="SECONDS",
         check=positive,

@@ -192,7 +192,9 @@ def test_a_confirmed_track_keeps_its_id_across_any_frames_dropped_within_lost_af
 
 
 @pytest.mark.parametrize(("gap", "confirmed"), [(10, True), (11, False)])
-def test_a_new_track_starts_only_while_its_figure_moves_less_than_the_iou_gate(gap: int, confirmed: bool) -> None:
+def test_a_new_track_starts_only_while_its_figure_moves_less_than_the_iou_gate(
+    gap: int, confirmed: bool
+) -> None:
     # A new track has no speed yet: its next detection must still overlap it by IoU 0.1, i.e.
     # a 64 px wide figure moves at most 52 px between processed frames (docs/producer.md).
     tracker = Tracker(lost_after=1.0)
