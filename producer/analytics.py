@@ -278,10 +278,27 @@ class Analyzer:
         self.analytics = Analytics(layout) if layout else None
 
     def step(
-        self, detections: Sequence[wire.Detection], captured_at: float, width: int, height: int
+        self,
+        detections: Sequence[wire.Detection],
+        captured_at: float,
+        width: int,
+        height: int,
+        shows: float | None = None,
     ) -> Analysis:
+        """Track one frame's detections and derive its events.
+
+        Args:
+            detections: What the predictor found on the frame.
+            captured_at: When the frame was read (Unix seconds): the events' time.
+            width: Frame width.
+            height: Frame height.
+            shows: For a played recording (file, synthetic scene), the frame's time on the
+                recording's own clock (:attr:`producer.latest.Frame.shows`); the tracker then
+                runs on it, since a busy producer reads such a recording late but never skips
+                any of it, so the read times overstate how far things moved between frames.
+        """
         started = time.perf_counter()
-        tracked = self.tracker.update(detections, captured_at)
+        tracked = self.tracker.update(detections, captured_at if shows is None else shows)
         if self.analytics is None:
             return Analysis(tracked.detections, active=tracked.active, seconds=time.perf_counter() - started)
         events, occupancy, crossings = self.analytics.update(

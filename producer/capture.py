@@ -196,7 +196,7 @@ class Grabber:
                 if not delivered.is_set():
                     delivered.set()
                     self._set_online(True)
-                self._slot.put(image)
+                self._slot.put(image, pace=getattr(reader, "pace", None))
         except Exception as exc:
             log.warning("reading %s failed: %s", self._description, _one_line(exc))
         finally:

@@ -26,11 +26,16 @@ class Frame:
         image: BGR pixels (height x width x 3, uint8).
         index: Running index from 0, increasing across reopens and loops.
         captured_at: Unix time the frame was read from the source.
+        shows: For a played recording (a file, a synthetic scene): the second of the recording's
+            own clock the picture shows (``index`` over its frame rate), which a busy producer
+            reads later than that, at ``captured_at``. None for a live source: ``captured_at``
+            is then the time the picture shows.
     """
 
     image: np.ndarray
     index: int
     captured_at: float
+    shows: float | None = None
 
 
 class LatestFrame:
@@ -55,11 +60,18 @@ class LatestFrame:
         self.skipped = 0
         """Frames replaced by a newer one before anyone took them."""
 
-    def put(self, image: np.ndarray) -> Frame:
-        """Store ``image`` as the newest frame, stamping its index and capture time."""
+    def put(self, image: np.ndarray, *, pace: float | None = None) -> Frame:
+        """Store ``image`` as the newest frame, stamping its index and capture time.
+
+        Args:
+            image: The picture.
+            pace: The frame rate of the recording it is a frame of (see :attr:`Frame.shows`),
+                None for a live source.
+        """
         with self._cond:
             # Stamped under the lock: a frame stamped before a take() began is visible to it.
-            frame = Frame(image, self._next_index, time.time())
+            index = self._next_index
+            frame = Frame(image, index, time.time(), index / pace if pace else None)
             self._next_index += 1
             if not self._taken:
                 self.skipped += 1

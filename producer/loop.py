@@ -345,15 +345,18 @@ class Producer:
                 height, width = frame.image.shape[:2]
                 draft = Draft(frame.index, frame.captured_at, width, height, detections)
                 if self.analyzer is not None:
-                    draft = await self._analyze(draft)
+                    draft = await self._analyze(draft, frame.shows)
                 result = await self.publisher.publish(draft)
                 if result is not None and self._preview_due():
                     await self._send_preview(frame, result)
             finally:
                 self.capacity.release()
 
-    async def _analyze(self, draft: Draft) -> Draft:
-        """Track the draft's detections and derive its events (off the loop, in frame order)."""
+    async def _analyze(self, draft: Draft, shows: float | None) -> Draft:
+        """Track the draft's detections and derive its events (off the loop, in frame order).
+
+        ``shows`` is the frame's time on its recording's own clock (None for a live source).
+        """
         assert self.analyzer is not None
         analysis: Analysis = await self.loop.run_in_executor(
             self.tracking_pool,
@@ -362,6 +365,7 @@ class Producer:
             draft.captured_at,
             draft.width,
             draft.height,
+            shows,
         )
         self.metrics.track_seconds.observe(analysis.seconds)
         self.metrics.active_tracks.set(analysis.active)

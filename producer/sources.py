@@ -51,6 +51,12 @@ class Reader(Protocol):
         """Release the source (called once, from the thread that read it)."""
 
 
+# A reader may also have ``pace``: the frame rate it plays a recording at (a file, a synthetic
+# scene), whose own clock is then its frame count, or None for a live source (camera, stream),
+# whose clock is the time a frame is read. A busy producer plays a recording slower, never
+# skipping a frame of it, so only the recording's clock says how far apart two frames are.
+
+
 Opener = Callable[[], Reader]
 """Opens a source; raises (any exception) when it cannot, and is called again to reopen."""
 
@@ -214,6 +220,8 @@ class _CaptureReader:
     def __init__(self, cap: cv2.VideoCapture, *, fps: float | None) -> None:
         self._cap = cap
         self._pacer = _Pacer(fps) if fps else None
+        self.pace = fps or None
+        """The rate a file is played at (its own); None for a live source."""
 
     def read(self) -> np.ndarray | None:
         if self._pacer is not None:
@@ -250,6 +258,8 @@ class _SyntheticReader:
         self._render = render
         self._size = size
         self._pacer = _Pacer(fps)
+        self.pace = fps
+        """The scene's frame rate: frame ``i`` shows it ``i / pace`` seconds in, however late it is read."""
         self._index = 0
 
     def read(self) -> np.ndarray | None:

@@ -2,13 +2,18 @@
 
 The tracker is Roboflow's ByteTrack (the ``trackers`` package): Kalman-predicted boxes matched
 to detections by IoU in two passes, confident detections first, then the weak ones to revive
-tracks through occlusion. It is fed each result's detections in frame order with the frame's
-capture time, so its motion model and its lost-track budget follow the real frame rate (the
-producer skips frames and pauses; a fixed-rate tracker would count frames, not time).
+tracks through occlusion. It is fed each result's detections in frame order with the time the
+frame shows, so its motion model and its lost-track budget follow the real frame rate (the
+producer skips frames and pauses; a fixed-rate tracker would count frames, not time). That time
+is the capture time for a live camera, and the recording's own clock (frame index over its rate)
+for a file or synthetic scene: a busy producer plays those slower than their rate, never skipping
+a frame of them, so a frame read 0.6 s after the one before may show the world 0.1 s later, and a
+Kalman filter run on read times would put a walking figure 0.5 s ahead of where it is, past the
+IoU gate, and restart its track under a new id (issue 22: 4 ids for 3 figures under load).
 
 One ByteTrack runs per label, so a track never changes class; the ids it hands out are mapped to
 one counter per producer: integers from 1, unique within the epoch and never reused. A track the
-tracker gives up (not matched for ``lost_after`` seconds of capture time) is reported once, in
+tracker gives up (not matched for ``lost_after`` seconds of that time) is reported once, in
 :attr:`Tracked.lost`, on the first frame processed after that.
 
 ``trackers`` is imported when a :class:`Tracker` is built (it takes ~2 s), so producers without
@@ -51,7 +56,7 @@ class Tracker:
     """ByteTrack per label, with producer-wide ids.
 
     Args:
-        lost_after: Seconds (of capture time) a track may go unmatched before it is given up;
+        lost_after: Seconds (of the frames' time) a track may go unmatched before it is given up;
             rounded to whole 1/30 s (the tracker's unit).
         confirm: Consecutive matches before a track gets an id.
         min_iou: Smallest IoU between a predicted box and a detection for a match.
@@ -85,7 +90,8 @@ class Tracker:
 
         Args:
             detections: What the predictor found on the frame.
-            captured_at: The frame's capture time (Unix seconds); frames come in capture order.
+            captured_at: The time the frame shows (seconds: its capture time, or its time on the
+                recording's clock); frames come in that order.
         """
         import supervision as sv
 

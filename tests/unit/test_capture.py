@@ -60,6 +60,24 @@ def test_latest_frame_indices_and_capture_times_increase() -> None:
     assert frames[0].captured_at <= frames[1].captured_at <= frames[2].captured_at
 
 
+def test_a_played_recording_s_frames_show_their_time_on_its_own_clock(tmp_path: Path) -> None:
+    slot = LatestFrame()
+    live = slot.put(_image(0))
+    assert live.shows is None, "a live source's frame shows its capture time"
+    played = [slot.put(_image(i), pace=25.0) for i in range(1, 3)]
+    assert [f.shows for f in played] == [1 / 25, 2 / 25], "the index on the recording's clock"
+    # Which sources are played: files at their own rate, synthetic scenes at 30 fps; live
+    # cameras and streams are not (they have no pace).
+    path = tmp_path / "clip.avi"
+    _write_video(path, 2, fps=25.0)
+    for text, pace in [(str(path), 25.0), ("synthetic", 30.0), ("synthetic:line", 30.0)]:
+        reader = opener(parse_source(text))()
+        try:
+            assert reader.pace == pytest.approx(pace), text  # type: ignore[attr-defined]
+        finally:
+            reader.close()
+
+
 def test_poll_can_insist_on_a_frame_captured_since_a_moment() -> None:
     slot = LatestFrame()
     old = slot.put(_image(1))
@@ -179,6 +197,7 @@ def test_a_device_index_opens_that_camera_and_converts_its_frames_to_bgr(
     monkeypatch.setattr(cv2, "VideoCapture", _FakeCamera)
     reader = opener(parse_source("2"))()
     assert _FakeCamera.opened == [2]  # the index as an int: a string would be taken as a file name
+    assert reader.pace is None, "a live camera is not played: its clock is the capture time"  # type: ignore[attr-defined]
     grey, bgra = reader.read(), reader.read()
     assert grey is not None and grey.shape == (4, 4, 3) and (grey == 7).all()
     assert bgra is not None and bgra.shape == (4, 4, 3) and (bgra == 9).all()
