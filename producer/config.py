@@ -220,8 +220,9 @@ class Config:
     )
     track_lost: float = option(
         1.0,
-        help="Seconds (capture time) a track may go undetected before it is given up; a track lost"
-        " inside a zone then leaves it (rounded to 1/30 s).",
+        help="Seconds a track may go undetected before it is given up (capture time for a camera, the"
+        " recording's own time for a file or scene); a track lost inside a zone then leaves it"
+        " (rounded to 1/30 s).",
         metavar="SECONDS",
         check=positive,
         group="tracking",
