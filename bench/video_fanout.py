@@ -39,12 +39,12 @@ import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from bench import machine
 from bench.load import Load
 from bench.procs import ROOT, Children, start_valkey
-from bench.video_latency import Sample, sample_size, summarize
+from bench.video_latency import JOIN_SECONDS, Paced, Sample, sample_size, summarize
 from framecast.local import launch
 from framecast.local.embedded import free_port, wait_for_port
 
@@ -116,7 +116,16 @@ def _measure(stack: _Stack, mode: str, viewers: int, seconds: float, sample: int
             children, url=url, mode=mode, viewers=decoding, redis_url=stack.redis_url,
             metrics=f"http://127.0.0.1:{stack.gateway}/metrics", spread=viewers - decoding,
         )  # fmt: skip
-    load = Load(children, url=url, connections=viewers - decoding, processes=2, nice=5, connect_timeout=120)
+    # The load joins at a pace when a sample spreads among it (over JOIN_SECONDS, both processes).
+    rate = (viewers - decoding) / JOIN_SECONDS / 2 if decoding else 0.0
+    load = Load(
+        cast(Children, Paced(children, rate)),
+        url=url,
+        connections=viewers - decoding,
+        processes=2,
+        nice=5,
+        connect_timeout=120,
+    )
     pids = load.pids
     if sampled is not None:
         sampled.connected()

@@ -14,6 +14,7 @@ import json
 import signal
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +22,35 @@ import numpy as np
 
 from bench.procs import BenchError, Children, read_json_line
 
-__all__ = ["Sample", "sample_size", "summarize"]
+__all__ = ["JOIN_SECONDS", "Paced", "Sample", "sample_size", "summarize"]
+
+JOIN_SECONDS = 2.0
+"""How long the load clients take to join when a sample spreads among them (paced joins)."""
 
 
 def sample_size(viewers: int, wanted: int) -> int:
     """Viewers of an audience of ``viewers`` that decode: ``wanted``, at most a quarter of them."""
     return min(wanted, max(1, viewers // 4)) if wanted else 0
+
+
+class Paced:
+    """:class:`~bench.procs.Children` for a :class:`~bench.load.Load` whose clients join at a pace.
+
+    A burst of 1000 joins is over before the sample has placed a viewer or two: at
+    ``rate`` connections/s per client process, the sample finds its evenly spaced places.
+    """
+
+    def __init__(self, children: Children, rate: float) -> None:
+        self._children = children
+        self._rate = rate
+
+    def python(self, module: str, args: Sequence[str], **kwargs: Any) -> subprocess.Popen[str]:
+        if module == "bench.client" and self._rate:
+            args = [*args, "--connect-rate", f"{self._rate:g}"]
+        return self._children.python(module, args, **kwargs)
+
+    def stop(self, process: subprocess.Popen[str], **kwargs: Any) -> int:
+        return self._children.stop(process, **kwargs)
 
 
 class Sample:
@@ -96,14 +120,22 @@ def summarize(records: dict[str, Any]) -> dict[str, Any]:
         raise BenchError(f"the video sample missed a mark: {marks}")
     start, end = marks[0][0], marks[1][0]
     rows = [s for s in records["samples"] if start <= s[4] < end]
+    viewer = np.array([s[0] for s in rows], dtype=np.int64)
     captured = np.array([s[1] for s in rows], dtype=np.float64)
     published = np.array([np.nan if s[2] is None else s[2] for s in rows], dtype=np.float64)
     received = np.array([s[3] for s in rows], dtype=np.float64)
     decoded = np.array([s[4] for s in rows], dtype=np.float64)
     tapped = ~np.isnan(published)
     paint = (decoded - captured) * 1e3
+    by_viewer = [
+        float(np.median(paint[viewer == index])) if np.any(viewer == index) else None
+        for index in range(records["viewers"])
+    ]
     return {
         "viewers": records["viewers"],
+        # Load connections opened before each decoding viewer joined, and its own median.
+        "places": records.get("places", []),
+        "by_viewer_p50_ms": by_viewer,
         "pictures": int(paint.size),
         "capture_to_paint_ms": _spread(paint),
         "parts_ms": {

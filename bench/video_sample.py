@@ -217,24 +217,28 @@ def _connections(metrics: str) -> int:
     raise RuntimeError(f"{metrics}: no framecast_gateway_connections")
 
 
-def _connect_spread(args: argparse.Namespace, sampler: _Sampler) -> list[_Viewer]:
-    """Connect the viewers at evenly spaced places of the join order (see the module docstring)."""
+def _connect_spread(args: argparse.Namespace, sampler: _Sampler) -> tuple[list[_Viewer], list[int]]:
+    """Connect the viewers at evenly spaced places of the join order (see the module docstring);
+    the viewers, and how many connections the load had opened before each."""
     viewers: list[_Viewer] = []
+    places: list[int] = []
     base = _connections(args.metrics) if args.spread else 0
     deadline = time.monotonic() + args.connect_timeout
     for index in range(args.viewers):
         wanted = base + index * args.spread // args.viewers
-        while args.spread and _connections(args.metrics) < wanted:
+        count = base
+        while args.spread and (count := _connections(args.metrics)) < wanted:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the gateway never counted {wanted} connections")
             time.sleep(0.02)
+        places.append(count - base - index)
         viewer = _Viewer(index, args.url, args.mode, sampler)
         viewer.start()
         viewer.open.wait(60)
         if not viewer.opened:
             raise RuntimeError(f"viewer {index} could not connect: {viewer.error or 'timed out'}")
         viewers.append(viewer)
-    return viewers
+    return viewers, places
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -266,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     channel = wire.video_channel(args.stream) if args.mode == "video" else wire.preview_channel(args.stream)
     tap = _tap(args.redis_url, channel, sampler)
     print(json.dumps({"ready": True}), flush=True)
-    viewers = _connect_spread(args, sampler)
+    viewers, places = _connect_spread(args, sampler)
     print(json.dumps({"connected": len(viewers)}), flush=True)
     deadline = time.monotonic() + args.max_seconds
     while not stop.is_set() and time.monotonic() < deadline:
@@ -278,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {
         "mode": args.mode,
         "viewers": len(viewers),
+        "places": places,
         "marks": sampler.marks,
         # viewer, captured, on Redis (None: the tap missed it), received, decoded, keyframe
         "samples": [[v, c, published.get(c), r, d, k] for v, c, r, d, k in sampler.samples],
