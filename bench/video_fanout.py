@@ -270,7 +270,7 @@ def _latency_line(row: dict[str, Any]) -> str:
     if paint["p50"] is None:
         return "; capture->paint: no picture decoded"
     parts = latency["parts_ms"]
-    encoder = row.get("encode_delay_ms_mean")
+    encoder = row.get("encode_delay_ms_mean") if row["mode"] == "video" else None
     return (
         f"; capture->paint ({latency['viewers']} decoding) p50 {paint['p50']:.1f} p95 {paint['p95']:.1f} "
         f"p99 {paint['p99']:.1f} ms [producer {parts['producer']['p50'] or 0:.1f}"
