@@ -100,20 +100,26 @@ def plot(results: dict[str, Any], directory: Path, note: str) -> None:
             color=color,
         )
     axes[0].set_xticks(list(xs), names, fontsize=8)
-    axes[0].set_ylabel("ms")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("ms (log scale)")
     axes[0].set_title("capture → decoded (ready to paint)")
     axes[0].legend(fontsize=8)
     axes[0].grid(axis="y", alpha=0.3)
     bottom = [0.0] * len(rows)
     parts = (("producer", "producer (encoder incl.)", "#2166ac"), ("gateway", "Redis → viewer", "#7fbc41"),
              ("decode", "decode", "#999999"))  # fmt: skip
-    for key, label, color in parts:
-        values = [r["latency"]["parts_ms"][key].get("p50") or 0.0 for r in rows]
-        axes[1].bar(list(xs), values, 0.5, bottom=bottom, label=label, color=color)
-        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    medians = [[r["latency"]["parts_ms"][key].get("p50") or 0.0 for key, _, _ in parts] for r in rows]
+    totals = [sum(m) or 1.0 for m in medians]
+    for index, (_key, label, color) in enumerate(parts):
+        shares = [m[index] / t * 100 for m, t in zip(medians, totals, strict=True)]
+        axes[1].bar(list(xs), shares, 0.5, bottom=bottom, label=label, color=color)
+        for x, share, base, m in zip(xs, shares, bottom, medians, strict=True):
+            if share > 7:
+                axes[1].text(x, base + share / 2, f"{m[index]:.1f} ms", ha="center", va="center", fontsize=7)
+        bottom = [b + v for b, v in zip(bottom, shares, strict=True)]
     axes[1].set_xticks(list(xs), names, fontsize=8)
-    axes[1].set_ylabel("ms")
-    axes[1].set_title("its parts, medians")
+    axes[1].set_ylabel("% of the sum of the medians")
+    axes[1].set_title("its parts: medians, and their shares")
     axes[1].legend(fontsize=8)
     axes[1].grid(axis="y", alpha=0.3)
     fig.text(0.5, 0.005, note, ha="center", va="bottom", fontsize=7, color="#555555")
