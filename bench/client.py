@@ -89,6 +89,12 @@ class ClientConfig:
         check=settings.non_negative,
     )
     concurrency: int = option(64, help="Opening handshakes in flight at once.", check=settings.positive)
+    connect_rate: float = option(
+        0.0,
+        help="Connections started per second at most (0: as fast as --concurrency allows); a paced "
+        "join lets another client take places spread across the server's join order.",
+        check=settings.non_negative,
+    )
     connect_timeout: float = option(
         60.0, help="Seconds allowed to open every connection.", check=settings.positive
     )
@@ -238,17 +244,21 @@ class _Recorder:
         """Open every connection; returns the line printed for the harness."""
         total = self.config.connections
         started = 0
-        deadline = time.monotonic() + self.config.connect_timeout
+        begin = time.monotonic()
+        deadline = begin + self.config.connect_timeout
         poll = self.epoll.poll
+        rate = self.config.connect_rate
+        wait = min(0.05, 1 / rate) if rate else 0.05
         while time.monotonic() < deadline:
             pending = sum(1 for c in self.conns.values() if c.state in (_CONNECTING, _HANDSHAKE))
-            while started < total and pending < self.config.concurrency:
+            allowed = int((time.monotonic() - begin) * rate) + 1 if rate else total
+            while started < min(total, allowed) and pending < self.config.concurrency:
                 self._start(started)
                 started += 1
                 pending += 1
             if started >= total and pending == 0:
                 break
-            for fd, _events in poll(0.05):
+            for fd, _events in poll(wait):
                 conn = self.conns.get(fd)
                 if conn is None:
                     continue

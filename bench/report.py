@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import ratios, report_models
+from bench import ratios, report_models, video_report
 
 __all__ = ["PLOTS", "write"]
 
@@ -927,6 +927,7 @@ def write(results: dict[str, Any], docs: Path) -> None:
     plots.mkdir(parents=True, exist_ok=True)
     _plots(results, plots)
     m = results.get("machine", {})
+    video_report.plot(results, plots, caption(m))
     lines = [
         "# Performance",
         "",
@@ -957,6 +958,7 @@ def write(results: dict[str, Any], docs: Path) -> None:
         report_models.predictors_section,
         report_models.shared_section,
         _tracking_section,
+        video_report.section,
         _method_section,
     ):
         lines += section(results)

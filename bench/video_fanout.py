@@ -10,7 +10,13 @@ clients (``bench.client``: raw sockets on one epoll, answering pings) opening N 
 * gateway CPU (``/proc/<pid>/stat``) per delivered picture and per delivered MB;
 * time to first picture of a joining client (its opening handshake -> its first binary message:
   for video, the keyframe of the gateway's current group of pictures). One viewer of both stays
-  connected for the whole run, so the measured clients join a warm stream.
+  connected for the whole run, so the measured clients join a warm stream;
+* capture -> paint: a sample of the N viewers (8; ``bench.video_sample``, spread across the
+  join order) decodes every picture it receives, video with FFmpeg (PyAV), previews with
+  OpenCV, and records capture -> decoded (ready to paint) per picture: p50/p95/p99, and its
+  parts (the producer with its encoder, the gateway and the network, the decoder). The
+  producer's own capture -> encoded (its ``encode_delay_seconds`` histogram) gives the encoder's
+  share. The sample runs in its own client process; the gateway's CPU is read from its process.
 
 From the bytes per viewer it derives the viewers one gateway serves when a 1 Gbit/s or a
 10 Gbit/s link is the bound, next to the CPU bound (one core), and says which binds first.
@@ -32,11 +38,13 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 from bench import machine
 from bench.load import Load
 from bench.procs import ROOT, Children, start_valkey
+from bench.video_latency import JOIN_SECONDS, Paced, Sample, sample_size, summarize
 from framecast.local import launch
 from framecast.local.embedded import free_port, wait_for_port
 
@@ -50,6 +58,8 @@ class VideoOptions:
     viewers: tuple[int, ...] = (100, 1000)
     seconds: float = 10.0
     codec: str = "vp8"
+    sample: int = 8
+    """Viewers of each audience that decode what they receive (capture -> paint); 0: none."""
 
 
 LINKS = {"1 Gbit/s": 1e9 / 8, "10 Gbit/s": 10e9 / 8}
@@ -78,27 +88,69 @@ def _wait_ready(port: int, timeout: float = 30.0) -> None:
     raise RuntimeError(f"gateway on {port} not ready in {timeout:g} s")
 
 
-def _measure(
-    children: Children, gateway: int, pid: int, mode: str, viewers: int, seconds: float
-) -> dict[str, Any]:
-    url = f"ws://127.0.0.1:{gateway}/ws/default?{MODES[mode]}"
-    load = Load(children, url=url, connections=viewers, processes=2, nice=5, connect_timeout=120)
+@dataclass(frozen=True)
+class _Stack:
+    children: Children
+    gateway: int  # its port
+    pid: int
+    redis_url: str
+    producer_metrics: int  # the producer's metrics port
+
+
+_ENCODE_DELAY = "framecast_producer_video_encode_delay_seconds"
+
+
+def _encoded(stack: _Stack) -> tuple[float, float]:
+    """The producer's capture -> encoded so far: (seconds summed, frames)."""
+    port = stack.producer_metrics
+    return _metric(port, _ENCODE_DELAY + "_sum"), _metric(port, _ENCODE_DELAY + "_count")
+
+
+def _measure(stack: _Stack, mode: str, viewers: int, seconds: float, sample: int) -> dict[str, Any]:
+    children, pid = stack.children, stack.pid
+    url = f"ws://127.0.0.1:{stack.gateway}/ws/default?{MODES[mode]}"
+    decoding = sample_size(viewers, sample)
+    sampled = None
+    if decoding:
+        sampled = Sample(
+            children, url=url, mode=mode, viewers=decoding, redis_url=stack.redis_url,
+            metrics=f"http://127.0.0.1:{stack.gateway}/metrics", spread=viewers - decoding,
+        )  # fmt: skip
+    # The load joins at a pace when a sample spreads among it (over JOIN_SECONDS, both processes).
+    rate = (viewers - decoding) / JOIN_SECONDS / 2 if decoding else 0.0
+    load = Load(
+        cast(Children, Paced(children, rate)),
+        url=url,
+        connections=viewers - decoding,
+        processes=2,
+        nice=5,
+        connect_timeout=120,
+    )
+    pids = load.pids
+    if sampled is not None:
+        sampled.connected()
+        pids = [*pids, sampled.process.pid]
     time.sleep(3)  # past the joins (each client's first group of pictures comes in a burst)
-    _mark(load)
-    cpu0, t0 = machine.cpu_seconds(pid), time.monotonic()
+    _mark(pids)
+    cpu0, t0, encoded0 = machine.cpu_seconds(pid), time.monotonic(), _encoded(stack)
     time.sleep(seconds)  # the measurement window: the marks and the CPU readings bound it
-    _mark(load)
-    cpu1, t1 = machine.cpu_seconds(pid), time.monotonic()
+    _mark(pids)
+    cpu1, t1, encoded1 = machine.cpu_seconds(pid), time.monotonic(), _encoded(stack)
     records = load.finish(stop=True)
+    samples = sampled.finish() if sampled is not None else None
     window = t1 - t0
-    marks = [s["marks"] for s in records.summaries]
+    marks = [s["marks"] for s in records.summaries] + ([samples["marks"]] if samples else [])
     if any(len(m) != 2 for m in marks):
         raise RuntimeError(f"a load client missed a mark: {marks}")
     # Rates over each client's own marks (its clock read when it handled the signal).
     read = sum((m[1][1] - m[0][1]) / (m[1][0] - m[0][0]) for m in marks) * window
     pictures = sum((m[1][2] - m[0][2]) / (m[1][0] - m[0][0]) for m in marks) * window
-    first = sorted(x for s in records.summaries for x in s.get("first_binary_ms", []))
+    first = sorted(
+        [x for s in records.summaries for x in s.get("first_binary_ms", [])]
+        + (samples["first_picture_ms"] if samples else [])
+    )
     cpu = cpu1 - cpu0
+    frames = encoded1[1] - encoded0[1]
     return {
         "mode": mode,
         "viewers": viewers,
@@ -113,12 +165,15 @@ def _measure(
         "first_picture_ms_p50": statistics.median(first) if first else None,
         "first_picture_ms_p95": first[int(0.95 * (len(first) - 1))] if first else None,
         "first_picture_clients": len(first),
+        # Capture -> decoded by the sampled viewers, and the producer's capture -> encoded (video).
+        "latency": summarize(samples) if samples else None,
+        "encode_delay_ms_mean": (encoded1[0] - encoded0[0]) / frames * 1e3 if frames else None,
     }
 
 
-def _mark(load: Load) -> None:
-    """Every load client notes what it read so far (SIGUSR1), and the harness waits until it did."""
-    for pid in load.pids:
+def _mark(pids: list[int]) -> None:
+    """Every client process notes what it read so far (SIGUSR1)."""
+    for pid in pids:
         os.kill(pid, signal.SIGUSR1)
 
 
@@ -139,6 +194,7 @@ def run(options: VideoOptions, *, say: Callable[[str], None] = _stderr) -> dict[
             stream="default",
             detector="motion",
             log_level="warning",
+            metrics_port=(producer_metrics := free_port()),
             args=(
                 "--max-fps", "15", "--video-codec", codec, "--video-keyframe-interval", "2",
                 "--preview-fps", "5",
@@ -152,6 +208,9 @@ def run(options: VideoOptions, *, say: Callable[[str], None] = _stderr) -> dict[
             redis_url=redis_url,
             max_connections=max(viewers) * 2 + 100,
             log_level="warning",
+            # A shared machine can hold the gateway's loop past the 3 s canary while 1000 viewers
+            # join: not ready, it would answer the joins 503 and the run would measure nothing.
+            args=("--ready-timeout", "30"),
         )
         gateway = children.launch(spec, stdout=False)
         wait_for_port(port, process=gateway, timeout=30)  # type: ignore[arg-type]
@@ -160,9 +219,10 @@ def run(options: VideoOptions, *, say: Callable[[str], None] = _stderr) -> dict[
         # measured client joins like any later viewer, not the first one that wakes the encoder.
         warm = Load(children, url=f"ws://127.0.0.1:{port}/ws/default?video=1&previews=1", connections=1)
         time.sleep(3)
+        stack = _Stack(children, port, gateway.pid, redis_url, producer_metrics)
         for count in viewers:
             for mode in MODES:
-                row = _measure(children, port, gateway.pid, mode, count, seconds)
+                row = _measure(stack, mode, count, seconds, options.sample)
                 rows.append(row)
                 say(_line(row))
         warm.finish(stop=True)
@@ -201,7 +261,24 @@ def _line(row: dict[str, Any]) -> str:
         f"{row['pictures_per_viewer_s']:5.1f} pictures/s, gateway {share:5.1f}% CPU, "
         f"{f(row['cpu_us_per_picture'], '.1f')} µs/picture, {f(row['cpu_us_per_mb'], '.0f')} µs/MB, "
         f"first picture p50 {f(row['first_picture_ms_p50'], '.0f')} ms "
-        f"p95 {f(row['first_picture_ms_p95'], '.0f')} ms"
+        f"p95 {f(row['first_picture_ms_p95'], '.0f')} ms" + _latency_line(row)
+    )
+
+
+def _latency_line(row: dict[str, Any]) -> str:
+    latency = row.get("latency")
+    if not latency:
+        return ""
+    paint = latency["capture_to_paint_ms"]
+    if paint["p50"] is None:
+        return "; capture->paint: no picture decoded"
+    parts = latency["parts_ms"]
+    encoder = row.get("encode_delay_ms_mean") if row["mode"] == "video" else None
+    return (
+        f"; capture->paint ({latency['viewers']} decoding) p50 {paint['p50']:.1f} p95 {paint['p95']:.1f} "
+        f"p99 {paint['p99']:.1f} ms [producer {parts['producer']['p50'] or 0:.1f}"
+        + (f" (encoder {encoder:.1f})" if encoder else "")
+        + f", gateway {parts['gateway']['p50'] or 0:.1f}, decode {parts['decode']['p50'] or 0:.1f} ms p50]"
     )
 
 
@@ -214,10 +291,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seconds", type=float, default=10.0, help="Measurement window per (mode, audience)."
     )
     parser.add_argument("--codec", default="vp8", help="The producer's --video-codec.")
+    parser.add_argument(
+        "--sample", type=int, default=8, help="Viewers of each audience that decode (capture -> paint)."
+    )
+    parser.add_argument(
+        "--plot", default="", help="A folder to draw the capture -> paint plot (video_latency.png) into."
+    )
     args = parser.parse_args(argv)
     viewers = tuple(int(v) for v in args.viewers.split(",") if v)
-    report = run(VideoOptions(viewers=viewers, seconds=args.seconds, codec=args.codec))
+    options = VideoOptions(viewers=viewers, seconds=args.seconds, codec=args.codec, sample=args.sample)
+    report = run(options)
     report["machine"] = machine.describe()
+    if args.plot:
+        from bench import report as bench_report
+        from bench import video_report
+
+        video_report.plot({"video": report}, Path(args.plot), bench_report.caption(report["machine"]))
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = ROOT / "bench" / "results" / f"video-fanout-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import os
 import socket
 import subprocess
@@ -296,6 +297,25 @@ def test_video_part_measures_video_against_previews(tmp_path: Path) -> None:
         )
     links = {entry["mode"]: entry for entry in video["links"]}
     assert links["video"]["1 Gbit/s"] == int(1e9 / 8 / rows["video"]["bytes_per_viewer_s"])
+    # Capture -> paint: a sample of the viewers decoded what it received, video with FFmpeg and
+    # previews with OpenCV, and every part of the latency is a real, ordered measurement.
+    for row in rows.values():
+        latency = row["latency"]
+        assert latency["viewers"] == 2 and latency["pictures"] > 0 and latency["decode_errors"] == 0
+        paint = latency["capture_to_paint_ms"]
+        assert all(math.isfinite(paint[q]) and paint[q] > 0 for q in ("p50", "p95", "p99", "max"))
+        assert paint["p50"] <= paint["p95"] <= paint["p99"] <= paint["max"]
+        for part in ("producer", "gateway", "decode"):
+            assert math.isfinite(latency["parts_ms"][part]["p50"])
+        assert latency["parts_ms"]["decode"]["p50"] > 0
+    # The gateway never sends a delta frame without the frames before it: nothing was skipped.
+    assert rows["video"]["latency"]["skipped"] == 0
+    assert rows["video"]["encode_delay_ms_mean"] > 0
+    # The report shows them, with the plot.
+    markdown = (tmp_path / "report" / "performance.md").read_text()
+    assert "capture→paint p50 / p95 / p99" in markdown and "perf/video_latency.png" in markdown
+    plot = tmp_path / "report" / "perf" / "video_latency.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_help_and_bad_settings() -> None:
