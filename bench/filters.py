@@ -168,6 +168,22 @@ def _wait_subscriptions(port: int, expected: int, timeout: float = 60.0) -> None
         raise BenchError(f"filters: the gateway holds {count} subscriptions, expected {expected}")
 
 
+def _wait_ready(port: int, timeout: float = 60.0) -> None:
+    """Until the gateway's ``/readyz`` says 200 (its first canary came back)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.1) + 1):
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply,
+        ):
+            if reply.status == 200:
+                return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    raise BenchError(f"filters: the gateway on {port} was not ready within {timeout:g} s")
+
+
 @dataclass
 class _Group:
     """One Load of one flavour, and where its connections sit in the subscription count."""
@@ -419,12 +435,16 @@ def _stack(options: FiltersOptions, workdir: str) -> Iterator[_Bench]:
             redis_url=redis_url,
             max_connections=options.full + options.filtered + 100,
             log_level="warning",
+            # Readiness is not measured here: on a busy shared machine a canary late by 3 s would make
+            # the gateway refuse the next joins (503) and then move its clients (1013).
+            args=("--ready-timeout", "30", "--unready-close-after", "300"),
         )
         gateway = children.launch(spec, stdout=False, cpus=options.server_cpus)
         try:
             wait_for_port(port, process=gateway, timeout=30)  # type: ignore[arg-type]
         except Exception as exc:
             raise BenchError(f"filters: the gateway did not start: {exc}") from None
+        _wait_ready(port)
         per_round = 7 * (options.window + options.settle + 30)
         stream = _Stream(redis_url, options.rate, max_seconds=options.rounds * per_round + 60)
         stream.start()
