@@ -332,8 +332,9 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
             full=10,
             filtered=10,
             rounds=2,
-            window=0.8 * scale,
-            settle=0.3,
+            window=0.6 * scale,
+            settle=0.2,
+            beat=0.2,
             processes=config.client_processes,
             **pinning,
         )

@@ -10,9 +10,9 @@ CPUs) on ``/ws/bench``, in three flavours:
 
 The bench publishes the stream itself, for the whole part, like a producer at ``--max-fps 15``:
 ``rate`` results/s (the ~300 B result of the other parts), one status heartbeat and one line
-``cross`` event each second. A window measures the gateway's CPU (every thread's
-``sum_exec_runtime`` from ``/proc/<pid>/task/*/schedstat``, nanoseconds) and the results published
-in it; the clients count what they received.
+``cross`` event each ``beat`` seconds (1 s: a producer's heartbeat). A window measures the
+gateway's CPU (every thread's ``sum_exec_runtime`` from ``/proc/<pid>/task/*/schedstat``,
+nanoseconds) and the results published in it; the clients count what they received.
 
 Each round measures, with ``full`` (N) full subscribers connected throughout:
 ``N full | + M events-only | N full | + M capped | N full`` (the mixed windows swap places every
@@ -75,20 +75,22 @@ class FiltersOptions:
     rounds: int = 3
     window: float = 8.0
     settle: float = 1.5
+    beat: float = 1.0
     processes: int = 2
     server_cpus: tuple[int, ...] = ()
     client_cpus: tuple[int, ...] = ()
 
 
 class _Stream(threading.Thread):
-    """Publishes ``rate`` results/s, a status and a ``cross`` event each second, until stopped."""
+    """Publishes ``rate`` results/s, a status and a ``cross`` event each ``beat`` s, until stopped."""
 
-    def __init__(self, url: str, rate: float, *, max_seconds: float) -> None:
+    def __init__(self, url: str, rate: float, *, beat: float, max_seconds: float) -> None:
         super().__init__(name="bench-filters-publisher", daemon=True)
         self._redis = redis.Redis.from_url(url)
         self._payload = Payload(stream=STREAM, epoch=EPOCH)
         self._channel = wire.channel(STREAM)
         self._rate = rate
+        self._beat = beat
         self._limit = int(max_seconds * rate) + 1
         self._halt = threading.Event()
         self.seq = 0  # results published so far (read by the harness: one int, GIL-safe)
@@ -120,7 +122,7 @@ class _Stream(threading.Thread):
                 return
             now = time.time()
             if time.monotonic() >= beat:
-                beat += 1.0
+                beat += self._beat
                 self.events += 1
                 event = wire.Event(
                     stream=STREAM, epoch=EPOCH, seq=self.events, kind="cross", track=self.events,
@@ -136,22 +138,51 @@ class _Stream(threading.Thread):
             publish(self._channel, self._payload.make(self.seq, now, now))
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of ``pid``: nanosecond ``sum_exec_runtime`` (the tick count of
-    ``/proc/<pid>/stat`` is 10 ms coarse, a tenth of a small window's CPU)."""
-    total = 0
+def _schedstat(pid: int) -> tuple[float, float]:
+    """CPU time and run-queue wait of every thread of ``pid``, in seconds: ``sum_exec_runtime`` in
+    nanoseconds (the tick count of ``/proc/<pid>/stat`` is 10 ms coarse, a tenth of a small
+    window's CPU) and the time its threads were ready to run but had no CPU."""
+    ran = waited = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError, ValueError, IndexError):
-            total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9 if total else machine.cpu_seconds(pid)
+            fields = (task / "schedstat").read_text().split()
+            ran += int(fields[0])
+            waited += int(fields[1])
+    if not ran:
+        return machine.cpu_seconds(pid), 0.0
+    return ran / 1e9, waited / 1e9
 
 
-def _subscriptions(port: int) -> int:
+# The gateway's own counters read around each window (its /metrics): what it did in the window.
+_COUNTERS = {
+    "framecast_gateway_deliveries": "deliveries",
+    "framecast_gateway_dropped": "dropped",
+    "framecast_gateway_fanout_seconds": "fanouts",
+    "framecast_gateway_write_latency_seconds": "write_batches",
+}
+
+
+def _metrics(port: int) -> tuple[int, dict[str, float]]:
+    """The gateway's subscriptions, and its counters of :data:`_COUNTERS` (``name`` or ``name:label``)."""
+    subscriptions = 0
+    counters: dict[str, float] = {}
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
         for family in text_string_to_metric_families(reply.read().decode()):
             if family.name == "framecast_gateway_subscriptions":
-                return int(sum(sample.value for sample in family.samples))
-    return 0
+                subscriptions = int(sum(sample.value for sample in family.samples))
+            short = _COUNTERS.get(family.name)
+            if short is None:
+                continue
+            for sample in family.samples:
+                if sample.name.endswith(("_total", "_count")):
+                    label = sample.labels.get("reason") or sample.labels.get("kind")
+                    key = f"{short}:{label}" if label else short
+                    counters[key] = counters.get(key, 0.0) + sample.value
+    return subscriptions, counters
+
+
+def _subscriptions(port: int) -> int:
+    return _metrics(port)[0]
 
 
 def _wait_subscriptions(port: int, expected: int, timeout: float = 60.0) -> None:
@@ -233,9 +264,12 @@ class _Bench:
 
     def window(self, name: str, round_: int, groups: list[_Group]) -> dict[str, Any]:
         self._check()
-        first, cpu0, t0, wall0 = self.stream.seq, _cpu_seconds(self.pid), time.monotonic(), time.time()
+        _, before = _metrics(self.port)
+        first, (cpu0, wait0), t0 = self.stream.seq, _schedstat(self.pid), time.monotonic()
         time.sleep(self.options.window)
-        last, cpu1, t1, wall1 = self.stream.seq, _cpu_seconds(self.pid), time.monotonic(), time.time()
+        last, (cpu1, wait1), t1 = self.stream.seq, _schedstat(self.pid), time.monotonic()
+        _, after = _metrics(self.port)
+        counted = {key: round(after[key] - before.get(key, 0.0)) for key in after}
         entry = {
             "config": name,
             "round": round_,
@@ -243,8 +277,10 @@ class _Bench:
             "published": last - first,
             "first_seq": first + 1,
             "last_seq": last,
-            "wall": (wall0, wall1),
             "cpu_s": round(cpu1 - cpu0, 6),
+            # Ready to run but without a CPU: a busy machine, which makes the gateway conflate results.
+            "run_queue_wait_s": round(wait1 - wait0, 6),
+            "gateway": {key: value for key, value in counted.items() if value},
             "clients": {g.flavour: g.load.connections for g in groups},
             "_groups": groups,
         }
@@ -344,6 +380,7 @@ def _analyse(windows: list[dict[str, Any]], options: FiltersOptions) -> dict[str
         window["cpu_us_per_result"] = round(window["cpu_s"] / published * 1e6, 2) if published else None
         window["cpu_us_per_delivery"] = round(window["cpu_s"] / total * 1e6, 3) if total else None
         window["cpu_share"] = round(window["cpu_s"] / window["seconds"], 4)
+        window["run_queue_wait_share"] = round(window["run_queue_wait_s"] / window["seconds"], 4)
         # Per second of the stream (published / rate), not of the window: a window holds a whole
         # number of results, which is up to 1/rate s off its length.
         stream_seconds = published / options.rate
@@ -352,7 +389,6 @@ def _analyse(windows: list[dict[str, Any]], options: FiltersOptions) -> dict[str
             for flavour, count in deliveries.items()
         }
         window["expected_full"] = published * window["clients"].get("full", 0)
-        del window["wall"]
     rounds = sorted({w["round"] for w in windows})
     per_round: list[dict[str, float]] = []
     for r in rounds:
@@ -419,6 +455,13 @@ def _configs(windows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "cpu_share": med("cpu_share"),
                 "results_per_client_s": rates,
                 "full_loss": _loss(mine),
+                "run_queue_wait_share": med("run_queue_wait_share"),
+                # The gateway's counters per second of window (median): deliveries, fan-outs,
+                # write batches per kind, drops per reason (conflated: newest-wins; stale: max-age).
+                "gateway_per_s": {
+                    key: round(statistics.median(w["gateway"].get(key, 0) / w["seconds"] for w in mine), 1)
+                    for key in sorted({k for w in mine for k in w["gateway"]})
+                },
             }
         )
     return rows
@@ -446,7 +489,8 @@ def _stack(options: FiltersOptions, workdir: str) -> Iterator[_Bench]:
             raise BenchError(f"filters: the gateway did not start: {exc}") from None
         _wait_ready(port)
         per_round = 7 * (options.window + options.settle + 30)
-        stream = _Stream(redis_url, options.rate, max_seconds=options.rounds * per_round + 60)
+        seconds = options.rounds * per_round + 60
+        stream = _Stream(redis_url, options.rate, beat=options.beat, max_seconds=seconds)
         stream.start()
         try:
             yield _Bench(options, children, port, gateway.pid, stream)

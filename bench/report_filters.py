@@ -55,13 +55,15 @@ def filters_section(results: dict[str, Any]) -> list[str]:
     options = results.get("options", {}).get("filters", {})
     n, m = options.get("full", "N"), options.get("filtered", "M")
     rate, cap, rounds = options.get("rate", 15), options.get("cap", 2), options.get("rounds", 1)
+    beat = options.get("beat", 1.0)
+    every = "per second" if beat == 1 else f"every {beat:g} s"
     lines = [
         "## 7. Subscription filters (`kinds`, `max_rate`)",
         "",
         f"One real gateway process (pinned to one CPU), one valkey, and load clients on `/ws/bench`: "
         f"**full** subscribers (no filter), **events-only** (`kinds=event,status`) and **capped** "
         f"(`max_rate={cap:g}`). The stream carries {rate:g} results/s (~300 B each), one status and one "
-        f"event per second, for the whole part. Each of {rounds} rounds measures `{n} full`, "
+        f"event {every}, for the whole part. Each of {rounds} rounds measures `{n} full`, "
         f"`+ {m} events-only`, `{n} full`, `+ {m} capped`, `{n} full` with the same {n} full "
         "connections throughout (the two mixed windows swap places every other round), then each "
         "filtered kind alone; joins and leaves happen outside the windows. Gateway CPU is every "
@@ -84,6 +86,8 @@ def filters_section(results: dict[str, Any]) -> list[str]:
                 _num(row["cpu_us_per_delivery"], 2),
                 rates,
                 _NONE if loss is None else f"{loss * 100:.2f}%",
+                _num((row.get("run_queue_wait_share") or 0) * 100),
+                _num(row.get("gateway_per_s", {}).get("fanouts")),
                 str(row["windows"]),
             ]
         )
@@ -95,6 +99,8 @@ def filters_section(results: dict[str, Any]) -> list[str]:
             "µs per result delivery",
             "Results/s per client",
             "Results the full clients missed",
+            "Gateway waited for a CPU, % of the time",
+            "Fan-outs/s",
             "Windows",
         ],
         rows,
@@ -128,12 +134,30 @@ def filters_section(results: dict[str, Any]) -> list[str]:
             ],
         ),
         "",
+        *_starved(part),
         *_behaviour(part, cap),
         "",
         f"![Subscription filters](perf/{PLOT})",
         "",
     ]
     return lines
+
+
+def _starved(part: dict[str, Any]) -> list[str]:
+    """Say so when the full subscribers missed results: the gateway conflated them (newest wins)."""
+    missed = [row for row in part["configs"] if (row.get("full_loss") or 0) >= 0.005]
+    if not missed:
+        return []
+    worst = max(missed, key=lambda row: row["full_loss"])
+    waits = [row.get("run_queue_wait_share") or 0 for row in part["configs"]]
+    return [
+        f"- The full subscribers missed results in some windows (at most {worst['full_loss'] * 100:.1f}% "
+        f"with {_clients(worst)}): whole results, for every full client at once. A gateway that cannot "
+        "fan out one result before the next one arrives keeps only the newest (results are newest-wins); "
+        f"here it waited for a CPU {min(waits) * 100:.0f}{_NONE}{max(waits) * 100:.0f}% of the time (other "
+        "work on the machine). The CPU per result of such a window leaves out the fan-outs it skipped, so "
+        "its ratio understates the cost.",
+    ]
 
 
 def _behaviour(part: dict[str, Any], cap: float) -> list[str]:
