@@ -34,6 +34,7 @@ The report gives the median of the rounds and their range (the machine is shared
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import tempfile
 import threading
@@ -407,6 +408,7 @@ def _analyse(windows: list[dict[str, Any]], options: FiltersOptions) -> dict[str
             figures[f"{flavour}_alone_over_full"] = alone / full_alone
             figures[f"{flavour}_marginal"] = ((mix - around) / m) / (around / n)
         figures["full_us_per_result"] = statistics.fmean(base)
+        figures.update(_per_delivery(mine))
         per_round.append(figures)
     summary: dict[str, Any] = {}
     for key in per_round[0] if per_round else ():
@@ -418,6 +420,31 @@ def _analyse(windows: list[dict[str, Any]], options: FiltersOptions) -> dict[str
             "rounds": [round(v, 4) for v in values],
         }
     return {"summary": summary, "rounds": per_round}
+
+
+def _per_delivery(mine: list[dict[str, Any]]) -> dict[str, float]:
+    """One result delivery's CPU, to a capped client and to a full one, in one round.
+
+    Over the events-only clients alone: the same number of clients, the same statuses and events,
+    the same per-result work of the gateway; what is left is the results' delivery (for the capped
+    clients, the timers and fan-outs of their caps too).
+    """
+    events = next(w for w in mine if w["config"] == "events")
+    idle = events["cpu_s"] / events["seconds"]
+    fulls = [w for w in mine if w["config"] == "full-m"] or [w for w in mine if w["config"] == "full"]
+    capped = next(w for w in mine if w["config"] == "capped")
+
+    def per_delivery(window: dict[str, Any], flavour: str) -> float:
+        delivered = window["deliveries"].get(flavour, 0) / window["seconds"]
+        return (window["cpu_s"] / window["seconds"] - idle) / delivered * 1e6 if delivered else math.nan
+
+    full = statistics.fmean(per_delivery(w, "full") for w in fulls)
+    capped_us = per_delivery(capped, "capped")
+    return {
+        "full_us_per_delivery": full,
+        "capped_us_per_delivery": capped_us,
+        "capped_delivery_over_full": capped_us / full,
+    }
 
 
 def _loss(windows: list[dict[str, Any]]) -> float | None:

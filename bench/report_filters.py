@@ -42,6 +42,11 @@ def _ratio(summary: dict[str, Any], key: str, digits: int = 2) -> str:
     return f"**{value['median']:.{digits}f}{_X}** ({value['min']:.{digits}f}{_NONE}{value['max']:.{digits}f})"
 
 
+def _us(summary: dict[str, Any], key: str) -> str:
+    value = summary.get(key)
+    return _NONE if not value else f"{value['median']:.1f}"
+
+
 def _part(results: dict[str, Any]) -> dict[str, Any] | None:
     part = results.get("filters")
     return part if isinstance(part, dict) and part.get("configs") else None
@@ -130,6 +135,13 @@ def filters_section(results: dict[str, Any]) -> list[str]:
                     f"/ {m}) / ({n} full / {n})",
                     _ratio(summary, "events_marginal"),
                     _ratio(summary, "capped_marginal"),
+                ],
+                [
+                    f"One result delivery to a capped client / to a full one ({m} of each alone, less "
+                    f"{m} events-only alone: the statuses, events and per-result work taken out; "
+                    f"{_us(summary, 'capped_us_per_delivery')} / {_us(summary, 'full_us_per_delivery')} µs)",
+                    _NONE,
+                    _ratio(summary, "capped_delivery_over_full"),
                 ],
             ],
         ),
