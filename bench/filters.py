@@ -319,12 +319,15 @@ def _group_summary(group: _Group, cap: float) -> dict[str, Any]:
 def _cap_check(records: Records, connections: int, cap: float) -> dict[str, Any]:
     """Per capped client: did it get more than ``cap`` results/s?
 
-    The gateway sends the latest result at subscribe time free of the cap, then at least
-    ``1 / cap`` s apart: results 2..n span at least ``(n - 2) / cap`` s when sent. Received, that
-    span may shrink by the receive delay of the second: one interval is allowed for it.
+    The gateway writes the latest result at subscribe time free of the cap, then decides the
+    others at least ``1 / cap`` s apart: results 2..n need ``(n - 2) / cap`` s between the
+    decision for the second and the one for the last. The second was decided after it was
+    published (its ``captured_at``) and the last before it was received, both on this machine's
+    clock, so ``n - 2 <= cap * (received[n] - captured[2])`` whatever delayed the writes or the
+    reads: no slack needed. ``max_results_per_s`` is the plain rate between the receipts.
     """
-    order = np.lexsort((records.received, records.conn))
-    conns, times = records.conn[order], records.received[order]
+    order = np.lexsort((records.received, records.conn))  # stable: arrival order per connection
+    conns, times, captured = records.conn[order], records.received[order], records.captured[order]
     over = 0
     worst = 0.0
     starts = np.searchsorted(conns, np.arange(connections))
@@ -333,9 +336,9 @@ def _cap_check(records: Records, connections: int, cap: float) -> dict[str, Any]
         n = end - start
         if n < 3:
             continue
-        span = float(times[end - 1] - times[start + 1])
-        if n - 2 > cap * span + 1:
+        if n - 2 > cap * float(times[end - 1] - captured[start + 1]) + 1e-6:
             over += 1
+        span = float(times[end - 1] - times[start + 1])
         if span > 0:
             worst = max(worst, (n - 2) / span)
     return {"clients_over_cap": over, "max_results_per_s": round(worst, 3)}

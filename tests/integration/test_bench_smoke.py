@@ -199,20 +199,25 @@ def test_filters_part_measures_each_mix_and_each_client_got_what_its_filter_says
 
 
 def test_cap_check_counts_clients_past_their_cap() -> None:
-    # Connection 0: the latest at subscribe, then one result each 0.5 s (max_rate=2): within its cap.
-    # Connection 1: the latest, then five results 0.1 s apart: over it.
-    times = [0.0, 0.01, 0.51, 1.01, 1.51, 0.0, 0.01, 0.11, 0.21, 0.31, 0.41]
-    conns = [0] * 5 + [1] * 6
+    # Each result is received 0.3 s after its capture. Connection 0: the latest at subscribe, then
+    # one result each 0.5 s (max_rate=2): within its cap, however late each arrives. Connection 1:
+    # the latest, then five results 0.1 s apart: over it.
+    captured = [0.0, 0.01, 0.51, 1.01, 1.51, 0.0, 0.01, 0.11, 0.21, 0.31, 0.41]
     records = Records(
-        seq=np.arange(len(times), dtype=np.int64),
-        captured=np.zeros(len(times)),
-        received=np.asarray(times),
-        conn=np.asarray(conns, dtype=np.int32),
+        seq=np.arange(len(captured), dtype=np.int64),
+        captured=np.asarray(captured),
+        received=np.asarray(captured) + 0.3,
+        conn=np.asarray([0] * 5 + [1] * 6, dtype=np.int32),
         connections=2,
     )
     check = filters._cap_check(records, 2, 2.0)
     assert check["clients_over_cap"] == 1
     assert check["max_results_per_s"] == pytest.approx(4 / 0.4)
+    # A client that stalls 0.6 s reads its first live result late, with the next one in the same
+    # recv(): still within its cap (a check on receipt times alone would count it over).
+    records.received[1] += 0.6
+    records.received[2] = records.received[1]
+    assert filters._cap_check(records, 2, 2.0)["clients_over_cap"] == 1
 
 
 def test_predictors_part_measures_each_engine_batch_and_the_transport(
