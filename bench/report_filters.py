@@ -156,20 +156,31 @@ def filters_section(results: dict[str, Any]) -> list[str]:
 
 
 def _starved(part: dict[str, Any]) -> list[str]:
-    """Say so when the full subscribers missed results: the gateway conflated them (newest wins)."""
+    """Say so when the full subscribers missed results, with what the gateway counted meanwhile."""
     missed = [row for row in part["configs"] if (row.get("full_loss") or 0) >= 0.005]
     if not missed:
         return []
-    worst = max(missed, key=lambda row: row["full_loss"])
-    waits = [row.get("run_queue_wait_share") or 0 for row in part["configs"]]
-    return [
-        f"- The full subscribers missed results in some windows (at most {worst['full_loss'] * 100:.1f}% "
-        f"with {_clients(worst)}): whole results, for every full client at once. A gateway that cannot "
-        "fan out one result before the next one arrives keeps only the newest (results are newest-wins); "
-        f"here it waited for a CPU {min(waits) * 100:.0f}{_NONE}{max(waits) * 100:.0f}% of the time (other "
-        "work on the machine). The CPU per result of such a window leaves out the fan-outs it skipped, so "
-        "its ratio understates the cost.",
-    ]
+    lines = []
+    for row in missed:
+        rates = row.get("gateway_per_s", {})
+        drops = ", ".join(
+            f"{key[len('dropped:') :]} {_num(value, 0)}/s"
+            for key, value in rates.items()
+            if key.startswith("dropped:")
+        )
+        lines.append(
+            f"- With {_clients(row)} the full subscribers missed {row['full_loss'] * 100:.1f}% of the "
+            f"results (whole results, for all of them at once); the gateway (medians of the windows) "
+            f"waited for a CPU {_num((row.get('run_queue_wait_share') or 0) * 100, 0)}% of the time, ran "
+            f"{_num(rates.get('fanouts'), 0)} fan-outs/s and dropped deliveries: {drops or _NONE}."
+        )
+    lines.append(
+        "- Drops: `stale`, older than `--max-age`; `overload`, shed from a stream's queue of waiting "
+        "fan-outs; `conflated`, newest-wins (it also counts the results a capped client skips by "
+        "design). A window with drops leaves their fan-outs out of its CPU per result: its ratio "
+        "understates the cost."
+    )
+    return lines
 
 
 def _behaviour(part: dict[str, Any], cap: float) -> list[str]:
@@ -183,6 +194,17 @@ def _behaviour(part: dict[str, Any], cap: float) -> list[str]:
             f"- Events-only clients ({len(events)} groups): {sum(g['results'] for g in events)} results "
             f"received in all, at least {min(g['events_min'] for g in events)} events each."
         )
+    alone = next((row for row in part["configs"] if row["config"] == "capped"), None)
+    if alone:
+        rate = alone["results_per_client_s"].get("capped") or 0
+        batches = alone.get("gateway_per_s", {}).get("write_batches:result")
+        delivered = rate * alone["clients"]["capped"]
+        if batches:
+            lines.append(
+                f"- {alone['clients']['capped']} capped clients alone: {_num(delivered, 0)} result "
+                f"deliveries/s in {_num(batches, 0)} result write batches/s "
+                f"({delivered / batches:.1f} clients per batch)."
+            )
     if capped:
         worst = max(g.get("max_results_per_s", 0) for g in capped)
         over = sum(g.get("clients_over_cap", 0) for g in capped)
