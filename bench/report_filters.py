@@ -226,14 +226,14 @@ def plot(results: dict[str, Any], directory: Path, note: str) -> None:
     import matplotlib.pyplot as plt
 
     configs = part["configs"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.6))
     names = [_clients(row).replace(" + ", "\n+ ") for row in configs]
     values = [row["cpu_us_per_result"] or math.nan for row in configs]
     low = [v - row["cpu_us_per_result_range"][0] for v, row in zip(values, configs, strict=True)]
     high = [row["cpu_us_per_result_range"][1] - v for v, row in zip(values, configs, strict=True)]
     colors = ["#1b7837" if list(row["clients"]) == ["full"] else "#2166ac" for row in configs]
     axes[0].bar(range(len(configs)), values, yerr=[low, high], color=colors, capsize=3)
-    axes[0].set_xticks(range(len(configs)), names, fontsize=7)
+    axes[0].set_xticks(range(len(configs)), names, fontsize=6.5)
     axes[0].set_ylabel("gateway CPU µs per published result")
     axes[0].set_title("Gateway CPU per result (median, range)")
     axes[0].grid(axis="y", alpha=0.3)
