@@ -83,7 +83,7 @@ Measure framecast, with numbers anyone can rerun:
             1 and 10 Gbit/s link (python -m bench.video_fanout; docs/capacity.md).
 
 Results go to bench/results/<time>.json (and latest.json); docs/performance.md
-and docs/perf/*.png are regenerated from them. The default run takes about ten
+and docs/perf/*.png are regenerated from them. The default run takes about fifteen
 minutes on two cores; --quick takes seconds and writes its report under
 bench/results/quick/ instead of docs/."""
 

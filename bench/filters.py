@@ -397,6 +397,8 @@ def _analyse(windows: list[dict[str, Any]], options: FiltersOptions) -> dict[str
     per_round: list[dict[str, float]] = []
     for r in rounds:
         mine = [w for w in windows if w["round"] == r]
+        if any(w["cpu_us_per_result"] is None for w in mine):
+            continue  # a window where nothing was published (the publisher starved): no ratio
         base = [w["cpu_us_per_result"] for w in mine if w["config"] == "full"]
         figures: dict[str, float] = {}
         for flavour in ("events", "capped"):
@@ -415,7 +417,9 @@ def _analyse(windows: list[dict[str, Any]], options: FiltersOptions) -> dict[str
         per_round.append(figures)
     summary: dict[str, Any] = {}
     for key in per_round[0] if per_round else ():
-        values = [f[key] for f in per_round]
+        values = [f[key] for f in per_round if math.isfinite(f[key])]
+        if not values:
+            continue
         summary[key] = {
             "median": round(statistics.median(values), 4),
             "min": round(min(values), 4),
