@@ -218,7 +218,7 @@ def _wait_ready(port: int, timeout: float = 60.0) -> None:
 
 @dataclass
 class _Group:
-    """One Load of one flavour, and where its connections sit in the subscription count."""
+    """One Load of one flavour, and what its clients recorded once it is finished."""
 
     flavour: str
     load: Load
