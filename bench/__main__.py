@@ -329,13 +329,15 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
     )
     filters = (
         FiltersOptions(
+            # One round, one client process per group: the smoke run checks what the clients got
+            # and that the harness works, in seconds (the full run interleaves three rounds).
             full=10,
             filtered=10,
-            rounds=2,
-            window=0.6 * scale,
+            rounds=1,
+            window=0.5 * scale,
             settle=0.2,
             beat=0.2,
-            processes=config.client_processes,
+            processes=1,
             **pinning,
         )
         if quick
