@@ -6,6 +6,8 @@ Modules, one job each:
 * ``single``: part 1, fan-out strategies inside one gateway process (``server`` + ``client``).
 * ``topology``: part 2, Redis -> gateways -> nginx -> clients (``framecast.local.up``).
 * ``predictors``: part 3, the producer's predictors.
+* ``filters``: part 7, subscription filters (events-only, capped) beside full subscribers on a real
+  gateway; ``report_filters`` draws its section and plot.
 * ``server``: the bench gateway, its fan-out strategy chosen by a flag (``strategies``).
 * ``client``: the load client (raw sockets, one epoll per process); ``load`` runs several.
 * ``probe``: the 1 ms event-loop lag probe; ``machine``: /proc readings and versions;

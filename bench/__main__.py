@@ -27,7 +27,7 @@ from framecast.settings import option
 
 __all__ = ["BenchConfig", "main"]
 
-PARTS = ("fanout", "topology", "producer", "predictors", "shared", "tracking")
+PARTS = ("fanout", "topology", "producer", "predictors", "shared", "tracking", "filters")
 # Run only when asked (--parts ...,profile): it needs py-spy (the bench extra) and root or ptrace rights.
 # capacity (docs/capacity.md's own inputs) holds ~12k connections open: only when asked, too.
 # video (the gateway's video fan-out against previews) holds 1000 viewers of each: only when asked.
@@ -68,6 +68,10 @@ Measure framecast, with numbers anyone can rerun:
   tracking  the tracker (ByteTrack per label) at 10, 50 and 200 detections per
             frame: ms and CPU per frame, id switches; with a zone and a line; and
             its share of the people detector's own CPU time (target < 10%).
+  filters   subscription filters on a real gateway: gateway CPU per result for 1000
+            full subscribers alone, with 1000 events-only clients (kinds=event,status)
+            and with 1000 capped ones (max_rate=2) beside them, and 1000 of each alone,
+            at 15 results/s; 3 interleaved rounds, median and range of the ratios.
   capacity  (only when named in --parts) RSS per idle connection of a gateway (10k
             connections) and of nginx, and Redis PUBLISH messages/s per valkey core:
             the inputs of docs/capacity.md that the other parts do not measure.
@@ -79,7 +83,7 @@ Measure framecast, with numbers anyone can rerun:
             1 and 10 Gbit/s link (python -m bench.video_fanout; docs/capacity.md).
 
 Results go to bench/results/<time>.json (and latest.json); docs/performance.md
-and docs/perf/*.png are regenerated from them. The default run takes about ten
+and docs/perf/*.png are regenerated from them. The default run takes about fifteen
 minutes on two cores; --quick takes seconds and writes its report under
 bench/results/quick/ instead of docs/."""
 
@@ -232,6 +236,7 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
     """The options of each part, from the mode and the flags given."""
     from bench.capacity import CapacityOptions
     from bench.engines import EngineOptions
+    from bench.filters import FiltersOptions
     from bench.predictors import PredictorOptions
     from bench.profile import ProfileOptions
     from bench.sharing import SharingOptions
@@ -322,8 +327,25 @@ def _plan(config: BenchConfig) -> dict[str, Any]:
         if quick
         else TrackingOptions(frames=600, people_seconds=3.0 * scale)
     )
+    filters = (
+        FiltersOptions(
+            # One round, one client process per group: the smoke run checks what the clients got
+            # and that the harness works, in seconds (the full run interleaves three rounds).
+            full=10,
+            filtered=10,
+            rounds=1,
+            window=0.5 * scale,
+            settle=0.2,
+            beat=0.2,
+            processes=1,
+            **pinning,
+        )
+        if quick
+        else FiltersOptions(window=8.0 * scale, processes=config.client_processes, **pinning)
+    )
     return {
         "fanout": single,
+        "filters": filters,
         "topology": topology,
         "producer": producer,
         "tracking": tracking,
@@ -389,6 +411,10 @@ def measure(config: BenchConfig) -> dict[str, Any]:
                 from bench import tracking
 
                 results["tracking"] = tracking.run(plan["tracking"], say=_say)
+            elif part == "filters":
+                from bench import filters
+
+                results["filters"] = filters.run(plan["filters"], say=_say)
             elif part == "capacity":
                 from bench import capacity
 

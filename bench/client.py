@@ -10,6 +10,7 @@ walked by their headers only, and the fields it records (``seq`` and
 ``recv()`` chunk by one regular expression. Pings are answered, so keepalive
 does not close it.
 
+Events (``"type":"event"`` messages) are counted per connection (``events`` in the summary).
 Binary messages (previews, video frames) are counted, with each connection's time from its
 opening handshake to its first one (``first_binary_ms`` in the summary: time to first frame).
 Each SIGUSR1 marks ``[time, bytes, binary messages]`` so far (``marks`` in the summary): a
@@ -22,7 +23,8 @@ wall-clock time of the ``recv()`` that delivered it, as flat binary arrays
 
 Lifecycle: connect (at most ``--concurrency`` handshakes in flight), print one
 JSON line ``{"connected": n, ...}`` on stdout, read until every connection is
-closed, SIGTERM or ``--max-seconds``, then write the files and exit 0. With
+closed, SIGTERM or ``--max-seconds`` (after SIGTERM, with ``--min-events N``, until each open
+connection has read N events, at most ``--drain-timeout``), then write the files and exit 0. With
 ``--stall`` it never reads after the handshake (a client whose tab froze); at
 exit it drains what the kernel holds to learn whether the server closed it.
 """
@@ -62,6 +64,7 @@ _ONE_RESULT = re.compile(
     rb'\{"v":1,"type":"result","stream":"[^"]*","epoch":"[^"]*","seq":(\d+),"frame":\d+,'
     rb'"captured_at":([-0-9.eE+]+)'
 )
+_EVENT = b'"type":"event"'
 _GATEWAY = re.compile(rb'"type":"hello"[^}]*"gateway":"([^"]*)"|"gateway":"([^"]*)"[^}]*"type":"hello"')
 
 _CONNECTING, _HANDSHAKE, _OPEN, _CLOSED = range(4)
@@ -102,10 +105,29 @@ class ClientConfig:
         900.0, help="Exit after this many seconds whatever happens.", check=settings.positive
     )
     out: str = option("bench-client", help="Prefix of the files the records are written to.")
+    min_events: int = option(
+        0,
+        help="When told to stop, read on until every open connection has read this many events (at "
+        "most --drain-timeout): what it did not get then, it was not sent.",
+        check=settings.non_negative,
+    )
+    drain_timeout: float = option(
+        10.0, help="Seconds --min-events may keep reading after the stop.", check=settings.positive
+    )
 
 
 class _Conn:
-    __slots__ = ("buf", "closed_by_peer", "first_binary", "gateway", "index", "opened", "sock", "state")
+    __slots__ = (
+        "buf",
+        "closed_by_peer",
+        "events",
+        "first_binary",
+        "gateway",
+        "index",
+        "opened",
+        "sock",
+        "state",
+    )
 
     def __init__(self, index: int, sock: socket.socket) -> None:
         self.index = index
@@ -116,6 +138,7 @@ class _Conn:
         self.closed_by_peer = False
         self.opened = 0.0  # time.time() of the end of its opening handshake
         self.first_binary = 0.0  # ...and of its first binary message
+        self.events = 0  # event messages read
 
 
 def _mask_frame(opcode: int, payload: bytes) -> bytes:
@@ -159,6 +182,7 @@ class _Recorder:
         self.binary = 0
         self.marks: list[list[float]] = []
         self.recording = True
+        self.draining = False
         self.epoll = select.epoll()
 
     # Connecting ------------------------------------------------------------
@@ -330,6 +354,7 @@ class _Recorder:
                 found = _GATEWAY.search(buf, 0, pos)
                 conn.gateway = (found.group(1) or found.group(2)).decode(errors="replace") if found else ""
             if self.recording:
+                conn.events += buf.count(_EVENT, 0, pos)
                 index = conn.index
                 for seq, cap in _RESULT.findall(buf, 0, pos):
                     self.seq.append(int(seq))
@@ -361,7 +386,15 @@ class _Recorder:
         feed = self._feed
         match = _ONE_RESULT.match
         seqs, caps, times, indices = self.seq.append, self.cap.append, self.t.append, self.conn.append
-        while not stop[0] and self.open and monotonic() < deadline:
+        while self.open and monotonic() < deadline:
+            if stop[0]:
+                if not self._short_of_events():
+                    break
+                deadline = min(deadline, monotonic() + self.config.drain_timeout)
+                stop[0] = False  # draining: read on until the events are in or the drain times out
+                self.draining = True
+            if self.draining and not self._short_of_events():
+                break
             events = poll(0.0 if pause else 0.1, 4096)
             for fd, _events in events:
                 conn = conns.get(fd)
@@ -398,6 +431,10 @@ class _Recorder:
                 # Sleeping instead of blocking in epoll lets data pile up: one recv() then reads many
                 # messages, and the server's sends stop paying for waking this process up each time.
                 sleep(pause)
+
+    def _short_of_events(self) -> bool:
+        wanted = self.config.min_events
+        return bool(wanted) and any(c.state == _OPEN and c.events < wanted for c in self.conns.values())
 
     def stall(self, stop: list[bool]) -> None:
         """Hold the connections without reading until told to stop."""
@@ -445,6 +482,7 @@ class _Recorder:
             "gateways": gateways,
             "conn_gateway": conn_gateway,
             "results": len(self.seq),
+            "events": [c.events for c in sorted(self.conns.values(), key=lambda c: c.index)],
             "bytes": self.bytes,
             "binary": self.binary,
             "marks": self.marks,

@@ -76,6 +76,7 @@ class Load:
         nice: Niceness of the client processes (so the server is measured, not the client).
         connect_timeout: Seconds allowed for every connection to open.
         cpus: CPUs the client processes may run on (empty: any).
+        args: More ``bench.client`` flags for the reading processes.
     """
 
     def __init__(
@@ -90,6 +91,7 @@ class Load:
         nice: int = 5,
         connect_timeout: float = 60.0,
         cpus: tuple[int, ...] = (),
+        args: tuple[str, ...] = (),
     ) -> None:
         self._children = children
         self._dir = tempfile.TemporaryDirectory(prefix="framecast-bench-")
@@ -102,9 +104,10 @@ class Load:
         plan = [(share + (1 if i < extra else 0), False) for i in range(processes)]
         if stalled:
             plan.append((stalled, True))
+        flags = list(args)
         for index, (count, stall) in enumerate(plan):
             prefix = Path(self._dir.name) / f"client{index}"
-            args = [
+            argv = [
                 "--url",
                 url,
                 "--connections",
@@ -114,9 +117,8 @@ class Load:
                 "--connect-timeout",
                 str(connect_timeout),
             ]
-            if stall:
-                args += ["--stall", "--rcvbuf", str(stall_rcvbuf)]
-            process = children.python("bench.client", args, nice=nice, cpus=cpus)
+            argv += ["--stall", "--rcvbuf", str(stall_rcvbuf)] if stall else flags
+            process = children.python("bench.client", argv, nice=nice, cpus=cpus)
             self._parts.append((process, prefix, offset, stall))
             offset += count
         self.connected = 0

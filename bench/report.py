@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench import ratios, report_models, video_report
+from bench import ratios, report_filters, report_models, video_report
 
 __all__ = ["PLOTS", "write"]
 
@@ -959,6 +959,7 @@ def write(results: dict[str, Any], docs: Path) -> None:
         report_models.shared_section,
         _tracking_section,
         video_report.section,
+        report_filters.filters_section,
         _method_section,
     ):
         lines += section(results)
@@ -1103,3 +1104,5 @@ def _plots(results: dict[str, Any], directory: Path) -> None:
         axes[1].set_title("milliseconds")
         axes[1].legend(fontsize=8)
     finish(fig, "producer.png")
+
+    report_filters.plot(results, directory, note)

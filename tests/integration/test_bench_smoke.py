@@ -21,12 +21,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from bench import strategies
+from bench import filters, strategies
 from bench.client import ClientConfig, _Conn, _mask_frame, _Recorder
+from bench.load import Records
 from bench.payload import Payload
 from bench.report import PLOTS
 from gateway import _wsio
@@ -146,6 +148,77 @@ def test_tracking_is_measured_at_each_size_beside_the_people_detector(
     assert part["ratio"]["tracker"] == pytest.approx(at_50 / people, rel=1e-3)
     assert "## 6. Tracking (`--track`)" in markdown
     assert f"**{part['ratio']['tracker'] * 100:.1f} %**" in markdown
+
+
+def test_filters_part_measures_each_mix_and_each_client_got_what_its_filter_says(
+    smoke: tuple[dict[str, Any], str, Path],
+) -> None:
+    results, markdown, plots = smoke
+    part, options = results["filters"], results["options"]["filters"]
+    rounds, n, m = options["rounds"], options["full"], options["filtered"]
+    configs = {row["config"]: row for row in part["configs"]}
+    assert set(configs) == {"full", "full+events", "full+capped", "events", "capped"}
+    # Interleaved: N full before, between and after the two mixed windows, in every round.
+    assert configs["full"]["windows"] == 3 * rounds
+    assert all(configs[name]["windows"] == rounds for name in configs if name != "full")
+    assert configs["full+events"]["clients"] == {"full": n, "events": m}
+    for window in part["windows"]:
+        assert window["published"] > 0 and window["cpu_s"] > 0
+        assert window["cpu_us_per_result"] == pytest.approx(
+            window["cpu_s"] / window["published"] * 1e6, abs=0.01
+        )
+        # The full subscribers got the window's results (a gateway starved past --max-age may drop
+        # some as stale, which the report shows as missed).
+        if "full" in window["clients"]:
+            assert 0 < window["deliveries"]["full"] <= window["expected_full"]
+        assert window["deliveries"].get("events", 0) == 0
+    # The ratios are this run's windows: round 0's events mix over the N-full windows on its sides.
+    first = [w for w in part["windows"] if w["round"] == 0]
+    at = next(i for i, w in enumerate(first) if w["config"] == "full+events")
+    around = (first[at - 1]["cpu_us_per_result"] + first[at + 1]["cpu_us_per_result"]) / 2
+    assert part["rounds"][0]["events_with_over_without"] == pytest.approx(
+        first[at]["cpu_us_per_result"] / around
+    )
+    summary = part["summary"]["capped_alone_over_full"]
+    assert summary["min"] <= summary["median"] <= summary["max"] and len(summary["rounds"]) == rounds
+    # Behaviour, from each client's own records. Every client read at least two events before it
+    # stopped (bench.client --min-events 2): results were published between them, so an events-only
+    # client that has none was sent none, and did not just stop before they came.
+    groups = part["clients"]
+    assert {g["flavour"] for g in groups} == {"full", "events", "capped"}
+    assert all(g["events_min"] >= 2 and g["closed_by_gateway"] == 0 for g in groups)
+    events = [g for g in groups if g["flavour"] == "events"]
+    assert len(events) == 2 * rounds and all(g["results"] == 0 for g in events)
+    capped = [g for g in groups if g["flavour"] == "capped"]
+    assert len(capped) == 2 * rounds
+    # Each capped client got results (the newest, at most max_rate of them per second).
+    assert all(g["clients_without_results"] == 0 and g["clients_over_cap"] == 0 for g in capped)
+    assert "## 7. Subscription filters" in markdown and "perf/filters.png" in markdown
+    assert f"{summary['median']:.2f}{chr(0xD7)}" in markdown
+    png = plots / "filters.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_cap_check_counts_clients_past_their_cap() -> None:
+    # Each result is received 0.3 s after its capture. Connection 0: the latest at subscribe, then
+    # one result each 0.5 s (max_rate=2): within its cap, however late each arrives. Connection 1:
+    # the latest, then five results 0.1 s apart: over it.
+    captured = [0.0, 0.01, 0.51, 1.01, 1.51, 0.0, 0.01, 0.11, 0.21, 0.31, 0.41]
+    records = Records(
+        seq=np.arange(len(captured), dtype=np.int64),
+        captured=np.asarray(captured),
+        received=np.asarray(captured) + 0.3,
+        conn=np.asarray([0] * 5 + [1] * 6, dtype=np.int32),
+        connections=2,
+    )
+    check = filters._cap_check(records, 2, 2.0)
+    assert check["clients_over_cap"] == 1
+    assert check["max_results_per_s"] == pytest.approx(4 / 0.4)
+    # A client that stalls 0.6 s reads its first live result late, with the next one in the same
+    # recv(): still within its cap (a check on receipt times alone would count it over).
+    records.received[1] += 0.6
+    records.received[2] = records.received[1]
+    assert filters._cap_check(records, 2, 2.0)["clients_over_cap"] == 1
 
 
 def test_predictors_part_measures_each_engine_batch_and_the_transport(
