@@ -35,6 +35,9 @@ export class VideoView {
    *   that picture if it came; called again with the result if it comes after the picture.
    * @param {(codec: string, why: string) => void} [options.onUnsupported] The stream's codec
    *   cannot be decoded here.
+   *
+   * The canvas fires a `framecast:paint` CustomEvent right after each picture is drawn on it,
+   * once per picture, its `detail` the picture's identity (as for onPaint).
    */
   constructor({ canvas, onPaint, onUnsupported = () => {} }) {
     this.canvas = canvas;
@@ -187,6 +190,9 @@ export class VideoView {
     this.stats.latencies.push(Date.now() - id.captured_at * 1000);
     if (this.stats.latencies.length > 50) this.stats.latencies.shift();
     this._shown = id;
+    // Once per picture, while the canvas holds exactly it (boxes live on another canvas): for a
+    // page that records or checks what was shown, e.g. every picture of a frame-index range.
+    this.canvas.dispatchEvent(new CustomEvent("framecast:paint", { detail: { ...id } }));
     const result = this._results.get(keyOf(id.epoch, id.frame));
     if (result) this._paired(id, result);
     else this.onPaint(id, undefined);
