@@ -166,8 +166,12 @@ def _video(got: list[Message]) -> list[wire.VideoFrame]:
 
 
 def _open_video(stack: contextlib.ExitStack, url: str) -> ClientConnection:
-    """A video viewer of ``url`` (closed with ``stack``), read through ``subscribed``."""
-    ws = stack.enter_context(connect(url, open_timeout=10))
+    """A video viewer of ``url`` (closed with ``stack``), read through ``subscribed``.
+
+    Its frames are read off the socket as they come, even while the test reads another client: a
+    client that stops reading is skipped to the next keyframe as lagging (a gap in its frames).
+    """
+    ws = stack.enter_context(connect(url, open_timeout=10, max_queue=None))
     got = _collect(ws, lambda m: bool(m) and isinstance(m[-1], wire.Subscribed), what="subscribed")
     subscribed = got[-1]
     assert isinstance(subscribed, wire.Subscribed) and subscribed.video, subscribed
@@ -194,7 +198,7 @@ def test_cluster_video_is_encoded_on_demand_and_a_joiner_mid_group_starts_at_the
         port = free_port()
         args = [
             "--cluster", "--stream", stream, "--metrics-port", str(port), "--heartbeat-interval", "0.2",
-            "--preview-fps", "0", "--max-fps", "15", "--video-codec", "vp8", "--video-keyframe-interval", "1",
+            "--preview-fps", "0", "--max-fps", "15", "--video-codec", "vp8", "--video-keyframe-interval", "2",
         ]  # fmt: skip
         producer = stack.enter_context(running_producer(cluster.url, args, env=child_env))
         gateway = stack.enter_context(
@@ -228,15 +232,15 @@ def test_cluster_video_is_encoded_on_demand_and_a_joiner_mid_group_starts_at_the
             )
         )
         group = seen[-1].group
-        assert seen[0].key and metrics(port)["framecast_producer_video_encoding"] == 1
-        assert _shard_subscribers(nodes[owner], video_channel) == 1
-        assert all(_shard_subscribers(nodes[p], video_channel) == 0 for p in cluster.ports if p != owner)
 
-        # A viewer joining mid-group starts at once at that group's keyframe (the gateway's GOP),
-        # not at the next one, and decodes every frame from there.
+        # A viewer joining mid-group (3 frames into a group of 2 s: the next keyframe is about
+        # 1.7 s away) starts at once at that group's keyframe (the gateway's GOP), frames the
+        # first viewer already had, not at the next keyframe; it decodes every frame from there.
         second = _open_video(stack, url + "?video=1")
         joined = _video(_collect(second, lambda m: len(_video(m)) >= 20, what="20 frames for the joiner"))
         assert joined[0].key and joined[0].seq <= group, (joined[0], group)
+        assert seen[0].key and metrics(port)["framecast_producer_video_encoding"] == 1
+        assert all(_shard_subscribers(nodes[p], video_channel) == 0 for p in cluster.ports if p != owner)
         seen += _video(_collect(first, lambda m: len(_video(m)) >= 5, what="5 more frames"))
         for frames in (seen, joined):
             for a, b in itertools.pairwise(frames):
