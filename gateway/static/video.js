@@ -9,7 +9,11 @@
 // videoSupport().
 
 const HOLD_MS = 120; // a decoded picture waits at most this long for its result before it is shown
-const MAX_DECODE_QUEUE = 8; // frames queued in the decoder: past this it is behind, skip to a keyframe
+// Frames queued in the decoder: past this it is behind for good, skip to a keyframe. A decoder
+// starved for a moment (a busy machine) catches up by itself in milliseconds once it runs; skipping
+// then would throw away the queue and the rest of the group (8 here cost a 0.5 s starvation on a
+// loaded 2-core machine 20 frames, 1.4 s of picture). 30 is 1-2 s of video at 15-30 fps.
+const MAX_DECODE_QUEUE = 30;
 const RESULTS_KEPT = 64; // results kept to pair with pictures that come after them
 
 /**

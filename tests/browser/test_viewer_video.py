@@ -54,8 +54,9 @@ SQUARE_AND_BOX = """() => {
 
 
 # Records every picture the viewer paints (its `framecast:paint` event, fired while the canvas
-# holds exactly that picture): its identity and where the orange square lies on the canvas
-# (centroid, in canvas pixels, read from a half-size copy to keep the page responsive).
+# holds exactly that picture): its identity, where the orange square lies on the canvas (centroid,
+# in canvas pixels) and a hash (FNV-1a) of the picture, read from a half-size copy to keep the
+# page responsive.
 RECORD_PAINTS = """() => {
   const frame = document.getElementById("frame");
   const half = document.createElement("canvas");
@@ -66,16 +67,17 @@ RECORD_PAINTS = """() => {
     if (half.width !== w || half.height !== h) [half.width, half.height] = [w, h];
     ctx.drawImage(frame, 0, 0, w, h);
     const d = ctx.getImageData(0, 0, w, h).data;
-    let [sx, sy, n] = [0, 0, 0];
+    let [sx, sy, n, hash] = [0, 0, 0, 0x811c9dc5];
     for (let y = 0; y < h; y++) for (let x = 0; x < w; x++) {
       const i = 4 * (y * w + x);
+      hash = Math.imul(hash ^ (d[i] | (d[i + 1] << 8) | (d[i + 2] << 16)), 0x01000193) >>> 0;
       if (Math.abs(d[i] - 220) < 40 && Math.abs(d[i + 1] - 90) < 40 && Math.abs(d[i + 2] - 40) < 40) {
         sx += x; sy += y; n++;
       }
     }
     const square = n > 100 ? [2 * sx / n + 1, 2 * sy / n + 1] : null;
     const seen = window.paintsSeen;
-    if (seen.length < 1000) seen.push([detail.epoch, detail.seq, detail.frame, square]);
+    if (seen.length < 1000) seen.push([detail.epoch, detail.seq, detail.frame, square, hash]);
   });
 }"""
 
@@ -196,8 +198,14 @@ def test_video_is_the_default_view_and_boxes_sit_on_the_picture_they_were_comput
         for _ in range(40):
             seen = page.evaluate(SQUARE_AND_BOX)
             if seen["square"] and seen["drawn"] and seen["drawn"]["boxes"]:
-                sx1, sy1, _, _ = seen["square"]
+                sx1, sy1, sx2, sy2 = seen["square"]
                 nearest = min(seen["drawn"]["boxes"], key=lambda b: abs(b[0] - sx1) + abs(b[1] - sy1))
+                sizes = [(nearest[2] - nearest[0]) - (sx2 - sx1), (nearest[3] - nearest[1]) - (sy2 - sy1)]
+                if max(map(abs, sizes)) > 12:
+                    # The motion detector merged the square with the walking figure into one box:
+                    # not a box of the square (a box of another picture has the square's size).
+                    page.wait_for_timeout(100)
+                    continue
                 error = max(abs(nearest[i] - edge) for i, edge in enumerate(seen["square"]))
                 assert error < 6, (seen["square"], nearest)
                 measured += 1
@@ -243,22 +251,20 @@ def _every_published_picture_is_painted_and_moves(page: Page, stack: Stack) -> N
         seqs,
     )
     assert [tuple(p[:3]) for p in window] == published
-    # The painted pixels change with every picture: the square moved since the picture before ...
+    # The painted pixels change with every picture (a hash of the picture on the canvas) ...
+    for a, b in itertools.pairwise(window):
+        assert b[2] > a[2] and a[4] != b[4], (a, b)
+    # ... and each shows the orange square where the scene draws it in that source frame (one
+    # frame index off moves it by 5 px; the median, as at 500 kbit/s an encoder smears the square
+    # of a few pictures by pixels; pictures where the figure hides part of it are left out).
     width = page.evaluate("() => document.getElementById('frame').width")
     scene = Scene()
-    want = {index: _square_centre(scene, index, width) for _, _, index, _ in window}
-    moved = 0
-    for (_, _, a, at), (_, _, b, bt) in itertools.pairwise(window):
-        assert b > a and at is not None and bt is not None, window
-        wa, wb = want[a], want[b]
-        if wa is not None and wb is not None and math.dist(wa, wb) >= 3:
-            assert math.dist(at, bt) >= 2, (a, at, b, bt)
-            moved += 1
-    assert moved >= 20, want  # (not where it is partly hidden, or where a bounce brings it back)
-    # ... to where the scene draws it in that source frame: one frame index off moves it by 5 px.
-    # (The median: at 500 kbit/s an encoder smears a few pictures' square by pixels.)
-    errors = [math.dist(seen, w) for _, _, index, seen in window if (w := want[index]) is not None]
-    assert statistics.median(errors) < 1.5, sorted(errors)
+    errors = []
+    for _, _, index, seen, _ in window:
+        assert seen is not None, window  # the square is on every picture
+        if (want := _square_centre(scene, index, width)) is not None:
+            errors.append(math.dist(seen, want))
+    assert len(errors) >= 20 and statistics.median(errors) < 1.5, sorted(errors)
 
 
 def test_a_tab_stalled_for_3_s_goes_on_decoding_without_an_error(page: Page) -> None:
