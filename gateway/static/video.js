@@ -9,7 +9,11 @@
 // videoSupport().
 
 const HOLD_MS = 120; // a decoded picture waits at most this long for its result before it is shown
-const MAX_DECODE_QUEUE = 8; // frames queued in the decoder: past this it is behind, skip to a keyframe
+// Frames queued in the decoder: past this it is behind for good, skip to a keyframe. A decoder
+// starved for a moment (a busy machine) catches up by itself in milliseconds once it runs; skipping
+// then would throw away the queue and the rest of the group (8 here cost a 0.5 s starvation on a
+// loaded 2-core machine 20 frames, 1.4 s of picture). 30 is 1-2 s of video at 15-30 fps.
+const MAX_DECODE_QUEUE = 30;
 const RESULTS_KEPT = 64; // results kept to pair with pictures that come after them
 
 /**
@@ -35,6 +39,9 @@ export class VideoView {
    *   that picture if it came; called again with the result if it comes after the picture.
    * @param {(codec: string, why: string) => void} [options.onUnsupported] The stream's codec
    *   cannot be decoded here.
+   *
+   * The canvas fires a `framecast:paint` CustomEvent right after each picture is drawn on it,
+   * once per picture, its `detail` the picture's identity (as for onPaint).
    */
   constructor({ canvas, onPaint, onUnsupported = () => {} }) {
     this.canvas = canvas;
@@ -187,6 +194,9 @@ export class VideoView {
     this.stats.latencies.push(Date.now() - id.captured_at * 1000);
     if (this.stats.latencies.length > 50) this.stats.latencies.shift();
     this._shown = id;
+    // Once per picture, while the canvas holds exactly it (boxes live on another canvas): for a
+    // page that records or checks what was shown, e.g. every picture of a frame-index range.
+    this.canvas.dispatchEvent(new CustomEvent("framecast:paint", { detail: { ...id } }));
     const result = this._results.get(keyOf(id.epoch, id.frame));
     if (result) this._paired(id, result);
     else this.onPaint(id, undefined);
