@@ -26,7 +26,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from bench import filters, strategies
+from bench import filters_analysis, strategies
 from bench.client import ClientConfig, _Conn, _mask_frame, _Recorder
 from bench.load import Records
 from bench.payload import Payload
@@ -211,14 +211,14 @@ def test_cap_check_counts_clients_past_their_cap() -> None:
         conn=np.asarray([0] * 5 + [1] * 6, dtype=np.int32),
         connections=2,
     )
-    check = filters._cap_check(records, 2, 2.0)
+    check = filters_analysis.cap_check(records, 2, 2.0)
     assert check["clients_over_cap"] == 1
     assert check["max_results_per_s"] == pytest.approx(4 / 0.4)
     # A client that stalls 0.6 s reads its first live result late, with the next one in the same
     # recv(): still within its cap (a check on receipt times alone would count it over).
     records.received[1] += 0.6
     records.received[2] = records.received[1]
-    assert filters._cap_check(records, 2, 2.0)["clients_over_cap"] == 1
+    assert filters_analysis.cap_check(records, 2, 2.0)["clients_over_cap"] == 1
 
 
 def test_predictors_part_measures_each_engine_batch_and_the_transport(
