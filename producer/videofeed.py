@@ -164,8 +164,8 @@ class VideoFeed:
         if wanted == self.wanted:
             return
         self.wanted = wanted
-        self.metrics.encoding.set(1 if wanted else 0)
         if wanted:
+            self.metrics.encoding.set(1)
             log.info("stream %s: a video viewer subscribed: encoding %s", self.stream, self.codec.name)
         else:
             log.info("stream %s: no video viewers: encoder stopped", self.stream)
@@ -182,6 +182,10 @@ class VideoFeed:
                 if self._encoder is not None:
                     await loop.run_in_executor(self._thread, self._close_encoder)
                     self._rekey = True
+                if not self.wanted:
+                    # Here, not where demand dropped: a frame being encoded then is still sent, and
+                    # "stopped" must mean that no frame follows.
+                    self.metrics.encoding.set(0)
                 continue
             epoch = self._epoch()
             if epoch != self._sent_epoch:
