@@ -10,25 +10,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.report_models import _NONE, _X, _num, _table
+
 __all__ = ["PLOT", "filters_section", "plot"]
 
 PLOT = "filters.png"
 """The plot file (in ``perf/`` beside the markdown), drawn when the part ran."""
 
-_NONE = "\u2013"  # en dash: no value
-_X = "\u00d7"  # multiplication sign
 _NAMES = {"full": "full", "events": "events-only", "capped": "capped", "full-m": "full"}
-
-
-def _num(value: Any, digits: int = 1) -> str:
-    if value is None:
-        return _NONE
-    return f"{float(value):,.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _clients(row: dict[str, Any]) -> str:
