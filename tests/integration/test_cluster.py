@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import time
-from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -29,8 +27,7 @@ from tests.support.gateway import running_gateway
 from tests.support.producer import metrics, running_producer
 from tests.support.video import decode
 from tests.support.wait import wait_until
-
-Message = wire.TextMessage | bytes
+from tests.support.wsread import Message, collect, recv
 
 
 def _streams_on_two_shards(cluster: Cluster) -> tuple[str, str]:
@@ -42,35 +39,6 @@ def _streams_on_two_shards(cluster: Cluster) -> tuple[str, str]:
         if cluster.owner(key_slot(wire.channel(name).encode())) != owner:
             return first, name
     raise AssertionError("no two stream names on different shards in 1000 tries")
-
-
-def _recv(ws: ClientConnection, *, timeout: float) -> Message:
-    data = ws.recv(timeout=timeout)
-    return data if isinstance(data, bytes) else wire.decode(data)
-
-
-def _collect(
-    ws: ClientConnection,
-    done: Callable[[list[Message]], bool],
-    *,
-    what: str,
-    timeout: float = 20.0,
-    limit: int = 10_000,
-) -> list[Message]:
-    """Receive until ``done(got)``: bounded in time and count."""
-    got: list[Message] = []
-    deadline = time.monotonic() + timeout
-    for _ in range(limit):
-        if done(got):
-            return got
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            got.append(_recv(ws, timeout=remaining))
-        except TimeoutError:
-            break
-    raise AssertionError(f"no {what} within {timeout:.0f} s and {limit} messages; last: {got[-5:]}")
 
 
 def _results(got: list[Message], stream: str) -> list[wire.Result]:
@@ -114,10 +82,10 @@ def test_cluster_spreads_streams_over_shards_and_serves_them_live_and_resumed(
         wait_until(listed, what=f"/streams listing {one} and {two}")
 
         ws = stack.enter_context(connect(gateway.ws_url + "/ws", open_timeout=10))
-        assert isinstance(_recv(ws, timeout=10), wire.Hello)
+        assert isinstance(recv(ws, timeout=10), wire.Hello)
         for stream in (one, two):
             ws.send(wire.encode(wire.Subscribe(stream=stream)).decode())
-        got = _collect(
+        got = collect(
             ws,
             lambda m: all(len(_results(m, s)) >= 5 for s in (one, two)),
             what=f"5 results of each of {one} and {two}",
@@ -144,9 +112,9 @@ def test_cluster_spreads_streams_over_shards_and_serves_them_live_and_resumed(
         first = _results(got, one)
         since = first[1]
         resumed = stack.enter_context(connect(gateway.ws_url + "/ws", open_timeout=10))
-        assert isinstance(_recv(resumed, timeout=10), wire.Hello)
+        assert isinstance(recv(resumed, timeout=10), wire.Hello)
         resumed.send(wire.encode(wire.Subscribe(stream=one, since=since.seq, epoch=since.epoch)).decode())
-        again = _collect(
+        again = collect(
             resumed,
             lambda m: any(r.seq > first[-1].seq + 2 for r in _results(m, one)),
             what=f"{one} replayed and live again",
@@ -172,7 +140,7 @@ def _open_video(stack: contextlib.ExitStack, url: str) -> ClientConnection:
     client that stops reading is skipped to the next keyframe as lagging (a gap in its frames).
     """
     ws = stack.enter_context(connect(url, open_timeout=10, max_queue=None))
-    got = _collect(ws, lambda m: bool(m) and isinstance(m[-1], wire.Subscribed), what="subscribed")
+    got = collect(ws, lambda m: bool(m) and isinstance(m[-1], wire.Subscribed), what="subscribed")
     subscribed = got[-1]
     assert isinstance(subscribed, wire.Subscribed) and subscribed.video, subscribed
     return ws
@@ -214,7 +182,7 @@ def test_cluster_video_is_encoded_on_demand_and_a_joiner_mid_group_starts_at_the
         # (Its frames are read off the socket as they come, even while the test reads other
         # clients: a client that stops reading is closed as lagging, and its demand with it.)
         results_ws = stack.enter_context(connect(url, open_timeout=10, max_queue=None))
-        _collect(results_ws, lambda m: len(_results(m, stream)) >= 10, what=f"10 results of {stream}")
+        collect(results_ws, lambda m: len(_results(m, stream)) >= 10, what=f"10 results of {stream}")
         wait_until(lambda: metrics(port)["framecast_producer_results_published_total"] >= 30)
         quiet = metrics(port)
         assert quiet["framecast_producer_video_frames_total"] == 0
@@ -225,7 +193,7 @@ def test_cluster_video_is_encoded_on_demand_and_a_joiner_mid_group_starts_at_the
         # sees it there (SHARDNUMSUB) and encodes; the viewer starts at a keyframe.
         first = _open_video(stack, url + "?video=1")
         seen = _video(
-            _collect(
+            collect(
                 first,
                 lambda m: (v := _video(m)) != [] and v[0].key and len(v) >= 4 and not v[-1].key,
                 what="a keyframe and three of its deltas",
@@ -237,11 +205,11 @@ def test_cluster_video_is_encoded_on_demand_and_a_joiner_mid_group_starts_at_the
         # 1.7 s away) starts at once at that group's keyframe (the gateway's GOP), frames the
         # first viewer already had, not at the next keyframe; it decodes every frame from there.
         second = _open_video(stack, url + "?video=1")
-        joined = _video(_collect(second, lambda m: len(_video(m)) >= 20, what="20 frames for the joiner"))
+        joined = _video(collect(second, lambda m: len(_video(m)) >= 20, what="20 frames for the joiner"))
         assert joined[0].key and joined[0].seq <= group, (joined[0], group)
         assert seen[0].key and metrics(port)["framecast_producer_video_encoding"] == 1
         assert all(_shard_subscribers(nodes[p], video_channel) == 0 for p in cluster.ports if p != owner)
-        seen += _video(_collect(first, lambda m: len(_video(m)) >= 5, what="5 more frames"))
+        seen += _video(collect(first, lambda m: len(_video(m)) >= 5, what="5 more frames"))
         for frames in (seen, joined):
             for a, b in itertools.pairwise(frames):
                 assert (b.epoch, b.seq) == (a.epoch, a.seq + 1), "a frame was lost or reordered"

@@ -10,41 +10,19 @@ events history, with no gap and no duplicate.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from redis.crc import key_slot
-from websockets.sync.client import ClientConnection, connect
+from websockets.sync.client import connect
 
 from framecast import wire
 from producer import scenes
 from tests.support.cluster import running_cluster
 from tests.support.gateway import running_gateway
 from tests.support.producer import running_producer
+from tests.support.wsread import Message, collect
 
 STREAM = "door"
-Message = wire.TextMessage | bytes
-
-
-def _collect(
-    ws: ClientConnection, done: Callable[[list[Message]], bool], *, what: str, timeout: float = 60.0
-) -> list[Message]:
-    """Receive until ``done(got)``: bounded in time and count."""
-    got: list[Message] = []
-    deadline = time.monotonic() + timeout
-    for _ in range(10_000):
-        if done(got):
-            return got
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            data = ws.recv(timeout=remaining)
-        except TimeoutError:
-            break
-        got.append(data if isinstance(data, bytes) else wire.decode(data))
-    raise AssertionError(f"no {what} within {timeout:.0f} s; last: {got[-5:]}")
 
 
 def _events(got: list[Message]) -> list[wire.Event]:
@@ -83,7 +61,7 @@ def test_events_on_a_cluster_reach_an_events_only_client_and_resume_from_the_sha
         )
 
         live = stack.enter_context(connect(gateway.ws_url + f"/ws/{STREAM}?kinds=event", open_timeout=10))
-        got = _collect(live, lambda m: len(_events(m)) >= 3, what="three crossings")
+        got = collect(live, lambda m: len(_events(m)) >= 3, what="three crossings", timeout=60)
         events = _events(got)
         # Events only: the producer published a result per frame meanwhile, and none came.
         assert not [m for m in got if isinstance(m, wire.Result | wire.Gap | wire.Reset | wire.Error)], got
@@ -101,7 +79,7 @@ def test_events_on_a_cluster_reach_an_events_only_client_and_resume_from_the_sha
             stream=STREAM, kinds=("event",), event_since=first.seq, event_epoch=first.epoch
         )
         resumed.send(wire.encode(subscribe).decode())
-        again = _collect(
+        again = collect(
             resumed,
             lambda m: any(e.seq >= seqs[-1] + 1 for e in _events(m)),
             what="the replay and a live event",

@@ -8,8 +8,6 @@ the same Redis hears nothing live, which shows the two modes really differ.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -19,11 +17,11 @@ from framecast import wire
 from tests.support.gateway import running_gateway
 from tests.support.producer import running_producer
 from tests.support.wait import wait_until
+from tests.support.wsread import Message, collect, recv
 
 if TYPE_CHECKING:
     from tests.support.valkey import RedisServer
 
-Message = wire.TextMessage | bytes
 
 STREAM = "default"
 
@@ -52,42 +50,12 @@ class _StatusKey:
         return self.seen[start:]
 
 
-def _recv(ws: ClientConnection, *, timeout: float) -> Message:
-    data = ws.recv(timeout=timeout)
-    return data if isinstance(data, bytes) else wire.decode(data)
-
-
-def _collect(
-    ws: ClientConnection,
-    done: Callable[[list[Message]], bool],
-    *,
-    what: str,
-    got: list[Message] | None = None,
-    timeout: float = 20.0,
-    limit: int = 10_000,
-) -> list[Message]:
-    """Receive into ``got`` until ``done(got)``: bounded in time and count."""
-    got = [] if got is None else got
-    deadline = time.monotonic() + timeout
-    for _ in range(limit):
-        if done(got):
-            return got
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        try:
-            got.append(_recv(ws, timeout=remaining))
-        except TimeoutError:
-            break
-    raise AssertionError(f"no {what} within {timeout:.0f} s and {limit} messages; last: {got[-5:]}")
-
-
 def _drain(ws: ClientConnection, *, limit: int = 10_000) -> list[Message]:
     """Everything the client has already received, without waiting for more."""
     got: list[Message] = []
     for _ in range(limit):
         try:
-            got.append(_recv(ws, timeout=0))
+            got.append(recv(ws, timeout=0))
         except TimeoutError:
             return got
     raise AssertionError(f"more than {limit} messages pending")
@@ -96,9 +64,9 @@ def _drain(ws: ClientConnection, *, limit: int = 10_000) -> list[Message]:
 def _open(stack: contextlib.ExitStack, url: str) -> tuple[ClientConnection, wire.Subscribed]:
     """Connect to ``/ws/<stream>`` (closed with ``stack``) and read through ``hello`` and ``subscribed``."""
     ws = stack.enter_context(connect(url, open_timeout=10))
-    hello = _recv(ws, timeout=10)
+    hello = recv(ws, timeout=10)
     assert isinstance(hello, wire.Hello)
-    got = _collect(ws, lambda m: bool(m) and isinstance(m[-1], wire.Subscribed), what="subscribed")
+    got = collect(ws, lambda m: bool(m) and isinstance(m[-1], wire.Subscribed), what="subscribed")
     subscribed = got[-1]
     assert isinstance(subscribed, wire.Subscribed)
     return ws, subscribed
@@ -149,7 +117,7 @@ def test_sharded_producer_serves_sharded_gateway_clients_on_demand_and_plain_gat
         sharded_ws, subscribed = _open(stack, sgw.ws_url + f"/ws/{STREAM}?previews=1")
         assert subscribed.previews
         assert _subscribers(client, sharded=True) == 1
-        got = _collect(
+        got = collect(
             sharded_ws,
             lambda m: (
                 sum(isinstance(x, wire.Result) for x in m) >= 5
@@ -165,7 +133,7 @@ def test_sharded_producer_serves_sharded_gateway_clients_on_demand_and_plain_gat
         assert {p.seq for p in previews} <= {r.seq for r in results}
 
         # Meanwhile the plain gateway heard no heartbeat and no result: it calls the stream offline.
-        heard = _collect(
+        heard = collect(
             plain_ws,
             lambda m: any(isinstance(x, wire.Status) and x.state == "offline" for x in m),
             what="the plain gateway's offline status",
