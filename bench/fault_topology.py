@@ -7,11 +7,11 @@ import os
 import signal
 import subprocess
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench.procs import wait_http
 from framecast.limits import raise_open_files_limit
 from framecast.local import launch
 from framecast.local.embedded import free_port, wait_for_port
@@ -73,7 +73,7 @@ class Topology:
             log_level="WARNING",
         )
         self._spawn(name, gateway)
-        self.wait_http(gateway.port, "/readyz")
+        wait_http(gateway.port, "/readyz")
 
     def start_producer(self) -> None:
         producer = launch.Producer(
@@ -102,21 +102,6 @@ class Topology:
             process.send_signal(sig)
         if sig in (signal.SIGKILL, signal.SIGTERM):
             process.wait(timeout=20)
-
-    @staticmethod
-    def wait_http(port: int, path: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        for _ in range(int(timeout / 0.1) + 1):
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer,
-            ):
-                if answer.status == 200:
-                    return
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"127.0.0.1:{port}{path} never answered 200")
 
     def metric(self, name: str, metric: str) -> float:
         """One unlabelled metric of gateway ``name`` (0 when it does not answer)."""

@@ -50,7 +50,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import filters_analysis, machine
 from bench.load import Load, Records
 from bench.payload import Payload
-from bench.procs import BenchError, Children, start_valkey
+from bench.procs import BenchError, Children, start_valkey, wait_http
 from framecast import wire
 from framecast.local import launch
 from framecast.local.embedded import free_port, wait_for_port
@@ -198,22 +198,6 @@ def _wait_subscriptions(port: int, expected: int, timeout: float = 60.0) -> None
         raise BenchError(f"filters: the gateway holds {count} subscriptions, expected {expected}")
 
 
-def _wait_ready(port: int, timeout: float = 60.0) -> None:
-    """Until the gateway's ``/readyz`` says 200 (its first canary came back)."""
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.1) + 1):
-        with (
-            contextlib.suppress(OSError),
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply,
-        ):
-            if reply.status == 200:
-                return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    raise BenchError(f"filters: the gateway on {port} was not ready within {timeout:g} s")
-
-
 @dataclass
 class _Group:
     """One Load of one flavour, and what its clients recorded once it is finished."""
@@ -352,7 +336,7 @@ def _stack(options: FiltersOptions, workdir: str) -> Iterator[_Bench]:
             wait_for_port(port, process=gateway, timeout=30)  # type: ignore[arg-type]
         except Exception as exc:
             raise BenchError(f"filters: the gateway did not start: {exc}") from None
-        _wait_ready(port)
+        wait_http(port, timeout=60.0)
         per_round = 7 * (options.window + options.settle + 30)
         seconds = options.rounds * per_round + 60
         stream = _Stream(redis_url, options.rate, beat=options.beat, max_seconds=seconds)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -22,13 +23,33 @@ from typing import IO, Any
 from framecast.exceptions import FramecastError
 from framecast.local import launch, procs
 
-__all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line", "start_valkey"]
+__all__ = ["ROOT", "BenchError", "Children", "child_env", "read_json_line", "start_valkey", "wait_http"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 class BenchError(FramecastError, RuntimeError):
     """A benchmark step failed; the text says which and why."""
+
+
+def wait_http(port: int, path: str = "/readyz", *, timeout: float = 30.0) -> None:
+    """Until ``http://127.0.0.1:{port}{path}`` answers 200 (a gateway's or nginx's readiness).
+
+    Raises:
+        BenchError: It did not within ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    for _ in range(int(timeout / 0.1) + 1):
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer,
+        ):
+            if answer.status == 200:
+                return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    raise BenchError(f"127.0.0.1:{port}{path} did not answer 200 within {timeout:g} s")
 
 
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:

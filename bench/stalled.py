@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.procs import wait_http
 from framecast import settings
 from framecast.settings import option
 
@@ -132,7 +133,7 @@ def run(config: StalledConfig, *, say: Callable[[str], None] = print) -> list[di
         raise ValueError(f"--paths: unknown {', '.join(unknown)} (choose from direct, nginx)")
     top = Topology(FaultsConfig(gateways=config.gateways, clients=1))
     try:
-        top.wait_http(top.nginx_port, "/readyz")
+        wait_http(top.nginx_port, "/readyz")
         say(HEADER)
         return [_measure(top, path, config, say) for path in config.paths]
     finally:

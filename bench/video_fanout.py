@@ -43,7 +43,7 @@ from typing import Any, cast
 
 from bench import machine
 from bench.load import Load
-from bench.procs import ROOT, Children, start_valkey
+from bench.procs import ROOT, Children, start_valkey, wait_http
 from bench.video_latency import JOIN_SECONDS, Paced, Sample, sample_size, summarize
 from framecast.local import launch
 from framecast.local.embedded import free_port, wait_for_port
@@ -71,21 +71,6 @@ def _metric(port: int, name: str) -> float:
             if line.startswith(name + " ") or line.startswith(name + "_total "):
                 return float(line.split()[-1])
     return 0.0
-
-
-def _wait_ready(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    for _ in range(int(timeout / 0.1) + 1):
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"gateway on {port} not ready in {timeout:g} s")
 
 
 @dataclass(frozen=True)
@@ -214,7 +199,7 @@ def run(options: VideoOptions, *, say: Callable[[str], None] = _stderr) -> dict[
         )
         gateway = children.launch(spec, stdout=False)
         wait_for_port(port, process=gateway, timeout=30)  # type: ignore[arg-type]
-        _wait_ready(port)
+        wait_http(port)
         # One viewer of both for the whole run: the stream is warm (encoding, previews on), so a
         # measured client joins like any later viewer, not the first one that wakes the encoder.
         warm = Load(children, url=f"ws://127.0.0.1:{port}/ws/default?video=1&previews=1", connections=1)
